@@ -1,0 +1,316 @@
+//! The `orgo.ai/v1` template format: parse, normalize, interpolate, validate
+//! and digest, with no I/O.
+//!
+//! ```
+//! use orgo_template::Template;
+//!
+//! let template = Template::from_yaml(r#"
+//! api_version: orgo.ai/v1
+//! name: my-workstation@1.0.0      # sugar for template: { name, version }
+//! cpu: 2                          # sugar for hardware: { cpu: 2 }
+//! vars: { greeting: hello }
+//! files:
+//!   /opt/welcome.txt: "${var.greeting}"
+//! "#)?;
+//! assert_eq!(template.template.name.as_str(), "my-workstation");
+//! assert_eq!(template.hardware.cpu, Some(2));
+//! assert!(template.digest().to_string().starts_with("sha256:"));
+//!
+//! let err = Template::from_yaml("api_version: orgo.ai/v1\nname: x@1.0.0\ncpu: 3\nhardwares: {}\n")
+//!     .unwrap_err();
+//! let paths: Vec<String> = err.diagnostics().iter().map(|d| d.path.to_string()).collect();
+//! assert_eq!(paths, ["cpu", "hardwares"]); // every problem, at the path the author wrote
+//! # Ok::<(), orgo_template::TemplateError>(())
+//! ```
+//!
+//! # Stages
+//!
+//! 1. **parse**: YAML (saphyr-parser events) or JSON (a strict RFC 8259 reader)
+//!    into a tree where every value keeps its line and column, then into the
+//!    authored [`Document`]: unknown fields, wrong types and duplicate keys are
+//!    reported here.
+//! 2. **normalize**: the sugar of the reference (`name: foo@1.0.0`, `cpu`,
+//!    `ram: 4gb`, `display: WxH`, `wallpaper`, `files: {path: text}`,
+//!    `on_first_boot`) moves to its canonical place. Sugar and canonical
+//!    fields may be mixed; one value set both ways is an error.
+//! 3. **interpolate**: `${var.X}` from `vars`, `${env.X}` from literal `env`
+//!    values, `$${` for a literal `${`; other `${...}` (a shell's `${HOME}`) is
+//!    left alone. Vars may refer to vars; cycles and unknown names are errors,
+//!    and expansion is bounded, so every input terminates. Every string value
+//!    is interpolated; `vars` are consumed and do not appear in the canonical
+//!    form (two templates that differ only in how they spell a value share a
+//!    digest).
+//! 4. **validate**: every rule of the reference, into the canonical
+//!    [`Template`]. [`Document::normalize`] runs stages 2-4 and is the only way
+//!    to get a `Template`. All problems of all stages are reported together.
+//! 5. **digest**: [`Template::digest`].
+//!
+//! # Canonical JSON and the digest (a contract)
+//!
+//! The digest is `sha256:` followed by the lower-case hex SHA-256 of the
+//! canonical JSON of the canonical template, serialized per **RFC 8785 (JCS)**:
+//! no insignificant whitespace, object members sorted by the UTF-16 code units
+//! of their names, strings with only `"`, `\` and U+0000-U+001F escaped
+//! (`\b \t \n \f \r`, otherwise `\u00xx` lower-case), other characters as
+//! UTF-8, and numbers as plain decimal integers (canonical templates hold no
+//! fractions). [`Template::canonical_json`] returns exactly the hashed bytes.
+//!
+//! The canonical template is shaped as follows:
+//! - Absent optional values, empty lists, empty maps and empty sections are
+//!   omitted. `vars` is omitted (it has been applied).
+//! - Documented defaults are written out: `hardware.os: linux`,
+//!   `hardware.audio: false`, `files[].when: build`, `secrets[].required: true`,
+//!   service `user: orgo`, `restart: always`, `stop_signal: TERM`; health
+//!   `every: 15s`, `timeout: 3s`, `retries: 3`, `on_fail: none`; tcp health
+//!   `host: 127.0.0.1`; ports `external: 0`, `protocol: tcp`, `public: false`;
+//!   autostart `delay: 0s`; stream `autostart: false`; file triggers watch
+//!   `[create, modify, delete]`.
+//! - Values are written in one spelling: durations in their largest exact unit
+//!   (`60s` -> `1m`, `1500ms`), file modes as four octal digits (`"0644"`),
+//!   resolutions as `WxHxD`, file destinations with `//` and `/./` collapsed,
+//!   URLs as the WHATWG URL standard serializes them, egress domains lower-case
+//!   and CIDRs by their network address, `SIGTERM` as `TERM`.
+//! - Lists keep their order (build steps run in order; order is meaning).
+//!
+//! So YAML or JSON, sugar or canonical, key order, comments, quoting and
+//! flow or block style never change the digest; any change of meaning does.
+//!
+//! # Reading YAML
+//!
+//! YAML 1.2 core schema: `yes`, `on`, `no`, `off` are strings, so `audio: yes`
+//! is a type error. A string field does not take a number: `version: 1.10` or
+//! `mode: 0755` is an error that says to quote it, never a silent `1.1` or
+//! `493`. Tags (`!foo`), merge keys (`<<`), several documents in one file and
+//! duplicate keys in any mapping are errors; anchors and aliases are expanded.
+//! Limits, checked as the document is read: 4 MiB of text, 64 levels of
+//! nesting, 200,000 values (counting alias copies), 1 MiB per interpolated
+//! value and 16 MiB of interpolated text in all.
+//!
+//! # Where the reference is silent
+//!
+//! - **`wallpaper`**: canonical form `desktop: { wallpaper: URL }` (http,
+//!   https, s3 or file). The image is downloaded when the snapshot is built and
+//!   the guest agent sets it as the desktop background on every boot,
+//!   restores included.
+//! - **Health checks**: `http` needs `url` (http/https, 2xx or 3xx passes);
+//!   `tcp` needs `port` (1-65535) and takes `host` (default `127.0.0.1`);
+//!   `command` needs `command` (exit 0 passes); `process` needs `process` (a
+//!   process of that name runs). A field of another type is an error.
+//!   `every` is at least 1s, `timeout` is more than 0 and at most `every`,
+//!   `retries` is 1-100. `restart_service:NAME` may name any service of the
+//!   template (service names are unique across apps).
+//! - **Triggers**: `{ name, source, actions, dedup }`. `source.type` is
+//!   `schedule` (`cron`, five fields), `webhook` (`path`, POSTed to the VM's
+//!   trigger endpoint), `file` (`path`, `events` of create/modify/delete) or
+//!   `health` (`app`: fires when that app's check reaches its retries).
+//!   `actions` is a non-empty list of `{run: CMD}`, `{restart_service: NAME}` or
+//!   `{alert: MESSAGE}`. `dedup` drops firings within that window.
+//! - **Files**: `secret://NAME` sources need `when: runtime` (secrets are never
+//!   baked into a snapshot). The runtime's own binaries are `/opt/orgo` and
+//!   `/usr/local/sbin/orgo` and `/usr/local/sbin/orgo-agent`, reserved beside
+//!   the reference's list. Two files with one destination are an error.
+//! - **Names**: service names are unique across the template; ports are unique
+//!   per protocol across apps; `telemetry.logs` entries are service names or
+//!   absolute paths; build package specs may not start with `-` or hold spaces.
+
+mod canonical;
+mod convert;
+mod digest;
+mod error;
+mod interpolate;
+mod json;
+mod names;
+mod node;
+mod normalize;
+mod raw;
+mod validate;
+mod yaml;
+
+use crate::convert::Cx;
+use crate::node::LoadError;
+
+pub use crate::canonical::{
+    ApiVersion, App, Autostart, Build, Desktop, Duration, EgressMode, EgressPolicy, EnvValue, File,
+    FileEvent, FileMode, FileSource, Gpu, Hardware, Health, HealthCheck, Hooks, Identity, OnFail,
+    Os, Port, Protocol, Region, Resolution, Restart, Secret, Service, Signal, Stream, Telemetry,
+    Template, TerminalSession, Trigger, TriggerAction, TriggerSource, When,
+};
+pub use crate::digest::Digest;
+pub use crate::error::{Diagnostic, Diagnostics, FieldPath, Location, Segment, TemplateError};
+pub use crate::names::{Name, SecretName, TemplateRef};
+
+/// The text formats a template can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// YAML 1.2.
+    Yaml,
+    /// JSON (RFC 8259).
+    Json,
+}
+
+impl Format {
+    /// The format of a file: JSON for a `.json` name; otherwise JSON when the
+    /// text starts with `{`, else YAML.
+    pub fn detect(file_name: Option<&str>, text: &str) -> Self {
+        match file_name {
+            Some(name) if name.to_ascii_lowercase().ends_with(".json") => Format::Json,
+            Some(name)
+                if name.to_ascii_lowercase().ends_with(".yaml")
+                    || name.to_ascii_lowercase().ends_with(".yml") =>
+            {
+                Format::Yaml
+            }
+            _ if text
+                .trim_start_matches('\u{feff}')
+                .trim_start()
+                .starts_with('{') =>
+            {
+                Format::Json
+            }
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// An authored template: sugar allowed, values as written, shapes and types
+/// checked. [`Document::normalize`] turns it into a [`Template`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    raw: raw::Document,
+}
+
+fn load(text: &str, format: Format) -> Result<node::Node, TemplateError> {
+    let loaded = match format {
+        Format::Yaml => yaml::load(text),
+        Format::Json => json::load(text),
+    };
+    loaded.map_err(
+        |LoadError {
+             path,
+             message,
+             location,
+         }| TemplateError::single(path, message, Some(location)),
+    )
+}
+
+fn finish<T>(value: Option<T>, cx: Cx) -> Result<T, TemplateError> {
+    match value {
+        Some(value) if cx.diagnostics.is_empty() => Ok(value),
+        _ => {
+            let mut diagnostics = cx.diagnostics;
+            if diagnostics.is_empty() {
+                // Unreachable by construction: every `None` comes with a diagnostic.
+                diagnostics.push(Diagnostic {
+                    path: FieldPath::root(),
+                    message: "template is invalid".to_owned(),
+                    location: None,
+                });
+            }
+            Err(TemplateError::Invalid(Diagnostics::new(diagnostics)))
+        }
+    }
+}
+
+/// Runs normalize, interpolate and validate on a read document.
+fn normalize_in(mut raw: raw::Document, cx: &mut Cx) -> Option<Template> {
+    let relocations = normalize::desugar(&mut raw, cx);
+    let start = cx.diagnostics.len();
+    let template = validate::validate(raw, cx);
+    for diagnostic in &mut cx.diagnostics[start..] {
+        relocations.apply(diagnostic);
+    }
+    template
+}
+
+impl Document {
+    /// Reads a document in `format`.
+    pub fn parse(text: &str, format: Format) -> Result<Self, TemplateError> {
+        let node = load(text, format)?;
+        let mut cx = Cx::default();
+        let raw = raw::Document::read(node, &mut cx);
+        finish(raw, cx).map(|raw| Self { raw })
+    }
+
+    /// Reads a YAML document.
+    pub fn from_yaml(text: &str) -> Result<Self, TemplateError> {
+        Self::parse(text, Format::Yaml)
+    }
+
+    /// Reads a JSON document.
+    pub fn from_json(text: &str) -> Result<Self, TemplateError> {
+        Self::parse(text, Format::Json)
+    }
+
+    /// Folds sugar, interpolates, validates: the canonical template, or every problem.
+    pub fn normalize(self) -> Result<Template, TemplateError> {
+        let mut cx = Cx::default();
+        let template = normalize_in(self.raw, &mut cx);
+        finish(template, cx)
+    }
+}
+
+impl Template {
+    /// Parses and normalizes a document, reporting the problems of every stage together.
+    pub fn parse(text: &str, format: Format) -> Result<Self, TemplateError> {
+        let node = load(text, format)?;
+        let mut cx = Cx::default();
+        let template =
+            raw::Document::read(node, &mut cx).and_then(|raw| normalize_in(raw, &mut cx));
+        finish(template, cx)
+    }
+
+    /// [`Template::parse`] for YAML.
+    pub fn from_yaml(text: &str) -> Result<Self, TemplateError> {
+        Self::parse(text, Format::Yaml)
+    }
+
+    /// [`Template::parse`] for JSON.
+    pub fn from_json(text: &str) -> Result<Self, TemplateError> {
+        Self::parse(text, Format::Json)
+    }
+
+    /// The RFC 8785 canonical JSON that [`Template::digest`] hashes.
+    pub fn canonical_json(&self) -> String {
+        digest::canonical_json(self)
+    }
+
+    /// `sha256:` + hex SHA-256 of [`Template::canonical_json`].
+    pub fn digest(&self) -> Digest {
+        Digest::of(self.canonical_json().as_bytes())
+    }
+
+    /// The canonical template as YAML, fields in the reference's order.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("canonical types serialize to YAML without fail")
+    }
+
+    /// The canonical template as indented JSON, fields in the reference's order.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("canonical types serialize to JSON without fail")
+    }
+
+    /// The template's ref in `namespace`.
+    pub fn reference(&self, namespace: Name) -> TemplateRef {
+        TemplateRef::new(
+            namespace,
+            self.template.name.clone(),
+            self.template.version.clone(),
+        )
+    }
+}
+
+/// The JSON Schema of the authored format (draft 2020-12): it accepts the
+/// canonical form, the sugar form and any mix of the two. Rules the schema
+/// language cannot say (references between fields, interpolation) are left to
+/// [`Template::parse`].
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(raw::Document);
+    let mut value = schema.to_value();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "$id".to_owned(),
+            serde_json::Value::from("https://www.orgo.ai/api/template-schema"),
+        );
+    }
+    value
+}

@@ -1,0 +1,283 @@
+//! The source tree both loaders build: every value with its location, scalars
+//! already resolved to the YAML 1.2 core schema, mapping keys unique.
+
+use std::collections::HashSet;
+
+use crate::error::{FieldPath, Location, Segment};
+
+/// Largest document accepted, checked before parsing starts.
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Deepest nesting of sequences and mappings (a real template is under 8 deep).
+pub(crate) const MAX_DEPTH: usize = 64;
+/// Most values in one document, counting every copy an alias makes.
+pub(crate) const MAX_NODES: usize = 200_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node {
+    pub(crate) kind: NodeKind,
+    pub(crate) location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum NodeKind {
+    Null,
+    Bool(bool),
+    /// An integer as written (`-12`, `0x1f`, `0o755`); parsed where a field needs it.
+    Int(String),
+    /// A floating-point number as written.
+    Float(String),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Key, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Key {
+    pub(crate) text: String,
+    pub(crate) location: Location,
+}
+
+impl NodeKind {
+    /// How the value reads in a message: "the string `yes`", "a mapping".
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            NodeKind::Null => "null".to_owned(),
+            NodeKind::Bool(b) => format!("the boolean `{b}`"),
+            NodeKind::Int(text) | NodeKind::Float(text) => format!("the number `{text}`"),
+            NodeKind::Str(text) => format!("the string `{}`", truncate(text)),
+            NodeKind::Seq(_) => "a sequence".to_owned(),
+            NodeKind::Map(_) => "a mapping".to_owned(),
+        }
+    }
+}
+
+/// A value cut to a readable length for messages.
+pub(crate) fn truncate(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// A problem found while loading, before any field is interpreted.
+#[derive(Debug)]
+pub(crate) struct LoadError {
+    pub(crate) path: FieldPath,
+    pub(crate) message: String,
+    pub(crate) location: Location,
+}
+
+/// Resolves a plain (unquoted) YAML scalar by the YAML 1.2 core schema.
+/// `yes`, `on`, `off` and `no` are strings, as YAML 1.2 says.
+pub(crate) fn resolve_plain(text: String) -> NodeKind {
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeKind::Null,
+        "true" | "True" | "TRUE" => return NodeKind::Bool(true),
+        "false" | "False" | "FALSE" => return NodeKind::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return NodeKind::Float(text),
+        _ => {}
+    }
+    if is_core_int(&text) {
+        NodeKind::Int(text)
+    } else if is_core_float(&text) {
+        NodeKind::Float(text)
+    } else {
+        NodeKind::Str(text)
+    }
+}
+
+fn is_core_int(text: &str) -> bool {
+    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    if let Some(rest) = text.strip_prefix("0o") {
+        return digits(rest, 8);
+    }
+    if let Some(rest) = text.strip_prefix("0x") {
+        return digits(rest, 16);
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    digits(unsigned, 10)
+}
+
+/// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
+fn is_core_float(text: &str) -> bool {
+    let b = text.strip_prefix(['-', '+']).unwrap_or(text).as_bytes();
+    let mut i = 0;
+    let int_digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    i += int_digits;
+    let mut frac_digits = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        frac_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        i += frac_digits;
+    }
+    if int_digits == 0 && frac_digits == 0 {
+        return false;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'-' | b'+')) {
+            i += 1;
+        }
+        let exp_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if exp_digits == 0 {
+            return false;
+        }
+        i += exp_digits;
+    }
+    i == b.len()
+}
+
+/// Counts values against [`MAX_NODES`] and nesting against [`MAX_DEPTH`].
+#[derive(Default)]
+pub(crate) struct Budget {
+    nodes: usize,
+}
+
+impl Budget {
+    pub(crate) fn spend(&mut self, count: usize, location: Location) -> Result<(), LoadError> {
+        self.nodes = self.nodes.saturating_add(count);
+        if self.nodes > MAX_NODES {
+            return Err(LoadError {
+                path: FieldPath::root(),
+                message: format!(
+                    "document has more than {MAX_NODES} values (aliases count once per use); \
+                     a template is far smaller"
+                ),
+                location,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_depth(depth: usize, location: Location) -> Result<(), LoadError> {
+        if depth > MAX_DEPTH {
+            return Err(LoadError {
+                path: FieldPath::root(),
+                message: format!("document nests deeper than {MAX_DEPTH} levels"),
+                location,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_size(len: usize) -> Result<(), LoadError> {
+    if len > MAX_DOCUMENT_BYTES {
+        return Err(LoadError {
+            path: FieldPath::root(),
+            message: format!(
+                "document is {len} bytes, over the limit of {MAX_DOCUMENT_BYTES} bytes; \
+                 large files belong in `files[].from`, not inline"
+            ),
+            location: Location { line: 1, column: 1 },
+        });
+    }
+    Ok(())
+}
+
+/// Collects the entries of one mapping and rejects a key seen twice.
+pub(crate) struct MapBuilder {
+    pub(crate) entries: Vec<(Key, Node)>,
+    seen: Option<HashSet<String>>,
+}
+
+/// Up to this many keys a linear scan beats hashing.
+const LINEAR_SCAN_KEYS: usize = 16;
+
+impl MapBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            seen: None,
+        }
+    }
+
+    /// Checks that `key` is new; `path` is the mapping's own path, for the message.
+    pub(crate) fn check_key(&mut self, key: &Key, path: &FieldPath) -> Result<(), LoadError> {
+        let duplicate = if let Some(seen) = &mut self.seen {
+            !seen.insert(key.text.clone())
+        } else if self.entries.len() >= LINEAR_SCAN_KEYS {
+            let mut seen: HashSet<String> =
+                self.entries.iter().map(|(k, _)| k.text.clone()).collect();
+            let duplicate = !seen.insert(key.text.clone());
+            self.seen = Some(seen);
+            duplicate
+        } else {
+            self.entries.iter().any(|(k, _)| k.text == key.text)
+        };
+        if duplicate {
+            let first = self
+                .entries
+                .iter()
+                .find(|(k, _)| k.text == key.text)
+                .map(|(k, _)| k.location);
+            let mut at = path.clone();
+            at.push(Segment::Key(key.text.clone()));
+            return Err(LoadError {
+                path: at,
+                message: match first {
+                    Some(first) => {
+                        format!("duplicate key `{}` (first defined at {first})", key.text)
+                    }
+                    None => format!("duplicate key `{}`", key.text),
+                },
+                location: key.location,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Number of values in a tree, for alias accounting.
+pub(crate) fn count(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        NodeKind::Map(entries) => 1 + entries.iter().map(|(_, v)| count(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_scalars_follow_the_core_schema() {
+        for (text, kind) in [
+            ("yes", "str"),
+            ("on", "str"),
+            ("No", "str"),
+            ("true", "bool"),
+            ("FALSE", "bool"),
+            ("~", "null"),
+            ("", "null"),
+            ("0755", "int"),
+            ("0o755", "int"),
+            ("0x1F", "int"),
+            ("0xg1", "str"),
+            ("0x1f", "int"),
+            ("-3", "int"),
+            ("1.10", "float"),
+            ("1.", "float"),
+            (".5", "float"),
+            ("1e5", "float"),
+            ("1e", "str"),
+            ("1.0.0", "str"),
+            (".", "str"),
+            (".inf", "float"),
+            ("1280x800", "str"),
+        ] {
+            let got = match resolve_plain(text.to_owned()) {
+                NodeKind::Null => "null",
+                NodeKind::Bool(_) => "bool",
+                NodeKind::Int(_) => "int",
+                NodeKind::Float(_) => "float",
+                NodeKind::Str(_) => "str",
+                _ => "other",
+            };
+            assert_eq!(got, kind, "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Sugar to canonical shape: the seven rows of the reference's table.
+//!
+//! | sugar                  | canonical                                      |
+//! |------------------------|------------------------------------------------|
+//! | `name: foo@1.0.0`      | `template: { name: foo, version: 1.0.0 }`      |
+//! | `cpu: 2`               | `hardware: { cpu: 2 }`                         |
+//! | `ram: 4gb`             | `hardware: { ram_gb: 4 }`                      |
+//! | `display: 1280x800`    | `hardware: { resolution: 1280x800x24 }`        |
+//! | `wallpaper: URL`       | `desktop: { wallpaper: URL }`                  |
+//! | `files: { /p: "text" }`| `files: [{ to: /p, inline: "text" }]`          |
+//! | `on_first_boot: ...`   | `hooks: { on_first_boot: ... }`                |
+//!
+//! Sugar and canonical fields may be mixed; setting one value both ways is an
+//! error naming both. Moved values keep their source location, and the
+//! [`Relocations`] let later stages report a problem at the path the author
+//! wrote (`cpu`, not `hardware.cpu`).
+
+use crate::convert::{Cx, IntOrStr, Sp};
+use crate::error::{Diagnostic, FieldPath};
+use crate::raw::{Desktop, Document, File, Files, Hardware, Hooks, Identity};
+
+/// Canonical path to authored path, for values sugar moved.
+#[derive(Default)]
+pub(crate) struct Relocations(Vec<(FieldPath, FieldPath)>);
+
+impl Relocations {
+    fn add(&mut self, canonical: FieldPath, authored: FieldPath) {
+        self.0.push((canonical, authored));
+    }
+
+    /// Rewrites a diagnostic's path to the one the author wrote.
+    pub(crate) fn apply(&self, diagnostic: &mut Diagnostic) {
+        if let Some((_, authored)) = self.0.iter().find(|(c, _)| *c == diagnostic.path) {
+            diagnostic.path = authored.clone();
+            return;
+        }
+        let best = self
+            .0
+            .iter()
+            .filter(|(c, _)| diagnostic.path.starts_with(c))
+            .max_by_key(|(c, _)| c.segments().len());
+        if let Some((canonical, authored)) = best {
+            diagnostic.path = diagnostic.path.replace_prefix(canonical, authored);
+        }
+    }
+}
+
+fn root(key: &str) -> FieldPath {
+    FieldPath::root().key(key)
+}
+
+/// Moves one sugar value into its canonical slot, or reports that both are set.
+fn place<T>(
+    cx: &mut Cx,
+    sugar: Sp<T>,
+    sugar_key: &str,
+    slot: &mut Option<Sp<T>>,
+    canonical: &FieldPath,
+    moved: &mut Relocations,
+) {
+    if slot.is_some() {
+        cx.key(sugar_key, |cx| {
+            cx.error(
+                sugar.at,
+                format!("`{sugar_key}` and `{canonical}` are both set; keep one"),
+            )
+        });
+        return;
+    }
+    *slot = Some(sugar);
+    moved.add(canonical.clone(), root(sugar_key));
+}
+
+/// Folds every sugar field of `doc` into its canonical place.
+pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
+    let mut moved = Relocations::default();
+    // An unreadable `name` sugar stands for the identity: do not also call it missing.
+    if cx.invalid.contains(&root("name")) {
+        for path in [
+            root("template"),
+            root("template").key("name"),
+            root("template").key("version"),
+        ] {
+            cx.invalid.insert(path);
+        }
+    }
+
+    if let Some(sugar) = doc.name.take() {
+        let identity = doc.template.get_or_insert_with(Identity::default);
+        let (name, version) = match sugar.value.rsplit_once('@') {
+            Some((name, version)) => (name.to_owned(), Some(version.to_owned())),
+            None => (sugar.value.clone(), None),
+        };
+        let at = sugar.at;
+        place(
+            cx,
+            Sp { value: name, at },
+            "name",
+            &mut identity.name,
+            &root("template").key("name"),
+            &mut moved,
+        );
+        if let Some(version) = version {
+            place(
+                cx,
+                Sp { value: version, at },
+                "name",
+                &mut identity.version,
+                &root("template").key("version"),
+                &mut moved,
+            );
+        }
+    }
+
+    let hardware_sugar = doc.cpu.is_some() || doc.ram.is_some() || doc.display.is_some();
+    if hardware_sugar {
+        let hardware = doc.hardware.get_or_insert_with(Hardware::default);
+        if let Some(cpu) = doc.cpu.take() {
+            place(
+                cx,
+                cpu,
+                "cpu",
+                &mut hardware.cpu,
+                &root("hardware").key("cpu"),
+                &mut moved,
+            );
+        }
+        if let Some(ram) = doc.ram.take() {
+            let at = ram.at;
+            match parse_ram(&ram.value) {
+                Ok(gb) => place(
+                    cx,
+                    Sp { value: gb, at },
+                    "ram",
+                    &mut hardware.ram_gb,
+                    &root("hardware").key("ram_gb"),
+                    &mut moved,
+                ),
+                Err(message) => cx.key("ram", |cx| cx.error(at, message)),
+            }
+        }
+        if let Some(display) = doc.display.take() {
+            let value = with_default_depth(&display.value);
+            place(
+                cx,
+                Sp {
+                    value,
+                    at: display.at,
+                },
+                "display",
+                &mut hardware.resolution,
+                &root("hardware").key("resolution"),
+                &mut moved,
+            );
+        }
+    }
+
+    if let Some(wallpaper) = doc.wallpaper.take() {
+        let desktop = doc.desktop.get_or_insert_with(Desktop::default);
+        place(
+            cx,
+            wallpaper,
+            "wallpaper",
+            &mut desktop.wallpaper,
+            &root("desktop").key("wallpaper"),
+            &mut moved,
+        );
+    }
+
+    if let Some(hook) = doc.on_first_boot.take() {
+        let hooks = doc.hooks.get_or_insert_with(Hooks::default);
+        place(
+            cx,
+            hook,
+            "on_first_boot",
+            &mut hooks.on_first_boot,
+            &root("hooks").key("on_first_boot"),
+            &mut moved,
+        );
+    }
+
+    if let Some(Files::Sugar(map)) = doc.files.take_if(|files| matches!(files, Files::Sugar(_))) {
+        let mut list = Vec::with_capacity(map.0.len());
+        for (i, (path, text)) in map.0.into_iter().enumerate() {
+            let authored = root("files").key(&path.value);
+            let canonical = root("files").index(i);
+            moved.add(canonical.key("to"), authored.clone());
+            moved.add(canonical.key("inline"), authored.clone());
+            moved.add(canonical, authored);
+            list.push(File {
+                to: Some(path),
+                inline: Some(text),
+                ..File::default()
+            });
+        }
+        doc.files = Some(Files::List(list));
+    }
+
+    moved
+}
+
+/// `4`, `4gb`, `4GB`, `4g`, `4GiB`, `4 gb`: a whole number of GB.
+fn parse_ram(value: &IntOrStr) -> Result<u64, String> {
+    match value {
+        IntOrStr::Int(gb) => Ok(*gb),
+        IntOrStr::Str(text) => {
+            let lower = text.trim().to_ascii_lowercase();
+            let digits = lower
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .trim_end();
+            let unit = lower[digits.len()..].trim_start();
+            match (digits.parse::<u64>(), unit) {
+                (Ok(gb), "" | "g" | "gb" | "gib") => Ok(gb),
+                _ => Err(format!(
+                    "`{}` is not a RAM size; write whole gigabytes, e.g. `4gb`",
+                    crate::node::truncate(text)
+                )),
+            }
+        }
+    }
+}
+
+/// `WxH` gets the default depth 24; anything else is left for validation.
+fn with_default_depth(display: &str) -> String {
+    let parts: Vec<&str> = display.split('x').collect();
+    if parts.len() == 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        format!("{display}x24")
+    } else {
+        display.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_sizes() {
+        for (text, gb) in [
+            ("4gb", 4),
+            ("8GB", 8),
+            ("16g", 16),
+            ("32GiB", 32),
+            ("64 gb", 64),
+            ("4", 4),
+        ] {
+            assert_eq!(parse_ram(&IntOrStr::Str(text.into())), Ok(gb), "{text}");
+        }
+        for bad in ["4tb", "gb", "4.5gb", "-4gb", "4 mb"] {
+            assert!(parse_ram(&IntOrStr::Str(bad.into())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_depth() {
+        assert_eq!(with_default_depth("1280x800"), "1280x800x24");
+        assert_eq!(with_default_depth("1280x800x16"), "1280x800x16");
+        assert_eq!(with_default_depth("big"), "big");
+    }
+}
