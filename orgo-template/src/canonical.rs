@@ -761,6 +761,7 @@ pub struct EgressPolicy {
     pub mode: EgressMode,
     /// Rules: domains and patterns in lower case, IPs and CIDRs in their
     /// standard text form.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
 }
 

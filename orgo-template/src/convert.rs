@@ -155,25 +155,28 @@ impl FromNode for Sp<u64> {
 impl FromNode for Sp<bool> {
     fn from_node(node: Node, cx: &mut Cx) -> Option<Self> {
         let at = Some(node.location);
-        match node.kind {
-            NodeKind::Bool(value) => Some(Sp { value, at }),
+        let message = match node.kind {
+            NodeKind::Bool(value) => return Some(Sp { value, at }),
+            NodeKind::Str(text) if text == "true" || text == "false" => {
+                format!(
+                    "expected `true` or `false`, found the string `\"{text}\"`; remove the quotes"
+                )
+            }
             NodeKind::Str(text)
                 if matches!(
                     text.to_ascii_lowercase().as_str(),
                     "yes" | "no" | "on" | "off" | "y" | "n"
                 ) =>
             {
-                cx.error(at, format!("expected `true` or `false`, found the string `{text}` (YAML 1.2 reads `{text}` as a string)"));
-                None
+                format!(
+                    "expected `true` or `false`, found the string `{text}` \
+                     (`yes`, `no`, `on` and `off` are strings in YAML 1.2 and JSON)"
+                )
             }
-            other => {
-                cx.error(
-                    at,
-                    format!("expected `true` or `false`, found {}", other.describe()),
-                );
-                None
-            }
-        }
+            other => format!("expected `true` or `false`, found {}", other.describe()),
+        };
+        cx.error(at, message);
+        None
     }
 }
 

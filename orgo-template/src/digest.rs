@@ -1,5 +1,6 @@
 //! Canonical JSON (RFC 8785, JCS) and the template digest.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -59,84 +60,27 @@ impl Serialize for Digest {
     }
 }
 
-/// Serializes `value` as RFC 8785 canonical JSON.
-///
-/// Only the parts of RFC 8785 that canonical templates can reach are needed:
-/// integers (never beyond 2^53, so ECMAScript number text is plain decimal),
-/// strings, booleans, arrays and objects. Object members are sorted by the
-/// UTF-16 code units of their names; strings escape only `"`, `\` and control
-/// characters (`\b \t \n \f \r`, else `\u00xx` in lower-case hex), all other
-/// characters are written as UTF-8.
-pub(crate) fn canonical_json<T: Serialize>(value: &T) -> String {
-    let value =
+/// Serializes a canonical template to a JSON value whose strings are written
+/// as a document spells them (see [`crate::jcs::escape_document`]), for the
+/// YAML and indented JSON outputs; [`crate::jcs`] writes the hashed form.
+pub(crate) fn to_document_value<T: Serialize>(value: &T) -> Value {
+    let mut value =
         serde_json::to_value(value).expect("canonical types serialize to JSON without fail");
-    let mut out = String::with_capacity(1024);
-    write_value(&value, &mut out);
-    out
+    escape_strings(&mut value);
+    value
 }
 
-fn write_value(value: &Value, out: &mut String) {
+fn escape_strings(value: &mut Value) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            // Canonical templates hold only integers (u64 fields capped far below 2^53).
-            debug_assert!(n.is_u64() || n.is_i64(), "canonical numbers are integers");
-            out.push_str(&n.to_string());
-        }
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(item, out);
+        Value::String(s) => {
+            if let Cow::Owned(escaped) = crate::jcs::escape_document(s) {
+                *s = escaped;
             }
-            out.push(']');
         }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(key, out);
-                out.push(':');
-                write_value(item, out);
-            }
-            out.push('}');
-        }
+        Value::Array(items) => items.iter_mut().for_each(escape_strings),
+        Value::Object(map) => map.values_mut().for_each(escape_strings),
+        _ => {}
     }
-}
-
-fn write_string(s: &str, out: &mut String) {
-    out.push('"');
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\u{8}' => "\\b",
-            '\t' => "\\t",
-            '\n' => "\\n",
-            '\u{c}' => "\\f",
-            '\r' => "\\r",
-            c if (c as u32) < 0x20 => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            out.push_str(&format!("\\u{:04x}", c as u32));
-        } else {
-            out.push_str(escape);
-        }
-        start = i + c.len_utf8();
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -145,14 +89,9 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rfc8785_strings_and_order() {
-        let value =
-            json!({"b": 1, "a": [true, null, "x\"\\\n\u{1f}é€😀/"], "\u{e000}": 0, "😀": 0});
-        // U+1F600 is the surrogate pair D83D DE00, which sorts before U+E000 in UTF-16.
-        assert_eq!(
-            canonical_json(&value),
-            "{\"a\":[true,null,\"x\\\"\\\\\\n\\u001fé€😀/\"],\"b\":1,\"😀\":0,\"\u{e000}\":0}"
-        );
+    fn document_values_escape_like_canonical_json() {
+        let value = to_document_value(&json!({"a": "${var.x} ${HOME}", "k": ["$${y}"]}));
+        assert_eq!(value, json!({"a": "$${var.x} ${HOME}", "k": ["$$${y}"]}));
     }
 
     #[test]

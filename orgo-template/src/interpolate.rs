@@ -120,6 +120,8 @@ pub(crate) struct Scope {
     /// Raw text and place of each definition, for resolving and for messages.
     sources: HashMap<(Ns, String), (String, Option<Location>)>,
     total: usize,
+    /// The document-wide limit is reported once, where it was reached.
+    total_reported: bool,
 }
 
 impl Scope {
@@ -133,6 +135,7 @@ impl Scope {
             states: HashMap::new(),
             sources: HashMap::new(),
             total: 0,
+            total_reported: false,
         };
         let mut order = Vec::new();
         for (key, value) in vars.map(|m| m.0.as_slice()).unwrap_or_default() {
@@ -183,13 +186,11 @@ impl Scope {
         if frame.failed {
             return;
         }
-        if !append(&mut frame.out, text, &mut self.total) {
+        if let Err(limit) = append(&mut frame.out, text, &mut self.total) {
             frame.failed = true;
-            self.report(
-                cx,
-                &frame.id,
-                format!("expands to more than {MAX_VALUE} bytes"),
-            );
+            if let Some(message) = self.limit_message(limit) {
+                self.report(cx, &frame.id, message);
+            }
         }
     }
 
@@ -294,6 +295,20 @@ impl Scope {
         }
     }
 
+    /// The message for a limit reached, or `None` when the total was already reported.
+    fn limit_message(&mut self, limit: Limit) -> Option<String> {
+        match limit {
+            Limit::Value => Some(format!("expands to more than {MAX_VALUE} bytes")),
+            Limit::Total if self.total_reported => None,
+            Limit::Total => {
+                self.total_reported = true;
+                Some(format!(
+                    "interpolation expands the document past {MAX_TOTAL} bytes in all"
+                ))
+            }
+        }
+    }
+
     /// The resolved value of a literal env entry (for the canonical `env`).
     pub(crate) fn env_value(&self, name: &str) -> Option<&str> {
         match self.states.get(&(Ns::Env, name.to_owned())) {
@@ -331,13 +346,10 @@ impl Scope {
                     }
                 },
             };
-            if !append(&mut out, text, &mut self.total) {
-                cx.error(
-                    value.at,
-                    format!(
-                        "expands to more than {MAX_VALUE} bytes (or the document past {MAX_TOTAL})"
-                    ),
-                );
+            if let Err(limit) = append(&mut out, text, &mut self.total) {
+                if let Some(message) = self.limit_message(limit) {
+                    cx.error(value.at, message);
+                }
                 return None;
             }
         }
@@ -345,14 +357,23 @@ impl Scope {
     }
 }
 
-/// Appends `text` unless that passes [`MAX_VALUE`] or [`MAX_TOTAL`]; `false` if it would.
-fn append(out: &mut String, text: &str, total: &mut usize) -> bool {
-    if out.len() + text.len() > MAX_VALUE || *total + text.len() > MAX_TOTAL {
-        return false;
+/// Which expansion limit a value ran into.
+enum Limit {
+    Value,
+    Total,
+}
+
+/// Appends `text` unless that passes [`MAX_VALUE`] or [`MAX_TOTAL`].
+fn append(out: &mut String, text: &str, total: &mut usize) -> Result<(), Limit> {
+    if out.len() + text.len() > MAX_VALUE {
+        return Err(Limit::Value);
+    }
+    if *total + text.len() > MAX_TOTAL {
+        return Err(Limit::Total);
     }
     *total += text.len();
     out.push_str(text);
-    true
+    Ok(())
 }
 
 fn secret_message(name: &str) -> String {

@@ -8,6 +8,8 @@
 use crate::error::{FieldPath, Location, Segment};
 use crate::node::{self, Budget, Key, LoadError, MapBuilder, Node, NodeKind};
 
+const COMMENT: &str = "JSON syntax: comments are not allowed in JSON (YAML allows them)";
+
 struct Reader<'a> {
     src: &'a str,
     pos: usize,
@@ -109,6 +111,7 @@ impl Reader<'_> {
             Some(b'f') => self.literal("false", NodeKind::Bool(false))?,
             Some(b'n') => self.literal("null", NodeKind::Null)?,
             Some(b'-' | b'0'..=b'9') => self.number()?,
+            Some(b'/' | b'#') => return Err(self.error(COMMENT)),
             Some(_) => return Err(self.error("JSON syntax: expected a value")),
             None => return Err(self.error("JSON syntax: unexpected end of document")),
         };
@@ -135,14 +138,23 @@ impl Reader<'_> {
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
-                return Err(self.error("JSON syntax: expected a string key"));
+                return Err(self.error(match self.peek() {
+                    Some(b'/' | b'#') => COMMENT,
+                    _ => "JSON syntax: expected a key in double quotes",
+                }));
             }
             let location = self.location();
             let key = Key {
                 text: self.string()?,
                 location,
             };
-            map.check_key(&key, &self.path)?;
+            if let Err(message) = map.check_key(&key) {
+                return Err(LoadError {
+                    path: self.path.key(&key.text),
+                    message,
+                    location,
+                });
+            }
             self.skip_ws();
             self.expect(b':', "`:` after a key")?;
             self.skip_ws();
@@ -352,7 +364,8 @@ mod tests {
             "a @1:10: duplicate key `a` (first defined at 1:2)"
         );
         assert!(err("{\"a\": 01}").contains("invalid number"));
-        assert!(err("{\"a\": 1,}").contains("expected a string key"));
+        assert!(err("{\"a\": 1,}").contains("expected a key in double quotes"));
+        assert!(err("{\"a\": 1, // note\n}").contains("comments are not allowed"));
         assert!(err("[1 2]").contains("expected `,` or `]`"));
         assert!(err("{\"a\": \"x\ny\"}").contains("control character"));
         assert!(err("{} {}").contains("after the document"));

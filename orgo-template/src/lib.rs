@@ -54,6 +54,11 @@
 //! (`\b \t \n \f \r`, otherwise `\u00xx` lower-case), other characters as
 //! UTF-8, and numbers as plain decimal integers (canonical templates hold no
 //! fractions). [`Template::canonical_json`] returns exactly the hashed bytes.
+//! Strings are written as a document spells them: a literal `${` that
+//! interpolation would read differently (one before `var.` or `env.`, or
+//! right after a `$`) is written `$${`, so the canonical JSON is itself a
+//! valid document that normalizes to the same bytes; a shell's `${HOME}` is
+//! written as it is.
 //!
 //! The canonical template is shaped as follows:
 //! - Absent optional values, empty lists, empty maps and empty sections are
@@ -61,7 +66,7 @@
 //! - Documented defaults are written out: `hardware.os: linux`,
 //!   `hardware.audio: false`, `files[].when: build`, `secrets[].required: true`,
 //!   service `user: orgo`, `restart: always`, `stop_signal: TERM`; health
-//!   `every: 15s`, `timeout: 3s`, `retries: 3`, `on_fail: none`; tcp health
+//!   `every: 15s`, `timeout: 3s` (or `every`), `retries: 3`, `on_fail: none`; tcp health
 //!   `host: 127.0.0.1`; ports `external: 0`, `protocol: tcp`, `public: false`;
 //!   autostart `delay: 0s`; stream `autostart: false`; file triggers watch
 //!   `[create, modify, delete]`.
@@ -96,8 +101,10 @@
 //!   `tcp` needs `port` (1-65535) and takes `host` (default `127.0.0.1`);
 //!   `command` needs `command` (exit 0 passes); `process` needs `process` (a
 //!   process of that name runs). A field of another type is an error.
-//!   `every` is at least 1s, `timeout` is more than 0 and at most `every`,
-//!   `retries` is 1-100. `restart_service:NAME` may name any service of the
+//!   `every` is at least 1s; `timeout` is more than 0 and at most `every`,
+//!   and defaults to 3s or to `every` when that is shorter; `retries` is 1-100.
+//!   Durations are `500ms`, `15s`, `2m`, `1h30m` (units largest first, each
+//!   once) or a bare number of seconds. `restart_service:NAME` may name any service of the
 //!   template (service names are unique across apps).
 //! - **Triggers**: `{ name, source, actions, dedup }`. `source.type` is
 //!   `schedule` (`cron`, five fields), `webhook` (`path`, POSTed to the VM's
@@ -118,6 +125,7 @@ mod convert;
 mod digest;
 mod error;
 mod interpolate;
+mod jcs;
 mod json;
 mod names;
 mod node;
@@ -215,7 +223,7 @@ fn finish<T>(value: Option<T>, cx: Cx) -> Result<T, TemplateError> {
 fn normalize_in(mut raw: raw::Document, cx: &mut Cx) -> Option<Template> {
     let relocations = normalize::desugar(&mut raw, cx);
     let start = cx.diagnostics.len();
-    let template = validate::validate(raw, cx);
+    let template = validate::validate(raw, cx, &relocations);
     for diagnostic in &mut cx.diagnostics[start..] {
         relocations.apply(diagnostic);
     }
@@ -269,9 +277,10 @@ impl Template {
         Self::parse(text, Format::Json)
     }
 
-    /// The RFC 8785 canonical JSON that [`Template::digest`] hashes.
+    /// The RFC 8785 canonical JSON that [`Template::digest`] hashes. It is a
+    /// valid document in its own right and reads back to an equal template.
     pub fn canonical_json(&self) -> String {
-        digest::canonical_json(self)
+        jcs::to_string(self).expect("canonical templates hold only what RFC 8785 JSON can write")
     }
 
     /// `sha256:` + hex SHA-256 of [`Template::canonical_json`].
@@ -281,12 +290,14 @@ impl Template {
 
     /// The canonical template as YAML, fields in the reference's order.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("canonical types serialize to YAML without fail")
+        serde_yaml::to_string(&digest::to_document_value(self))
+            .expect("a JSON value serializes to YAML without fail")
     }
 
     /// The canonical template as indented JSON, fields in the reference's order.
     pub fn to_json_pretty(&self) -> String {
-        serde_json::to_string_pretty(self).expect("canonical types serialize to JSON without fail")
+        serde_json::to_string_pretty(&digest::to_document_value(self))
+            .expect("a JSON value always serializes")
     }
 
     /// The template's ref in `namespace`.

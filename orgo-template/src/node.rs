@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::error::{FieldPath, Location, Segment};
+use crate::error::{FieldPath, Location};
 
 /// Largest document accepted, checked before parsing starts.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
@@ -72,7 +72,7 @@ pub(crate) struct LoadError {
 /// `yes`, `on`, `off` and `no` are strings, as YAML 1.2 says.
 pub(crate) fn resolve_plain(text: String) -> NodeKind {
     match text.as_str() {
-        "" | "~" | "null" | "Null" | "NULL" => return NodeKind::Null,
+        _ if is_plain_null(&text) => return NodeKind::Null,
         "true" | "True" | "TRUE" => return NodeKind::Bool(true),
         "false" | "False" | "FALSE" => return NodeKind::Bool(false),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
@@ -194,8 +194,8 @@ impl MapBuilder {
         }
     }
 
-    /// Checks that `key` is new; `path` is the mapping's own path, for the message.
-    pub(crate) fn check_key(&mut self, key: &Key, path: &FieldPath) -> Result<(), LoadError> {
+    /// Checks that `key` is new. The error is the message; the caller knows the path.
+    pub(crate) fn check_key(&mut self, key: &Key) -> Result<(), String> {
         let duplicate = if let Some(seen) = &mut self.seen {
             !seen.insert(key.text.clone())
         } else if self.entries.len() >= LINEAR_SCAN_KEYS {
@@ -207,27 +207,24 @@ impl MapBuilder {
         } else {
             self.entries.iter().any(|(k, _)| k.text == key.text)
         };
-        if duplicate {
-            let first = self
-                .entries
-                .iter()
-                .find(|(k, _)| k.text == key.text)
-                .map(|(k, _)| k.location);
-            let mut at = path.clone();
-            at.push(Segment::Key(key.text.clone()));
-            return Err(LoadError {
-                path: at,
-                message: match first {
-                    Some(first) => {
-                        format!("duplicate key `{}` (first defined at {first})", key.text)
-                    }
-                    None => format!("duplicate key `{}`", key.text),
-                },
-                location: key.location,
-            });
+        if !duplicate {
+            return Ok(());
         }
-        Ok(())
+        let first = self
+            .entries
+            .iter()
+            .find(|(k, _)| k.text == key.text)
+            .map(|(k, _)| k.location);
+        Err(match first {
+            Some(first) => format!("duplicate key `{}` (first defined at {first})", key.text),
+            None => format!("duplicate key `{}`", key.text),
+        })
     }
+}
+
+/// Whether a plain scalar is null by the YAML 1.2 core schema.
+pub(crate) fn is_plain_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
 
 /// Number of values in a tree, for alias accounting.

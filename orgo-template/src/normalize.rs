@@ -17,6 +17,7 @@
 
 use crate::convert::{Cx, IntOrStr, Sp};
 use crate::error::{Diagnostic, FieldPath};
+use crate::node::truncate;
 use crate::raw::{Desktop, Document, File, Files, Hardware, Hooks, Identity};
 
 /// Canonical path to authored path, for values sugar moved.
@@ -30,17 +31,22 @@ impl Relocations {
 
     /// Rewrites a diagnostic's path to the one the author wrote.
     pub(crate) fn apply(&self, diagnostic: &mut Diagnostic) {
-        if let Some((_, authored)) = self.0.iter().find(|(c, _)| *c == diagnostic.path) {
-            diagnostic.path = authored.clone();
-            return;
+        diagnostic.path = self.authored(&diagnostic.path);
+    }
+
+    /// The path the author wrote for a canonical path.
+    pub(crate) fn authored(&self, path: &FieldPath) -> FieldPath {
+        if let Some((_, authored)) = self.0.iter().find(|(c, _)| c == path) {
+            return authored.clone();
         }
         let best = self
             .0
             .iter()
-            .filter(|(c, _)| diagnostic.path.starts_with(c))
+            .filter(|(c, _)| path.starts_with(c))
             .max_by_key(|(c, _)| c.segments().len());
-        if let Some((canonical, authored)) = best {
-            diagnostic.path = diagnostic.path.replace_prefix(canonical, authored);
+        match best {
+            Some((canonical, authored)) => path.replace_prefix(canonical, authored),
+            None => path.clone(),
         }
     }
 }
@@ -109,6 +115,14 @@ pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
                 &root("template").key("version"),
                 &mut moved,
             );
+        } else if identity.version.is_none() {
+            let message = format!(
+                "`{}` has no version; write `name: {}@1.0.0` (NAME@VERSION)",
+                truncate(&sugar.value),
+                truncate(&sugar.value)
+            );
+            cx.key("name", |cx| cx.error(at, message));
+            cx.invalid.insert(root("template").key("version"));
         }
     }
 
@@ -213,7 +227,7 @@ fn parse_ram(value: &IntOrStr) -> Result<u64, String> {
                 (Ok(gb), "" | "g" | "gb" | "gib") => Ok(gb),
                 _ => Err(format!(
                     "`{}` is not a RAM size; write whole gigabytes, e.g. `4gb`",
-                    crate::node::truncate(text)
+                    truncate(text)
                 )),
             }
         }

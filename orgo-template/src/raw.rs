@@ -14,6 +14,7 @@ fields! {
     #[schemars(title = "orgo.ai/v1 template")]
     Document {
         /// Must be `orgo.ai/v1`.
+        #[schemars(required, extend("const" = "orgo.ai/v1"))]
         api_version: Sp<String>,
         /// Identity: name, version, description.
         template: Identity,
@@ -141,9 +142,10 @@ pub(crate) enum EnvValue {
 impl FromNode for EnvValue {
     fn from_node(node: Node, cx: &mut Cx) -> Option<Self> {
         if matches!(node.kind, NodeKind::Map(_)) {
+            let at = Some(node.location);
             let reference = SecretRef::from_node(node, cx)?;
             if reference.secret.is_none() && !cx.invalid.contains(&cx.path.key("secret")) {
-                cx.error(None, "a secret reference needs `secret: NAME`");
+                cx.error(at, "a secret reference needs `secret: NAME`");
                 return None;
             }
             Some(EnvValue::Secret(reference))

@@ -12,6 +12,8 @@ use crate::convert::{Cx, IntOrStr, Map, Sp};
 use crate::error::{FieldPath, Location, Segment};
 use crate::interpolate::{self, Scope};
 use crate::names::{Name, SecretName, check_kebab, check_secret_name};
+use crate::node::truncate;
+use crate::normalize::Relocations;
 use crate::raw;
 
 /// Paths no file may be written under: the kernel's and the runtime's own.
@@ -36,6 +38,10 @@ pub(crate) const RESERVED_PORTS: &[u64] = &[5900, 5999, 6080, 8080];
 
 const MAX_BUILD_RUN: usize = 64;
 
+/// A field that only some variants take: its name, where it is written
+/// (`None` when absent) and the variants it belongs to.
+type VariantField<'a> = (&'static str, Option<Option<Location>>, &'a [&'a str]);
+
 /// A name used somewhere that must be defined elsewhere, checked at the end.
 struct Reference {
     path: FieldPath,
@@ -54,19 +60,29 @@ enum RefKind {
 
 struct V<'a> {
     cx: &'a mut Cx,
+    /// Where sugar came from, to name the author's paths inside messages.
+    moved: &'a Relocations,
     scope: Scope,
     secrets: HashSet<String>,
     references: Vec<Reference>,
+    /// Every well-formed service name, also of services with other problems,
+    /// so a reference to one is not reported as dangling.
+    service_names: HashMap<String, FieldPath>,
+    /// Every well-formed app name, likewise.
+    app_names: HashMap<String, FieldPath>,
 }
 
 /// Checks a desugared document and builds its canonical form.
-pub(crate) fn validate(doc: raw::Document, cx: &mut Cx) -> Option<Template> {
+pub(crate) fn validate(doc: raw::Document, cx: &mut Cx, moved: &Relocations) -> Option<Template> {
     let scope = Scope::resolve(doc.vars.as_ref(), doc.env.as_ref(), cx);
     let mut v = V {
         cx,
+        moved,
         scope,
         secrets: HashSet::new(),
         references: Vec::new(),
+        service_names: HashMap::new(),
+        app_names: HashMap::new(),
     };
     let before = v.cx.diagnostics.len();
 
@@ -102,9 +118,11 @@ pub(crate) fn validate(doc: raw::Document, cx: &mut Cx) -> Option<Template> {
     let triggers = v.key("triggers", |v| v.triggers(doc.triggers.unwrap_or_default()));
     let terminal = v.key("terminal", |v| v.terminal(doc.terminal.unwrap_or_default()));
     let hooks = v.key("hooks", |v| v.hooks(doc.hooks.unwrap_or_default()));
+    // An empty section means the same as none, so it is left out of the canonical form.
     let telemetry = doc
         .telemetry
-        .map(|t| v.key("telemetry", |v| v.telemetry(t)));
+        .map(|t| v.key("telemetry", |v| v.telemetry(t)))
+        .filter(|t| t.metrics || !t.logs.is_empty() || t.otel_endpoint.is_some());
     let egress_policy = doc
         .egress_policy
         .and_then(|e| v.key("egress_policy", |v| v.egress(e)));
@@ -112,7 +130,7 @@ pub(crate) fn validate(doc: raw::Document, cx: &mut Cx) -> Option<Template> {
         v.streaming(doc.streaming.unwrap_or_default())
     });
     let desktop = doc.desktop.and_then(|d| v.key("desktop", |v| v.desktop(d)));
-    v.check_references(&apps);
+    v.check_references();
 
     if v.cx.diagnostics.len() > before {
         return None;
@@ -224,21 +242,41 @@ impl V<'_> {
         }
     }
 
-    fn one_of<E: Copy + std::fmt::Display>(
+    /// Reads an optional text field and converts it, reporting a failure at the field.
+    fn parsed<T>(
+        &mut self,
+        field: &str,
+        value: Option<&Sp<String>>,
+        convert: impl FnOnce(String) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.text(field, value)?;
+        self.check(field, value.and_then(|s| s.at), convert(text))
+    }
+
+    /// [`Self::parsed`] for a required field.
+    fn parsed_required<T>(
+        &mut self,
+        field: &str,
+        value: Option<&Sp<String>>,
+        parent_at: Option<Location>,
+        convert: impl FnOnce(String) -> Result<T, String>,
+    ) -> Option<T> {
+        if value.is_none() {
+            self.missing(field, parent_at);
+        }
+        self.parsed(field, value, convert)
+    }
+
+    fn one_of<E>(
         &mut self,
         field: &str,
         value: Option<&Sp<String>>,
         parse: fn(&str) -> Option<E>,
         allowed: String,
     ) -> Option<E> {
-        let text = self.text(field, value)?;
-        let result = parse(&text).ok_or_else(|| {
-            format!(
-                "`{}` is not allowed; expected one of {allowed}",
-                crate::node::truncate(&text)
-            )
-        });
-        self.check(field, value.and_then(|s| s.at), result)
+        self.parsed(field, value, |text| {
+            parse(&text).ok_or_else(|| not_allowed(&text, &allowed))
+        })
     }
 
     fn name(
@@ -247,9 +285,9 @@ impl V<'_> {
         value: Option<&Sp<String>>,
         parent_at: Option<Location>,
     ) -> Option<Name> {
-        let text = self.required(field, value, parent_at)?;
-        let result = check_kebab(&text).map(|()| Name::trusted(text));
-        self.check(field, value.and_then(|s| s.at), result)
+        self.parsed_required(field, value, parent_at, |text| {
+            check_kebab(&text).map(|()| Name::trusted(text))
+        })
     }
 
     fn int(
@@ -302,9 +340,7 @@ impl V<'_> {
     }
 
     fn url(&mut self, field: &str, value: Option<&Sp<String>>, schemes: &[&str]) -> Option<Url> {
-        let text = self.text(field, value)?;
-        let result = check_url(&text, schemes);
-        self.check(field, value.and_then(|s| s.at), result)
+        self.parsed(field, value, |text| check_url(&text, schemes))
     }
 
     fn api_version(
@@ -312,39 +348,39 @@ impl V<'_> {
         value: Option<&Sp<String>>,
         doc_at: Option<Location>,
     ) -> Option<ApiVersion> {
-        let text = self.required("api_version", value, doc_at)?;
-        let result = if text == ApiVersion::V1.as_str() {
-            Ok(ApiVersion::V1)
-        } else {
-            Err(format!(
-                "`{}` is not supported; expected `orgo.ai/v1`",
-                crate::node::truncate(&text)
-            ))
-        };
-        self.check("api_version", value.and_then(|s| s.at), result)
+        self.parsed_required("api_version", value, doc_at, |text| {
+            if text == ApiVersion::V1.as_str() {
+                Ok(ApiVersion::V1)
+            } else {
+                Err(format!(
+                    "`{}` is not supported; expected `orgo.ai/v1`",
+                    truncate(&text)
+                ))
+            }
+        })
     }
 
     fn identity(&mut self, raw: raw::Identity) -> Option<Identity> {
         let name = self.name("name", raw.name.as_ref(), raw.at);
-        let version = self.required("version", raw.version.as_ref(), raw.at).and_then(|text| {
-            let result = semver::Version::parse(&text).map_err(|e| {
-                format!("`{}` is not a semantic version ({e}); write MAJOR.MINOR.PATCH, e.g. `1.0.0`", crate::node::truncate(&text))
-            });
-            self.check("version", raw.version.as_ref().and_then(|s| s.at), result)
+        let version = self.parsed_required("version", raw.version.as_ref(), raw.at, |text| {
+            semver::Version::parse(&text).map_err(|e| {
+                format!(
+                    "`{}` is not a semantic version ({e}); write MAJOR.MINOR.PATCH, e.g. `1.0.0`",
+                    truncate(&text)
+                )
+            })
         });
         let description = self.text("description", raw.description.as_ref());
         let publisher = raw
             .publisher
             .as_ref()
             .and_then(|p| self.name("publisher", Some(p), raw.at));
-        let license = self.text("license", raw.license.as_ref()).and_then(|text| {
-            let ok = !text.is_empty() && text.len() <= 128 && !text.contains(['\n', '\t']);
-            let result = if ok {
+        let license = self.parsed("license", raw.license.as_ref(), |text| {
+            if !text.is_empty() && text.len() <= 128 && !text.contains(['\n', '\t']) {
                 Ok(text)
             } else {
                 Err("must be an SPDX license expression, e.g. `MIT`".to_owned())
-            };
-            self.check("license", raw.license.as_ref().and_then(|s| s.at), result)
+            }
         });
         let homepage = self.url("homepage", raw.homepage.as_ref(), &["http", "https"]);
         let source = self.url(
@@ -382,21 +418,14 @@ impl V<'_> {
                 self.key("gpu_count", |v| {
                     v.error(
                         value.at,
-                        format!("`{count}` GPUs need a `gpu` model other than `none`"),
+                        format!("`gpu_count: {count}` needs a `gpu` model other than `none`"),
                     )
                 });
             }
         }
-        let resolution = self
-            .text("resolution", raw.resolution.as_ref())
-            .and_then(|text| {
-                let result = parse_resolution(&text);
-                self.check(
-                    "resolution",
-                    raw.resolution.as_ref().and_then(|s| s.at),
-                    result,
-                )
-            });
+        let resolution = self.parsed("resolution", raw.resolution.as_ref(), |text| {
+            parse_resolution(&text)
+        });
         let auto_stop_minutes = self
             .int(
                 "auto_stop_minutes",
@@ -435,11 +464,7 @@ impl V<'_> {
         let result = if set.contains(&value.value) {
             Ok(value.value as u32)
         } else {
-            Err(format!(
-                "`{}` is not allowed; expected one of {}",
-                value.value,
-                allowed_values(set)
-            ))
+            Err(not_allowed(&value.value.to_string(), &allowed_values(set)))
         };
         self.check(field, value.at, result)
     }
@@ -453,6 +478,8 @@ impl V<'_> {
                     return;
                 };
                 let at = raw.name.as_ref().and_then(|s| s.at);
+                // Known even when malformed (that is reported here), so uses of it stay quiet.
+                v.secrets.insert(text.clone());
                 if v.check("name", at, check_secret_name(&text)).is_none() {
                     return;
                 }
@@ -461,12 +488,11 @@ impl V<'_> {
                         v.error(
                             at,
                             format!(
-                                "secret `{text}` is declared twice (also at `secrets[{first}]`)"
+                                "secret `{text}` is declared twice (also at `secrets[{first}].name`)"
                             ),
                         )
                     });
                 }
-                v.secrets.insert(text.clone());
                 out.push(Secret {
                     name: SecretName::trusted(text),
                     description: v.text("description", raw.description.as_ref()),
@@ -485,7 +511,7 @@ impl V<'_> {
         } else {
             Err(format!(
                 "secret `{}` is not declared in `secrets`",
-                crate::node::truncate(&text)
+                truncate(&text)
             ))
         };
         self.check("secret", value.at, result)
@@ -504,7 +530,7 @@ impl V<'_> {
                     && !key.value.starts_with(|c: char| c.is_ascii_digit())
                     && key.value.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
                 if !upper {
-                    v.error(key.at, format!("`{}` is not UPPER_SNAKE_CASE (A-Z, 0-9, `_`, not starting with a digit)", crate::node::truncate(&key.value)));
+                    v.error(key.at, format!("`{}` is not UPPER_SNAKE_CASE (A-Z, 0-9, `_`, not starting with a digit)", truncate(&key.value)));
                 }
                 let value = match value {
                     raw::EnvValue::Literal(_) if top_level => v.scope.env_value(&key.value).map(str::to_owned).map(EnvValue::Literal),
@@ -527,7 +553,7 @@ impl V<'_> {
                     v.index(i, |v| {
                         let Some(text) = v.scope.apply(spec, v.cx) else { return };
                         if text.is_empty() || text.starts_with('-') || text.contains(char::is_whitespace) {
-                            v.error(spec.at, format!("`{}` is not a package spec: it must not be empty, start with `-` or contain spaces", crate::node::truncate(&text)));
+                            v.error(spec.at, format!("`{}` is not a package spec: it must not be empty, start with `-` or contain spaces", truncate(&text)));
                         } else {
                             out.push(text);
                         }
@@ -593,15 +619,12 @@ impl V<'_> {
                     (None, Some(inline)) => v.text("inline", Some(inline)).map(FileSource::Inline),
                     (Some(from), None) => v.file_source(from, when),
                 };
-                let mode = v.text("mode", raw.mode.as_ref()).and_then(|text| {
-                    let at = raw.mode.as_ref().and_then(|s| s.at);
-                    v.check("mode", at, parse_mode(&text))
-                });
+                let mode = v.parsed("mode", raw.mode.as_ref(), |text| parse_mode(&text));
                 let owner = v.account("owner", raw.owner.as_ref());
                 let group = v.account("group", raw.group.as_ref());
                 if let Some(to) = &to {
                     if let Some(first) = targets.insert(to.clone(), i) {
-                        v.key("to", |v| v.error(to_at, format!("`{to}` is also the target of `files[{first}]`; each file needs its own path")));
+                        v.key("to", |v| v.error(to_at, format!("`{to}` is also the target of `{}`; each file needs its own path", v.moved.authored(&FieldPath::root().key("files").index(first)))));
                     }
                 }
                 if let (Some(to), Some(source), Some(when)) = (to, source, when) {
@@ -636,48 +659,33 @@ impl V<'_> {
 
     /// A user or group name, or a numeric id.
     fn account(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
-        let text = self.text(field, value)?;
-        let numeric = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-        let named = (1..=32).contains(&text.len())
-            && text.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        let result = if numeric || named {
-            Ok(text)
-        } else {
-            Err(format!(
-                "`{}` is not a user or group name (a-z, 0-9, `_`, `-`, up to 32) or a numeric id",
-                crate::node::truncate(&text)
-            ))
-        };
-        self.check(field, value.and_then(|s| s.at), result)
+        self.parsed(field, value, check_account)
     }
 
     fn directory(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
-        let text = self.text(field, value)?;
-        let result = if text.starts_with('/') || text == "~" || text.starts_with("~/") {
-            Ok(text)
-        } else {
-            Err(format!(
-                "`{}` must be an absolute path or start with `~/`",
-                crate::node::truncate(&text)
-            ))
-        };
-        self.check(field, value.and_then(|s| s.at), result)
+        self.parsed(field, value, |text| {
+            if text.starts_with('/') || text == "~" || text.starts_with("~/") {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "`{}` must be an absolute path or start with `~/`",
+                    truncate(&text)
+                ))
+            }
+        })
     }
 
     fn absolute(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
-        let text = self.text(field, value)?;
-        let result = if text.starts_with('/') && !text.split('/').any(|s| s == "..") {
-            Ok(text)
-        } else {
-            Err(format!(
-                "`{}` must be an absolute path without `..`",
-                crate::node::truncate(&text)
-            ))
-        };
-        self.check(field, value.and_then(|s| s.at), result)
+        self.parsed(field, value, |text| {
+            if text.starts_with('/') && !text.split('/').any(|s| s == "..") {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "`{}` must be an absolute path without `..`",
+                    truncate(&text)
+                ))
+            }
+        })
     }
 
     fn unique(
@@ -689,7 +697,10 @@ impl V<'_> {
     ) {
         let here = self.cx.path.key("name");
         if let Some(first) = seen.get(name.as_str()) {
-            let message = format!("{what} `{name}` is defined twice (also at `{first}`)");
+            let message = format!(
+                "{what} `{name}` is defined twice (also at `{}`)",
+                self.moved.authored(first)
+            );
             self.key("name", |v| v.error(at, message));
         } else {
             seen.insert(name.as_str().to_owned(), here);
@@ -698,8 +709,8 @@ impl V<'_> {
 
     fn apps(&mut self, list: Vec<raw::App>) -> Vec<App> {
         let mut out = Vec::new();
-        let mut app_names = HashMap::new();
-        let mut service_names = HashMap::new();
+        let mut app_names = std::mem::take(&mut self.app_names);
+        let mut service_names = std::mem::take(&mut self.service_names);
         let mut ports: HashMap<(u64, Protocol), FieldPath> = HashMap::new();
         for (i, raw) in list.into_iter().enumerate() {
             self.index(i, |v| {
@@ -763,6 +774,8 @@ impl V<'_> {
                 }
             });
         }
+        self.app_names = app_names;
+        self.service_names = service_names;
         out
     }
 
@@ -830,24 +843,18 @@ impl V<'_> {
                 None
             }
         };
-        let fields: [(&str, bool, &str); 5] = [
-            ("url", raw.url.is_some(), "http"),
-            ("port", raw.port.is_some(), "tcp"),
-            ("host", raw.host.is_some(), "tcp"),
-            ("command", raw.command.is_some(), "command"),
-            ("process", raw.process.is_some(), "process"),
-        ];
         if let Some(kind) = kind {
-            for (field, present, owner) in fields {
-                if present && owner != kind {
-                    self.key(field, |v| {
-                        v.error(
-                            raw.at,
-                            format!("`{field}` applies to `{owner}` checks, not `{kind}`"),
-                        )
-                    });
-                }
-            }
+            self.fields_of_other_variants(
+                kind,
+                "checks",
+                &[
+                    ("url", raw.url.as_ref().map(|s| s.at), &["http"]),
+                    ("port", raw.port.as_ref().map(|s| s.at), &["tcp"]),
+                    ("host", raw.host.as_ref().map(|s| s.at), &["tcp"]),
+                    ("command", raw.command.as_ref().map(|s| s.at), &["command"]),
+                    ("process", raw.process.as_ref().map(|s| s.at), &["process"]),
+                ],
+            );
         }
         let check = match kind? {
             "http" => {
@@ -881,7 +888,9 @@ impl V<'_> {
                 .map(|process| HealthCheck::Process { process }),
         };
         let every = self.duration("every", raw.every.as_ref(), Duration(15_000));
-        let timeout = self.duration("timeout", raw.timeout.as_ref(), Duration(3_000));
+        // The default timeout is 3s, or `every` when that is shorter.
+        let default_timeout = every.map_or(Duration(3_000), |every| every.min(Duration(3_000)));
+        let timeout = self.duration("timeout", raw.timeout.as_ref(), default_timeout);
         if let Some(every) = every.filter(|d| d.0 < 1000) {
             let at = raw.every.as_ref().and_then(|s| s.at);
             self.key("every", |v| {
@@ -892,8 +901,8 @@ impl V<'_> {
             });
         }
         if let (Some(every), Some(timeout)) = (every, timeout) {
-            if timeout.0 == 0 || timeout > every {
-                let at = raw.timeout.as_ref().and_then(|s| s.at).or(raw.at);
+            if raw.timeout.is_some() && (timeout.0 == 0 || timeout > every) {
+                let at = raw.timeout.as_ref().and_then(|s| s.at);
                 self.key("timeout", |v| {
                     v.error(
                         at,
@@ -928,6 +937,10 @@ impl V<'_> {
             "alert" => Ok(OnFail::Alert),
             "none" => Ok(OnFail::None),
             other => match other.strip_prefix("restart_service:") {
+                Some("") => Err(
+                    "`restart_service:` needs a service name, e.g. `restart_service:my-app-server`"
+                        .to_owned(),
+                ),
                 Some(service) => check_kebab(service).map(|()| {
                     self.references.push(Reference {
                         path: self.cx.path.key("on_fail"),
@@ -939,7 +952,7 @@ impl V<'_> {
                 }),
                 None => Err(format!(
                     "`{}` is not allowed; expected `restart_service:<name>`, `restart_vm`, `alert` or `none`",
-                    crate::node::truncate(other)
+                    truncate(other)
                 )),
             },
         };
@@ -984,7 +997,10 @@ impl V<'_> {
         let (internal, external, protocol) = (internal?, external?, protocol?);
         let here = self.cx.path.key("internal");
         if let Some(first) = seen.get(&(internal, protocol)) {
-            let message = format!("port `{internal}/{protocol}` is already declared at `{first}`");
+            let message = format!(
+                "port `{internal}/{protocol}` is already declared at `{}`",
+                self.moved.authored(first)
+            );
             self.key("internal", |v| {
                 v.error(raw.internal.as_ref().and_then(|s| s.at), message)
             });
@@ -1067,22 +1083,24 @@ impl V<'_> {
                 None
             }
         }?;
-        let fields: [(&str, bool, &[&str]); 4] = [
-            ("cron", raw.cron.is_some(), &["schedule"]),
-            ("path", raw.path.is_some(), &["webhook", "file"]),
-            ("events", raw.events.is_some(), &["file"]),
-            ("app", raw.app.is_some(), &["health"]),
-        ];
-        for (field, present, owners) in fields {
-            if present && !owners.contains(&kind) {
-                self.key(field, |v| {
-                    v.error(
-                        raw.at,
-                        format!("`{field}` does not apply to `{kind}` sources"),
-                    )
-                });
-            }
-        }
+        let first_event = raw
+            .events
+            .as_ref()
+            .map(|e| e.first().and_then(|s| s.at).or(raw.at));
+        self.fields_of_other_variants(
+            kind,
+            "sources",
+            &[
+                ("cron", raw.cron.as_ref().map(|s| s.at), &["schedule"]),
+                (
+                    "path",
+                    raw.path.as_ref().map(|s| s.at),
+                    &["webhook", "file"],
+                ),
+                ("events", first_event, &["file"]),
+                ("app", raw.app.as_ref().map(|s| s.at), &["health"]),
+            ],
+        );
         match kind {
             "schedule" => {
                 let cron = self.required("cron", raw.cron.as_ref(), raw.at)?;
@@ -1149,19 +1167,11 @@ impl V<'_> {
         allowed: String,
     ) -> Option<E> {
         let text = self.scope.apply(value, self.cx)?;
-        match parse(&text) {
-            Some(e) => Some(e),
-            None => {
-                self.error(
-                    value.at,
-                    format!(
-                        "`{}` is not allowed; expected one of {allowed}",
-                        crate::node::truncate(&text)
-                    ),
-                );
-                None
-            }
+        let parsed = parse(&text);
+        if parsed.is_none() {
+            self.error(value.at, not_allowed(&text, &allowed));
         }
+        parsed
     }
 
     fn trigger_action(&mut self, raw: raw::TriggerAction) -> Option<TriggerAction> {
@@ -1351,36 +1361,45 @@ impl V<'_> {
         Some(Desktop { wallpaper })
     }
 
+    /// Reports each field that is set but belongs to other variants than `kind`.
+    fn fields_of_other_variants(&mut self, kind: &str, what: &str, fields: &[VariantField<'_>]) {
+        for (field, written, owners) in fields {
+            if let Some(at) = written.filter(|_| !owners.contains(&kind)) {
+                let message = format!(
+                    "`{field}` applies to `{}` {what}, not `{kind}`",
+                    owners.join("` and `")
+                );
+                self.key(field, |v| v.error(at, message));
+            }
+        }
+    }
+
     /// Checks that every service and app named somewhere exists.
-    fn check_references(&mut self, apps: &[App]) {
-        let services: HashSet<&str> = apps
-            .iter()
-            .flat_map(|a| a.services.iter())
-            .map(|s| s.name.as_str())
-            .collect();
-        let app_names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    fn check_references(&mut self) {
         for reference in std::mem::take(&mut self.references) {
             let message = match reference.kind {
                 RefKind::Service | RefKind::LogSource
-                    if services.contains(reference.name.as_str()) =>
+                    if self.service_names.contains_key(&reference.name) =>
                 {
                     continue;
                 }
-                RefKind::App if app_names.contains(reference.name.as_str()) => continue,
-                RefKind::Service => format!(
-                    "no service named `{}`; services: {}",
-                    reference.name,
-                    list_or_none(&services)
-                ),
+                RefKind::App if self.app_names.contains_key(&reference.name) => continue,
+                RefKind::Service => {
+                    format!(
+                        "no service named `{}`; services: {}",
+                        reference.name,
+                        list_or_none(&self.service_names)
+                    )
+                }
                 RefKind::LogSource => format!(
                     "`{}` is neither a service name nor an absolute path; services: {}",
                     reference.name,
-                    list_or_none(&services)
+                    list_or_none(&self.service_names)
                 ),
                 RefKind::App => format!(
                     "no app named `{}`; apps: {}",
                     reference.name,
-                    list_or_none(&app_names)
+                    list_or_none(&self.app_names)
                 ),
             };
             self.cx.diagnostics.push(crate::error::Diagnostic {
@@ -1392,11 +1411,11 @@ impl V<'_> {
     }
 }
 
-fn list_or_none(names: &HashSet<&str>) -> String {
+fn list_or_none(names: &HashMap<String, FieldPath>) -> String {
     if names.is_empty() {
         return "none defined".to_owned();
     }
-    let mut sorted: Vec<&&str> = names.iter().collect();
+    let mut sorted: Vec<&String> = names.keys().collect();
     sorted.sort();
     sorted
         .iter()
@@ -1405,8 +1424,32 @@ fn list_or_none(names: &HashSet<&str>) -> String {
         .join(", ")
 }
 
+fn not_allowed(text: &str, allowed: &str) -> String {
+    format!(
+        "`{}` is not allowed; expected one of {allowed}",
+        truncate(text)
+    )
+}
+
+fn check_account(text: String) -> Result<String, String> {
+    let numeric = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let named = (1..=32).contains(&text.len())
+        && text.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if numeric || named {
+        Ok(text)
+    } else {
+        Err(format!(
+            "`{}` is not a user or group name (a-z, 0-9, `_`, `-`, up to 32) or a numeric id",
+            truncate(&text)
+        ))
+    }
+}
+
 fn check_url(text: &str, schemes: &[&str]) -> Result<Url, String> {
-    let shown = crate::node::truncate(text);
+    let shown = truncate(text);
     let url = Url::parse(text).map_err(|e| format!("`{shown}` is not a valid URL ({e})"))?;
     if !schemes.contains(&url.scheme()) {
         return Err(format!(
@@ -1425,7 +1468,7 @@ fn check_url(text: &str, schemes: &[&str]) -> Result<Url, String> {
 /// Normalizes a file destination: collapses `//` and `/./`, rejects `..`
 /// before any prefix test, then rejects reserved system paths.
 pub(crate) fn normalize_destination(text: &str) -> Result<String, String> {
-    let shown = crate::node::truncate(text);
+    let shown = truncate(text);
     let (home, rest) = if let Some(rest) = text.strip_prefix("~/") {
         (true, rest)
     } else if text.starts_with('~') {
@@ -1481,7 +1524,7 @@ fn parse_mode(text: &str) -> Result<FileMode, String> {
     bits.map(FileMode).ok_or_else(|| {
         format!(
             "`{}` is not an octal mode; write it as a quoted string like `\"0644\"`",
-            crate::node::truncate(text)
+            truncate(text)
         )
     })
 }
@@ -1490,7 +1533,7 @@ fn parse_resolution(text: &str) -> Result<Resolution, String> {
     let bad = || {
         format!(
             "`{}` is not WIDTHxHEIGHTxDEPTH (e.g. `1280x720x24`; depth 8, 16, 24 or 32)",
-            crate::node::truncate(text)
+            truncate(text)
         )
     };
     let parts: Vec<&str> = text.split('x').collect();
@@ -1519,7 +1562,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
             "`{}` is not a duration; write e.g. `15s`, `500ms`, `2m` or `1h30m`",
-            crate::node::truncate(text)
+            truncate(text)
         )
     };
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
@@ -1532,6 +1575,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let mut rest = text;
     let mut total: u64 = 0;
+    // Units must come largest first, each at most once (`1h30m`, not `30m1h` or `1s1s`).
+    let mut last_unit = u64::MAX;
     if rest.is_empty() {
         return Err(bad());
     }
@@ -1554,6 +1599,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(bad());
         };
         rest = &rest[len..];
+        if unit >= last_unit {
+            return Err(bad());
+        }
+        last_unit = unit;
         total = n
             .checked_mul(unit)
             .and_then(|ms| total.checked_add(ms))
@@ -1581,7 +1630,7 @@ fn check_cron(text: &str) -> Result<(), String> {
     if parts.len() != 5 {
         return Err(format!(
             "`{}` is not a cron expression; it needs 5 fields (minute hour day-of-month month day-of-week)",
-            crate::node::truncate(text)
+            truncate(text)
         ));
     }
     for (i, (part, (what, lo, hi))) in parts.iter().zip(FIELDS).enumerate() {
@@ -1623,6 +1672,13 @@ fn check_cron(text: &str) -> Result<(), String> {
 /// A domain (`api.anthropic.com`), a pattern (`*.github.com`), an IP or a CIDR.
 /// Domains are lower-cased; CIDRs are written with their network address.
 fn parse_egress_rule(text: &str) -> Result<String, String> {
+    if let Some((scheme, rest)) = text.split_once("://") {
+        return Err(format!(
+            "`{}` is a URL; write the host alone, e.g. `{}`, not `{scheme}://`",
+            truncate(text),
+            truncate(rest.split(['/', ':']).next().unwrap_or(rest))
+        ));
+    }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(ip.to_string());
     }
@@ -1630,7 +1686,7 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
         let ip: IpAddr = addr.parse().map_err(|_| {
             format!(
                 "`{}` is not a CIDR: `{addr}` is not an IP address",
-                crate::node::truncate(text)
+                truncate(text)
             )
         })?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -1641,7 +1697,7 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
             .ok_or_else(|| {
                 format!(
                     "`{}` is not a CIDR: the prefix must be 0-{max}",
-                    crate::node::truncate(text)
+                    truncate(text)
                 )
             })?;
         let network = match ip {
@@ -1677,7 +1733,7 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "`{}` is not a domain, `*.` domain pattern, IP address or CIDR",
-            crate::node::truncate(text)
+            truncate(text)
         ))
     }
 }

@@ -102,17 +102,26 @@ impl Loader {
                         at,
                     ));
                 }
-                if matches!(node::resolve_plain(text.clone()), NodeKind::Null) {
+                if node::is_plain_null(&text) {
                     return Err(
                         self.error("a mapping key must not be null or empty".to_owned(), at)
                     );
                 }
             }
             let key = Key { text, location: at };
-            let path = self.path();
             if let Some(Frame::Map { map, pending, .. }) = self.stack.last_mut() {
-                map.check_key(&key, &path)?;
-                *pending = Some(key);
+                match map.check_key(&key) {
+                    Ok(()) => *pending = Some(key),
+                    Err(message) => {
+                        // The path is built only here, on the error path.
+                        let path = self.path().key(&key.text);
+                        return Err(LoadError {
+                            path,
+                            message,
+                            location: at,
+                        });
+                    }
+                }
             }
             return Ok(());
         }
@@ -207,6 +216,14 @@ impl Loader {
     }
 }
 
+/// A tag as its author would have written it: `!!str`, `!foo`.
+fn tag_text(tag: &saphyr_parser::Tag) -> String {
+    match tag.handle.as_str() {
+        "tag:yaml.org,2002:" => format!("!!{}", tag.suffix),
+        handle => format!("{handle}{}", tag.suffix),
+    }
+}
+
 /// Loads one YAML document.
 pub(crate) fn load(src: &str) -> Result<Node, LoadError> {
     node::check_size(src.len())?;
@@ -248,10 +265,7 @@ pub(crate) fn load(src: &str) -> Result<Node, LoadError> {
             | Event::SequenceStart(_, Some(tag))
             | Event::MappingStart(_, Some(tag)) => {
                 return Err(loader.error(
-                    format!(
-                        "YAML tags are not supported (found `{}{}`)",
-                        tag.handle, tag.suffix
-                    ),
+                    format!("YAML tags are not supported (found `{}`)", tag_text(&tag)),
                     at,
                 ));
             }
@@ -310,6 +324,7 @@ mod tests {
         );
         assert!(err("a: &x {b: 1}\nc:\n  <<: *x\n").contains("merge keys"));
         assert!(err("a: 1\n---\nb: 2\n").contains("one YAML document"));
+        assert!(err("a: !!str 1\n").contains("(found `!!str`)"));
         assert!(err("").contains("empty"));
         assert!(err("a: &x [*x]\n").contains("recursive"));
     }
