@@ -1,0 +1,137 @@
+//! The `orgo` binary as a user runs it: output, diagnostics and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn orgo(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orgo"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("orgo runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("stdin takes the text");
+    drop(input);
+    child.wait_with_output().expect("orgo finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is UTF-8")
+}
+
+const BROKEN: &str = "bins/orgo/tests/data/broken.yaml";
+
+#[test]
+fn validate_prints_digests() {
+    let out = orgo(
+        &[
+            "validate",
+            "examples/workstation.yaml",
+            "examples/workstation-sugar.yaml",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!(text(&out.stdout));
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_path() {
+    let out = orgo(&["validate", "examples/workstation.yaml", BROKEN], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("examples/workstation.yaml: valid sha256:"));
+    insta::assert_snapshot!(text(&out.stderr));
+}
+
+#[test]
+fn validate_json_is_machine_readable() {
+    let out = orgo(&["validate", "--json", BROKEN], None);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["valid"], false);
+    let first = &report["errors"][0];
+    assert_eq!(first["path"], "name");
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(2), Some(7))
+    );
+    let cpu = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "cpu")
+        .expect("a cpu error");
+    assert_eq!(cpu["segments"], serde_json::json!(["cpu"]));
+    insta::assert_snapshot!(serde_json::to_string_pretty(&report).unwrap());
+}
+
+#[test]
+fn digest_reads_stdin_and_matches_normalize_json() {
+    let sugar = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/workstation-sugar.yaml"
+    ))
+    .unwrap();
+    let out = orgo(&["digest", "-"], Some(&sugar));
+    assert_eq!(out.status.code(), Some(0));
+    let digest = text(&out.stdout);
+    assert_eq!(
+        digest,
+        "sha256:11e9d150aa5e645753981a75b1e410c11e2058688dca986c0a39a18671c29b87\n"
+    );
+
+    let json = orgo(&["normalize", "--format", "json", "-"], Some(&sugar));
+    assert_eq!(json.status.code(), Some(0));
+    let canonical = text(&json.stdout);
+    let hashed = canonical.strip_suffix('\n').expect("one trailing newline");
+    let again = orgo(&["digest", "-"], Some(hashed));
+    assert_eq!(
+        text(&again.stdout),
+        digest,
+        "the canonical JSON is a document with the same digest"
+    );
+}
+
+#[test]
+fn normalize_prints_the_canonical_yaml() {
+    let out = orgo(&["normalize", "examples/workstation-sugar.yaml"], None);
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!(text(&out.stdout));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["validate"][..],
+        &["frobnicate"],
+        &["normalize", "--format", "toml", "x.yaml"],
+    ] {
+        let out = orgo(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+    let out = orgo(&["digest", "no/such/file.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("error: cannot read `no/such/file.yaml`: "));
+}
+
+#[test]
+fn schema_is_the_committed_one() {
+    let out = orgo(&["schema"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../orgo-template/schema/orgo.ai-v1.schema.json"
+    ))
+    .unwrap();
+    assert!(
+        text(&out.stdout) == committed,
+        "`orgo schema` differs from orgo-template/schema/orgo.ai-v1.schema.json; \
+         regenerate it with ORGO_BLESS=1 cargo test -p orgo-template --test schema"
+    );
+}
