@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every test of the project: formatting, lints (warnings denied), the
+# workspace's tests and doc tests, and the fuzz invariants over the seed corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+(cd fuzz && cargo fmt -- --check && cargo test --locked)
