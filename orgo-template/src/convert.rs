@@ -35,8 +35,12 @@ impl Cx {
         out
     }
 
-    pub(crate) fn key<R>(&mut self, key: &str, f: impl FnOnce(&mut Self) -> R) -> R {
-        self.at(Segment::Key(key.to_owned()), f)
+    pub(crate) fn key<R>(
+        &mut self,
+        key: impl Into<Cow<'static, str>>,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        self.at(Segment::Key(key.into()), f)
     }
 
     pub(crate) fn index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
@@ -280,7 +284,9 @@ impl<T: FromNode> FromNode for Map<T> {
                 let mut ok = true;
                 for (key, value) in entries {
                     let Key { text, location } = key;
-                    match cx.at(Segment::Key(text.clone()), |cx| read_present(value, cx)) {
+                    match cx.at(Segment::Key(text.clone().into()), |cx| {
+                        read_present(value, cx)
+                    }) {
                         Some(value) => out.push((
                             Sp {
                                 value: text,
@@ -342,7 +348,7 @@ impl Fields {
     }
 
     /// Takes field `name`; an explicit null counts as absent.
-    pub(crate) fn take<T: FromNode>(&mut self, cx: &mut Cx, name: &str) -> Option<T> {
+    pub(crate) fn take<T: FromNode>(&mut self, cx: &mut Cx, name: &'static str) -> Option<T> {
         let name = name.strip_prefix("r#").unwrap_or(name);
         let slot = self
             .entries
@@ -372,7 +378,7 @@ impl Fields {
                         .join(", ")
                 ),
             };
-            cx.key(&key.text, |cx| {
+            cx.key(key.text.clone(), |cx| {
                 cx.error(
                     Some(key.location),
                     format!("unknown field `{}`{hint}", truncate(&key.text)),

@@ -1,5 +1,6 @@
 //! Field paths, diagnostics and the crate's error type.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A position in the source document: 1-based line and column (in characters).
@@ -21,7 +22,7 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Segment {
     /// A mapping key (a field name, an `env` key, a `files` sugar path).
-    Key(String),
+    Key(Cow<'static, str>),
     /// A zero-based index into a sequence.
     Index(usize),
 }
@@ -59,9 +60,9 @@ impl FieldPath {
     }
 
     /// This path with one more key.
-    pub fn key(&self, key: &str) -> Self {
+    pub fn key(&self, key: impl Into<Cow<'static, str>>) -> Self {
         let mut path = self.clone();
-        path.push(Segment::Key(key.to_owned()));
+        path.push(Segment::Key(key.into()));
         path
     }
 

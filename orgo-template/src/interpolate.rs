@@ -172,7 +172,7 @@ impl Scope {
             Ns::Var => "vars",
             Ns::Env => "env",
         };
-        [Segment::Key(top.to_owned()), Segment::Key(id.1.clone())]
+        [Segment::Key(top.into()), Segment::Key(id.1.clone().into())]
     }
 
     fn report(&self, cx: &mut Cx, id: &(Ns, String), message: String) {

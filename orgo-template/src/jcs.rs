@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::ops::Range;
 
 use serde::Serialize;
 use serde::ser::{self, Impossible};
@@ -107,20 +108,28 @@ struct Seq<'a> {
     first: bool,
 }
 
-/// An object being collected; members are sorted when it ends.
+/// An object being collected; members are sorted when it ends. Member values
+/// are written one after another into `values`, each remembered by its range.
 struct Object<'a> {
     out: &'a mut String,
-    members: Vec<(String, String)>,
+    values: String,
+    members: Vec<(Cow<'static, str>, Range<usize>)>,
     key: Option<String>,
     /// `Some(variant)` when this object is the body of `{"variant": {...}}`.
     variant: Option<&'static str>,
 }
 
 impl Object<'_> {
-    fn member<T: Serialize + ?Sized>(&mut self, key: String, value: &T) -> Result<(), Error> {
-        let mut text = String::new();
-        value.serialize(Ser { out: &mut text })?;
-        self.members.push((key, text));
+    fn member<T: Serialize + ?Sized>(
+        &mut self,
+        key: Cow<'static, str>,
+        value: &T,
+    ) -> Result<(), Error> {
+        let start = self.values.len();
+        value.serialize(Ser {
+            out: &mut self.values,
+        })?;
+        self.members.push((key, start..self.values.len()));
         Ok(())
     }
 
@@ -133,13 +142,13 @@ impl Object<'_> {
             self.out.push(':');
         }
         self.out.push('{');
-        for (i, (key, value)) in self.members.iter().enumerate() {
+        for (i, (key, range)) in self.members.iter().enumerate() {
             if i > 0 {
                 self.out.push(',');
             }
             write_string(key, self.out);
             self.out.push(':');
-            self.out.push_str(value);
+            self.out.push_str(&self.values[range.clone()]);
         }
         self.out.push('}');
         if self.variant.is_some() {
@@ -274,6 +283,7 @@ impl<'a> ser::Serializer for Ser<'a> {
     fn serialize_map(self, len: Option<usize>) -> Result<Object<'a>, Error> {
         Ok(Object {
             out: self.out,
+            values: String::with_capacity(256),
             members: Vec::with_capacity(len.unwrap_or(8)),
             key: None,
             variant: None,
@@ -350,7 +360,7 @@ impl ser::SerializeMap for Object<'_> {
             .key
             .take()
             .ok_or_else(|| Error("a map value without a key".to_owned()))?;
-        self.member(key, value)
+        self.member(Cow::Owned(key), value)
     }
     fn end(self) -> Result<(), Error> {
         self.finish();
@@ -366,7 +376,7 @@ impl ser::SerializeStruct for Object<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.member(key.to_owned(), value)
+        self.member(Cow::Borrowed(key), value)
     }
     fn end(self) -> Result<(), Error> {
         self.finish();
@@ -382,7 +392,7 @@ impl ser::SerializeStructVariant for Object<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.member(key.to_owned(), value)
+        self.member(Cow::Borrowed(key), value)
     }
     fn end(self) -> Result<(), Error> {
         self.finish();

@@ -150,7 +150,7 @@ impl Reader<'_> {
             };
             if let Err(message) = map.check_key(&key) {
                 return Err(LoadError {
-                    path: self.path.key(&key.text),
+                    path: self.path.key(key.text.clone()),
                     message,
                     location,
                 });
@@ -158,7 +158,7 @@ impl Reader<'_> {
             self.skip_ws();
             self.expect(b':', "`:` after a key")?;
             self.skip_ws();
-            self.path.push(Segment::Key(key.text.clone()));
+            self.path.push(Segment::Key(key.text.clone().into()));
             let value = self.value(depth + 1)?;
             self.path.pop();
             map.entries.push((key, value));

@@ -51,7 +51,7 @@ impl Relocations {
     }
 }
 
-fn root(key: &str) -> FieldPath {
+fn root(key: &'static str) -> FieldPath {
     FieldPath::root().key(key)
 }
 
@@ -59,7 +59,7 @@ fn root(key: &str) -> FieldPath {
 fn place<T>(
     cx: &mut Cx,
     sugar: Sp<T>,
-    sugar_key: &str,
+    sugar_key: &'static str,
     slot: &mut Option<Sp<T>>,
     canonical: &FieldPath,
     moved: &mut Relocations,
@@ -196,7 +196,7 @@ pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
     if let Some(Files::Sugar(map)) = doc.files.take_if(|files| matches!(files, Files::Sugar(_))) {
         let mut list = Vec::with_capacity(map.0.len());
         for (i, (path, text)) in map.0.into_iter().enumerate() {
-            let authored = root("files").key(&path.value);
+            let authored = root("files").key(path.value.clone());
             let canonical = root("files").index(i);
             moved.add(canonical.key("to"), authored.clone());
             moved.add(canonical.key("inline"), authored.clone());

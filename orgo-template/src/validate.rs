@@ -2,6 +2,7 @@
 //! interpolated as it is read, every rule of the reference checked, every
 //! problem reported at its path.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -91,7 +92,7 @@ pub(crate) fn validate(doc: raw::Document, cx: &mut Cx, moved: &Relocations) -> 
             for (name, _) in &vars.0 {
                 if !interpolate::is_ident(&name.value) {
                     let message = format!("`{}` is not a variable name (letters, digits, `_`, `-`, not starting with a digit)", name.value);
-                    v.key(&name.value, |v| v.error(name.at, message));
+                    v.key(name.value.clone(), |v| v.error(name.at, message));
                 }
             }
         });
@@ -170,8 +171,8 @@ impl V<'_> {
         out
     }
 
-    fn key<R>(&mut self, key: &str, f: impl FnOnce(&mut Self) -> R) -> R {
-        self.at(Segment::Key(key.to_owned()), f)
+    fn key<R>(&mut self, key: impl Into<Cow<'static, str>>, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.at(Segment::Key(key.into()), f)
     }
 
     fn index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
@@ -183,7 +184,7 @@ impl V<'_> {
     }
 
     /// Reports a required field as missing, unless it was present but unreadable.
-    fn missing(&mut self, field: &str, parent_at: Option<Location>) {
+    fn missing(&mut self, field: &'static str, parent_at: Option<Location>) {
         let path = self.cx.path.key(field);
         if !self.cx.invalid.contains(&path) {
             self.key(field, |v| v.error(parent_at, "required field is missing"));
@@ -191,7 +192,7 @@ impl V<'_> {
     }
 
     /// The interpolated text of an optional field.
-    fn text(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
+    fn text(&mut self, field: &'static str, value: Option<&Sp<String>>) -> Option<String> {
         let value = value?;
         self.key(field, |v| v.scope.apply(value, v.cx))
     }
@@ -199,7 +200,7 @@ impl V<'_> {
     /// The interpolated text of a required field.
     fn required(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<String>>,
         parent_at: Option<Location>,
     ) -> Option<String> {
@@ -212,7 +213,7 @@ impl V<'_> {
     /// Like [`Self::required`], and the text must not be blank.
     fn command(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<String>>,
         parent_at: Option<Location>,
     ) -> Option<String> {
@@ -229,7 +230,7 @@ impl V<'_> {
     /// Runs a check on a field's value and reports its message at the field.
     fn check<T>(
         &mut self,
-        field: &str,
+        field: &'static str,
         at: Option<Location>,
         result: Result<T, String>,
     ) -> Option<T> {
@@ -245,7 +246,7 @@ impl V<'_> {
     /// Reads an optional text field and converts it, reporting a failure at the field.
     fn parsed<T>(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<String>>,
         convert: impl FnOnce(String) -> Result<T, String>,
     ) -> Option<T> {
@@ -256,7 +257,7 @@ impl V<'_> {
     /// [`Self::parsed`] for a required field.
     fn parsed_required<T>(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<String>>,
         parent_at: Option<Location>,
         convert: impl FnOnce(String) -> Result<T, String>,
@@ -269,7 +270,7 @@ impl V<'_> {
 
     fn one_of<E>(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<String>>,
         parse: fn(&str) -> Option<E>,
         allowed: String,
@@ -281,7 +282,7 @@ impl V<'_> {
 
     fn name(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<String>>,
         parent_at: Option<Location>,
     ) -> Option<Name> {
@@ -292,7 +293,7 @@ impl V<'_> {
 
     fn int(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<u64>>,
         range: std::ops::RangeInclusive<u64>,
     ) -> Option<u64> {
@@ -322,7 +323,7 @@ impl V<'_> {
 
     fn duration(
         &mut self,
-        field: &str,
+        field: &'static str,
         value: Option<&Sp<IntOrStr>>,
         default: Duration,
     ) -> Option<Duration> {
@@ -339,7 +340,12 @@ impl V<'_> {
         self.check(field, value.at, result)
     }
 
-    fn url(&mut self, field: &str, value: Option<&Sp<String>>, schemes: &[&str]) -> Option<Url> {
+    fn url(
+        &mut self,
+        field: &'static str,
+        value: Option<&Sp<String>>,
+        schemes: &[&str],
+    ) -> Option<Url> {
         self.parsed(field, value, |text| check_url(&text, schemes))
     }
 
@@ -459,7 +465,7 @@ impl V<'_> {
         })
     }
 
-    fn in_set(&mut self, field: &str, value: Option<&Sp<u64>>, set: &[u64]) -> Option<u32> {
+    fn in_set(&mut self, field: &'static str, value: Option<&Sp<u64>>, set: &[u64]) -> Option<u32> {
         let value = value?;
         let result = if set.contains(&value.value) {
             Ok(value.value as u32)
@@ -525,7 +531,7 @@ impl V<'_> {
     ) -> BTreeMap<String, EnvValue> {
         let mut out = BTreeMap::new();
         for (key, value) in map.unwrap_or_default().0 {
-            self.key(&key.value, |v| {
+            self.key(key.value.clone(), |v| {
                 let upper = !key.value.is_empty()
                     && !key.value.starts_with(|c: char| c.is_ascii_digit())
                     && key.value.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
@@ -546,7 +552,10 @@ impl V<'_> {
     }
 
     fn build(&mut self, raw: raw::Build) -> Build {
-        let packages = |v: &mut Self, field: &str, list: Option<Vec<Sp<String>>>| -> Vec<String> {
+        let packages = |v: &mut Self,
+                        field: &'static str,
+                        list: Option<Vec<Sp<String>>>|
+         -> Vec<String> {
             v.key(field, |v| {
                 let mut out = Vec::new();
                 for (i, spec) in list.unwrap_or_default().iter().enumerate() {
@@ -658,11 +667,11 @@ impl V<'_> {
     }
 
     /// A user or group name, or a numeric id.
-    fn account(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
+    fn account(&mut self, field: &'static str, value: Option<&Sp<String>>) -> Option<String> {
         self.parsed(field, value, check_account)
     }
 
-    fn directory(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
+    fn directory(&mut self, field: &'static str, value: Option<&Sp<String>>) -> Option<String> {
         self.parsed(field, value, |text| {
             if text.starts_with('/') || text == "~" || text.starts_with("~/") {
                 Ok(text)
@@ -675,7 +684,7 @@ impl V<'_> {
         })
     }
 
-    fn absolute(&mut self, field: &str, value: Option<&Sp<String>>) -> Option<String> {
+    fn absolute(&mut self, field: &'static str, value: Option<&Sp<String>>) -> Option<String> {
         self.parsed(field, value, |text| {
             if text.starts_with('/') && !text.split('/').any(|s| s == "..") {
                 Ok(text)
@@ -1369,7 +1378,7 @@ impl V<'_> {
                     "`{field}` applies to `{}` {what}, not `{kind}`",
                     owners.join("` and `")
                 );
-                self.key(field, |v| v.error(at, message));
+                self.key(*field, |v| v.error(at, message));
             }
         }
     }

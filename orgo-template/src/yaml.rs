@@ -49,7 +49,7 @@ impl Loader {
                 Frame::Seq { items, .. } => path.push(Segment::Index(items.len())),
                 Frame::Map {
                     pending: Some(key), ..
-                } => path.push(Segment::Key(key.text.clone())),
+                } => path.push(Segment::Key(key.text.clone().into())),
                 Frame::Map { pending: None, .. } => {}
             }
         }
@@ -114,7 +114,7 @@ impl Loader {
                     Ok(()) => *pending = Some(key),
                     Err(message) => {
                         // The path is built only here, on the error path.
-                        let path = self.path().key(&key.text);
+                        let path = self.path().key(key.text.clone());
                         return Err(LoadError {
                             path,
                             message,

@@ -181,7 +181,7 @@ fn report(file: &str, error: &TemplateError, json: bool) {
                     .segments()
                     .iter()
                     .map(|s| match s {
-                        Segment::Key(key) => serde_json::Value::from(key.as_str()),
+                        Segment::Key(key) => serde_json::Value::from(key.as_ref()),
                         Segment::Index(index) => serde_json::Value::from(*index),
                     })
                     .collect();
