@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every test of the project: formatting, lints (warnings denied), the
-# workspace's tests and doc tests, and the fuzz invariants over the seed corpus.
+# Every test of the project: formatting, lints (warnings denied), the docs
+# (broken links denied), the workspace's tests and doc tests, and the fuzz
+# invariants over the seed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo test --workspace --locked
 (cd fuzz && cargo fmt -- --check && cargo test --locked)

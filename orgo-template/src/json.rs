@@ -328,8 +328,7 @@ mod tests {
     use super::*;
 
     fn err(src: &str) -> String {
-        let e = load(src).expect_err("should fail");
-        format!("{} @{}: {}", e.path, e.location, e.message)
+        load(src).expect_err("should fail").to_string()
     }
 
     #[test]

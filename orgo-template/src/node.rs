@@ -68,6 +68,12 @@ pub(crate) struct LoadError {
     pub(crate) location: Location,
 }
 
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} @{}: {}", self.path, self.location, self.message)
+    }
+}
+
 /// Resolves a plain (unquoted) YAML scalar by the YAML 1.2 core schema.
 /// `yes`, `on`, `off` and `no` are strings, as YAML 1.2 says.
 pub(crate) fn resolve_plain(text: String) -> NodeKind {
