@@ -8,9 +8,10 @@
 //!   values; each is resolved once, and a cycle is an error.
 //! - `$${` is an escape for a literal `${`. Any other `${...}` (a shell's
 //!   `${HOME}`) and any other `$` stay as written.
-//! - Expansion is bounded: no value may grow past [`MAX_VALUE`] bytes and the
-//!   whole document past [`MAX_TOTAL`] bytes of interpolated text, so
-//!   doubling chains fail fast instead of growing without end.
+//! - Expansion is bounded: references may add at most [`MAX_VALUE`] bytes to
+//!   one value and [`MAX_TOTAL`] bytes to the whole document (text as written
+//!   is not counted), so doubling chains fail fast instead of growing without
+//!   end.
 
 use std::collections::HashMap;
 
@@ -111,6 +112,8 @@ struct Frame {
     pieces: Vec<(Option<Ns>, String)>,
     next: usize,
     out: String,
+    /// Bytes that references added to `out`.
+    added: usize,
     failed: bool,
 }
 
@@ -186,12 +189,14 @@ impl Scope {
         if frame.failed {
             return;
         }
-        if let Err(limit) = append(&mut frame.out, text, &mut self.total) {
+        if let Err(limit) = charge(&mut frame.added, &mut self.total, text.len()) {
             frame.failed = true;
             if let Some(message) = self.limit_message(limit) {
                 self.report(cx, &frame.id, message);
             }
+            return;
         }
+        frame.out.push_str(text);
     }
 
     /// Starts resolving `id`: parses its text into a frame.
@@ -214,6 +219,7 @@ impl Scope {
                 id,
                 next: 0,
                 out: String::new(),
+                added: 0,
                 failed: false,
             }),
             Err(message) => {
@@ -252,7 +258,8 @@ impl Scope {
             };
             frame.next += 1;
             let Some(ns) = ns else {
-                self.push(&mut frame, &text, cx);
+                // The definition's own text is not expansion: it is not charged.
+                frame.out.push_str(&text);
                 stack.push(frame);
                 continue;
             };
@@ -298,7 +305,9 @@ impl Scope {
     /// The message for a limit reached, or `None` when the total was already reported.
     fn limit_message(&mut self, limit: Limit) -> Option<String> {
         match limit {
-            Limit::Value => Some(format!("expands to more than {MAX_VALUE} bytes")),
+            Limit::Value => Some(format!(
+                "references add more than {MAX_VALUE} bytes to this value"
+            )),
             Limit::Total if self.total_reported => None,
             Limit::Total => {
                 self.total_reported = true;
@@ -330,9 +339,14 @@ impl Scope {
             }
         };
         let mut out = String::new();
+        let mut added = 0;
         for piece in list {
             let text = match piece {
-                Piece::Text(text) => text,
+                Piece::Text(text) => {
+                    // Text as written is not expansion: it is not charged.
+                    out.push_str(text);
+                    continue;
+                }
                 Piece::Ref(ns, name) => match self.states.get(&(ns, name.to_owned())) {
                     Some(State::Done(text)) => text.as_str(),
                     Some(State::Secret) => {
@@ -346,12 +360,13 @@ impl Scope {
                     }
                 },
             };
-            if let Err(limit) = append(&mut out, text, &mut self.total) {
+            if let Err(limit) = charge(&mut added, &mut self.total, text.len()) {
                 if let Some(message) = self.limit_message(limit) {
                     cx.error(value.at, message);
                 }
                 return None;
             }
+            out.push_str(text);
         }
         Some(out)
     }
@@ -363,16 +378,17 @@ enum Limit {
     Total,
 }
 
-/// Appends `text` unless that passes [`MAX_VALUE`] or [`MAX_TOTAL`].
-fn append(out: &mut String, text: &str, total: &mut usize) -> Result<(), Limit> {
-    if out.len() + text.len() > MAX_VALUE {
+/// Charges `len` bytes of expansion to one value (`added`) and to the document
+/// (`total`), unless that passes [`MAX_VALUE`] or [`MAX_TOTAL`].
+fn charge(added: &mut usize, total: &mut usize, len: usize) -> Result<(), Limit> {
+    if *added + len > MAX_VALUE {
         return Err(Limit::Value);
     }
-    if *total + text.len() > MAX_TOTAL {
+    if *total + len > MAX_TOTAL {
         return Err(Limit::Total);
     }
-    *total += text.len();
-    out.push_str(text);
+    *added += len;
+    *total += len;
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 //! (duplicate keys, depth and size limits), so a JSON document gets the same
 //! diagnostics as the same document in YAML.
 
+use std::cell::Cell;
+
 use crate::error::{FieldPath, Location, Segment};
 use crate::node::{self, Budget, Key, LoadError, MapBuilder, Node, NodeKind};
 
@@ -16,6 +18,10 @@ struct Reader<'a> {
     line: u32,
     /// Byte offset where the current line starts.
     line_start: usize,
+    /// The last column computed: (byte offset, column there). Columns count
+    /// characters, so each is counted on from the last one, not from the
+    /// line's start (canonical JSON is a single long line).
+    column_at: Cell<(usize, usize)>,
     budget: Budget,
     path: FieldPath,
 }
@@ -29,6 +35,7 @@ pub(crate) fn load(src: &str) -> Result<Node, LoadError> {
         pos: 0,
         line: 1,
         line_start: 0,
+        column_at: Cell::new((0, 1)),
         budget: Budget::default(),
         path: FieldPath::root(),
     };
@@ -46,7 +53,12 @@ pub(crate) fn load(src: &str) -> Result<Node, LoadError> {
 
 impl Reader<'_> {
     fn location(&self) -> Location {
-        let column = self.src[self.line_start..self.pos].chars().count() + 1;
+        let (mut from, mut column) = self.column_at.get();
+        if from < self.line_start || from > self.pos {
+            (from, column) = (self.line_start, 1);
+        }
+        column += self.src[from..self.pos].chars().count();
+        self.column_at.set((self.pos, column));
         Location {
             line: self.line,
             column: u32::try_from(column).unwrap_or(u32::MAX),
@@ -354,6 +366,17 @@ mod tests {
                 column: 12
             }
         );
+    }
+
+    #[test]
+    fn columns_on_one_long_line() {
+        let mut text = String::from("{\"a\": [");
+        text.push_str(&vec!["\"é\""; 50_000].join(","));
+        text.push_str(", x]}");
+        // `{"a": [` is 7 characters, 50,000 items `"é"` and their 49,999 commas are
+        // 199,999, then `, ` and the `x`: column 7 + 199,999 + 2 + 1.
+        let expected = format!("@1:{}: JSON syntax: expected a value", 7 + 199_999 + 2 + 1);
+        assert!(err(&text).ends_with(&expected), "{}", err(&text));
     }
 
     #[test]

@@ -86,10 +86,11 @@
 //! is a type error. A string field does not take a number: `version: 1.10` or
 //! `mode: 0755` is an error that says to quote it, never a silent `1.1` or
 //! `493`. Tags (`!foo`), merge keys (`<<`), several documents in one file and
-//! duplicate keys in any mapping are errors; anchors and aliases are expanded.
-//! Limits, checked as the document is read: 4 MiB of text, 64 levels of
-//! nesting, 200,000 values (counting alias copies), 1 MiB per interpolated
-//! value and 16 MiB of interpolated text in all.
+//! duplicate keys in any mapping are errors; anchors on values and aliases
+//! are expanded (anchors on keys are errors). Limits, checked as the document
+//! is read: 4 MiB of text, 64 levels of nesting (alias copies included),
+//! 200,000 values and 4 MiB of text copied by aliases; references may add
+//! 1 MiB to one value and 16 MiB to the document.
 //!
 //! # Where the reference is silent
 //!
@@ -221,9 +222,11 @@ fn finish<T>(value: Option<T>, cx: Cx) -> Result<T, TemplateError> {
 
 /// Runs normalize, interpolate and validate on a read document.
 fn normalize_in(mut raw: raw::Document, cx: &mut Cx) -> Option<Template> {
-    let relocations = normalize::desugar(&mut raw, cx);
+    // vars and env are resolved first: the sugar read in normalize may use them.
+    let mut scope = interpolate::Scope::resolve(raw.vars.as_ref(), raw.env.as_ref(), cx);
+    let relocations = normalize::desugar(&mut raw, cx, &mut scope);
     let start = cx.diagnostics.len();
-    let template = validate::validate(raw, cx, &relocations);
+    let template = validate::validate(raw, cx, &relocations, scope);
     for diagnostic in &mut cx.diagnostics[start..] {
         relocations.apply(diagnostic);
     }

@@ -11,6 +11,9 @@ pub(crate) const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Most values in one document, counting every copy an alias makes.
 pub(crate) const MAX_NODES: usize = 200_000;
+/// Most text that aliases may copy in one document (as much again as the
+/// largest document), so an alias of a long string cannot multiply it.
+pub(crate) const MAX_ALIAS_BYTES: usize = MAX_DOCUMENT_BYTES;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Node {
@@ -139,6 +142,7 @@ fn is_core_float(text: &str) -> bool {
 #[derive(Default)]
 pub(crate) struct Budget {
     nodes: usize,
+    alias_bytes: usize,
 }
 
 impl Budget {
@@ -150,6 +154,25 @@ impl Budget {
                 message: format!(
                     "document has more than {MAX_NODES} values (aliases count once per use); \
                      a template is far smaller"
+                ),
+                location,
+            });
+        }
+        Ok(())
+    }
+
+    /// Spends an alias's copy of `size` bytes of text.
+    pub(crate) fn spend_alias_bytes(
+        &mut self,
+        bytes: usize,
+        location: Location,
+    ) -> Result<(), LoadError> {
+        self.alias_bytes = self.alias_bytes.saturating_add(bytes);
+        if self.alias_bytes > MAX_ALIAS_BYTES {
+            return Err(LoadError {
+                path: FieldPath::root(),
+                message: format!(
+                    "aliases copy more than {MAX_ALIAS_BYTES} bytes of text; write the values out"
                 ),
                 location,
             });
@@ -233,13 +256,39 @@ pub(crate) fn is_plain_null(text: &str) -> bool {
     matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
 
-/// Number of values in a tree, for alias accounting.
-pub(crate) fn count(node: &Node) -> usize {
+/// What a tree costs when an alias copies it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Size {
+    /// Values, counted against [`MAX_NODES`].
+    pub(crate) values: usize,
+    /// Bytes of scalar and key text, counted against [`MAX_ALIAS_BYTES`].
+    pub(crate) bytes: usize,
+    /// Levels of nesting below the root (0 for a scalar).
+    pub(crate) depth: usize,
+}
+
+/// Measures a tree (its depth is bounded by [`MAX_DEPTH`], so recursion is shallow).
+pub(crate) fn measure(node: &Node) -> Size {
+    let mut size = Size {
+        values: 1,
+        ..Size::default()
+    };
+    let mut add = |child: Size, key_bytes: usize| {
+        size.values += child.values;
+        size.bytes += child.bytes + key_bytes;
+        size.depth = size.depth.max(child.depth + 1);
+    };
     match &node.kind {
-        NodeKind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        NodeKind::Map(entries) => 1 + entries.iter().map(|(_, v)| count(v)).sum::<usize>(),
-        _ => 1,
+        NodeKind::Seq(items) => items.iter().for_each(|item| add(measure(item), 0)),
+        NodeKind::Map(entries) => entries
+            .iter()
+            .for_each(|(k, v)| add(measure(v), k.text.len())),
+        NodeKind::Int(text) | NodeKind::Float(text) | NodeKind::Str(text) => {
+            size.bytes = text.len()
+        }
+        NodeKind::Null | NodeKind::Bool(_) => {}
     }
+    size
 }
 
 #[cfg(test)]

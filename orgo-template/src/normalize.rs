@@ -17,6 +17,7 @@
 
 use crate::convert::{Cx, IntOrStr, Sp};
 use crate::error::{Diagnostic, FieldPath};
+use crate::interpolate::Scope;
 use crate::node::truncate;
 use crate::raw::{Desktop, Document, File, Files, Hardware, Hooks, Identity};
 
@@ -77,25 +78,43 @@ fn place<T>(
     moved.add(canonical.clone(), root(sugar_key));
 }
 
-/// Folds every sugar field of `doc` into its canonical place.
-pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
-    let mut moved = Relocations::default();
-    // An unreadable `name` sugar stands for the identity: do not also call it missing.
-    if cx.invalid.contains(&root("name")) {
-        for path in [
-            root("template"),
-            root("template").key("name"),
-            root("template").key("version"),
-        ] {
-            cx.invalid.insert(path);
-        }
+/// Interpolates a sugar value that must be read before validation (`name`,
+/// `ram`, `display`); `None` when that failed (reported at `key`).
+fn interpolated(
+    value: Sp<String>,
+    key: &'static str,
+    cx: &mut Cx,
+    scope: &mut Scope,
+) -> Option<Sp<String>> {
+    let text = cx.key(key, |cx| scope.apply(&value, cx));
+    if text.is_none() {
+        cx.invalid.insert(root(key));
     }
+    Some(Sp {
+        value: text?,
+        at: value.at,
+    })
+}
 
-    if let Some(sugar) = doc.name.take() {
+/// A value already interpolated, spelled so that validation's own
+/// interpolation reads it back unchanged.
+fn escape(text: &str) -> String {
+    crate::jcs::escape_document(text).into_owned()
+}
+
+/// Folds every sugar field of `doc` into its canonical place. The sugar that
+/// must be parsed here (`name`, `ram`, `display`) is interpolated first.
+pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx, scope: &mut Scope) -> Relocations {
+    let mut moved = Relocations::default();
+    if let Some(sugar) = doc
+        .name
+        .take()
+        .and_then(|s| interpolated(s, "name", cx, scope))
+    {
         let identity = doc.template.get_or_insert_with(Identity::default);
         let (name, version) = match sugar.value.rsplit_once('@') {
-            Some((name, version)) => (name.to_owned(), Some(version.to_owned())),
-            None => (sugar.value.clone(), None),
+            Some((name, version)) => (escape(name), Some(escape(version))),
+            None => (escape(&sugar.value), None),
         };
         let at = sugar.at;
         place(
@@ -126,6 +145,17 @@ pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
         }
     }
 
+    // An unreadable `name` sugar stands for the identity: do not also call it missing.
+    if cx.invalid.contains(&root("name")) {
+        for path in [
+            root("template"),
+            root("template").key("name"),
+            root("template").key("version"),
+        ] {
+            cx.invalid.insert(path);
+        }
+    }
+
     let hardware_sugar = doc.cpu.is_some() || doc.ram.is_some() || doc.display.is_some();
     if hardware_sugar {
         let hardware = doc.hardware.get_or_insert_with(Hardware::default);
@@ -141,8 +171,13 @@ pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
         }
         if let Some(ram) = doc.ram.take() {
             let at = ram.at;
-            match parse_ram(&ram.value) {
-                Ok(gb) => place(
+            let value = match ram.value {
+                IntOrStr::Str(text) => interpolated(Sp { value: text, at }, "ram", cx, scope)
+                    .map(|text| IntOrStr::Str(text.value)),
+                int => Some(int),
+            };
+            match value.as_ref().map(parse_ram) {
+                Some(Ok(gb)) => place(
                     cx,
                     Sp { value: gb, at },
                     "ram",
@@ -150,11 +185,16 @@ pub(crate) fn desugar(doc: &mut Document, cx: &mut Cx) -> Relocations {
                     &root("hardware").key("ram_gb"),
                     &mut moved,
                 ),
-                Err(message) => cx.key("ram", |cx| cx.error(at, message)),
+                Some(Err(message)) => cx.key("ram", |cx| cx.error(at, message)),
+                None => {} // the interpolation problem is reported
             }
         }
-        if let Some(display) = doc.display.take() {
-            let value = with_default_depth(&display.value);
+        if let Some(display) = doc
+            .display
+            .take()
+            .and_then(|s| interpolated(s, "display", cx, scope))
+        {
+            let value = escape(&with_default_depth(&display.value));
             place(
                 cx,
                 Sp {

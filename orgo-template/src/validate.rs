@@ -74,8 +74,12 @@ struct V<'a> {
 }
 
 /// Checks a desugared document and builds its canonical form.
-pub(crate) fn validate(doc: raw::Document, cx: &mut Cx, moved: &Relocations) -> Option<Template> {
-    let scope = Scope::resolve(doc.vars.as_ref(), doc.env.as_ref(), cx);
+pub(crate) fn validate(
+    doc: raw::Document,
+    cx: &mut Cx,
+    moved: &Relocations,
+    scope: Scope,
+) -> Option<Template> {
     let mut v = V {
         cx,
         moved,

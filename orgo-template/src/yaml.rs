@@ -35,7 +35,7 @@ fn location(span: &Span) -> Location {
 
 struct Loader {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Node, usize)>,
+    anchors: HashMap<usize, (Node, node::Size)>,
     budget: Budget,
     root: Option<Node>,
 }
@@ -83,7 +83,7 @@ impl Loader {
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor != 0 {
             self.anchors
-                .insert(anchor, (node.clone(), node::count(node)));
+                .insert(anchor, (node.clone(), node::measure(node)));
         }
     }
 
@@ -95,6 +95,12 @@ impl Loader {
         at: Location,
     ) -> Result<(), LoadError> {
         if self.expecting_key() {
+            if anchor != 0 {
+                return Err(self.error(
+                    "anchors on mapping keys are not supported; anchor values instead".to_owned(),
+                    at,
+                ));
+            }
             if style == ScalarStyle::Plain {
                 if text == "<<" {
                     return Err(self.error(
@@ -209,7 +215,13 @@ impl Loader {
             ));
         };
         let (mut node, size) = (node.clone(), *size);
-        self.budget.spend(size, at)?;
+        self.budget.spend(size.values, at)?;
+        self.budget.spend_alias_bytes(size.bytes, at)?;
+        // The copy lands inside the collections open now; nesting counts from there.
+        Budget::check_depth(self.stack.len() + size.depth, at).map_err(|e| LoadError {
+            path: self.path(),
+            ..e
+        })?;
         node.location = at;
         self.add(node);
         Ok(())
@@ -351,6 +363,22 @@ mod tests {
             bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
         assert!(err(&bomb).contains("more than 200000 values"));
+    }
+
+    #[test]
+    fn aliases_cannot_multiply_text_or_nesting() {
+        let big = "a".repeat(100_000);
+        let mut doc = format!("a: &s {big}\nb: [");
+        doc.push_str(&vec!["*s"; 60].join(", "));
+        doc.push_str("]\n");
+        assert!(err(&doc).contains("aliases copy more than 4194304 bytes"));
+
+        let mut deep = String::from("a0: &a0 [[[[[[[[[[x]]]]]]]]]]\n");
+        for i in 1..10 {
+            deep.push_str(&format!("a{i}: &a{i} [[[[[[[[[[*a{}]]]]]]]]]]\n", i - 1));
+        }
+        assert!(err(&deep).contains("deeper than 64"));
+        assert!(err("a:\n  &k b: 1\n").contains("anchors on mapping keys"));
     }
 
     #[test]

@@ -682,3 +682,23 @@ fn yaml_and_json_agree_on_format_detection() {
     assert_eq!(Format::detect(None, "\u{feff}{\"a\": 1}"), Format::Json);
     assert_eq!(Format::detect(None, "a: 1"), Format::Yaml);
 }
+
+#[test]
+fn sugar_values_may_use_vars() {
+    let with_vars = "api_version: orgo.ai/v1\nvars: {n: \"x@1.0.0\", r: 4gb, d: 1280x800}\nname: ${var.n}\nram: ${var.r}\ndisplay: ${var.d}\n";
+    let written = "api_version: orgo.ai/v1\nname: x@1.0.0\nram: 4gb\ndisplay: 1280x800\n";
+    assert_eq!(
+        Template::from_yaml(with_vars).unwrap().digest(),
+        Template::from_yaml(written).unwrap().digest()
+    );
+    let err = Template::from_yaml("api_version: orgo.ai/v1\nname: ${var.nope}\n").unwrap_err();
+    let lines: Vec<String> = err
+        .diagnostics()
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    assert_eq!(
+        lines,
+        ["name: unknown reference `${var.nope}`: no such name in vars"]
+    );
+}

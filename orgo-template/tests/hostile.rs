@@ -103,7 +103,7 @@ fn doubling_chains_hit_the_expansion_limit() {
     assert!(
         err.diagnostics()
             .iter()
-            .any(|d| d.message.contains("expands to more than 1048576 bytes")),
+            .any(|d| d.message.contains("references add more than 1048576 bytes")),
         "{err}"
     );
 }
@@ -116,4 +116,20 @@ fn many_keys_with_a_late_duplicate() {
     }
     doc.push_str("  K49999: again\n");
     assert!(first_message(&doc, Format::Yaml).starts_with("duplicate key `K49999`"));
+}
+
+#[test]
+fn text_without_references_is_not_charged_as_expansion() {
+    // 1.4 MB of shell with `$` in it but no `${var.X}`: nothing expands.
+    let script = "echo $HOME\n".repeat(130_000);
+    let doc = serde_json::json!({
+        "api_version": "orgo.ai/v1",
+        "name": "x@1.0.0",
+        "files": [{ "to": "/opt/run.sh", "inline": script }],
+    });
+    let template = Template::from_json(&doc.to_string()).unwrap();
+    assert_eq!(
+        template.files[0].source,
+        orgo_template::FileSource::Inline(script)
+    );
 }
