@@ -35,6 +35,12 @@ impl Cx {
         out
     }
 
+    /// Whether something at or under `prefix` was present but unreadable;
+    /// checks that a name is defined stay quiet then.
+    pub(crate) fn invalid_under(&self, prefix: &FieldPath) -> bool {
+        self.invalid.iter().any(|path| path.starts_with(prefix))
+    }
+
     pub(crate) fn key<R>(
         &mut self,
         key: impl Into<Cow<'static, str>>,
@@ -280,24 +286,23 @@ impl<T: FromNode> FromNode for Map<T> {
     fn from_node(node: Node, cx: &mut Cx) -> Option<Self> {
         match node.kind {
             NodeKind::Map(entries) => {
+                // Entries that read are kept: keys, not positions, name them,
+                // so later stages still see every good definition.
                 let mut out = Vec::with_capacity(entries.len());
-                let mut ok = true;
                 for (key, value) in entries {
                     let Key { text, location } = key;
-                    match cx.at(Segment::Key(text.clone().into()), |cx| {
+                    let read = cx.at(Segment::Key(text.clone().into()), |cx| {
                         read_present(value, cx)
-                    }) {
-                        Some(value) => out.push((
-                            Sp {
-                                value: text,
-                                at: Some(location),
-                            },
-                            value,
-                        )),
-                        None => ok = false,
+                    });
+                    if let Some(value) = read {
+                        let key = Sp {
+                            value: text,
+                            at: Some(location),
+                        };
+                        out.push((key, value));
                     }
                 }
-                ok.then_some(Map(out))
+                Some(Map(out))
             }
             other => {
                 cx.error(

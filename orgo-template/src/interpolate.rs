@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use crate::convert::{Cx, Map, Sp};
-use crate::error::{Location, Segment};
+use crate::error::{FieldPath, Location, Segment};
 use crate::raw::EnvValue;
 
 /// Largest single interpolated value.
@@ -295,7 +295,9 @@ impl Scope {
                 }
                 None => {
                     frame.failed = true;
-                    self.report(cx, &frame.id, unknown_message(target.0, &target.1));
+                    if !defined_but_unreadable(cx, target.0, &target.1) {
+                        self.report(cx, &frame.id, unknown_message(target.0, &target.1));
+                    }
                 }
             }
             stack.push(frame);
@@ -355,7 +357,9 @@ impl Scope {
                     }
                     Some(_) => return None, // reported where it is defined
                     None => {
-                        cx.error(value.at, unknown_message(ns, name));
+                        if !defined_but_unreadable(cx, ns, name) {
+                            cx.error(value.at, unknown_message(ns, name));
+                        }
                         return None;
                     }
                 },
@@ -396,6 +400,17 @@ fn secret_message(name: &str) -> String {
     format!(
         "`${{env.{name}}}` refers to a secret-backed variable; secrets are only known at launch and cannot be interpolated"
     )
+}
+
+/// Whether `name` was written in `vars` or `env` but could not be read (that
+/// problem is reported where it is).
+fn defined_but_unreadable(cx: &Cx, ns: Ns, name: &str) -> bool {
+    let top = match ns {
+        Ns::Var => "vars",
+        Ns::Env => "env",
+    };
+    cx.invalid
+        .contains(&FieldPath::root().key(top).key(name.to_owned()))
 }
 
 fn unknown_message(ns: Ns, name: &str) -> String {

@@ -148,6 +148,9 @@ pub use crate::digest::Digest;
 pub use crate::error::{Diagnostic, Diagnostics, FieldPath, Location, Segment, TemplateError};
 pub use crate::names::{Name, SecretName, TemplateRef};
 
+/// The largest template text accepted, in bytes (checked before parsing).
+pub const MAX_DOCUMENT_BYTES: usize = node::MAX_DOCUMENT_BYTES;
+
 /// The text formats a template can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -158,26 +161,33 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format of a file: JSON for a `.json` name; otherwise JSON when the
-    /// text starts with `{`, else YAML.
+    /// The format of a file by its name: JSON for `.json`, YAML for `.yaml`
+    /// and `.yml`; `None` for any other name.
+    pub fn from_file_name(file_name: &str) -> Option<Self> {
+        let lower = file_name.to_ascii_lowercase();
+        if lower.ends_with(".json") {
+            Some(Format::Json)
+        } else if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            Some(Format::Yaml)
+        } else {
+            None
+        }
+    }
+
+    /// The format of a file: by its name when that tells; otherwise JSON when
+    /// the text starts with `{`, else YAML.
     pub fn detect(file_name: Option<&str>, text: &str) -> Self {
-        match file_name {
-            Some(name) if name.to_ascii_lowercase().ends_with(".json") => Format::Json,
-            Some(name)
-                if name.to_ascii_lowercase().ends_with(".yaml")
-                    || name.to_ascii_lowercase().ends_with(".yml") =>
-            {
-                Format::Yaml
-            }
-            _ if text
+        file_name.and_then(Self::from_file_name).unwrap_or_else(|| {
+            if text
                 .trim_start_matches('\u{feff}')
                 .trim_start()
-                .starts_with('{') =>
+                .starts_with('{')
             {
                 Format::Json
+            } else {
+                Format::Yaml
             }
-            _ => Format::Yaml,
-        }
+        })
     }
 }
 
@@ -200,6 +210,13 @@ fn load(text: &str, format: Format) -> Result<node::Node, TemplateError> {
              location,
          }| TemplateError::single(path, message, Some(location)),
     )
+}
+
+/// Whether the text could not be read at all in its format.
+fn is_syntax_error(error: &TemplateError) -> bool {
+    error.diagnostics().first().is_some_and(|d| {
+        d.message.starts_with("JSON syntax") || d.message.starts_with("YAML syntax")
+    })
 }
 
 fn finish<T>(value: Option<T>, cx: Cx) -> Result<T, TemplateError> {
@@ -268,6 +285,26 @@ impl Template {
         let template =
             raw::Document::read(node, &mut cx).and_then(|raw| normalize_in(raw, &mut cx));
         finish(template, cx)
+    }
+
+    /// Parses a file's text in the format [`Format::detect`] finds. When the
+    /// format was only guessed from the text (`{` at the start) and JSON
+    /// cannot read it, it is read as YAML, of which JSON is a subset: a YAML
+    /// flow mapping `{a: 1}` also starts with `{`.
+    pub fn parse_detected(file_name: Option<&str>, text: &str) -> Result<Self, TemplateError> {
+        let format = Format::detect(file_name, text);
+        let result = Self::parse(text, format);
+        let guessed_json =
+            format == Format::Json && file_name.and_then(Format::from_file_name).is_none();
+        match result {
+            Err(json_error) if guessed_json && is_syntax_error(&json_error) => {
+                match Self::parse(text, Format::Yaml) {
+                    Err(yaml_error) if is_syntax_error(&yaml_error) => Err(json_error),
+                    yaml => yaml,
+                }
+            }
+            result => result,
+        }
     }
 
     /// [`Template::parse`] for YAML.

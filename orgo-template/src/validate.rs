@@ -513,10 +513,16 @@ impl V<'_> {
         out
     }
 
+    /// Whether an entry of `secrets` was unreadable (reported there), so an
+    /// undeclared-looking name may be one of its.
+    fn secrets_unreadable(&self) -> bool {
+        self.cx.invalid_under(&FieldPath::root().key("secrets"))
+    }
+
     fn secret_ref(&mut self, reference: &raw::SecretRef) -> Option<SecretName> {
         let value = reference.secret.as_ref()?;
         let text = self.text("secret", Some(value))?;
-        let result = if self.secrets.contains(&text) {
+        let result = if self.secrets.contains(&text) || self.secrets_unreadable() {
             Ok(SecretName::trusted(text))
         } else {
             Err(format!(
@@ -658,7 +664,7 @@ impl V<'_> {
             let name = url.host_str().unwrap_or_default().to_owned();
             let result = if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
                 Err("a secret source is `secret://NAME`, with nothing after the name".to_owned())
-            } else if !self.secrets.contains(&name) {
+            } else if !self.secrets.contains(&name) && !self.secrets_unreadable() {
                 Err(format!("secret `{name}` is not declared in `secrets`"))
             } else if when == Some(When::Build) {
                 Err("a `secret://` file must have `when: runtime`; secrets are never baked into a snapshot".to_owned())
@@ -1389,6 +1395,11 @@ impl V<'_> {
 
     /// Checks that every service and app named somewhere exists.
     fn check_references(&mut self) {
+        // An unreadable app or service is reported where it is; names used
+        // elsewhere are not called undefined after that.
+        if self.cx.invalid_under(&FieldPath::root().key("apps")) {
+            self.references.clear();
+        }
         for reference in std::mem::take(&mut self.references) {
             let message = match reference.kind {
                 RefKind::Service | RefKind::LogSource

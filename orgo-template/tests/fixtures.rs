@@ -180,6 +180,10 @@ fn equivalent_valid_fixtures_share_a_digest() {
 /// source order. A path ending in `...` matches by prefix.
 const INVALID: &[(&str, &[&str])] = &[
     ("api-version-missing.yaml", &["api_version"]),
+    (
+        "no-follow-on-errors.yaml",
+        &["vars.port", "secrets[1]", "apps[0]"],
+    ),
     ("api-version-wrong.yaml", &["api_version"]),
     ("audio-yes.yaml", &["hardware.audio"]),
     (

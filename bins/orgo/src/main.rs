@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use orgo_template::{Format, Segment, Template, TemplateError};
+use orgo_template::{MAX_DOCUMENT_BYTES, Segment, Template, TemplateError};
 
 #[derive(Parser)]
 #[command(
@@ -66,31 +66,34 @@ enum Failure {
     Invalid,
     /// The input could not be read.
     Input(String),
+    /// Some inputs could not be read; each was reported already.
+    Unreadable,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { files, json } => validate(&files, json),
-        Command::Normalize { file, format, json } => load(&file, json).and_then(|t| {
-            let text = match format {
+        Command::Normalize { file, format, json } => load(&file, json).map(|t| {
+            emit(&match format {
                 OutputFormat::Yaml => t.to_yaml(),
                 OutputFormat::Json => format!("{}\n", t.canonical_json()),
-            };
-            emit(&text)
+            })
         }),
         Command::Digest { file, json } => {
-            load(&file, json).and_then(|t| emit(&format!("{}\n", t.digest())))
+            load(&file, json).map(|t| emit(&format!("{}\n", t.digest())))
         }
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&orgo_template::json_schema())
                 .expect("a JSON value always serializes");
-            emit(&format!("{schema}\n"))
+            emit(&format!("{schema}\n"));
+            Ok(())
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid) => ExitCode::from(1),
+        Err(Failure::Unreadable) => ExitCode::from(2),
         Err(Failure::Input(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
@@ -98,24 +101,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn emit(text: &str) -> Result<(), Failure> {
+fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     // A closed pipe (`orgo schema | head`) is not an error worth reporting.
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    Ok(())
 }
 
+/// Reads a file or stdin, at most one byte past the template size limit, so
+/// that `orgo validate /dev/zero` ends.
 fn read(file: &str) -> Result<String, Failure> {
-    let mut text = String::new();
+    let limit = MAX_DOCUMENT_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
     let result = if file == "-" {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(file)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .map(|_| ())
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut bytes))
     };
-    result.map_err(|e| Failure::Input(format!("cannot read `{}`: {e}", display_name(file))))?;
-    Ok(text)
+    let name = display_name(file);
+    result.map_err(|e| Failure::Input(format!("cannot read `{name}`: {e}")))?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(Failure::Input(format!(
+            "`{name}` is over the {MAX_DOCUMENT_BYTES}-byte limit of a template"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Failure::Input(format!(
+            "`{name}` is not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 fn display_name(file: &str) -> &str {
@@ -123,8 +137,7 @@ fn display_name(file: &str) -> &str {
 }
 
 fn parse(file: &str, text: &str) -> Result<Template, TemplateError> {
-    let name = (file != "-").then_some(file);
-    Template::parse(text, Format::detect(name, text))
+    Template::parse_detected((file != "-").then_some(file), text)
 }
 
 /// Reads and checks one file, printing its diagnostics on failure.
@@ -136,32 +149,40 @@ fn load(file: &str, json: bool) -> Result<Template, Failure> {
     })
 }
 
+/// Checks every file, also after one fails or cannot be read: exit 2 if any
+/// could not be read, else 1 if any is invalid.
 fn validate(files: &[String], json: bool) -> Result<(), Failure> {
-    let mut invalid = false;
+    let (mut invalid, mut unreadable) = (false, false);
     for file in files {
-        let text = read(file)?;
-        match parse(file, &text) {
-            Ok(template) if json => {
-                let line = serde_json::json!({
-                    "file": display_name(file),
-                    "valid": true,
-                    "digest": template.digest().to_string(),
-                    "errors": [],
-                });
-                emit(&format!("{line}\n"))?;
-            }
-            Ok(template) => emit(&format!(
-                "{}: valid {}\n",
-                display_name(file),
-                template.digest()
-            ))?,
-            Err(error) => {
+        let name = display_name(file);
+        let result = read(file).map(|text| parse(file, &text));
+        let line = match result {
+            Ok(Ok(template)) if json => serde_json::json!({
+                "file": name, "valid": true, "digest": template.digest().to_string(), "errors": [],
+            })
+            .to_string(),
+            Ok(Ok(template)) => format!("{name}: valid {}", template.digest()),
+            Ok(Err(error)) => {
                 invalid = true;
                 report(file, &error, json);
+                continue;
             }
-        }
+            Err(Failure::Input(message)) => {
+                unreadable = true;
+                if !json {
+                    eprintln!("error: {message}");
+                    continue;
+                }
+                serde_json::json!({ "file": name, "valid": false, "digest": null, "error": message })
+                    .to_string()
+            }
+            Err(Failure::Invalid | Failure::Unreadable) => continue, // read() gives only Input
+        };
+        emit(&format!("{line}\n"));
     }
-    if invalid {
+    if unreadable {
+        Err(Failure::Unreadable)
+    } else if invalid {
         Err(Failure::Invalid)
     } else {
         Ok(())
@@ -196,14 +217,13 @@ fn report(file: &str, error: &TemplateError, json: bool) {
             .collect();
         let line =
             serde_json::json!({ "file": name, "valid": false, "digest": null, "errors": errors });
-        let _ = emit(&format!("{line}\n"));
+        emit(&format!("{line}\n"));
         return;
     }
     let mut err = std::io::stderr().lock();
     let diagnostics = error.diagnostics();
     if diagnostics.is_empty() {
         let _ = writeln!(err, "{name}: error: {error}");
-        print_sources(&mut err, error);
         return;
     }
     for d in diagnostics {
@@ -222,13 +242,4 @@ fn report(file: &str, error: &TemplateError, json: bool) {
         "{name}: invalid, {count} problem{}",
         if count == 1 { "" } else { "s" }
     );
-}
-
-/// Prints the `source()` chain under an error, one cause a line.
-fn print_sources(out: &mut impl Write, error: &dyn std::error::Error) {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = writeln!(out, "  caused by: {cause}");
-        source = cause.source();
-    }
 }
