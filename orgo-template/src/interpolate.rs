@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use crate::convert::{Cx, Map, Sp};
 use crate::error::{FieldPath, Location, Segment};
+use crate::node::truncate;
 use crate::raw::EnvValue;
 
 /// Largest single interpolated value.
@@ -76,7 +77,7 @@ fn pieces(text: &str) -> Result<Vec<Piece<'_>>, String> {
             return Err(format!(
                 "`${{{}.{}}}` is not a valid reference (names are letters, digits, `_` and `-`)",
                 ns.as_str(),
-                crate::node::truncate(name)
+                truncate(name)
             ));
         }
         out.push(Piece::Ref(ns, name));
@@ -276,14 +277,18 @@ impl Scope {
                 Some(State::Resolving) => {
                     frame.failed = true;
                     let message = if frame.id == target {
-                        format!("`${{{}.{}}}` refers to itself", target.0.as_str(), target.1)
+                        format!(
+                            "`${{{}.{}}}` refers to itself",
+                            target.0.as_str(),
+                            truncate(&target.1)
+                        )
                     } else {
                         format!(
                             "`${{{}.{}}}` is part of a reference cycle through `{}.{}`",
                             target.0.as_str(),
-                            target.1,
+                            truncate(&target.1),
                             frame.id.0.as_str(),
-                            frame.id.1
+                            truncate(&frame.id.1)
                         )
                     };
                     self.report(cx, &frame.id, message);
@@ -419,8 +424,9 @@ fn unknown_message(ns: Ns, name: &str) -> String {
         Ns::Env => "literal env values",
     };
     format!(
-        "unknown reference `${{{}.{name}}}`: no such name in {list}",
-        ns.as_str()
+        "unknown reference `${{{}.{}}}`: no such name in {list}",
+        ns.as_str(),
+        truncate(name)
     )
 }
 

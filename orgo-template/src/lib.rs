@@ -62,7 +62,8 @@
 //!
 //! The canonical template is shaped as follows:
 //! - Absent optional values, empty lists, empty maps and empty sections are
-//!   omitted. `vars` is omitted (it has been applied).
+//!   omitted, and so are values that say what absence says (`gpu: none`,
+//!   `dedup: 0`). `vars` is omitted (it has been applied).
 //! - Documented defaults are written out: `hardware.os: linux`,
 //!   `hardware.audio: false`, `files[].when: build`, `secrets[].required: true`,
 //!   service `user: orgo`, `restart: always`, `stop_signal: TERM`; health
@@ -72,9 +73,11 @@
 //!   `[create, modify, delete]`.
 //! - Values are written in one spelling: durations in their largest exact unit
 //!   (`60s` -> `1m`, `1500ms`), file modes as four octal digits (`"0644"`),
-//!   resolutions as `WxHxD`, file destinations with `//` and `/./` collapsed,
-//!   URLs as the WHATWG URL standard serializes them, egress domains lower-case
-//!   and CIDRs by their network address, `SIGTERM` as `TERM`.
+//!   resolutions as `WxHxD`, paths (file destinations, watched files) with
+//!   `//` and `/./` collapsed, URLs as the WHATWG URL standard serializes
+//!   them, egress domains lower-case, CIDRs by their network address and a
+//!   `/32` or `/128` as the bare address, cron expressions with single spaces
+//!   and lower-case names, tcp health hosts lower-case, `SIGTERM` as `TERM`.
 //! - Lists keep their order (build steps run in order; order is meaning).
 //!
 //! So YAML or JSON, sugar or canonical, key order, comments, quoting and
@@ -114,9 +117,11 @@
 //!   `actions` is a non-empty list of `{run: CMD}`, `{restart_service: NAME}` or
 //!   `{alert: MESSAGE}`. `dedup` drops firings within that window.
 //! - **Files**: `secret://NAME` sources need `when: runtime` (secrets are never
-//!   baked into a snapshot). The runtime's own binaries are `/opt/orgo` and
-//!   `/usr/local/sbin/orgo` and `/usr/local/sbin/orgo-agent`, reserved beside
-//!   the reference's list. Two files with one destination are an error.
+//!   baked into a snapshot) and nothing after the name. Reserved beside the
+//!   reference's list: the runtime's own binaries (`/opt/orgo`,
+//!   `/usr/local/sbin/orgo`, `/usr/local/sbin/orgo-agent`) and `/var/run`
+//!   (a link to `/run`). A destination ending in `/` or `/.` names a
+//!   directory and is an error, as are two files with one destination.
 //! - **Names**: service names are unique across the template; ports are unique
 //!   per protocol across apps; `telemetry.logs` entries are service names or
 //!   absolute paths; build package specs may not start with `-` or hold spaces.

@@ -112,7 +112,7 @@ fields! {
 fields! {
     /// A secret the template needs from the launching user's vault.
     Secret {
-        /// Lowercase, digits and `_`, starting with a letter.
+        /// Lowercase letters, digits, `_` and `-`, starting with a letter; 1-64.
         name: Sp<String>,
         /// What the secret is for.
         description: Sp<String>,

@@ -29,6 +29,7 @@ pub(crate) const RESERVED_PATHS: &[&str] = &[
     "/var/orgo",
     "/orgo",
     "/etc/supervisor",
+    "/var/run",
     "/opt/orgo",
     "/usr/local/sbin/orgo",
     "/usr/local/sbin/orgo-agent",
@@ -95,7 +96,7 @@ pub(crate) fn validate(
         v.key("vars", |v| {
             for (name, _) in &vars.0 {
                 if !interpolate::is_ident(&name.value) {
-                    let message = format!("`{}` is not a variable name (letters, digits, `_`, `-`, not starting with a digit)", name.value);
+                    let message = format!("`{}` is not a variable name (letters, digits, `_`, `-`, not starting with a digit)", truncate(&name.value));
                     v.key(name.value.clone(), |v| v.error(name.at, message));
                 }
             }
@@ -433,6 +434,8 @@ impl V<'_> {
                 });
             }
         }
+        // `gpu: none` says what leaving `gpu` out says.
+        let gpu = gpu.filter(|model| *model != Gpu::None);
         let resolution = self.parsed("resolution", raw.resolution.as_ref(), |text| {
             parse_resolution(&text)
         });
@@ -626,11 +629,16 @@ impl V<'_> {
                 };
                 let source = match (raw.from.as_ref(), raw.inline.as_ref()) {
                     (Some(_), Some(inline)) => {
-                        v.error(inline.at, "set exactly one of `from` and `inline`, not both");
+                        v.error(
+                            inline.at,
+                            "set exactly one of `from` and `inline`, not both",
+                        );
                         None
                     }
                     (None, None) => {
-                        if !v.cx.invalid.contains(&v.cx.path.key("from")) && !v.cx.invalid.contains(&v.cx.path.key("inline")) {
+                        if !v.cx.invalid.contains(&v.cx.path.key("from"))
+                            && !v.cx.invalid.contains(&v.cx.path.key("inline"))
+                        {
                             v.error(raw.at, "set exactly one of `from` and `inline`");
                         }
                         None
@@ -643,11 +651,28 @@ impl V<'_> {
                 let group = v.account("group", raw.group.as_ref());
                 if let Some(to) = &to {
                     if let Some(first) = targets.insert(to.clone(), i) {
-                        v.key("to", |v| v.error(to_at, format!("`{to}` is also the target of `{}`; each file needs its own path", v.moved.authored(&FieldPath::root().key("files").index(first)))));
+                        v.key("to", |v| {
+                            v.error(
+                                to_at,
+                                format!(
+                                    "`{}` is also the target of `{}`; each file needs its own path",
+                                    truncate(to),
+                                    v.moved
+                                        .authored(&FieldPath::root().key("files").index(first))
+                                ),
+                            )
+                        });
                     }
                 }
                 if let (Some(to), Some(source), Some(when)) = (to, source, when) {
-                    out.push(File { to, source, mode, owner, group, when });
+                    out.push(File {
+                        to,
+                        source,
+                        mode,
+                        owner,
+                        group,
+                        when,
+                    });
                 }
             });
         }
@@ -662,10 +687,19 @@ impl V<'_> {
         )?;
         if url.scheme() == "secret" {
             let name = url.host_str().unwrap_or_default().to_owned();
-            let result = if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
+            let extra = !(url.path().is_empty() || url.path() == "/")
+                || url.query().is_some()
+                || url.fragment().is_some()
+                || url.port().is_some()
+                || !url.username().is_empty()
+                || url.password().is_some();
+            let result = if extra {
                 Err("a secret source is `secret://NAME`, with nothing after the name".to_owned())
             } else if !self.secrets.contains(&name) && !self.secrets_unreadable() {
-                Err(format!("secret `{name}` is not declared in `secrets`"))
+                Err(format!(
+                    "secret `{}` is not declared in `secrets`",
+                    truncate(&name)
+                ))
             } else if when == Some(When::Build) {
                 Err("a `secret://` file must have `when: runtime`; secrets are never baked into a snapshot".to_owned())
             } else {
@@ -891,7 +925,16 @@ impl V<'_> {
                     .int("port", raw.port.as_ref(), 1..=65535)
                     .map(|p| p as u16);
                 let host = match raw.host.as_ref() {
-                    Some(_) => self.command("host", raw.host.as_ref(), raw.at),
+                    Some(_) => self.parsed("host", raw.host.as_ref(), |text| {
+                        if text.parse::<IpAddr>().is_ok() || is_hostname(&text) {
+                            Ok(text.to_ascii_lowercase())
+                        } else {
+                            Err(format!(
+                                "`{}` is not a host name or IP address",
+                                truncate(&text)
+                            ))
+                        }
+                    }),
                     None => Some("127.0.0.1".to_owned()),
                 };
                 Some(HealthCheck::Tcp {
@@ -1068,10 +1111,12 @@ impl V<'_> {
                     }
                     out
                 });
+                // A zero window drops nothing: the same as no `dedup`.
                 let dedup = match raw.dedup.as_ref() {
                     Some(_) => v.duration("dedup", raw.dedup.as_ref(), Duration(0)),
                     None => None,
-                };
+                }
+                .filter(|window| window.0 > 0);
                 Some(Trigger {
                     name: name?,
                     source: source?,
@@ -1124,7 +1169,7 @@ impl V<'_> {
             "schedule" => {
                 let cron = self.required("cron", raw.cron.as_ref(), raw.at)?;
                 let at = raw.cron.as_ref().and_then(|s| s.at);
-                let cron = self.check("cron", at, check_cron(&cron).map(|()| cron))?;
+                let cron = self.check("cron", at, normalize_cron(&cron))?;
                 Some(TriggerSource::Schedule { cron })
             }
             "webhook" => {
@@ -1145,8 +1190,17 @@ impl V<'_> {
                 if raw.path.is_none() {
                     self.missing("path", raw.at);
                 }
-                let path = self.absolute("path", raw.path.as_ref());
+                let path = self.parsed("path", raw.path.as_ref(), |text| {
+                    clean_path(&text).map(|(path, _)| path)
+                });
                 let events = match raw.events {
+                    Some(list) if list.is_empty() => {
+                        let at = raw.at;
+                        self.key("events", |v| {
+                            v.error(at, "`events` is empty; list some of `create`, `modify`, `delete`, or leave it out for all")
+                        });
+                        Vec::new()
+                    }
                     Some(list) => self.key("events", |v| {
                         let mut out = Vec::new();
                         for (i, event) in list.iter().enumerate() {
@@ -1411,18 +1465,18 @@ impl V<'_> {
                 RefKind::Service => {
                     format!(
                         "no service named `{}`; services: {}",
-                        reference.name,
+                        truncate(&reference.name),
                         list_or_none(&self.service_names)
                     )
                 }
                 RefKind::LogSource => format!(
                     "`{}` is neither a service name nor an absolute path; services: {}",
-                    reference.name,
+                    truncate(&reference.name),
                     list_or_none(&self.service_names)
                 ),
                 RefKind::App => format!(
                     "no app named `{}`; apps: {}",
-                    reference.name,
+                    truncate(&reference.name),
                     list_or_none(&self.app_names)
                 ),
             };
@@ -1492,6 +1546,34 @@ fn check_url(text: &str, schemes: &[&str]) -> Result<Url, String> {
 /// Normalizes a file destination: collapses `//` and `/./`, rejects `..`
 /// before any prefix test, then rejects reserved system paths.
 pub(crate) fn normalize_destination(text: &str) -> Result<String, String> {
+    let (path, directory) = clean_path(text)?;
+    if directory {
+        return Err(format!(
+            "`{}` names a directory; a file path is required",
+            truncate(text)
+        ));
+    }
+    if path.starts_with('~') {
+        return Ok(path);
+    }
+    if let Some(reserved) = RESERVED_PATHS.iter().find(|r| {
+        path == **r
+            || path
+                .strip_prefix(**r)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }) {
+        return Err(format!(
+            "`{}` is under `{reserved}`, a reserved system path",
+            truncate(&path)
+        ));
+    }
+    Ok(path)
+}
+
+/// An absolute or `~/` path with `//` and `/./` collapsed, `..` rejected
+/// (before any prefix test), and whether it names a directory (it is the
+/// root or home itself, or ends in `/` or `/.`).
+fn clean_path(text: &str) -> Result<(String, bool), String> {
     let shown = truncate(text);
     let (home, rest) = if let Some(rest) = text.strip_prefix("~/") {
         (true, rest)
@@ -1515,27 +1597,16 @@ pub(crate) fn normalize_destination(text: &str) -> Result<String, String> {
             other => segments.push(other),
         }
     }
-    if segments.is_empty() || text.ends_with('/') {
-        return Err(format!(
-            "`{shown}` names a directory; a file path is required"
-        ));
-    }
+    let directory = segments.is_empty() || text.ends_with('/') || text.ends_with("/.");
     let joined = segments.join("/");
-    if home {
-        return Ok(format!("~/{joined}"));
-    }
-    let path = format!("/{joined}");
-    if let Some(reserved) = RESERVED_PATHS.iter().find(|r| {
-        path == **r
-            || path
-                .strip_prefix(**r)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }) {
-        return Err(format!(
-            "`{path}` is under `{reserved}`, a reserved system path"
-        ));
-    }
-    Ok(path)
+    Ok((
+        if home {
+            format!("~/{joined}")
+        } else {
+            format!("/{joined}")
+        },
+        directory,
+    ))
 }
 
 /// `"0644"`, `"644"`, `"0o644"`: octal permission bits, at most `7777`.
@@ -1638,7 +1709,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Five cron fields: minute hour day-of-month month day-of-week, each `*`,
 /// `N`, `A-B`, with an optional `/STEP`, in comma-separated lists; months and
 /// days may be given by their three-letter English names.
-fn check_cron(text: &str) -> Result<(), String> {
+fn normalize_cron(text: &str) -> Result<String, String> {
     const FIELDS: [(&str, u32, u32); 5] = [
         ("minute", 0, 59),
         ("hour", 0, 23),
@@ -1669,7 +1740,7 @@ fn check_cron(text: &str) -> Result<(), String> {
                 _ => None,
             };
             named
-                .or_else(|| s.parse().ok())
+                .or_else(|| number(s))
                 .filter(|n| (lo..=hi).contains(n))
         };
         for item in part.split(',') {
@@ -1682,7 +1753,7 @@ fn check_cron(text: &str) -> Result<(), String> {
                     Some((a, b)) => matches!((value(a), value(b)), (Some(a), Some(b)) if a <= b),
                     None => value(range).is_some(),
                 };
-            let step_ok = step.is_none_or(|s| s.parse::<u32>().is_ok_and(|n| n >= 1 && n <= hi));
+            let step_ok = step.is_none_or(|s| number(s).is_some_and(|n| n >= 1 && n <= hi));
             if !range_ok || !step_ok {
                 return Err(format!(
                     "cron {what} field `{item}` is not valid (allowed {lo}-{hi}, `*`, ranges, lists and `/step`)"
@@ -1690,7 +1761,13 @@ fn check_cron(text: &str) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    // One spelling per schedule: single spaces, names in lower case.
+    Ok(parts.join(" ").to_ascii_lowercase())
+}
+
+/// Digits only (no sign), as cron fields are written.
+fn number(text: &str) -> Option<u32> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then(|| text.parse().ok())?
 }
 
 /// A domain (`api.anthropic.com`), a pattern (`*.github.com`), an IP or a CIDR.
@@ -1742,17 +1819,14 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
                 IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
             }
         };
+        // A full-length prefix is one address: written as the bare address.
+        if prefix == max {
+            return Ok(network.to_string());
+        }
         return Ok(format!("{network}/{prefix}"));
     }
     let lower = text.to_ascii_lowercase();
-    let domain = lower.strip_prefix("*.").unwrap_or(&lower);
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if domain.len() <= 253 && domain.split('.').all(label_ok) {
+    if is_hostname(lower.strip_prefix("*.").unwrap_or(&lower)) {
         Ok(lower)
     } else {
         Err(format!(
@@ -1760,6 +1834,22 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
             truncate(text)
         ))
     }
+}
+
+/// A DNS name: labels of 1-63 letters, digits and inner hyphens, at most 253
+/// bytes, and a last label that is not all digits (`010.0.0.1` is no name).
+fn is_hostname(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let last_not_numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()));
+    name.len() <= 253 && name.split('.').all(label_ok) && last_not_numeric
 }
 
 #[cfg(test)]
@@ -1786,6 +1876,9 @@ mod tests {
             ("/opt/x/", "directory"),
             ("/", "directory"),
             ("/tmp/x", "reserved"),
+            ("/var/run/x", "reserved"),
+            ("/opt/x/.", "directory"),
+            ("~/", "directory"),
         ] {
             let err = normalize_destination(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
@@ -1826,7 +1919,7 @@ mod tests {
             "0,30 9-17 1 jan *",
             "0 0 * * 7",
         ] {
-            assert!(check_cron(ok).is_ok(), "{ok}");
+            assert!(normalize_cron(ok).is_ok(), "{ok}");
         }
         for bad in [
             "* * * *",
@@ -1834,12 +1927,23 @@ mod tests {
             "*/0 * * * *",
             "5-1 * * * *",
             "* * * foo *",
+            "+5 * * * *",
+            "*/+2 * * * *",
         ] {
-            assert!(check_cron(bad).is_err(), "{bad}");
+            assert!(normalize_cron(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            normalize_cron(" 5  3 * *\tMON-Fri ").unwrap(),
+            "5 3 * * mon-fri"
+        );
         assert_eq!(parse_egress_rule("*.GitHub.com").unwrap(), "*.github.com");
         assert_eq!(parse_egress_rule("10.1.2.3/8").unwrap(), "10.0.0.0/8");
         assert_eq!(parse_egress_rule("::1").unwrap(), "::1");
+        assert_eq!(parse_egress_rule("10.0.0.7/32").unwrap(), "10.0.0.7");
+        assert_eq!(
+            parse_egress_rule("123.example.com").unwrap(),
+            "123.example.com"
+        );
         assert_eq!(
             parse_egress_rule("2001:db8::1/32").unwrap(),
             "2001:db8::/32"
@@ -1851,6 +1955,8 @@ mod tests {
             "-a.com",
             "a..b",
             "1.2.3.4/x",
+            "010.0.0.1",
+            "https://example.com",
         ] {
             assert!(parse_egress_rule(bad).is_err(), "{bad}");
         }

@@ -702,3 +702,41 @@ fn sugar_values_may_use_vars() {
         ["name: unknown reference `${var.nope}`: no such name in vars"]
     );
 }
+
+#[test]
+fn spellings_of_one_meaning_share_a_digest() {
+    let head = "api_version: orgo.ai/v1\nname: x@1.0.0\n";
+    let pairs = [
+        // cron spacing and name case
+        (
+            "triggers: [{name: t, source: {type: schedule, cron: \" 5  3 * * MON\"}, actions: [{run: x}]}]",
+            "triggers: [{name: t, source: {type: schedule, cron: \"5 3 * * mon\"}, actions: [{run: x}]}]",
+        ),
+        // a zero dedup window drops nothing
+        (
+            "triggers: [{name: t, source: {type: webhook, path: /h}, actions: [{run: x}], dedup: 0}]",
+            "triggers: [{name: t, source: {type: webhook, path: /h}, actions: [{run: x}]}]",
+        ),
+        // a /32 is one address
+        (
+            "egress_policy: {mode: allow, rules: [10.0.0.7/32]}",
+            "egress_policy: {mode: allow, rules: [10.0.0.7]}",
+        ),
+        // gpu: none is no GPU
+        ("hardware: {gpu: none}", "hardware: {}"),
+        // a watched path is written once
+        (
+            "triggers: [{name: t, source: {type: file, path: //data/./x}, actions: [{run: x}]}]",
+            "triggers: [{name: t, source: {type: file, path: /data/x}, actions: [{run: x}]}]",
+        ),
+    ];
+    for (a, b) in pairs {
+        let da = Template::from_yaml(&format!("{head}{a}\n"))
+            .unwrap()
+            .digest();
+        let db = Template::from_yaml(&format!("{head}{b}\n"))
+            .unwrap()
+            .digest();
+        assert_eq!(da, db, "{a}\n  vs\n{b}");
+    }
+}

@@ -181,6 +181,16 @@ fn equivalent_valid_fixtures_share_a_digest() {
 const INVALID: &[(&str, &[&str])] = &[
     ("api-version-missing.yaml", &["api_version"]),
     (
+        "review-gaps.yaml",
+        &[
+            "files[0].from",
+            "files[1].to",
+            "files[2].to",
+            "apps[0].health.host",
+            "triggers[0].source.events",
+        ],
+    ),
+    (
         "no-follow-on-errors.yaml",
         &["vars.port", "secrets[1]", "apps[0]"],
     ),
