@@ -649,20 +649,20 @@ impl V<'_> {
                 let mode = v.parsed("mode", raw.mode.as_ref(), |text| parse_mode(&text));
                 let owner = v.account("owner", raw.owner.as_ref());
                 let group = v.account("group", raw.group.as_ref());
-                if let Some(to) = &to {
-                    if let Some(first) = targets.insert(to.clone(), i) {
-                        v.key("to", |v| {
-                            v.error(
-                                to_at,
-                                format!(
-                                    "`{}` is also the target of `{}`; each file needs its own path",
-                                    truncate(to),
-                                    v.moved
-                                        .authored(&FieldPath::root().key("files").index(first))
-                                ),
-                            )
-                        });
-                    }
+                if let Some(to) = &to
+                    && let Some(first) = targets.insert(to.clone(), i)
+                {
+                    v.key("to", |v| {
+                        v.error(
+                            to_at,
+                            format!(
+                                "`{}` is also the target of `{}`; each file needs its own path",
+                                truncate(to),
+                                v.moved
+                                    .authored(&FieldPath::root().key("files").index(first))
+                            ),
+                        )
+                    });
                 }
                 if let (Some(to), Some(source), Some(when)) = (to, source, when) {
                     out.push(File {
@@ -962,16 +962,17 @@ impl V<'_> {
                 )
             });
         }
-        if let (Some(every), Some(timeout)) = (every, timeout) {
-            if raw.timeout.is_some() && (timeout.0 == 0 || timeout > every) {
-                let at = raw.timeout.as_ref().and_then(|s| s.at);
-                self.key("timeout", |v| {
-                    v.error(
-                        at,
-                        format!("`{timeout}` must be more than 0 and at most `every` ({every})"),
-                    )
-                });
-            }
+        if let (Some(every), Some(timeout)) = (every, timeout)
+            && raw.timeout.is_some()
+            && (timeout.0 == 0 || timeout > every)
+        {
+            let at = raw.timeout.as_ref().and_then(|s| s.at);
+            self.key("timeout", |v| {
+                v.error(
+                    at,
+                    format!("`{timeout}` must be more than 0 and at most `every` ({every})"),
+                )
+            });
         }
         let retries = match raw.retries.as_ref() {
             Some(_) => self

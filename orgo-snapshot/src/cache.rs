@@ -1,0 +1,329 @@
+//! The build cache: template digest -> golden snapshot, built once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use orgo_template::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::manifest::{
+    HardwareShape, ImageManifest, Manifest, SnapshotManifest, get_manifest, now_rfc3339,
+    put_manifest,
+};
+use crate::registry::keys;
+use crate::service::{BlobInfo, LockMode, PutMode, RefKey, Store, read_small};
+
+/// What a successful build hands to the cache: files to store (moved into
+/// the store, not copied, where the filesystem allows) and what describes them.
+#[derive(Debug, Clone)]
+pub struct SnapshotArtifacts {
+    /// Files by role (`disk`, `memory`, `state`, ...). They are consumed.
+    pub files: BTreeMap<String, PathBuf>,
+    /// The hardware the snapshot was captured with.
+    pub hardware: HardwareShape,
+    /// The backend that made it.
+    pub backend: String,
+    /// The base image's manifest digest.
+    pub base_image: Digest,
+    /// The kernel blob's digest.
+    pub kernel: Digest,
+}
+
+/// Why a build failed, as the builder tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFailure {
+    /// One line: which step failed and how (`build.run[2] exited with 1`).
+    pub message: String,
+    /// The failing step's output (or the whole build log).
+    pub log: String,
+}
+
+/// A recorded failure, kept until the template builds successfully.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The failure's one-line message.
+    pub message: String,
+    /// The failing step's output.
+    pub log: String,
+    /// When it failed (RFC 3339, UTC).
+    pub failed_at: String,
+    /// When it failed, in nanoseconds since the Unix epoch: joins the
+    /// failure to the callers that waited for it.
+    pub failed_at_nanos: u128,
+}
+
+/// The largest failure record kept (logs are truncated to fit).
+const MAX_FAILURE_BYTES: u64 = 1 << 20;
+const MAX_LOG_BYTES: usize = 512 * 1024;
+
+/// A snapshot found or built by [`BuildCache::get_or_build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest.
+    pub manifest: SnapshotManifest,
+    /// `true` if this call ran the build; `false` for a cache hit or a
+    /// build another caller ran.
+    pub built_here: bool,
+}
+
+/// Golden snapshots by template digest, over any [`Store`].
+#[derive(Debug, Clone)]
+pub struct BuildCache {
+    store: Arc<dyn Store>,
+}
+
+impl BuildCache {
+    /// A cache over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The snapshot of `template`, if built: one ref read and one manifest read.
+    pub async fn get(&self, template: &Digest) -> Result<Option<Built>, StoreError> {
+        let key = keys::by_digest(keys::SNAPSHOTS, template);
+        let Some(digest) = self.store.get_ref(&key).await? else {
+            return Ok(None);
+        };
+        let manifest = self.snapshot_manifest(&key, &digest).await?;
+        Ok(Some(Built {
+            digest,
+            manifest,
+            built_here: false,
+        }))
+    }
+
+    async fn snapshot_manifest(
+        &self,
+        key: &RefKey,
+        digest: &Digest,
+    ) -> Result<SnapshotManifest, StoreError> {
+        match get_manifest(&*self.store, digest).await? {
+            Some(Manifest::Snapshot(m)) => Ok(m),
+            Some(_) => Err(StoreError::Invalid {
+                what: "manifest",
+                location: digest.to_string(),
+                reason: format!("`{key}` points at a manifest that is not a snapshot"),
+            }),
+            None => Err(StoreError::Dangling {
+                key: key.to_string(),
+                digest: *digest,
+            }),
+        }
+    }
+
+    /// The snapshot of `template`, building it with `build` on a miss.
+    ///
+    /// Single flight: concurrent callers for one digest, in this process or
+    /// any other on the same store, run one build and all receive its
+    /// outcome. A failed build is recorded ([`BuildCache::failure`]) and
+    /// returned as [`StoreError::BuildFailed`] to every caller that waited
+    /// for it; it is not cached, so a later call builds again.
+    pub async fn get_or_build<F, Fut>(
+        &self,
+        template: &Digest,
+        build: F,
+    ) -> Result<Built, StoreError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<SnapshotArtifacts, BuildFailure>> + Send,
+    {
+        if let Some(hit) = self.get(template).await? {
+            return Ok(hit);
+        }
+        let waited_from = unix_nanos();
+        let lock = keys::by_digest("builds", template);
+        let _building = self.store.lock(&lock, LockMode::Exclusive).await?;
+        // Whoever held the lock before us may have finished the work.
+        if let Some(hit) = self.get(template).await? {
+            return Ok(hit);
+        }
+        if let Some(failure) = self.failure(template).await?
+            && failure.failed_at_nanos >= waited_from
+        {
+            return Err(StoreError::BuildFailed {
+                template: *template,
+                message: failure.message,
+            });
+        }
+        match build().await {
+            Ok(artifacts) => {
+                let (digest, manifest) = self.store_snapshot(template, artifacts).await?;
+                Ok(Built {
+                    digest,
+                    manifest,
+                    built_here: true,
+                })
+            }
+            Err(failure) => {
+                self.record_failure(template, &failure).await?;
+                Err(StoreError::BuildFailed {
+                    template: *template,
+                    message: failure.message,
+                })
+            }
+        }
+    }
+
+    async fn store_snapshot(
+        &self,
+        template: &Digest,
+        artifacts: SnapshotArtifacts,
+    ) -> Result<(Digest, SnapshotManifest), StoreError> {
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        let mut blobs = BTreeMap::new();
+        for (role, path) in &artifacts.files {
+            let info = self.store.put_file(path, PutMode::Move).await?;
+            blobs.insert(role.clone(), info);
+        }
+        let manifest = SnapshotManifest {
+            template: *template,
+            blobs,
+            hardware: artifacts.hardware,
+            backend: artifacts.backend,
+            base_image: artifacts.base_image,
+            kernel: artifacts.kernel,
+            created_at: now_rfc3339(),
+        };
+        let digest = put_manifest(&*self.store, &Manifest::Snapshot(manifest.clone())).await?;
+        self.store
+            .set_ref(&keys::by_digest(keys::SNAPSHOTS, template), &digest)
+            .await?;
+        self.store
+            .delete_ref(&keys::by_digest(keys::FAILURES, template))
+            .await?;
+        Ok((digest, manifest))
+    }
+
+    async fn record_failure(
+        &self,
+        template: &Digest,
+        failure: &BuildFailure,
+    ) -> Result<(), StoreError> {
+        let mut log = failure.log.as_str();
+        if log.len() > MAX_LOG_BYTES {
+            // Keep the end: that is where the error is.
+            let mut start = log.len() - MAX_LOG_BYTES;
+            while !log.is_char_boundary(start) {
+                start += 1;
+            }
+            log = &log[start..];
+        }
+        let record = FailureRecord {
+            message: failure.message.chars().take(4096).collect(),
+            log: log.to_owned(),
+            failed_at: now_rfc3339(),
+            failed_at_nanos: unix_nanos(),
+        };
+        let bytes = serde_json::to_vec(&record).expect("failure records serialize");
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        let stored = self.store.put(&mut bytes.as_slice()).await?;
+        self.store
+            .set_ref(&keys::by_digest(keys::FAILURES, template), &stored.digest)
+            .await
+    }
+
+    /// The last recorded failure of `template`'s build, if its last build failed.
+    pub async fn failure(&self, template: &Digest) -> Result<Option<FailureRecord>, StoreError> {
+        let key = keys::by_digest(keys::FAILURES, template);
+        let Some(digest) = self.store.get_ref(&key).await? else {
+            return Ok(None);
+        };
+        let bytes = read_small(&*self.store, &digest, MAX_FAILURE_BYTES, "failure record")
+            .await?
+            .ok_or_else(|| StoreError::Dangling {
+                key: key.to_string(),
+                digest,
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Invalid {
+                what: "failure record",
+                location: digest.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Records that a running computer (`id`) uses `template`'s snapshot, so
+    /// gc keeps it while the computer runs; returns the snapshot.
+    pub async fn lease(&self, id: &str, template: &Digest) -> Result<Built, StoreError> {
+        let key = keys::root(keys::LEASES).join(id)?;
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        let built = self
+            .get(template)
+            .await?
+            .ok_or_else(|| StoreError::Dangling {
+                key: key.to_string(),
+                digest: *template,
+            })?;
+        self.store.set_ref(&key, &built.digest).await?;
+        Ok(built)
+    }
+
+    /// Ends the lease of computer `id`; `false` if it held none.
+    pub async fn release(&self, id: &str) -> Result<bool, StoreError> {
+        let key = keys::root(keys::LEASES).join(id)?;
+        self.store.delete_ref(&key).await
+    }
+
+    /// Stores a base image built from `recipe` (files by role, consumed) and
+    /// makes it the image for that recipe; a gc root until replaced.
+    pub async fn put_base_image(
+        &self,
+        recipe: &Digest,
+        files: &BTreeMap<String, PathBuf>,
+    ) -> Result<(Digest, ImageManifest), StoreError> {
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        let mut blobs: BTreeMap<String, BlobInfo> = BTreeMap::new();
+        for (role, path) in files {
+            blobs.insert(
+                role.clone(),
+                self.store.put_file(path, PutMode::Move).await?,
+            );
+        }
+        let manifest = ImageManifest {
+            recipe: *recipe,
+            blobs,
+            created_at: now_rfc3339(),
+        };
+        let digest = put_manifest(&*self.store, &Manifest::BaseImage(manifest.clone())).await?;
+        self.store
+            .set_ref(&keys::by_digest(keys::IMAGES, recipe), &digest)
+            .await?;
+        Ok((digest, manifest))
+    }
+
+    /// The base image built from `recipe`, if stored.
+    pub async fn base_image(
+        &self,
+        recipe: &Digest,
+    ) -> Result<Option<(Digest, ImageManifest)>, StoreError> {
+        let key = keys::by_digest(keys::IMAGES, recipe);
+        let Some(digest) = self.store.get_ref(&key).await? else {
+            return Ok(None);
+        };
+        match get_manifest(&*self.store, &digest).await? {
+            Some(Manifest::BaseImage(m)) => Ok(Some((digest, m))),
+            Some(_) => Err(StoreError::Invalid {
+                what: "manifest",
+                location: digest.to_string(),
+                reason: format!("`{key}` points at a manifest that is not a base image"),
+            }),
+            None => Err(StoreError::Dangling {
+                key: key.to_string(),
+                digest,
+            }),
+        }
+    }
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

@@ -1,0 +1,90 @@
+//! The store's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use orgo_template::{Digest, TemplateRef};
+
+/// Everything that can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O operation on a path failed.
+    #[error("{op} `{}`", path.display())]
+    Io {
+        /// What was being done (`read`, `write`, `rename`, ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Stored bytes do not hash to their name: the object is corrupt.
+    #[error("object `{digest}` at `{location}` is corrupt: {reason}")]
+    Corrupt {
+        /// The digest the object is stored under.
+        digest: Digest,
+        /// Where it is stored (a path for the local store).
+        location: String,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A published version was published again with different content.
+    #[error(
+        "`{reference}` is already published as `{existing}`; versions are immutable, so \
+         `{new}` needs a new version"
+    )]
+    Immutable {
+        /// The template ref.
+        reference: Box<TemplateRef>,
+        /// The digest it is published under.
+        existing: Digest,
+        /// The digest that was refused.
+        new: Digest,
+    },
+    /// A stored record (ref, manifest, failure record) is malformed.
+    #[error("invalid {what} at `{location}`: {reason}")]
+    Invalid {
+        /// `manifest`, `ref`, `store layout`, ...
+        what: &'static str,
+        /// Where it is stored.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A ref points at a template, manifest or blob that is not in the store.
+    #[error("`{key}` points at `{digest}`, which is not in the store")]
+    Dangling {
+        /// The ref.
+        key: String,
+        /// The missing object.
+        digest: Digest,
+    },
+    /// A ref key is not made of `[A-Za-z0-9._+-]` segments.
+    #[error("invalid ref key `{key}`: {reason}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The build of a template failed (now, or in the single flight this call joined).
+    #[error("the build of `{template}` failed: {message}")]
+    BuildFailed {
+        /// The template's digest.
+        template: Digest,
+        /// The build's own error message.
+        message: String,
+    },
+    /// A background task of the store panicked or was cancelled.
+    #[error("a store task ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { op, path, source }
+    }
+}

@@ -1,0 +1,174 @@
+//! Manifests: the small, versioned JSON documents that tie blobs together.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use orgo_template::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::service::{BlobInfo, BlobService, read_small};
+
+/// The manifest format's version, written in every manifest as
+/// `"orgo_manifest": 1`; a manifest of any other version is refused.
+pub const MANIFEST_VERSION: u32 = 1;
+/// Manifests larger than this are refused before they are parsed.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// A stored manifest, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Manifest {
+    /// A golden snapshot of a built template.
+    Snapshot(SnapshotManifest),
+    /// A base image (kernel, initramfs, root filesystem) built from a recipe.
+    BaseImage(ImageManifest),
+}
+
+/// What restores a template's golden snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotManifest {
+    /// The digest of the canonical template it was built from.
+    pub template: Digest,
+    /// The blobs that restore it, by role (`disk`, `memory`, `state`, ...;
+    /// the roles are the backend's).
+    pub blobs: BTreeMap<String, BlobInfo>,
+    /// The hardware it was captured with.
+    pub hardware: HardwareShape,
+    /// The backend that made it (`qemu`, `cloud-hypervisor`); a snapshot only
+    /// restores on the backend that made it.
+    pub backend: String,
+    /// The digest of the base image's manifest.
+    pub base_image: Digest,
+    /// The digest of the kernel blob the guest runs.
+    pub kernel: Digest,
+    /// When it was captured (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// The hardware a snapshot was captured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareShape {
+    /// vCPUs.
+    pub cpu: u32,
+    /// Guest memory in MiB: the floor a launch can ask for.
+    pub memory_mib: u64,
+    /// Root disk in GiB.
+    pub disk_gb: u64,
+}
+
+/// A base image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageManifest {
+    /// The digest of the recipe it was built from.
+    pub recipe: Digest,
+    /// Its blobs by role (`vmlinuz`, `vmlinux`, `initrd`, `rootfs`, ...).
+    pub blobs: BTreeMap<String, BlobInfo>,
+    /// When it was built (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    orgo_manifest: u32,
+    #[serde(flatten)]
+    manifest: T,
+}
+
+impl Manifest {
+    /// Every blob the manifest names (not other manifests).
+    pub fn blobs(&self) -> impl Iterator<Item = &BlobInfo> {
+        match self {
+            Self::Snapshot(m) => m.blobs.values(),
+            Self::BaseImage(m) => m.blobs.values(),
+        }
+    }
+
+    /// The canonical bytes: RFC 8785-compatible JSON (sorted keys, no
+    /// whitespace) with the version field.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let value = serde_json::to_value(Envelope {
+            orgo_manifest: MANIFEST_VERSION,
+            manifest: self,
+        })
+        .expect("manifests serialize to JSON without fail");
+        // serde_json's Map keeps insertion order here; sort for one
+        // spelling per manifest, so equal manifests share a digest.
+        serde_json::to_vec(&sorted(value)).expect("JSON values serialize without fail")
+    }
+
+    /// Parses stored bytes, checking the size cap and version first.
+    pub fn from_bytes(bytes: &[u8], location: &str) -> Result<Self, StoreError> {
+        let invalid = |reason: String| StoreError::Invalid {
+            what: "manifest",
+            location: location.to_owned(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(invalid(format!(
+                "{} bytes is over the limit of {MAX_MANIFEST_BYTES}",
+                bytes.len()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            orgo_manifest: Option<u32>,
+        }
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        match version.orgo_manifest {
+            Some(MANIFEST_VERSION) => {}
+            Some(v) => {
+                return Err(invalid(format!(
+                    "format version `{v}`; this orgo reads `{MANIFEST_VERSION}`"
+                )));
+            }
+            None => return Err(invalid("no `orgo_manifest` version field".into())),
+        }
+        let envelope: Envelope<Manifest> =
+            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        Ok(envelope.manifest)
+    }
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// Stores a manifest as a blob; its digest is the manifest's address.
+pub async fn put_manifest(
+    blobs: &(impl BlobService + ?Sized),
+    manifest: &Manifest,
+) -> Result<Digest, StoreError> {
+    let bytes = manifest.to_bytes();
+    Ok(blobs.put(&mut bytes.as_slice()).await?.digest)
+}
+
+/// Loads and checks a manifest; `None` if it is not stored.
+pub async fn get_manifest(
+    blobs: &(impl BlobService + ?Sized),
+    digest: &Digest,
+) -> Result<Option<Manifest>, StoreError> {
+    let Some(bytes) = read_small(blobs, digest, MAX_MANIFEST_BYTES, "manifest").await? else {
+        return Ok(None);
+    };
+    Manifest::from_bytes(&bytes, &digest.to_string()).map(Some)
+}
+
+/// Now, as RFC 3339 UTC with seconds.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -1,0 +1,208 @@
+//! The template registry: `namespace/name@version` -> canonical template,
+//! immutable once published.
+
+use std::sync::Arc;
+
+use orgo_template::{Digest, Name, Template, TemplateRef};
+
+use crate::error::StoreError;
+use crate::service::{LockMode, RefKey, Store, read_small, refs_under};
+
+/// Where refs of each kind live.
+pub(crate) mod keys {
+    use super::*;
+
+    pub(crate) const TEMPLATES: &str = "templates";
+    pub(crate) const SNAPSHOTS: &str = "snapshots";
+    pub(crate) const FAILURES: &str = "failures";
+    pub(crate) const IMAGES: &str = "images";
+    pub(crate) const LEASES: &str = "leases";
+
+    pub(crate) fn root(kind: &str) -> RefKey {
+        RefKey::new(kind).expect("kind names are valid keys")
+    }
+
+    pub(crate) fn template(reference: &TemplateRef) -> RefKey {
+        RefKey::new(&format!(
+            "{TEMPLATES}/{}/{}/{}",
+            reference.namespace(),
+            reference.name(),
+            reference.version()
+        ))
+        .expect("names and semver versions are valid key segments")
+    }
+
+    pub(crate) fn by_digest(kind: &str, digest: &Digest) -> RefKey {
+        RefKey::new(&format!("{kind}/{}", digest.hex())).expect("hex is a valid key segment")
+    }
+
+    /// The lock every writer holds shared and gc holds exclusive.
+    pub(crate) fn gc_lock() -> RefKey {
+        RefKey::new("gc").expect("a valid key")
+    }
+}
+
+/// The largest template the registry stores (the format's own cap).
+const MAX_TEMPLATE_BYTES: u64 = orgo_template::MAX_DOCUMENT_BYTES as u64;
+
+/// The outcome of [`Registry::publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Where it was published.
+    pub reference: TemplateRef,
+    /// The template's digest.
+    pub digest: Digest,
+    /// `false` when the identical template was already published there.
+    pub created: bool,
+}
+
+/// Published templates, over any [`Store`].
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Publishes `template` under `namespace/<its name>@<its version>`.
+    /// Publishing the identical template again is a no-op; a different
+    /// template under a published version is [`StoreError::Immutable`].
+    pub async fn publish(
+        &self,
+        namespace: Name,
+        template: &Template,
+    ) -> Result<Published, StoreError> {
+        let reference = template.reference(namespace);
+        let digest = template.digest();
+        let key = keys::template(&reference);
+        // Quick answer for a re-publish, before writing anything.
+        if let Some(existing) = self.store.get_ref(&key).await? {
+            return self.outcome(reference, existing, digest);
+        }
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        let json = template.canonical_json();
+        let stored = self.store.put(&mut json.as_bytes()).await?;
+        debug_assert_eq!(
+            stored.digest, digest,
+            "a template's blob is its canonical JSON"
+        );
+        match self.store.create_ref(&key, &digest).await? {
+            None => Ok(Published {
+                reference,
+                digest,
+                created: true,
+            }),
+            Some(existing) => self.outcome(reference, existing, digest),
+        }
+    }
+
+    fn outcome(
+        &self,
+        reference: TemplateRef,
+        existing: Digest,
+        digest: Digest,
+    ) -> Result<Published, StoreError> {
+        if existing == digest {
+            Ok(Published {
+                reference,
+                digest,
+                created: false,
+            })
+        } else {
+            Err(StoreError::Immutable {
+                reference: Box::new(reference),
+                existing,
+                new: digest,
+            })
+        }
+    }
+
+    /// The digest `reference` is published under.
+    pub async fn resolve_digest(
+        &self,
+        reference: &TemplateRef,
+    ) -> Result<Option<Digest>, StoreError> {
+        self.store.get_ref(&keys::template(reference)).await
+    }
+
+    /// The template published under `reference`, read back and verified.
+    pub async fn resolve(&self, reference: &TemplateRef) -> Result<Option<Template>, StoreError> {
+        let Some(digest) = self.resolve_digest(reference).await? else {
+            return Ok(None);
+        };
+        let key = keys::template(reference);
+        let template = self.template(&digest).await?.ok_or(StoreError::Dangling {
+            key: key.to_string(),
+            digest,
+        })?;
+        Ok(Some(template))
+    }
+
+    /// A stored template by digest.
+    pub async fn template(&self, digest: &Digest) -> Result<Option<Template>, StoreError> {
+        let Some(bytes) = read_small(&*self.store, digest, MAX_TEMPLATE_BYTES, "template").await?
+        else {
+            return Ok(None);
+        };
+        let invalid = |reason: String| StoreError::Invalid {
+            what: "template",
+            location: digest.to_string(),
+            reason,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8".into()))?;
+        let template = Template::from_json(&text).map_err(|e| invalid(e.to_string()))?;
+        if template.digest() != *digest {
+            return Err(invalid(format!(
+                "it normalizes to `{}`: stored by an incompatible orgo",
+                template.digest()
+            )));
+        }
+        Ok(Some(template))
+    }
+
+    /// Every published ref in `namespace` (every namespace if `None`), sorted,
+    /// with its digest.
+    pub async fn list(
+        &self,
+        namespace: Option<&Name>,
+    ) -> Result<Vec<(TemplateRef, Digest)>, StoreError> {
+        let root = keys::root(keys::TEMPLATES);
+        let prefix = match namespace {
+            Some(ns) => root.join(ns.as_str())?,
+            None => root.clone(),
+        };
+        let mut out = Vec::new();
+        for (key, digest) in refs_under(&*self.store, &prefix).await? {
+            let rest = key.strip_prefix(&root).unwrap_or_default();
+            let reference = parse_key(rest).ok_or_else(|| StoreError::Invalid {
+                what: "ref",
+                location: key.to_string(),
+                reason: "expected `templates/<namespace>/<name>/<version>`".into(),
+            })?;
+            out.push((reference, digest));
+        }
+        out.sort_by(|(a, _), (b, _)| {
+            (a.namespace(), a.name(), a.version()).cmp(&(b.namespace(), b.name(), b.version()))
+        });
+        Ok(out)
+    }
+
+    /// Unpublishes `reference`; `false` if it was not published. The template
+    /// and its builds stay until [`crate::gc`] finds them unreferenced.
+    pub async fn delete(&self, reference: &TemplateRef) -> Result<bool, StoreError> {
+        self.store.delete_ref(&keys::template(reference)).await
+    }
+}
+
+fn parse_key(rest: &str) -> Option<TemplateRef> {
+    let mut parts = rest.split('/');
+    let (ns, name, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    format!("{ns}/{name}@{version}").parse().ok()
+}
