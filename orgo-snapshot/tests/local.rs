@@ -13,8 +13,8 @@ use orgo_snapshot::{
 use orgo_template::Digest;
 
 fn overwrite(path: &Path, bytes: &[u8]) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(path, bytes).expect("overwrite");
 }
 
 #[tokio::test]
