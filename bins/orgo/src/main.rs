@@ -1,7 +1,12 @@
-//! `orgo`: validate, normalize and digest `orgo.ai/v1` templates.
+//! `orgo`: validate, normalize and digest `orgo.ai/v1` templates; publish
+//! and resolve them in the local store.
 //!
-//! Exit status: 0 on success, 1 when a document is invalid (diagnostics on
-//! stderr), 2 on usage errors and unreadable files.
+//! Exit status: 0 on success; 1 when the answer is no (an invalid document,
+//! a published version with other content, a ref not published, a store
+//! that fails verification); 2 on usage errors, unreadable files and store
+//! failures.
+
+mod store;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -16,6 +21,10 @@ use orgo_template::{MAX_DOCUMENT_BYTES, Segment, Template, TemplateError};
     about = "Declarative computer templates and golden snapshots"
 )]
 struct Cli {
+    /// The store's directory (default: `$ORGO_HOME`, else
+    /// `$XDG_DATA_HOME/orgo`, else `~/.local/share/orgo`).
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +61,41 @@ enum Command {
     },
     /// Print the JSON Schema of the format (sugar and canonical forms).
     Schema,
+    /// Publish a template as `NAMESPACE/name@version`; versions are immutable.
+    Publish {
+        /// Template file; `-` reads stdin.
+        file: String,
+        /// The namespace to publish in.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Print diagnostics as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List published templates (all namespaces, or one), with their digests.
+    Templates {
+        /// Only this namespace.
+        namespace: Option<String>,
+    },
+    /// Print the digest a ref (`[namespace/]name@version`) is published under.
+    Resolve {
+        /// The ref; the namespace defaults to `default`.
+        reference: String,
+        /// Print the canonical template instead of its digest.
+        #[arg(long, value_enum)]
+        format: Option<OutputFormat>,
+    },
+    /// Check or clean the local store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Re-hash every blob and check every ref and manifest; exit 1 on a problem.
+    Verify,
+    /// Remove what no published template, base image or running computer uses.
+    Gc,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,6 +112,10 @@ enum Failure {
     Input(String),
     /// Some inputs could not be read; each was reported already.
     Unreadable,
+    /// The answer is no (a ref not published, a store with problems).
+    No(String),
+    /// The store failed or refused.
+    Store(orgo_snapshot::StoreError),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +137,15 @@ fn main() -> ExitCode {
             emit(&format!("{schema}\n"));
             Ok(())
         }
+        Command::Publish {
+            file,
+            namespace,
+            json,
+        } => store::publish(cli.store, &file, &namespace, json),
+        Command::Templates { namespace } => store::templates(cli.store, namespace.as_deref()),
+        Command::Resolve { reference, format } => store::resolve(cli.store, &reference, format),
+        Command::Store(StoreCommand::Verify) => store::verify(cli.store),
+        Command::Store(StoreCommand::Gc) => store::gc(cli.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +155,24 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
+        Err(Failure::No(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Store(error)) => {
+            print_error_chain(&error);
+            ExitCode::from(store::exit_code(&error))
+        }
+    }
+}
+
+/// `error: <top>` then one `caused by: <source>` line per cause.
+fn print_error_chain(error: &dyn std::error::Error) {
+    eprintln!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
     }
 }
 
@@ -176,7 +251,7 @@ fn validate(files: &[String], json: bool) -> Result<(), Failure> {
                 serde_json::json!({ "file": name, "valid": false, "digest": null, "error": message })
                     .to_string()
             }
-            Err(Failure::Invalid | Failure::Unreadable) => continue, // read() gives only Input
+            Err(_) => continue, // read() gives only Input
         };
         emit(&format!("{line}\n"));
     }

@@ -1,0 +1,155 @@
+//! The store commands: `publish`, `templates`, `resolve`, `store verify`,
+//! `store gc`, over the local store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use orgo_snapshot::{LocalStore, Registry, Store, StoreError};
+use orgo_template::{Name, TemplateRef};
+
+use crate::{Failure, OutputFormat, emit};
+
+/// Opens the store at `--store`, else the documented default root.
+fn open(root: Option<PathBuf>) -> Result<(tokio::runtime::Runtime, LocalStore), Failure> {
+    let root = root.or_else(LocalStore::default_root).ok_or_else(|| {
+        Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into())
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
+    let store = runtime
+        .block_on(LocalStore::open(&root))
+        .map_err(Failure::Store)?;
+    Ok((runtime, store))
+}
+
+fn registry(store: &LocalStore) -> Registry {
+    Registry::new(Arc::new(store.clone()) as Arc<dyn Store>)
+}
+
+fn namespace(text: &str) -> Result<Name, Failure> {
+    Name::new(text).map_err(|e| Failure::Input(e.to_string()))
+}
+
+pub(crate) fn publish(
+    root: Option<PathBuf>,
+    file: &str,
+    ns: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    let ns = namespace(ns)?;
+    let template = crate::load(file, json)?;
+    let (runtime, store) = open(root)?;
+    let published = runtime
+        .block_on(registry(&store).publish(ns, &template))
+        .map_err(Failure::Store)?;
+    let what = if published.created {
+        "published"
+    } else {
+        "already published"
+    };
+    emit(&format!(
+        "{} {} ({what})\n",
+        published.reference, published.digest
+    ));
+    Ok(())
+}
+
+pub(crate) fn templates(root: Option<PathBuf>, ns: Option<&str>) -> Result<(), Failure> {
+    let ns = ns.map(namespace).transpose()?;
+    let (runtime, store) = open(root)?;
+    let listed = runtime
+        .block_on(registry(&store).list(ns.as_ref()))
+        .map_err(Failure::Store)?;
+    let mut out = String::new();
+    for (reference, digest) in listed {
+        out.push_str(&format!("{reference} {digest}\n"));
+    }
+    emit(&out);
+    Ok(())
+}
+
+pub(crate) fn resolve(
+    root: Option<PathBuf>,
+    reference: &str,
+    format: Option<OutputFormat>,
+) -> Result<(), Failure> {
+    let reference: TemplateRef = reference
+        .parse()
+        .map_err(|e: orgo_template::TemplateError| Failure::Input(e.to_string()))?;
+    let (runtime, store) = open(root)?;
+    let registry = registry(&store);
+    let not_found = || Failure::No(format!("`{reference}` is not published"));
+    let text = match format {
+        None => {
+            let digest = runtime
+                .block_on(registry.resolve_digest(&reference))
+                .map_err(Failure::Store)?
+                .ok_or_else(not_found)?;
+            format!("{digest}\n")
+        }
+        Some(format) => {
+            let template = runtime
+                .block_on(registry.resolve(&reference))
+                .map_err(Failure::Store)?
+                .ok_or_else(not_found)?;
+            match format {
+                OutputFormat::Yaml => template.to_yaml(),
+                OutputFormat::Json => format!("{}\n", template.canonical_json()),
+            }
+        }
+    };
+    emit(&text);
+    Ok(())
+}
+
+pub(crate) fn verify(root: Option<PathBuf>) -> Result<(), Failure> {
+    let (runtime, store) = open(root)?;
+    let report = runtime
+        .block_on(orgo_snapshot::verify(&store))
+        .map_err(Failure::Store)?;
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    let summary = format!(
+        "{} ({} bytes) and {} checked, {}",
+        plural(report.blobs, "blob"),
+        report.bytes,
+        plural(report.refs, "ref"),
+        plural(report.problems.len() as u64, "problem"),
+    );
+    if report.problems.is_empty() {
+        emit(&format!("{summary}\n"));
+        Ok(())
+    } else {
+        Err(Failure::No(summary))
+    }
+}
+
+pub(crate) fn gc(root: Option<PathBuf>) -> Result<(), Failure> {
+    let (runtime, store) = open(root)?;
+    let report = runtime
+        .block_on(orgo_snapshot::gc(&store))
+        .map_err(Failure::Store)?;
+    emit(&format!(
+        "removed {} ({} bytes), {} and {}\n",
+        plural(report.blobs_removed, "blob"),
+        report.bytes_freed,
+        plural(report.refs_removed, "ref"),
+        plural(report.incomplete_removed, "incomplete write"),
+    ));
+    Ok(())
+}
+
+fn plural(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Exit status for a store error: 1 when the store said no, 2 when it failed.
+pub(crate) fn exit_code(error: &StoreError) -> u8 {
+    match error {
+        StoreError::Immutable { .. } => 1,
+        _ => 2,
+    }
+}
