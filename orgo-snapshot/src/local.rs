@@ -209,26 +209,52 @@ impl LocalStore {
         sync_dir(dir)
     }
 
+    /// Reads and hashes on this thread while another writes: the two
+    /// overlap, so storing costs about the larger of the two, not the sum.
     fn put_blocking(&self, source: &mut dyn Read) -> Result<BlobInfo, StoreError> {
-        let mut tmp = self.temp_file()?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0; CHUNK];
-        loop {
-            let n = match source.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::io("read", "<source>")(e)),
-            };
-            hasher.update(&buf[..n]);
-            tmp.file
-                .write_all(&buf[..n])
-                .map_err(StoreError::io("write", &tmp.path))?;
-            size += n as u64;
+        let tmp = self.temp_file()?;
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..3 {
+            empty_tx
+                .send(vec![0; CHUNK])
+                .expect("the receiver is alive");
         }
-        let digest = Digest::from_sha256(hasher.finalize().into());
-        self.seal(tmp, BlobInfo { digest, size })
+        let file = &tmp.file;
+        let (read, written) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || -> io::Result<()> {
+                let mut file = file;
+                for (buf, n) in full_rx {
+                    file.write_all(&buf[..n])?;
+                    let _ = empty_tx.send(buf); // the reader may be done
+                }
+                Ok(())
+            });
+            let read = (move || -> Result<BlobInfo, StoreError> {
+                let mut hasher = Sha256::new();
+                let mut size = 0u64;
+                // No buffer back means the writer failed: its error wins below.
+                while let Ok(mut buf) = empty_rx.recv() {
+                    let n = fill(source, &mut buf).map_err(StoreError::io("read", "<source>"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    size += n as u64;
+                    if full_tx.send((buf, n)).is_err() {
+                        break;
+                    }
+                }
+                let digest = Digest::from_sha256(hasher.finalize().into());
+                Ok(BlobInfo { digest, size })
+            })();
+            (read, writer.join())
+        });
+        written
+            .expect("the writer thread does not panic")
+            .map_err(StoreError::io("write", &tmp.path))?;
+        let info = read?;
+        self.seal(tmp, info)
     }
 
     /// Makes `tmp` (holding the blob `info`) read-only and moves it in place.
@@ -414,19 +440,24 @@ impl BlobService for LocalStore {
 
     async fn open(&self, digest: &Digest) -> Result<Option<BlobReader>, StoreError> {
         let path = self.blob_path(digest);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("open", path)(e)),
+        let opened = path.clone();
+        let opened = blocking(move || match File::open(&opened) {
+            Ok(file) => {
+                let size = file
+                    .metadata()
+                    .map_err(StoreError::io("stat", &opened))?
+                    .len();
+                Ok(Some((file, size)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("open", &opened)(e)),
+        })
+        .await?;
+        let Some((file, size)) = opened else {
+            return Ok(None);
         };
-        let size = file
-            .metadata()
-            .await
-            .map_err(StoreError::io("stat", &path))?
-            .len();
-        let reader = tokio::io::BufReader::with_capacity(CHUNK, file);
         Ok(Some(BlobReader::new(
-            reader,
+            ReadAhead::spawn(file),
             *digest,
             size,
             path.display().to_string(),
@@ -599,6 +630,65 @@ impl Drop for TempFile {
     }
 }
 
+/// A file read on a blocking thread a few chunks ahead of its consumer, so
+/// reading overlaps with the consumer's hashing and writing.
+struct ReadAhead {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    fn spawn(mut file: File) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let mut buf = vec![0; CHUNK];
+                let item = match fill(&mut file, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Ok(buf)
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    break; // the reader was dropped, or the error is sent
+                }
+            }
+        });
+        Self {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl AsyncRead for ReadAhead {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = &mut *self;
+        while this.pos == this.current.len() {
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(chunk) => {
+                    this.current = chunk?;
+                    this.pos = 0;
+                }
+                None => return std::task::Poll::Ready(Ok(())), // the end
+            }
+        }
+        let n = buf.remaining().min(this.current.len() - this.pos);
+        buf.put_slice(&this.current[this.pos..this.pos + n]);
+        this.pos += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     current: Vec<u8>,
@@ -629,6 +719,20 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(StoreError::Task)?
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn fill(source: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 fn write_all(tmp: &TempFile, bytes: &[u8]) -> Result<(), StoreError> {
