@@ -3,6 +3,8 @@
 //! Exit status: 0 on success, 1 when a document is invalid (diagnostics on
 //! stderr), 2 on usage errors and unreadable files.
 
+mod image;
+
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -52,6 +54,9 @@ enum Command {
     },
     /// Print the JSON Schema of the format (sugar and canonical forms).
     Schema,
+    /// Base images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
             emit(&format!("{schema}\n"));
             Ok(())
         }
+        Command::Image(command) => image::run(command).map_err(Failure::Input),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
