@@ -29,7 +29,7 @@ pub struct AgentConfig {
     /// Which paths the host may write and read.
     pub policy: FilePolicy,
     /// Whether the agent is PID 1 (children are reaped by one thread; see
-    /// [`crate::process`]). Only one agent per process may set this.
+    /// the crate docs). Only one agent per process may set this.
     pub pid1: bool,
     /// Whether [`Op::Shutdown`] and [`Op::ResetIdentity`] touch the machine
     /// (power off, the clock, the hostname). Off in tests.

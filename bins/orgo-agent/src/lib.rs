@@ -13,6 +13,12 @@
 //! tmux sessions, the login environment, and a restored clone's new identity.
 //! Nothing the host sends makes it exit: a bad frame gets an error reply.
 //!
+//! As PID 1 it must reap every orphan, and a `wait` for any child would steal
+//! the statuses other threads wait for; so every child starts through one
+//! spawner whose reaper thread waits for any child and hands each status to
+//! the thread that started it (the registry is locked from `fork` until the
+//! pid is registered, so a quick exit is never taken for an orphan's).
+//!
 //! # The protocol
 //!
 //! Each frame is `ORGO`, a big-endian `u16` protocol version, two zero bytes,
