@@ -6,6 +6,7 @@
 //! that fails verification); 2 on usage errors, unreadable files and store
 //! failures.
 
+mod image;
 mod store;
 
 use std::io::{Read, Write};
@@ -88,6 +89,9 @@ enum Command {
     /// Check or clean the local store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Base images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         Command::Resolve { reference, format } => store::resolve(cli.store, &reference, format),
         Command::Store(StoreCommand::Verify) => store::verify(cli.store),
         Command::Store(StoreCommand::Gc) => store::gc(cli.store),
+        Command::Image(command) => image::run(cli.store, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,9 @@ use orgo_template::{Name, TemplateRef};
 use crate::{Failure, OutputFormat, emit};
 
 /// Opens the store at `--store`, else the documented default root.
-fn open(root: Option<PathBuf>) -> Result<(tokio::runtime::Runtime, LocalStore), Failure> {
+pub(crate) fn open(
+    root: Option<PathBuf>,
+) -> Result<(tokio::runtime::Runtime, LocalStore), Failure> {
     let root = root.or_else(LocalStore::default_root).ok_or_else(|| {
         Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into())
     })?;

@@ -1,0 +1,853 @@
+//! The wire protocol between the host and the agent: messages and framing.
+//!
+//! A frame is a 12-byte header followed by a JSON payload:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `ORGO` |
+//! | 4..6 | protocol version, big-endian `u16` ([`PROTOCOL_VERSION`]) |
+//! | 6..8 | reserved, zero |
+//! | 8..12 | payload length, big-endian `u32`, at most [`MAX_FRAME_BYTES`] |
+//!
+//! The length is checked before anything is buffered; an oversize or
+//! foreign-version frame is skipped whole (the stream stays in step) and
+//! reported. Bytes that do not start with the magic are skipped up to the next
+//! magic, so a reader that joins a stream mid-frame (a virtio-serial port
+//! after the host reconnected) finds its footing again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The version this build speaks, in every frame header.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest payload a frame may carry (16 MiB).
+pub const MAX_FRAME_BYTES: u32 = 16 << 20;
+
+/// The largest file [`Op::WriteFile`] or [`Op::ReadFile`] moves in one request (8 MiB).
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
+/// The frame magic.
+pub const MAGIC: [u8; 4] = *b"ORGO";
+
+/// The header length.
+pub const HEADER_BYTES: usize = 12;
+
+/// The vsock port the agent listens on.
+pub const VSOCK_PORT: u32 = 1024;
+
+/// The virtio-serial port name the agent opens (`/dev/virtio-ports/<name>`).
+pub const SERIAL_PORT_NAME: &str = "org.orgo.agent";
+
+/// Raw bytes, base64 (standard alphabet, padded) on the wire.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) if self.0.len() <= 256 => write!(f, "{text:?}"),
+            _ => write!(f, "<{} bytes>", self.0.len()),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(v)
+    }
+}
+
+impl From<&str> for Bytes {
+    fn from(v: &str) -> Self {
+        Bytes(v.as_bytes().to_vec())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Bytes)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A host-to-agent message: one operation, with an id its reply carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the host; echoed in [`AgentMessage::Response`] and in
+    /// [`AgentMessage::Output`]. 0 is never used by a well-behaved host (the
+    /// agent uses it for errors about frames it could not read).
+    pub id: u64,
+    /// The operation.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What a program runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// A program and its arguments, looked up in `PATH`.
+    Argv(Vec<String>),
+    /// A shell command line, run by `bash -c` (`sh -c` without bash).
+    Shell(String),
+}
+
+/// Exec options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// What to run.
+    pub command: Command,
+    /// Extra environment, over the agent's (which includes [`Op::SetEnv`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the user's home, else `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Run-as user (default: the agent's, root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Killed (its whole process group) after this long; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Written to stdin, which is then closed (empty by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<Bytes>,
+}
+
+impl Exec {
+    /// Runs `argv` with every option at its default.
+    pub fn argv<I: IntoIterator<Item = S>, S: Into<String>>(argv: I) -> Self {
+        Exec::new(Command::Argv(argv.into_iter().map(Into::into).collect()))
+    }
+
+    /// Runs a shell command line with every option at its default.
+    pub fn shell(script: impl Into<String>) -> Self {
+        Exec::new(Command::Shell(script.into()))
+    }
+
+    fn new(command: Command) -> Self {
+        Exec {
+            command,
+            env: BTreeMap::new(),
+            cwd: None,
+            user: None,
+            timeout_ms: None,
+            stdin: None,
+        }
+    }
+}
+
+/// A lifecycle hook: a bash script run with `set -e`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// Which hook, for logs and events (`on_first_boot`, ...).
+    pub name: String,
+    /// The script.
+    pub script: String,
+    /// Default [`DEFAULT_HOOK_TIMEOUT_MS`] (10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Run-as user (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// The default hook timeout: 10 minutes.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 600_000;
+
+/// The most output a hook reply carries (the tail is kept): 1 MiB.
+pub const MAX_HOOK_OUTPUT_BYTES: usize = 1 << 20;
+
+/// When a supervised service is started again after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After every exit.
+    Always,
+    /// After an exit with a non-zero status or a signal.
+    OnFailure,
+    /// Never.
+    No,
+}
+
+/// Restart backoff: the delay starts at `initial_ms`, doubles after each
+/// quick exit up to `max_ms`, and falls back to `initial_ms` once the service
+/// stayed up for `reset_after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// First delay.
+    pub initial_ms: u64,
+    /// Largest delay.
+    pub max_ms: u64,
+    /// Uptime after which the delay starts over.
+    pub reset_after_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_ms: 200,
+            max_ms: 30_000,
+            reset_after_ms: 10_000,
+        }
+    }
+}
+
+/// A supervised service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Unique name.
+    pub name: String,
+    /// Shell command line (`bash -c`).
+    pub run: String,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Run-as user (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Signal name that stops it (`TERM`, `INT`, `QUIT`, `HUP`, `KILL`, `USR1`, `USR2`).
+    pub stop_signal: String,
+    /// Grace period after the stop signal before `KILL` (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
+    /// stdout and stderr are appended here (default: discarded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Restart backoff.
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+/// A service's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Its process runs.
+    Running,
+    /// Exited; waiting out the backoff before the next start.
+    Backoff,
+    /// Stopped by request, or exited and not to be restarted.
+    Stopped,
+    /// Could not be started (see the events).
+    Failed,
+}
+
+/// One service, as [`Op::ServiceStatus`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Name.
+    pub name: String,
+    /// State.
+    pub state: ServiceState,
+    /// The running process's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Starts after the first.
+    pub restarts: u32,
+    /// How the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitStatus>,
+}
+
+/// What a health check probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Probe {
+    /// The URL answers 2xx or 3xx (https through the guest's curl).
+    Http {
+        /// http or https URL.
+        url: String,
+    },
+    /// The port accepts a TCP connection.
+    Tcp {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// The shell command exits 0.
+    Command {
+        /// Shell command line.
+        command: String,
+    },
+    /// A process whose name (`comm`, or argv\[0\]'s file name) is this runs.
+    Process {
+        /// Process name.
+        process: String,
+    },
+}
+
+/// What follows `retries` consecutive failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum OnFail {
+    /// Restart the named service.
+    RestartService {
+        /// Service name.
+        service: String,
+    },
+    /// Ask the host to restart the VM ([`Event::RestartVmRequested`]).
+    RestartVm,
+    /// Raise [`Event::Alert`].
+    Alert,
+    /// Only the [`Event::Health`] events.
+    None,
+}
+
+/// A polled health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// The app it belongs to (its name in events).
+    pub app: String,
+    /// The probe.
+    pub probe: Probe,
+    /// Interval between probes.
+    pub every_ms: u64,
+    /// Timeout of one probe.
+    pub timeout_ms: u64,
+    /// Consecutive failures before `on_fail` acts.
+    pub retries: u32,
+    /// The action.
+    pub on_fail: OnFail,
+}
+
+/// A tmux session created detached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSpec {
+    /// Session name.
+    pub name: String,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Command (default: a login shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Owner (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// A new identity for a restored clone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Random bytes from the host, mixed into the guest's pool (at least 32).
+    pub entropy: Bytes,
+    /// The host's clock: seconds since the Unix epoch.
+    pub unix_secs: u64,
+    /// ... and nanoseconds.
+    pub unix_nanos: u32,
+    /// Hostname to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// An operation the host asks of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Handshake: answered by [`Reply::Ready`].
+    Hello {
+        /// The host's protocol version.
+        protocol: u16,
+    },
+    /// Liveness: answered by [`Reply::Done`].
+    Ping,
+    /// Run a program; output streams as [`AgentMessage::Output`], then [`Reply::Exit`].
+    Exec(Exec),
+    /// Write a file atomically (temp file + rename); parent directories are created.
+    WriteFile {
+        /// Absolute path.
+        path: String,
+        /// Content.
+        content: Bytes,
+        /// Permission bits (default 0644).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        /// Owner user name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        /// Owner group name (default: the owner's primary group).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    /// Read a file: [`Reply::File`].
+    ReadFile {
+        /// Absolute path.
+        path: String,
+    },
+    /// Run a hook: output streams as [`AgentMessage::Output`], then [`Reply::Hook`].
+    RunHook(Hook),
+    /// Register and start a service (a running one of that name is replaced).
+    StartService(ServiceSpec),
+    /// Stop a service and forget it.
+    StopService {
+        /// Name.
+        name: String,
+    },
+    /// Stop and start a service now (backoff reset).
+    RestartService {
+        /// Name.
+        name: String,
+    },
+    /// [`Reply::Services`].
+    ServiceStatus,
+    /// Replace every health check.
+    SetHealthChecks {
+        /// The checks.
+        checks: Vec<HealthSpec>,
+    },
+    /// Create tmux sessions, detached; existing ones are left alone.
+    CreateTerminals {
+        /// The sessions.
+        sessions: Vec<TerminalSpec>,
+    },
+    /// Set the environment of login shells (`/etc/profile.d/orgo.sh`) and of
+    /// everything the agent starts from now on. Replaces the previous set.
+    SetEnv {
+        /// Variables.
+        env: BTreeMap<String, String>,
+    },
+    /// Give a restored clone its own identity: entropy, clock, machine-id.
+    ResetIdentity(Identity),
+    /// Stop services, sync, and power off (or reboot).
+    Shutdown {
+        /// Reboot instead of powering off.
+        #[serde(default)]
+        reboot: bool,
+    },
+}
+
+impl Op {
+    /// The operation's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello { .. } => "hello",
+            Op::Ping => "ping",
+            Op::Exec(_) => "exec",
+            Op::WriteFile { .. } => "write_file",
+            Op::ReadFile { .. } => "read_file",
+            Op::RunHook(_) => "run_hook",
+            Op::StartService(_) => "start_service",
+            Op::StopService { .. } => "stop_service",
+            Op::RestartService { .. } => "restart_service",
+            Op::ServiceStatus => "service_status",
+            Op::SetHealthChecks { .. } => "set_health_checks",
+            Op::CreateTerminals { .. } => "create_terminals",
+            Op::SetEnv { .. } => "set_env",
+            Op::ResetIdentity(_) => "reset_identity",
+            Op::Shutdown { .. } => "shutdown",
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// Exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit status {code}"),
+            (None, Some(signal)) => write!(f, "signal {signal}"),
+            (None, None) => f.write_str("unknown status"),
+        }
+    }
+}
+
+/// What the agent knows about itself, in [`Reply::Ready`] and [`Event::Ready`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    /// The agent's crate version.
+    pub agent_version: String,
+    /// Its protocol version.
+    pub protocol: u16,
+    /// Milliseconds since the kernel started (`/proc/uptime`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// Whether it runs as PID 1.
+    pub pid1: bool,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame could not be read (bad JSON, unknown operation, missing field).
+    BadRequest,
+    /// The frame was larger than [`MAX_FRAME_BYTES`] (or a file over [`MAX_FILE_BYTES`]).
+    TooLarge,
+    /// The frame's protocol version is not [`PROTOCOL_VERSION`].
+    UnsupportedVersion,
+    /// The path is outside the agent's file policy.
+    PathDenied,
+    /// No such user, group, service, file.
+    NotFound,
+    /// An I/O or process error in the guest.
+    Io,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// To [`Op::Hello`].
+    Ready(ReadyInfo),
+    /// Done, nothing to report.
+    Done,
+    /// To [`Op::Exec`].
+    Exit {
+        /// How it ended.
+        status: ExitStatus,
+        /// Whether the timeout killed it.
+        timed_out: bool,
+    },
+    /// To [`Op::ReadFile`].
+    File {
+        /// Content.
+        content: Bytes,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// To [`Op::RunHook`].
+    Hook {
+        /// How it ended.
+        status: ExitStatus,
+        /// Whether the timeout killed it.
+        timed_out: bool,
+        /// stdout and stderr, interleaved as written (the last
+        /// [`MAX_HOOK_OUTPUT_BYTES`]).
+        output: Bytes,
+    },
+    /// To [`Op::ServiceStatus`].
+    Services {
+        /// Every registered service, by name.
+        services: Vec<ServiceStatus>,
+    },
+    /// The request failed.
+    Error {
+        /// Kind.
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// An output stream of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Something that happened in the guest, not asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The agent serves (once at start, and on each new vsock connection).
+    Ready(ReadyInfo),
+    /// A service's process started.
+    ServiceStarted {
+        /// Service.
+        name: String,
+        /// Its process id.
+        pid: u32,
+        /// Starts after the first.
+        restarts: u32,
+    },
+    /// A service's process ended.
+    ServiceExited {
+        /// Service.
+        name: String,
+        /// How.
+        status: ExitStatus,
+        /// Whether it will be started again.
+        restarting: bool,
+    },
+    /// A service could not be started.
+    ServiceFailed {
+        /// Service.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// A health check changed state, or failed again.
+    Health {
+        /// App.
+        app: String,
+        /// Whether the last probe passed.
+        healthy: bool,
+        /// Consecutive failures.
+        failures: u32,
+        /// The last failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A health check reached its `retries` and its `on_fail` acted.
+    HealthAction {
+        /// App.
+        app: String,
+        /// What was done.
+        on_fail: OnFail,
+        /// Whether it worked.
+        ok: bool,
+        /// Details.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A health check asks the host to restart the VM.
+    RestartVmRequested {
+        /// App.
+        app: String,
+    },
+    /// A health check raised an alert.
+    Alert {
+        /// App.
+        app: String,
+        /// The last failure.
+        message: String,
+    },
+    /// Some events were dropped because the host did not read them.
+    Dropped {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// An agent-to-host message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// The answer to request `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        #[serde(flatten)]
+        reply: Reply,
+    },
+    /// A chunk of output of request `id` (exec or hook).
+    Output {
+        /// The request's id.
+        id: u64,
+        /// Which stream.
+        stream: Stream,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// An event.
+    Event {
+        /// The event.
+        #[serde(flatten)]
+        event: Event,
+    },
+}
+
+/// A frame that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The stream failed.
+    #[error("i/o error on the agent channel")]
+    Io(#[from] io::Error),
+    /// The stream ended in the middle of a frame.
+    #[error("the agent channel closed mid-frame")]
+    Truncated,
+    /// The header announced more than [`MAX_FRAME_BYTES`]; the payload was skipped.
+    #[error("frame of `{0}` bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(u32),
+    /// The header carries another protocol version; the payload was skipped.
+    #[error("frame has protocol version `{0}`, expected `{PROTOCOL_VERSION}`")]
+    Version(u16),
+    /// Bytes that are not a frame were skipped.
+    #[error("skipped `{0}` bytes that were not a frame")]
+    Garbage(usize),
+    /// The payload is not a message of this protocol.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl FrameError {
+    /// Whether the stream is still in step after this error (the next frame
+    /// can be read).
+    pub fn recoverable(&self) -> bool {
+        !matches!(self, FrameError::Io(_) | FrameError::Truncated)
+    }
+
+    /// The error code a reply to this error carries.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge(_) => ErrorCode::TooLarge,
+            FrameError::Version(_) => ErrorCode::UnsupportedVersion,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// Serializes `message` into one frame.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let payload = serde_json::to_vec(message).expect("protocol messages always serialize");
+    encode_raw(PROTOCOL_VERSION, &payload)
+}
+
+/// A frame around `payload` as given, with any version (for tests of peers).
+pub fn encode_raw(version: u16, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("payloads are far below 4 GiB");
+    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Writes one frame and flushes.
+pub fn write_frame<W: Write + ?Sized, T: Serialize>(w: &mut W, message: &T) -> io::Result<()> {
+    w.write_all(&encode(message))?;
+    w.flush()
+}
+
+/// Reads frames from a byte stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    max: u32,
+    magic_found: bool,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader with the [`MAX_FRAME_BYTES`] limit.
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            max: MAX_FRAME_BYTES,
+            magic_found: false,
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Reads the next frame's payload. `Ok(None)` is a clean end of stream (at
+    /// a frame boundary).
+    pub fn read_payload(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let mut header = [0u8; HEADER_BYTES];
+        if self.magic_found {
+            self.magic_found = false;
+        } else {
+            if !self.fill(&mut header[..MAGIC.len()])? {
+                return Ok(None);
+            }
+            if header[..MAGIC.len()] != MAGIC {
+                // Slide a 4-byte window a byte at a time up to the next magic.
+                let mut skipped = 0usize;
+                while header[..MAGIC.len()] != MAGIC {
+                    header.copy_within(1..MAGIC.len(), 0);
+                    if !self.fill(&mut header[MAGIC.len() - 1..MAGIC.len()])? {
+                        return Err(FrameError::Garbage(skipped + MAGIC.len()));
+                    }
+                    skipped += 1;
+                }
+                // Report the garbage now; the magic just found starts the next read.
+                self.magic_found = true;
+                return Err(FrameError::Garbage(skipped));
+            }
+        }
+        if !self.fill(&mut header[MAGIC.len()..])? {
+            return Err(FrameError::Truncated);
+        }
+        let version = u16::from_be_bytes([header[4], header[5]]);
+        let len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        if len > self.max {
+            self.skip(u64::from(len))?;
+            return Err(FrameError::TooLarge(len));
+        }
+        if version != PROTOCOL_VERSION {
+            self.skip(u64::from(len))?;
+            return Err(FrameError::Version(version));
+        }
+        let mut payload = vec![0u8; len as usize];
+        if len > 0 && !self.fill(&mut payload)? {
+            return Err(FrameError::Truncated);
+        }
+        Ok(Some(payload))
+    }
+
+    /// Reads and decodes the next message.
+    pub fn read<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        match self.read_payload()? {
+            None => Ok(None),
+            Some(payload) => serde_json::from_slice(&payload)
+                .map(Some)
+                .map_err(|e| FrameError::Malformed(e.to_string())),
+        }
+    }
+
+    /// Fills `buf` entirely; `false` if the stream ended before the first byte.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<bool, FrameError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.inner.read(&mut buf[done..]) {
+                Ok(0) if done == 0 => return Ok(false),
+                Ok(0) => return Err(FrameError::Truncated),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    fn skip(&mut self, len: u64) -> Result<(), FrameError> {
+        let copied = io::copy(&mut (&mut self.inner).take(len), &mut io::sink())?;
+        if copied < len {
+            return Err(FrameError::Truncated);
+        }
+        Ok(())
+    }
+}
