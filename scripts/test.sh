@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project: formatting, lints (warnings denied), the docs
-# (broken links denied), the workspace's tests and doc tests, and the fuzz
-# invariants over the seed corpus.
+# (broken links denied), the workspace's tests and doc tests, the fuzz
+# invariants over the seed corpus, and the Python package's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +10,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo test --workspace --locked
 (cd fuzz && cargo fmt -- --check && cargo test --locked)
+# The Python package, installed with pip into a fresh virtual environment.
+orgo-py/scripts/test.sh

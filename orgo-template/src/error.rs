@@ -153,6 +153,19 @@ impl Diagnostics {
         Self(list)
     }
 
+    /// The same problems in the same order, without locations: for a document
+    /// built in memory, whose locations are only ordinals.
+    pub(crate) fn without_locations(mut self) -> Self {
+        for diagnostic in &mut self.0 {
+            diagnostic.location = None;
+        }
+        self
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<Diagnostic> {
+        self.0
+    }
+
     /// The problems, in source order.
     pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
         self.0.iter()

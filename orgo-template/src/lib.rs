@@ -83,6 +83,16 @@
 //! So YAML or JSON, sugar or canonical, key order, comments, quoting and
 //! flow or block style never change the digest; any change of meaning does.
 //!
+//! # The image builder
+//!
+//! [`Image`] says a computer step by step, in the style of OpenComputer's
+//! `Image` (`Image::base().apt_install([..]).run_commands([..])`), each call
+//! returning a new image. [`Image::to_template`] writes its steps onto
+//! `build`, `env` and `files` and reads the result like any document, and
+//! [`Image::cache_key`] is the SHA-256 of those sections' canonical JSON,
+//! without name, version, hardware or build memory. The mapping and the
+//! key's exact input are documented on [`Image`].
+//!
 //! # Reading YAML
 //!
 //! YAML 1.2 core schema: `yes`, `on`, `no`, `off` are strings, so `audio: yes`
@@ -122,6 +132,10 @@
 //!   `/usr/local/sbin/orgo`, `/usr/local/sbin/orgo-agent`) and `/var/run`
 //!   (a link to `/run`). A destination ending in `/` or `/.` names a
 //!   directory and is an error, as are two files with one destination.
+//!   A `file://` source is a path on the machine that runs the build; one
+//!   whose path ends in `/` is a directory, whose tree is copied to `to`
+//!   (which then names a directory, still written without a trailing `/`).
+//!   The digest covers a source's URL, not what it holds.
 //! - **Names**: service names are unique across the template; ports are unique
 //!   per protocol across apps; `telemetry.logs` entries are service names or
 //!   absolute paths; build package specs may not start with `-` or hold spaces.
@@ -130,6 +144,7 @@ mod canonical;
 mod convert;
 mod digest;
 mod error;
+mod image;
 mod interpolate;
 mod jcs;
 mod json;
@@ -151,10 +166,13 @@ pub use crate::canonical::{
 };
 pub use crate::digest::Digest;
 pub use crate::error::{Diagnostic, Diagnostics, FieldPath, Location, Segment, TemplateError};
+pub use crate::image::Image;
 pub use crate::names::{Name, SecretName, TemplateRef};
 
 /// The largest template text accepted, in bytes (checked before parsing).
 pub const MAX_DOCUMENT_BYTES: usize = node::MAX_DOCUMENT_BYTES;
+/// The deepest nesting of sequences and mappings accepted in a document.
+pub const MAX_DEPTH: usize = node::MAX_DEPTH;
 
 /// The text formats a template can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +330,43 @@ impl Template {
         }
     }
 
+    /// Reads a document already in memory, such as one a program built or
+    /// a Python `dict`: the same stages and rules as [`Template::parse`]. Its
+    /// diagnostics carry paths but no locations (there is no text), and come
+    /// in document order.
+    ///
+    /// ```
+    /// use orgo_template::Template;
+    /// use serde_json::json;
+    ///
+    /// let template = Template::from_value(&json!({
+    ///     "api_version": "orgo.ai/v1",
+    ///     "name": "from-memory@1.0.0",
+    ///     "hardware": {"cpu": 2},
+    /// }))?;
+    /// assert_eq!(template.hardware.cpu, Some(2));
+    ///
+    /// let err = Template::from_value(&json!({"api_version": "orgo.ai/v1", "name": "x@1.0.0", "cpu": 3}))
+    ///     .unwrap_err();
+    /// assert_eq!(err.diagnostics()[0].path.to_string(), "cpu");
+    /// assert_eq!(err.diagnostics()[0].location, None);
+    /// # Ok::<(), orgo_template::TemplateError>(())
+    /// ```
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, TemplateError> {
+        let node = node::from_value(value).map_err(|LoadError { path, message, .. }| {
+            TemplateError::single(path, message, None)
+        })?;
+        let mut cx = Cx::default();
+        let template =
+            raw::Document::read(node, &mut cx).and_then(|raw| normalize_in(raw, &mut cx));
+        finish(template, cx).map_err(|error| match error {
+            TemplateError::Invalid(diagnostics) => {
+                TemplateError::Invalid(diagnostics.without_locations())
+            }
+            other => other,
+        })
+    }
+
     /// [`Template::parse`] for YAML.
     pub fn from_yaml(text: &str) -> Result<Self, TemplateError> {
         Self::parse(text, Format::Yaml)
@@ -335,14 +390,21 @@ impl Template {
 
     /// The canonical template as YAML, fields in the reference's order.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(&digest::to_document_value(self))
+        serde_yaml::to_string(&self.to_value())
             .expect("a JSON value serializes to YAML without fail")
     }
 
     /// The canonical template as indented JSON, fields in the reference's order.
     pub fn to_json_pretty(&self) -> String {
-        serde_json::to_string_pretty(&digest::to_document_value(self))
-            .expect("a JSON value always serializes")
+        serde_json::to_string_pretty(&self.to_value()).expect("a JSON value always serializes")
+    }
+
+    /// The canonical template as a JSON value, fields in the reference's
+    /// order, strings spelled as in a document (as [`Template::to_yaml`] and
+    /// [`Template::to_json_pretty`] write them); [`Template::from_value`]
+    /// reads it back to an equal template.
+    pub fn to_value(&self) -> serde_json::Value {
+        digest::to_document_value(self)
     }
 
     /// The template's ref in `namespace`.

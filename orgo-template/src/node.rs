@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::error::{FieldPath, Location};
+use crate::error::{FieldPath, Location, Segment};
 
 /// Largest document accepted, checked before parsing starts.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
@@ -289,6 +289,106 @@ pub(crate) fn measure(node: &Node) -> Size {
         NodeKind::Null | NodeKind::Bool(_) => {}
     }
     size
+}
+
+/// Builds the tree of a document already in memory. Such a document has no
+/// text, so each value's location is its ordinal in document order (line =
+/// ordinal, column 1): diagnostics then sort in document order, and
+/// [`crate::Template::from_value`] drops the locations before they are shown.
+/// The limits of text documents apply: depth, number of values, and bytes of
+/// text (keys and strings).
+pub(crate) fn from_value(value: &serde_json::Value) -> Result<Node, LoadError> {
+    let mut reader = ValueReader {
+        budget: Budget::default(),
+        ordinal: 0,
+        text_bytes: 0,
+        path: FieldPath::root(),
+    };
+    reader.node(value, 1)
+}
+
+struct ValueReader {
+    budget: Budget,
+    ordinal: u32,
+    text_bytes: usize,
+    path: FieldPath,
+}
+
+impl ValueReader {
+    fn next_location(&mut self) -> Location {
+        self.ordinal = self.ordinal.saturating_add(1);
+        Location {
+            line: self.ordinal,
+            column: 1,
+        }
+    }
+
+    fn text(&mut self, text: &str, location: Location) -> Result<(), LoadError> {
+        self.text_bytes = self.text_bytes.saturating_add(text.len());
+        if self.text_bytes > MAX_DOCUMENT_BYTES {
+            return Err(LoadError {
+                path: self.path.clone(),
+                message: format!(
+                    "document holds more than {MAX_DOCUMENT_BYTES} bytes of text; \
+                     large files belong in `files[].from`, not inline"
+                ),
+                location,
+            });
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, value: &serde_json::Value, depth: usize) -> Result<Node, LoadError> {
+        use serde_json::Value;
+        let location = self.next_location();
+        let with_path = |e: LoadError, path: &FieldPath| LoadError {
+            path: path.clone(),
+            ..e
+        };
+        self.budget
+            .spend(1, location)
+            .map_err(|e| with_path(e, &self.path))?;
+        if matches!(value, Value::Array(_) | Value::Object(_)) {
+            Budget::check_depth(depth, location).map_err(|e| with_path(e, &self.path))?;
+        }
+        let kind = match value {
+            Value::Null => NodeKind::Null,
+            Value::Bool(b) => NodeKind::Bool(*b),
+            Value::Number(n) if n.is_i64() || n.is_u64() => NodeKind::Int(n.to_string()),
+            Value::Number(n) => NodeKind::Float(n.to_string()),
+            Value::String(s) => {
+                self.text(s, location)?;
+                NodeKind::Str(s.clone())
+            }
+            Value::Array(items) => {
+                let mut nodes = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    self.path.push(Segment::Index(i));
+                    let node = self.node(item, depth + 1);
+                    self.path.pop();
+                    nodes.push(node?);
+                }
+                NodeKind::Seq(nodes)
+            }
+            Value::Object(map) => {
+                let mut entries = Vec::with_capacity(map.len());
+                for (key, item) in map {
+                    let key_location = self.next_location();
+                    self.text(key, key_location)?;
+                    self.path.push(Segment::Key(key.clone().into()));
+                    let node = self.node(item, depth + 1);
+                    self.path.pop();
+                    let key = Key {
+                        text: key.clone(),
+                        location: key_location,
+                    };
+                    entries.push((key, node?));
+                }
+                NodeKind::Map(entries)
+            }
+        };
+        Ok(Node { kind, location })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The Python package's tests, as a user gets the package: a fresh virtual
+# environment, `pip install ./orgo-py` (maturin, from PyPI, builds the
+# extension in release mode), then pytest over orgo-py/tests and mypy's
+# stubtest of the type stubs against the installed module.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root="$(pwd)"
+
+python="${PYTHON:-python3}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+"$python" -m venv "$scratch/venv"
+venv_python="$scratch/venv/bin/python"
+"$venv_python" -m pip install --quiet --disable-pip-version-check ./orgo-py "pytest>=7" "mypy==2.4.1"
+
+# Run from outside the source tree, so `import orgo` is the installed package.
+cd "$scratch"
+"$venv_python" -m mypy.stubtest orgo --allowlist "$root/orgo-py/tests/stubtest-allowlist.txt"
+"$venv_python" -m pytest -q -p no:cacheprovider "$root/orgo-py/tests"
