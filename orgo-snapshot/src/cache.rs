@@ -124,6 +124,10 @@ impl BuildCache {
     /// outcome. A failed build is recorded ([`BuildCache::failure`]) and
     /// returned as [`StoreError::BuildFailed`] to every caller that waited
     /// for it; it is not cached, so a later call builds again.
+    ///
+    /// The snapshot of a template that is not published can be collected by
+    /// [`crate::gc`] as soon as this returns; to launch from it, use
+    /// [`BuildCache::lease_or_build`].
     pub async fn get_or_build<F, Fut>(
         &self,
         template: &Digest,
@@ -133,14 +137,44 @@ impl BuildCache {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<SnapshotArtifacts, BuildFailure>> + Send,
     {
-        if let Some(hit) = self.get(template).await? {
+        self.get_or_build_as(template, None, build).await
+    }
+
+    /// [`BuildCache::get_or_build`], leasing the snapshot to computer `id`
+    /// in the same step, so no gc can take it between the build and the
+    /// lease (the snapshot of an unpublished template has no other root).
+    pub async fn lease_or_build<F, Fut>(
+        &self,
+        id: &str,
+        template: &Digest,
+        build: F,
+    ) -> Result<Built, StoreError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<SnapshotArtifacts, BuildFailure>> + Send,
+    {
+        let key = keys::root(keys::LEASES).join(id)?;
+        self.get_or_build_as(template, Some(&key), build).await
+    }
+
+    async fn get_or_build_as<F, Fut>(
+        &self,
+        template: &Digest,
+        lease: Option<&RefKey>,
+        build: F,
+    ) -> Result<Built, StoreError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<SnapshotArtifacts, BuildFailure>> + Send,
+    {
+        if let Some(hit) = self.found(template, lease).await? {
             return Ok(hit);
         }
         let waited_from = unix_nanos();
         let lock = keys::by_digest("builds", template);
         let _building = self.store.lock(&lock, LockMode::Exclusive).await?;
         // Whoever held the lock before us may have finished the work.
-        if let Some(hit) = self.get(template).await? {
+        if let Some(hit) = self.found(template, lease).await? {
             return Ok(hit);
         }
         if let Some(failure) = self.failure(template).await?
@@ -153,7 +187,7 @@ impl BuildCache {
         }
         match build().await {
             Ok(artifacts) => {
-                let (digest, manifest) = self.store_snapshot(template, artifacts).await?;
+                let (digest, manifest) = self.store_snapshot(template, artifacts, lease).await?;
                 Ok(Built {
                     digest,
                     manifest,
@@ -170,10 +204,28 @@ impl BuildCache {
         }
     }
 
+    /// A cache hit, leased to `lease` (if given) under the gc lock.
+    async fn found(
+        &self,
+        template: &Digest,
+        lease: Option<&RefKey>,
+    ) -> Result<Option<Built>, StoreError> {
+        let Some(lease) = lease else {
+            return self.get(template).await;
+        };
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        let Some(built) = self.get(template).await? else {
+            return Ok(None);
+        };
+        self.store.set_ref(lease, &built.digest).await?;
+        Ok(Some(built))
+    }
+
     async fn store_snapshot(
         &self,
         template: &Digest,
         artifacts: SnapshotArtifacts,
+        lease: Option<&RefKey>,
     ) -> Result<(Digest, SnapshotManifest), StoreError> {
         let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
         let mut blobs = BTreeMap::new();
@@ -191,6 +243,9 @@ impl BuildCache {
             created_at: now_rfc3339(),
         };
         let digest = put_manifest(&*self.store, &Manifest::Snapshot(manifest.clone())).await?;
+        if let Some(lease) = lease {
+            self.store.set_ref(lease, &digest).await?;
+        }
         self.store
             .set_ref(&keys::by_digest(keys::SNAPSHOTS, template), &digest)
             .await?;
@@ -253,16 +308,12 @@ impl BuildCache {
     /// gc keeps it while the computer runs; returns the snapshot.
     pub async fn lease(&self, id: &str, template: &Digest) -> Result<Built, StoreError> {
         let key = keys::root(keys::LEASES).join(id)?;
-        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
-        let built = self
-            .get(template)
+        self.found(template, Some(&key))
             .await?
             .ok_or_else(|| StoreError::Dangling {
                 key: key.to_string(),
                 digest: *template,
-            })?;
-        self.store.set_ref(&key, &built.digest).await?;
-        Ok(built)
+            })
     }
 
     /// Ends the lease of computer `id`; `false` if it held none.

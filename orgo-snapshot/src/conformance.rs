@@ -32,8 +32,8 @@ use orgo_template::{Digest, Name, Template};
 use tokio::io::AsyncReadExt as _;
 
 use crate::{
-    BuildCache, BuildFailure, HardwareShape, LockMode, RefKey, Registry, SnapshotArtifacts, Store,
-    StoreError, gc, verify,
+    BuildCache, BuildFailure, HardwareShape, LockMode, PutMode, RefKey, Registry,
+    SnapshotArtifacts, Store, StoreError, gc, verify,
 };
 
 type CorruptFn = Box<dyn Fn(&Digest, Vec<u8>) + Send + Sync>;
@@ -69,6 +69,7 @@ where
     blobs_round_trip(make().await).await;
     blobs_stream_large(make().await).await;
     blobs_corruption_is_detected(make().await).await;
+    blobs_from_files(make().await).await;
     refs_create_set_delete_list(make().await).await;
     locks_exclude(make().await).await;
     registry_publish_is_immutable(make().await).await;
@@ -155,9 +156,55 @@ async fn blobs_corruption_is_detected(s: Subject) {
             other => panic!("expected StoreError::Corrupt, got {other:?}"),
         }
     }
+    // A reader that failed stays failed: a second read is no clean end.
+    let mut reader = store.open(&digest).await.expect("open").expect("stored");
+    let mut sink = Vec::new();
+    assert!(reader.read_to_end(&mut sink).await.is_err());
+    assert!(
+        reader.read_to_end(&mut sink).await.is_err(),
+        "the failure is sticky"
+    );
     let report = verify(store).await.expect("verify");
     assert_eq!(report.problems.len(), 1, "verify reports the corrupt blob");
     assert!(report.problems[0].subject.contains(&digest.hex()));
+}
+
+async fn blobs_from_files(s: Subject) {
+    let store = &*s.store;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = dir.path().join("kept");
+    tokio::fs::write(&kept, b"copied in").await.expect("write");
+    let info = store
+        .put_file(&kept, PutMode::Copy)
+        .await
+        .expect("put_file");
+    assert_eq!(info.digest, Digest::of(b"copied in"));
+    assert!(kept.exists(), "Copy leaves the source");
+    let moved = dir.path().join("moved");
+    tokio::fs::write(&moved, b"moved in").await.expect("write");
+    let info = store
+        .put_file(&moved, PutMode::Move)
+        .await
+        .expect("put_file");
+    assert_eq!(
+        info,
+        crate::BlobInfo {
+            digest: Digest::of(b"moved in"),
+            size: 8
+        }
+    );
+    assert!(!moved.exists(), "Move consumes the source");
+    assert_eq!(
+        read_all(store, &info.digest).await.expect("read"),
+        b"moved in"
+    );
+    let missing = dir.path().join("missing");
+    assert!(store.put_file(&missing, PutMode::Copy).await.is_err());
+    // Nothing was left half-written, so there is nothing to clean up.
+    assert_eq!(
+        store.remove_incomplete().await.expect("remove_incomplete"),
+        0
+    );
 }
 
 async fn refs_create_set_delete_list(s: Subject) {
@@ -351,8 +398,32 @@ async fn registry_publish_is_immutable(s: Subject) {
 }
 
 /// A build that writes its artifacts to fresh temp files.
+/// A stored base image (a gc root) for the snapshots to name.
+#[derive(Clone, Copy)]
+struct Base {
+    image: Digest,
+    kernel: Digest,
+}
+
+async fn base_image(cache: &BuildCache, dir: &tempfile::TempDir) -> Base {
+    let kernel = dir.path().join("vmlinuz");
+    tokio::fs::write(&kernel, b"kernel")
+        .await
+        .expect("write kernel");
+    let files = BTreeMap::from([("vmlinuz".to_owned(), kernel)]);
+    let (image, manifest) = cache
+        .put_base_image(&Digest::of(b"recipe"), &files)
+        .await
+        .expect("store a base image");
+    Base {
+        image,
+        kernel: manifest.blobs["vmlinuz"].digest,
+    }
+}
+
 async fn artifacts(
     dir: &tempfile::TempDir,
+    base: Base,
     seed: String,
 ) -> Result<SnapshotArtifacts, BuildFailure> {
     let mut files = BTreeMap::new();
@@ -371,8 +442,8 @@ async fn artifacts(
             disk_gb: 10,
         },
         backend: "test".into(),
-        base_image: Digest::of(b"base"),
-        kernel: Digest::of(b"kernel"),
+        base_image: base.image,
+        kernel: base.kernel,
     })
 }
 
@@ -380,6 +451,7 @@ async fn cache_builds_once(s: Subject) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = Arc::new(dir);
     let cache = BuildCache::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
     let digest = template("1.0.0", "x").digest();
     assert!(cache.get(&digest).await.expect("get").is_none());
     let builds = Arc::new(AtomicUsize::new(0));
@@ -391,7 +463,7 @@ async fn cache_builds_once(s: Subject) {
                 .get_or_build(&digest, || async move {
                     builds.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    artifacts(&dir, format!("build{i}")).await
+                    artifacts(&dir, base, format!("build{i}")).await
                 })
                 .await
                 .expect("build")
@@ -428,6 +500,7 @@ async fn cache_builds_once(s: Subject) {
 async fn cache_records_failures(s: Subject) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = BuildCache::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
     let digest = template("1.0.0", "y").digest();
     let err = cache
         .get_or_build(&digest, || async {
@@ -452,7 +525,7 @@ async fn cache_records_failures(s: Subject) {
     );
     // The next call builds again, and success clears the record.
     let built = cache
-        .get_or_build(&digest, || artifacts(&dir, "retry".into()))
+        .get_or_build(&digest, || artifacts(&dir, base, "retry".into()))
         .await
         .map(|b| b.built_here);
     assert!(matches!(built, Ok(true)));
@@ -464,6 +537,7 @@ async fn gc_keeps_what_is_reachable(s: Subject) {
     let store = &*s.store;
     let registry = Registry::new(s.store.clone());
     let cache = BuildCache::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
     let ns = Name::new("default").expect("name");
     let (kept, leased, dropped) = (
         template("1.0.0", "kept"),
@@ -474,7 +548,7 @@ async fn gc_keeps_what_is_reachable(s: Subject) {
         registry.publish(ns.clone(), t).await.expect("publish");
         cache
             .get_or_build(&t.digest(), || {
-                artifacts(&dir, t.template.version.to_string())
+                artifacts(&dir, base, t.template.version.to_string())
             })
             .await
             .expect("build");
@@ -518,39 +592,66 @@ async fn gc_during_builds(s: Subject) {
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     let registry = Registry::new(s.store.clone());
     let cache = BuildCache::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
     let ns = Name::new("default").expect("name");
+    // Builds and collections start together and overlap: each build waits
+    // inside its build step until gc has run at least once.
+    let start = Arc::new(tokio::sync::Barrier::new(7));
+    let (collected_tx, collected) = tokio::sync::watch::channel(false);
+    let finished = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..6 {
         let (registry, cache, ns, dir) = (registry.clone(), cache.clone(), ns.clone(), dir.clone());
+        let (start, mut collected, finished) = (start.clone(), collected.clone(), finished.clone());
         tasks.push(tokio::spawn(async move {
             let t = template(&format!("1.0.{i}"), "racing");
-            registry.publish(ns, &t).await.expect("publish");
-            cache
-                .get_or_build(&t.digest(), || artifacts(&dir, format!("gc{i}")))
-                .await
-                .expect("build");
+            start.wait().await;
+            let build = || async move {
+                collected
+                    .wait_for(|ran| *ran)
+                    .await
+                    .expect("the collector runs");
+                artifacts(&dir, base, format!("gc{i}")).await
+            };
+            // Even builds are published first; odd ones are launched from
+            // an unpublished template, their lease their only root.
+            if i % 2 == 0 {
+                registry.publish(ns, &t).await.expect("publish");
+                cache.get_or_build(&t.digest(), build).await.expect("build");
+            } else {
+                cache
+                    .lease_or_build(&format!("computer-{i}"), &t.digest(), build)
+                    .await
+                    .expect("build");
+            }
+            finished.fetch_add(1, Ordering::SeqCst);
             t.digest()
         }));
     }
     let store = s.store.clone();
     let collector = tokio::spawn(async move {
-        for _ in 0..6 {
+        start.wait().await;
+        let mut runs = 0;
+        while finished.load(Ordering::SeqCst) < 6 {
             gc(&*store).await.expect("gc");
+            runs += 1;
+            collected_tx.send_replace(true);
             tokio::task::yield_now().await;
         }
+        runs
     });
     let mut digests = Vec::new();
     for task in tasks {
         digests.push(task.await.expect("task"));
     }
-    collector.await.expect("gc task");
+    assert!(collector.await.expect("gc task") > 0);
     gc(&*s.store).await.expect("gc");
     for digest in digests {
         let built = cache
             .get(&digest)
             .await
             .expect("get")
-            .expect("a published build stays");
+            .expect("a published or leased build stays");
         for blob in built.manifest.blobs.values() {
             assert!(s.store.stat(&blob.digest).await.expect("stat").is_some());
         }

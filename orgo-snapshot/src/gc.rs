@@ -86,10 +86,18 @@ async fn mark(store: &dyn Store) -> Result<Live, StoreError> {
     loop {
         for template in templates.drain(..) {
             live.blobs.insert(template);
-            for kind in [keys::SNAPSHOTS, keys::FAILURES] {
-                if let Some(digest) = store.get_ref(&keys::by_digest(kind, &template)).await? {
-                    manifests.push(digest);
-                }
+            if let Some(digest) = store
+                .get_ref(&keys::by_digest(keys::SNAPSHOTS, &template))
+                .await?
+            {
+                manifests.push(digest);
+            }
+            // A failure record is a plain blob, not a manifest.
+            if let Some(digest) = store
+                .get_ref(&keys::by_digest(keys::FAILURES, &template))
+                .await?
+            {
+                live.blobs.insert(digest);
             }
         }
         let Some(digest) = manifests.pop() else { break };
@@ -97,13 +105,15 @@ async fn mark(store: &dyn Store) -> Result<Live, StoreError> {
             continue;
         }
         live.blobs.insert(digest);
-        // Failure records are not manifests; an unreadable manifest keeps
-        // only itself (verify reports it).
-        let Ok(Some(manifest)) = get_manifest(store, &digest).await else {
+        // A manifest that cannot be read (I/O, corruption, a newer format)
+        // stops gc: what it references cannot be known, so nothing is safe
+        // to remove. A missing one references nothing (verify reports it).
+        let Some(manifest) = get_manifest(store, &digest).await? else {
             continue;
         };
         live.blobs.extend(manifest.blobs().map(|b| b.digest));
         if let Manifest::Snapshot(snapshot) = &manifest {
+            live.blobs.insert(snapshot.kernel);
             manifests.push(snapshot.base_image);
             if live.templates.insert(snapshot.template) {
                 templates.push(snapshot.template);
@@ -214,6 +224,20 @@ pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
                             subject: key.to_string(),
                             error,
                         });
+                    }
+                }
+                // A snapshot restores only with its base image and kernel.
+                if let Manifest::Snapshot(snapshot) = &manifest {
+                    for needed in [snapshot.base_image, snapshot.kernel] {
+                        if !sizes.contains_key(&needed) {
+                            report.problems.push(Problem {
+                                subject: key.to_string(),
+                                error: StoreError::Dangling {
+                                    key: format!("{key} -> {digest}"),
+                                    digest: needed,
+                                },
+                            });
+                        }
                     }
                 }
             }

@@ -142,7 +142,7 @@ impl LocalStore {
     fn init(&self) -> Result<(), StoreError> {
         for dir in ["blobs/sha256", "refs", "locks", "tmp"] {
             let path = self.root.join(dir);
-            fs::create_dir_all(&path).map_err(StoreError::io("create directory", &path))?;
+            create_dir_durable(&path)?;
         }
         let version = self.root.join("VERSION");
         match read_bounded(&version, 64) {
@@ -203,7 +203,7 @@ impl LocalStore {
             .sync_all()
             .map_err(StoreError::io("fsync", &tmp.path))?;
         let dir = dest.parent().expect("store paths have a parent");
-        fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        create_dir_durable(dir)?;
         fs::rename(&tmp.path, dest).map_err(StoreError::io("rename", dest))?;
         tmp.done = true;
         sync_dir(dir)
@@ -408,23 +408,99 @@ impl LocalStore {
 
     /// Removes temp files no live writer holds (left by crashed writers).
     fn sweep_blocking(&self) -> Result<u64, StoreError> {
-        let dir = self.root.join("tmp");
         let mut removed = 0;
+        // Temp files: named `<pid>-...`. One is abandoned when its writer
+        // process is gone; a live writer's file may be unlocked for the
+        // moment between its creation and its lock, so it is left alone.
+        let dir = self.root.join("tmp");
         for entry in read_dir(&dir)? {
             let path = entry.map_err(StoreError::io("list", &dir))?.path();
+            if writer_alive(&path) {
+                continue;
+            }
             let Ok(file) = File::open(&path) else {
                 continue; // renamed away meanwhile
             };
             if file.try_lock().is_ok() {
-                fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
-                removed += 1;
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io("remove", &path)(e)),
+                }
             }
         }
         if removed > 0 {
             sync_dir(&dir)?;
         }
+        // Scratch files and directories of writers that are gone.
+        let scratch = self.root.join("scratch");
+        if scratch.is_dir() {
+            for entry in read_dir(&scratch)? {
+                let path = entry.map_err(StoreError::io("list", &scratch))?.path();
+                if !writer_alive(&path) {
+                    let gone = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    match gone {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::io("remove", &path)(e)),
+                    }
+                }
+            }
+        }
         Ok(removed)
     }
+
+    /// A new, empty directory on the store's filesystem for one process's
+    /// work in progress (a build writes its files there, then moves them
+    /// into the store with [`PutMode::Move`]). Removed by gc once this
+    /// process is gone; remove it when done.
+    pub async fn scratch_dir(&self) -> Result<PathBuf, StoreError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = self.root.join("scratch").join(format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let made = path.clone();
+        blocking(move || create_dir_durable(&made)).await?;
+        Ok(path)
+    }
+}
+
+/// Whether the process named by a `<pid>-...` file name still runs (a name
+/// without a pid has no live writer).
+fn writer_alive(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// `create_dir_all`, then an fsync of the parent of every directory it
+/// made, so a new directory (and what is later renamed into it) survives a
+/// power loss.
+fn create_dir_durable(dir: &Path) -> Result<(), StoreError> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_owned());
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+    for made in missing.iter().rev() {
+        if let Some(parent) = made.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -546,7 +622,7 @@ impl RefService for LocalStore {
         blocking(move || {
             let tmp = this.ref_temp(&digest)?;
             let dir = path.parent().expect("ref paths have a parent");
-            fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+            create_dir_durable(dir)?;
             // link(2) fails if the name exists: the atomic create-if-absent.
             match fs::hard_link(&tmp.path, &path) {
                 Ok(()) => {
@@ -596,7 +672,7 @@ impl LockService for LocalStore {
         let path = self.root.join("locks").join(format!("{name}.lock"));
         blocking(move || {
             let dir = path.parent().expect("lock paths have a parent");
-            fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+            create_dir_durable(dir)?;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)

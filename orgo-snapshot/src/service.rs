@@ -101,7 +101,8 @@ pub trait RefService: Send + Sync + fmt::Debug {
     async fn delete_ref(&self, key: &RefKey) -> Result<bool, StoreError>;
 
     /// The key of every ref under `prefix` (the segments of `prefix` and
-    /// more), sorted. Keys only: one unreadable ref must not hide the others.
+    /// more), sorted. Keys only, so that a caller can read each ref on its
+    /// own and report an unreadable one by name (as verify does).
     async fn list_refs(&self, prefix: &RefKey) -> Result<Vec<RefKey>, StoreError>;
 }
 
@@ -214,6 +215,7 @@ pub struct BlobReader {
     seen: u64,
     location: String,
     done: bool,
+    failed: Option<String>,
 }
 
 impl BlobReader {
@@ -233,6 +235,7 @@ impl BlobReader {
             seen: 0,
             location,
             done: false,
+            failed: None,
         }
     }
 
@@ -268,35 +271,45 @@ impl AsyncRead for BlobReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.done {
+        let this = &mut *self;
+        if let Some(reason) = &this.failed {
+            // Sticky: a reader that failed never reads as a clean end.
+            return Poll::Ready(Err(this.corrupt(reason.clone())));
+        }
+        if this.done || buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        let this = &mut *self;
         std::task::ready!(this.inner.as_mut().poll_read(cx, buf))?;
         let new = &buf.filled()[before..];
         this.hasher.update(new);
         this.seen += new.len() as u64;
-        if this.seen > this.size {
-            this.done = true;
-            return Poll::Ready(Err(this.corrupt(format!(
+        let failure = if this.seen > this.size {
+            Some(format!(
                 "it holds more than the {} bytes recorded",
                 this.size
-            ))));
-        }
-        if new.is_empty() {
+            ))
+        } else if new.is_empty() {
             // The end: the bytes must be exactly the ones named.
             this.done = true;
             let actual = Digest::from_sha256(this.hasher.clone().finalize().into());
             if this.seen != this.size {
-                return Poll::Ready(Err(this.corrupt(format!(
+                Some(format!(
                     "it holds {} bytes, not the {} recorded",
                     this.seen, this.size
-                ))));
+                ))
+            } else if actual != this.digest {
+                Some(format!("its bytes hash to `{actual}`"))
+            } else {
+                None
             }
-            if actual != this.digest {
-                return Poll::Ready(Err(this.corrupt(format!("its bytes hash to `{actual}`"))));
-            }
+        } else {
+            None
+        };
+        if let Some(reason) = failure {
+            let error = this.corrupt(reason.clone());
+            this.failed = Some(reason);
+            return Poll::Ready(Err(error));
         }
         Poll::Ready(Ok(()))
     }
@@ -352,7 +365,7 @@ pub(crate) fn unwrap_corrupt(error: io::Error, digest: &Digest) -> StoreError {
             .expect("the inner error is a StoreError");
     }
     StoreError::Io {
-        op: "read",
+        op: "read blob",
         path: digest.to_string().into(),
         source: error,
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use orgo_snapshot::{
     BlobService as _, BuildCache, HardwareShape, LocalStore, Materialized, PutMode, RefKey,
-    RefService as _, SnapshotArtifacts, Store, StoreError, verify,
+    RefService as _, SnapshotArtifacts, Store, StoreError, gc, verify,
 };
 use orgo_template::Digest;
 
@@ -156,17 +156,24 @@ async fn a_garbage_ref_is_an_error_naming_its_file() {
     }
 }
 
-#[tokio::test]
-async fn a_snapshot_with_a_missing_blob_fails_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let local = LocalStore::open(dir.path().join("store")).await.unwrap();
+/// A store with a base image and one built (unpublished, leased) snapshot.
+async fn built_store(dir: &Path) -> (LocalStore, Arc<dyn Store>, orgo_snapshot::Built) {
+    let local = LocalStore::open(dir.join("store")).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(local.clone());
     let cache = BuildCache::new(store.clone());
-    let template = Digest::of(b"template");
-    let memory = dir.path().join("memory");
+    let kernel = dir.join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let (image, manifest) = cache
+        .put_base_image(
+            &Digest::of(b"recipe"),
+            &BTreeMap::from([("vmlinuz".to_owned(), kernel)]),
+        )
+        .await
+        .unwrap();
+    let memory = dir.join("memory");
     std::fs::write(&memory, b"guest ram").unwrap();
     let built = cache
-        .get_or_build(&template, || async {
+        .lease_or_build("vm-1", &Digest::of(b"template"), || async {
             Ok(SnapshotArtifacts {
                 files: BTreeMap::from([("memory".to_owned(), memory)]),
                 hardware: HardwareShape {
@@ -175,18 +182,77 @@ async fn a_snapshot_with_a_missing_blob_fails_verify() {
                     disk_gb: 1,
                 },
                 backend: "qemu".into(),
-                base_image: Digest::of(b"base"),
-                kernel: Digest::of(b"kernel"),
+                base_image: image,
+                kernel: manifest.blobs["vmlinuz"].digest,
             })
         })
         .await
         .unwrap();
+    (local, store, built)
+}
+
+#[tokio::test]
+async fn a_snapshot_with_a_missing_blob_fails_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (local, store, built) = built_store(dir.path()).await;
     assert!(verify(&*store).await.unwrap().problems.is_empty());
     let blob = built.manifest.blobs["memory"].digest;
     std::fs::remove_file(local.blob_path(&blob)).unwrap();
     let report = verify(&*store).await.unwrap();
-    assert_eq!(report.problems.len(), 1);
-    assert!(report.problems[0].to_string().contains(&blob.to_string()));
+    // The snapshot's ref and the lease on it both name the missing blob.
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.to_string().contains(&blob.to_string()))
+    );
+
+    // A snapshot without its kernel cannot restore either.
+    std::fs::remove_file(local.blob_path(&built.manifest.kernel)).unwrap();
+    let report = verify(&*store).await.unwrap();
+    let kernel = built.manifest.kernel.to_string();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.to_string().contains(&kernel)),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn gc_refuses_to_guess_past_an_unreadable_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (local, store, built) = built_store(dir.path()).await;
+    let before = store.list().await.unwrap().len();
+    overwrite(&local.blob_path(&built.digest), b"{\"orgo_manifest\": 2}");
+    let err = gc(&*store).await.unwrap_err();
+    assert!(err.to_string().contains(&built.digest.hex()), "{err}");
+    assert_eq!(
+        store.list().await.unwrap().len(),
+        before,
+        "nothing was removed"
+    );
+}
+
+#[tokio::test]
+async fn gc_sweeps_what_dead_writers_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).await.unwrap();
+    // A temp file and a scratch directory of a process that is gone (pid
+    // 4194304 is above Linux's pid_max), and one of this live process.
+    std::fs::write(dir.path().join("tmp/4194304-0-0"), b"partial").unwrap();
+    std::fs::create_dir_all(dir.path().join("scratch/4194304-0/build")).unwrap();
+    let mine = store.scratch_dir().await.unwrap();
+    let removed = gc(&store).await.unwrap().incomplete_removed;
+    assert_eq!(removed, 2);
+    assert!(mine.exists(), "a live writer's scratch stays");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test]

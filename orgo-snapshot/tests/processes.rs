@@ -72,7 +72,47 @@ async fn open(root: &Path) -> Arc<dyn Store> {
 
 /// Files for a fake build, written beside the store (same filesystem, so
 /// they are moved in, as a real build's are).
-async fn artifacts(root: &Path, seed: u64, size: usize) -> SnapshotArtifacts {
+/// A base image (a gc root) for the snapshots to name: (manifest, kernel).
+async fn base(cache: &BuildCache, root: &Path) -> (Digest, Digest) {
+    let dir = root.join("scratch");
+    tokio::fs::create_dir_all(&dir).await.unwrap();
+    let kernel = dir.join(format!("{}-vmlinuz", std::process::id()));
+    tokio::fs::write(&kernel, b"kernel").await.unwrap();
+    let files = BTreeMap::from([("vmlinuz".to_owned(), kernel)]);
+    let (image, manifest) = cache
+        .put_base_image(&Digest::of(b"recipe"), &files)
+        .await
+        .unwrap();
+    (image, manifest.blobs["vmlinuz"].digest)
+}
+
+/// Children wait here until the parent has seen all of them ready, so they
+/// call into the store together.
+async fn rendezvous(root: &Path) {
+    let dir = root.join("rendezvous");
+    tokio::fs::create_dir_all(&dir).await.unwrap();
+    tokio::fs::write(dir.join(std::process::id().to_string()), b"")
+        .await
+        .unwrap();
+    while !root.join("go").exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn release_when_ready(root: &Path, children: usize) {
+    let dir = root.join("rendezvous");
+    while std::fs::read_dir(&dir).map_or(0, |d| d.count()) < children {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(root.join("go"), b"").unwrap();
+}
+
+async fn artifacts(
+    root: &Path,
+    (base_image, kernel): (Digest, Digest),
+    seed: u64,
+    size: usize,
+) -> SnapshotArtifacts {
     let dir = root.join("scratch");
     tokio::fs::create_dir_all(&dir).await.unwrap();
     let mut rng = Rng(seed | 1);
@@ -90,8 +130,8 @@ async fn artifacts(root: &Path, seed: u64, size: usize) -> SnapshotArtifacts {
             disk_gb: 1,
         },
         backend: "test".into(),
-        base_image: Digest::of(b"base"),
-        kernel: Digest::of(b"kernel"),
+        base_image,
+        kernel,
     }
 }
 
@@ -101,8 +141,10 @@ async fn child(role: &str, root: &Path) {
     match role {
         "builder" => {
             let cache = BuildCache::new(store);
+            let base = base(&cache, root).await;
             let digest = template("1.0.0", "shared").digest();
             let builds = root.join("builds.log");
+            rendezvous(root).await;
             let built = cache
                 .get_or_build(&digest, || async move {
                     use std::io::Write as _;
@@ -113,7 +155,7 @@ async fn child(role: &str, root: &Path) {
                         .unwrap();
                     writeln!(log, "{}", std::process::id()).unwrap();
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    Ok(artifacts(root, seed, 4096).await)
+                    Ok(artifacts(root, base, seed, 4096).await)
                 })
                 .await
                 .unwrap();
@@ -122,9 +164,10 @@ async fn child(role: &str, root: &Path) {
         "failing-builder" => {
             let cache = BuildCache::new(store);
             let digest = template("1.0.0", "doomed").digest();
+            rendezvous(root).await;
             let outcome = cache
                 .get_or_build(&digest, || async {
-                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     Err(BuildFailure {
                         message: format!("failed in {}", std::process::id()),
                         log: String::new(),
@@ -158,6 +201,7 @@ async fn writer(store: Arc<dyn Store>, root: &Path, seed: u64) {
     let mut rng = Rng(seed | 1);
     let registry = Registry::new(store.clone());
     let cache = BuildCache::new(store.clone());
+    let base = base(&cache, root).await;
     let ns = Name::new("default").unwrap();
     loop {
         match rng.below(6) {
@@ -189,7 +233,7 @@ async fn writer(store: Arc<dyn Store>, root: &Path, seed: u64) {
                 let seed = rng.next();
                 cache
                     .get_or_build(&t.digest(), || async move {
-                        Ok(artifacts(root, seed, size).await)
+                        Ok(artifacts(root, base, seed, size).await)
                     })
                     .await
                     .unwrap();
@@ -209,6 +253,7 @@ async fn writer(store: Arc<dyn Store>, root: &Path, seed: u64) {
 fn single_flight_across_processes(runtime: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<Child> = (0..4).map(|i| spawn("builder", dir.path(), i)).collect();
+    release_when_ready(dir.path(), 4);
     let outputs: Vec<String> = children
         .into_iter()
         .map(|c| {

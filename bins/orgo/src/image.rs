@@ -44,9 +44,8 @@ pub(crate) fn run(root: Option<PathBuf>, command: ImageCommand) -> Result<(), Fa
 /// is built beside the store (same filesystem), then its files are moved in
 /// as blobs under an image manifest, `images/<recipe>` pointing at it.
 fn build(root: Option<PathBuf>, args: BuildBase) -> Result<(), Failure> {
-    let failed = |e: &dyn std::error::Error| Failure::Input(chain(e));
-    let recipe = BaseImageRecipe::resolve(&args.agent).map_err(|e| failed(&e))?;
-    let recipe_digest: Digest = recipe.digest().parse().map_err(|e| failed(&e))?;
+    let recipe = BaseImageRecipe::resolve(&args.agent).map_err(Failure::error)?;
+    let recipe_digest: Digest = recipe.digest().parse().map_err(Failure::error)?;
     let (runtime, store) = crate::store::open(root)?;
     let cache = BuildCache::new(Arc::new(store.clone()));
     // One build per recipe, also across processes.
@@ -61,29 +60,29 @@ fn build(root: Option<PathBuf>, args: BuildBase) -> Result<(), Failure> {
     let (digest, manifest) = match found {
         Some(hit) => hit,
         None => {
-            let scratch = store.root().join("scratch");
+            // Built beside the store, in this process's own scratch
+            // directory (gc removes it if this process dies), then moved in.
+            let scratch = runtime
+                .block_on(store.scratch_dir())
+                .map_err(Failure::Store)?;
             let image = build_base(&recipe, &args.agent, &scratch, &mut |step: &str| {
                 eprintln!("orgo: {step}")
             })
-            .map_err(|e| failed(&e))?;
-            let files = image
-                .files
-                .keys()
-                .map(|name| (name.clone(), image.dir.join(name)))
-                .collect();
-            let stored = runtime
-                .block_on(cache.put_base_image(&recipe_digest, &files))
-                .map_err(Failure::Store)?;
-            for (name, hex) in &image.files {
-                let blob = stored.1.blobs.get(name).map(|b| b.digest.hex());
-                if blob.as_deref() != Some(hex.as_str()) {
-                    return Err(Failure::Input(format!(
-                        "`{name}` changed between its build and its store"
-                    )));
-                }
-            }
-            let _ = std::fs::remove_dir_all(&image.dir); // what is left: the build's own notes
-            stored
+            .map_err(Failure::error);
+            let stored = image.and_then(|image| {
+                let files = image
+                    .files
+                    .keys()
+                    .map(|name| (name.clone(), image.dir.join(name)))
+                    .collect();
+                // The store hashes every file as it takes it in: the
+                // manifest names exactly the bytes stored.
+                runtime
+                    .block_on(cache.put_base_image(&recipe_digest, &files))
+                    .map_err(Failure::Store)
+            });
+            let _ = std::fs::remove_dir_all(&scratch);
+            stored?
         }
     };
     if args.json {
@@ -93,15 +92,4 @@ fn build(root: Option<PathBuf>, args: BuildBase) -> Result<(), Failure> {
         crate::emit(&format!("{recipe_digest} {digest}\n"));
     }
     Ok(())
-}
-
-/// The error and its sources, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(&format!(": {e}"));
-        source = e.source();
-    }
-    text
 }

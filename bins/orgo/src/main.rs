@@ -120,6 +120,14 @@ enum Failure {
     No(String),
     /// The store failed or refused.
     Store(orgo_snapshot::StoreError),
+    /// Another library failed (building an image); exit 2.
+    Error(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Failure {
+    fn error(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Error(Box::new(error))
+    }
 }
 
 fn main() -> ExitCode {
@@ -167,6 +175,10 @@ fn main() -> ExitCode {
         Err(Failure::Store(error)) => {
             print_error_chain(&error);
             ExitCode::from(store::exit_code(&error))
+        }
+        Err(Failure::Error(error)) => {
+            print_error_chain(&*error);
+            ExitCode::from(2)
         }
     }
 }
