@@ -1,5 +1,6 @@
 //! What only the local store has: its files, its layout version, damage to
 //! its files as a disk or an operator would do it, and materializing.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
