@@ -209,19 +209,32 @@ impl LocalStore {
         sync_dir(dir)
     }
 
-    /// Reads and hashes on this thread while another writes: the two
-    /// overlap, so storing costs about the larger of the two, not the sum.
-    fn put_blocking(&self, source: &mut dyn Read) -> Result<BlobInfo, StoreError> {
+    /// Three stages on three threads, a few chunks in flight between them:
+    /// one reads, this one hashes, one writes. Storing costs about the
+    /// slowest stage (hashing), not the sum of the three.
+    fn put_blocking(&self, source: &mut (dyn Read + Send)) -> Result<BlobInfo, StoreError> {
         let tmp = self.temp_file()?;
+        let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        for _ in 0..3 {
+        for _ in 0..6 {
             empty_tx
                 .send(vec![0; CHUNK])
                 .expect("the receiver is alive");
         }
         let file = &tmp.file;
-        let (read, written) = std::thread::scope(|scope| {
+        let (info, read, written) = std::thread::scope(|scope| {
+            // Each stage stops when its neighbour hangs up, so a failure
+            // anywhere ends all three; the errors are looked at below.
+            let reader = scope.spawn(move || -> io::Result<()> {
+                while let Ok(mut buf) = empty_rx.recv() {
+                    let n = fill(source, &mut buf)?;
+                    if n == 0 || read_tx.send((buf, n)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
             let writer = scope.spawn(move || -> io::Result<()> {
                 let mut file = file;
                 for (buf, n) in full_rx {
@@ -230,30 +243,24 @@ impl LocalStore {
                 }
                 Ok(())
             });
-            let read = (move || -> Result<BlobInfo, StoreError> {
-                let mut hasher = Sha256::new();
-                let mut size = 0u64;
-                // No buffer back means the writer failed: its error wins below.
-                while let Ok(mut buf) = empty_rx.recv() {
-                    let n = fill(source, &mut buf).map_err(StoreError::io("read", "<source>"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    size += n as u64;
-                    if full_tx.send((buf, n)).is_err() {
-                        break;
-                    }
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            for (buf, n) in read_rx {
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                if full_tx.send((buf, n)).is_err() {
+                    break;
                 }
-                let digest = Digest::from_sha256(hasher.finalize().into());
-                Ok(BlobInfo { digest, size })
-            })();
-            (read, writer.join())
+            }
+            drop(full_tx);
+            let digest = Digest::from_sha256(hasher.finalize().into());
+            (BlobInfo { digest, size }, reader.join(), writer.join())
         });
+        read.expect("the reader thread does not panic")
+            .map_err(StoreError::io("read", "<source>"))?;
         written
             .expect("the writer thread does not panic")
             .map_err(StoreError::io("write", &tmp.path))?;
-        let info = read?;
         self.seal(tmp, info)
     }
 
@@ -276,23 +283,7 @@ impl LocalStore {
         // The source stays locked by this writer, so gc's sweep of `tmp/`
         // never takes it while it is on its way.
         source.lock().map_err(StoreError::io("lock", path))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0; CHUNK];
-        let mut size = 0u64;
-        loop {
-            let n = match source.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::io("read", path)(e)),
-            };
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
-        let info = BlobInfo {
-            digest: Digest::from_sha256(hasher.finalize().into()),
-            size,
-        };
+        let info = hash_read_ahead(&mut source).map_err(StoreError::io("read", path))?;
         // Into tmp/ first: the final name must only ever hold a complete,
         // fsynced, read-only file, and the rename may cross filesystems.
         let mut slot = self.temp_file()?;
@@ -795,6 +786,41 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(StoreError::Task)?
+}
+
+/// The digest and size of everything `source` yields, read on a second
+/// thread a few chunks ahead of the hashing.
+fn hash_read_ahead(source: &mut (dyn Read + Send)) -> io::Result<BlobInfo> {
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..4 {
+        empty_tx
+            .send(vec![0; CHUNK])
+            .expect("the receiver is alive");
+    }
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> io::Result<()> {
+            while let Ok(mut buf) = empty_rx.recv() {
+                let n = fill(source, &mut buf)?;
+                if n == 0 || full_tx.send((buf, n)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        for (buf, n) in full_rx {
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            let _ = empty_tx.send(buf); // the reader may be done
+        }
+        reader.join().expect("the reader thread does not panic")?;
+        Ok(BlobInfo {
+            digest: Digest::from_sha256(hasher.finalize().into()),
+            size,
+        })
+    })
 }
 
 /// Reads until `buf` is full or the source ends; returns the bytes read.
