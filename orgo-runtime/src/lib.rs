@@ -30,6 +30,7 @@ mod image;
 mod initramfs;
 mod qemu;
 mod vmlinux;
+mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
 pub use image::{
@@ -39,3 +40,7 @@ pub use image::{
 };
 pub use qemu::{QemuConfig, QemuError, QemuVm, USER_NET_IP};
 pub use vmlinux::extract_vmlinux;
+pub use vmm::{
+    Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
+    VmConfig, VmInfo, VmState, Vmm,
+};

@@ -1,0 +1,272 @@
+//! The VMM backend traits: what the runtime asks of Cloud Hypervisor and of
+//! QEMU, in one vocabulary.
+//!
+//! A [`Vmm`] boots a VM from a [`VmConfig`] or restores one from a golden
+//! snapshot with a [`RestoreConfig`]; the [`Vm`] it returns is paused,
+//! resumed, snapshotted and shut down. The backend-specific work (the
+//! VMM's own configuration format, its API socket, its process) lives in
+//! each backend's module; conversions from these types to a VMM's own are
+//! pure functions, apart from the I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::agent::AgentError;
+
+/// What a backend can do on this host, from [`Vmm::probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend's name (`qemu`, `cloud-hypervisor`).
+    pub backend: &'static str,
+    /// The VMM's version, as it reports it.
+    pub version: String,
+    /// Hardware virtualization (`kvm`) or software emulation (`tcg`).
+    pub accel: Accel,
+    /// Restores map guest memory lazily (copy-on-write or on demand)
+    /// instead of reading it all first.
+    pub lazy_restore: bool,
+}
+
+/// How guest instructions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        })
+    }
+}
+
+/// A disk image and how to open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
+    /// Open it read-only (a golden disk is never written).
+    pub read_only: bool,
+}
+
+/// A disk image's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// A plain image.
+    Raw,
+    /// A qcow2 image, usually a copy-on-write overlay over a raw golden disk.
+    Qcow2,
+}
+
+/// The guest's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// No network device.
+    None,
+    /// The VMM's own user-mode NAT (QEMU's slirp): no host setup, no root.
+    User,
+    /// A tap device the host set up (Cloud Hypervisor; NAT by the host).
+    Tap {
+        /// The tap interface.
+        name: String,
+        /// The guest NIC's MAC address.
+        mac: String,
+    },
+}
+
+/// A VM to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// A name for the VM, unique on the host (sockets and logs use it).
+    pub id: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// The kernel: `vmlinuz` for QEMU, the ELF `vmlinux` for Cloud Hypervisor.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The root disk.
+    pub disk: Disk,
+    /// Back guest memory with this file, shared with the VMM's mapping, so a
+    /// snapshot can hand it over without copying (golden VMs). `None`: the
+    /// VMM's anonymous memory.
+    pub memory_file: Option<PathBuf>,
+    /// The network.
+    pub network: Network,
+    /// A directory of the VM's own for sockets, logs and state.
+    pub run_dir: PathBuf,
+}
+
+/// A VM to restore from a golden snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreConfig {
+    /// A name for the VM, unique on the host.
+    pub id: String,
+    /// The snapshot's files by role, as [`Vm::snapshot`] returned them
+    /// (read-only: restores map them copy-on-write).
+    pub snapshot: BTreeMap<String, PathBuf>,
+    /// The clone's own root disk (a copy-on-write layer over the golden disk).
+    pub disk: Disk,
+    /// vCPUs: at least the snapshot's; more are hot-added after the restore
+    /// where the backend can (else [`RuntimeError::Unsupported`]).
+    pub cpus: u32,
+    /// Guest memory in MiB: at least the snapshot's (the floor); more is
+    /// hot-added after the restore where the backend can.
+    pub memory_mib: u64,
+    /// The network.
+    pub network: Network,
+    /// A directory of the VM's own for sockets, logs and state.
+    pub run_dir: PathBuf,
+}
+
+/// Where the host reaches the guest agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEndpoint {
+    /// A virtio-serial port behind a Unix socket (QEMU).
+    Serial(PathBuf),
+    /// Cloud Hypervisor's hybrid vsock: a Unix socket, `CONNECT <port>`.
+    HybridVsock {
+        /// The socket.
+        path: PathBuf,
+        /// The agent's vsock port.
+        port: u32,
+    },
+}
+
+/// A VM's state, as the VMM reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// Created, not booted.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Shut down.
+    Shutdown,
+}
+
+/// What [`Vm::info`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmInfo {
+    /// The state.
+    pub state: VmState,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// The VMM process.
+    pub pid: Option<u32>,
+}
+
+/// A VMM backend.
+#[async_trait]
+pub trait Vmm: Send + Sync + fmt::Debug {
+    /// The backend's name.
+    fn name(&self) -> &'static str;
+
+    /// What the backend can do here; an error if it cannot run at all.
+    async fn probe(&self) -> Result<Capabilities, RuntimeError>;
+
+    /// Creates and boots a VM.
+    async fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, RuntimeError>;
+
+    /// Restores a VM from a snapshot this backend made, and resumes it.
+    async fn restore(&self, config: &RestoreConfig) -> Result<Box<dyn Vm>, RuntimeError>;
+}
+
+/// A running (or paused) VM of some backend. Dropping it kills the VM.
+#[async_trait]
+pub trait Vm: Send + Sync + fmt::Debug {
+    /// The VM's id.
+    fn id(&self) -> &str;
+
+    /// Where its agent listens.
+    fn agent_endpoint(&self) -> AgentEndpoint;
+
+    /// Its state and shape.
+    async fn info(&self) -> Result<VmInfo, RuntimeError>;
+
+    /// Stops the vCPUs.
+    async fn pause(&self) -> Result<(), RuntimeError>;
+
+    /// Starts the vCPUs again.
+    async fn resume(&self) -> Result<(), RuntimeError>;
+
+    /// Writes a snapshot of the paused VM into `dir`; returns its files by
+    /// role. Guest memory backed by a [`VmConfig::memory_file`] is handed
+    /// over, not copied.
+    async fn snapshot(&self, dir: &Path) -> Result<BTreeMap<String, PathBuf>, RuntimeError>;
+
+    /// Stops the VM and its VMM process.
+    async fn shutdown(&self) -> Result<(), RuntimeError>;
+}
+
+/// Everything that can go wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A VMM process could not be started.
+    #[error("cannot start `{binary}`")]
+    Spawn {
+        /// The binary.
+        binary: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file operation failed.
+    #[error("{op} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM refused or failed a request.
+    #[error("{backend} `{op}` failed: {message}")]
+    Vmm {
+        /// The backend.
+        backend: &'static str,
+        /// The request (`vm.boot`, `migrate`, ...).
+        op: String,
+        /// What the VMM said.
+        message: String,
+    },
+    /// A configuration this backend cannot express.
+    #[error("{backend} cannot {what}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// What was asked.
+        what: String,
+    },
+    /// Something did not happen in time.
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        seconds: u64,
+    },
+    /// The guest agent failed.
+    #[error("the guest agent failed")]
+    Agent(#[source] AgentError),
+}
