@@ -29,6 +29,8 @@ mod agent;
 mod image;
 mod initramfs;
 mod qemu;
+mod qemu_backend;
+mod qmp;
 mod vmlinux;
 mod vmm;
 
@@ -39,6 +41,7 @@ pub use image::{
     sha256_file,
 };
 pub use qemu::{QemuConfig, QemuError, QemuVm, USER_NET_IP};
+pub use qemu_backend::Qemu;
 pub use vmlinux::extract_vmlinux;
 pub use vmm::{
     Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,

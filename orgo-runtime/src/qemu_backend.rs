@@ -1,0 +1,726 @@
+//! The QEMU backend: `qemu-system-x86_64` driven over QMP.
+//!
+//! A golden snapshot is three files:
+//!
+//! - `memory`: guest RAM itself. A golden VM boots with its RAM in a file
+//!   (`memory-backend-file`, `share=on`), so the RAM is already on disk when
+//!   the VM pauses: nothing is copied.
+//! - `state`: the device state, written by a migration to a file with the
+//!   `x-ignore-shared` capability, which leaves the shared RAM out (a few
+//!   hundred KB).
+//! - `meta`: what a restore must match (memory size, vCPUs, accelerator,
+//!   QEMU's version), as JSON.
+//!
+//! A restore starts QEMU with the same devices, maps the memory file
+//! privately (`share=off`: copy-on-write, the file is never written, and
+//! only the pages the guest touches are read) and loads the device state
+//! with an incoming migration: the cost does not grow with the memory size.
+//! A VM whose memory went into a snapshot cannot be resumed, since its
+//! writes would land in the snapshot's file.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::qmp::Qmp;
+use crate::vmm::{
+    Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
+    VmConfig, VmInfo, VmState, Vmm,
+};
+
+const BACKEND: &str = "qemu";
+/// The snapshot `meta` file's format version.
+const META_VERSION: u32 = 1;
+const MAX_META_BYTES: u64 = 64 * 1024;
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// QEMU as a [`Vmm`].
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+impl Qemu {
+    /// `qemu-system-x86_64` from `PATH`, with `accel`. KVM where it works;
+    /// TCG otherwise (a host's nested, paravirtualized KVM can look usable
+    /// and still fail guests, so the runtime decides, by a probe boot).
+    pub fn new(accel: Accel) -> Self {
+        Self::with_binary("qemu-system-x86_64", accel)
+    }
+
+    /// A given QEMU binary.
+    pub fn with_binary(binary: impl Into<PathBuf>, accel: Accel) -> Self {
+        Self {
+            binary: binary.into(),
+            accel,
+        }
+    }
+
+    async fn spawn(&self, run_dir: &Path, args: Vec<OsString>) -> Result<Child, RuntimeError> {
+        tokio::fs::create_dir_all(run_dir)
+            .await
+            .map_err(io("create", run_dir))?;
+        for socket in ["qmp.sock", "agent.sock"] {
+            let _ = tokio::fs::remove_file(run_dir.join(socket)).await;
+        }
+        let stderr = std::fs::File::create(run_dir.join("qemu.log"))
+            .map_err(io("create", run_dir.join("qemu.log")))?;
+        Command::new(&self.binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })
+    }
+
+    async fn machine(
+        &self,
+        id: &str,
+        run_dir: &Path,
+        args: Vec<OsString>,
+        shape: (u32, u64),
+    ) -> Result<(QemuVm, Qmp), RuntimeError> {
+        let mut child = self.spawn(run_dir, args).await?;
+        let qmp = match Qmp::connect(&run_dir.join("qmp.sock"), QMP_TIMEOUT).await {
+            Ok(qmp) => qmp,
+            Err(error) => {
+                let _ = child.kill().await;
+                return Err(with_log(error, run_dir));
+            }
+        };
+        let vm = QemuVm {
+            id: id.to_owned(),
+            run_dir: run_dir.to_owned(),
+            pid: child.id(),
+            child: Mutex::new(child),
+            qmp: Mutex::new(None),
+            cpus: shape.0,
+            memory_mib: shape.1,
+            accel: self.accel,
+            memory_file: None,
+            handed_over: AtomicBool::new(false),
+        };
+        Ok((vm, qmp))
+    }
+}
+
+#[async_trait]
+impl Vmm for Qemu {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn probe(&self) -> Result<Capabilities, RuntimeError> {
+        let out = Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text
+            .lines()
+            .next()
+            .and_then(|l| l.split("version ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("unknown")
+            .to_owned();
+        if self.accel == Accel::Kvm {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .map_err(io("open", "/dev/kvm"))?;
+        }
+        Ok(Capabilities {
+            backend: BACKEND,
+            version,
+            accel: self.accel,
+            lazy_restore: true,
+        })
+    }
+
+    async fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, RuntimeError> {
+        let args = boot_args(config, self.accel)?;
+        let (mut vm, qmp) = self
+            .machine(
+                &config.id,
+                &config.run_dir,
+                args,
+                (config.cpus, config.memory_mib),
+            )
+            .await?;
+        vm.memory_file = config.memory_file.clone();
+        *vm.qmp.get_mut() = Some(qmp);
+        Ok(Box::new(vm))
+    }
+
+    async fn restore(&self, config: &RestoreConfig) -> Result<Box<dyn Vm>, RuntimeError> {
+        let file = |role: &str| {
+            config
+                .snapshot
+                .get(role)
+                .cloned()
+                .ok_or_else(|| RuntimeError::Vmm {
+                    backend: BACKEND,
+                    op: "restore".into(),
+                    message: format!("the snapshot has no `{role}` file"),
+                })
+        };
+        let (meta_path, memory, state) = (file("meta")?, file("memory")?, file("state")?);
+        let meta = Meta::read(&meta_path).await?;
+        if meta.accel != self.accel.to_string() {
+            return Err(RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: format!(
+                    "restore a snapshot taken under `{}` with `{}`",
+                    meta.accel, self.accel
+                ),
+            });
+        }
+        if config.memory_mib > meta.memory_mib || config.cpus > meta.cpus {
+            return Err(RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: format!(
+                    "grow a restored VM beyond its snapshot ({} MiB, {} vCPUs)",
+                    meta.memory_mib, meta.cpus
+                ),
+            });
+        }
+        let args = restore_args(config, &meta, &memory, self.accel)?;
+        let (vm, mut qmp) = self
+            .machine(
+                &config.id,
+                &config.run_dir,
+                args,
+                (meta.cpus, meta.memory_mib),
+            )
+            .await?;
+        let loaded = async {
+            qmp.execute("migrate-set-capabilities", ignore_shared())
+                .await?;
+            qmp.execute(
+                "migrate-incoming",
+                json!({ "uri": format!("exec:cat {}", shell_quote(&state)?) }),
+            )
+            .await?;
+            wait_migration(&mut qmp, "migrate-incoming").await?;
+            qmp.execute("cont", json!({})).await
+        }
+        .await;
+        if let Err(error) = loaded {
+            return Err(with_log(error, &config.run_dir));
+        }
+        *vm.qmp.lock().await = Some(qmp);
+        Ok(Box::new(vm))
+    }
+}
+
+/// A running QEMU.
+#[derive(Debug)]
+struct QemuVm {
+    id: String,
+    run_dir: PathBuf,
+    pid: Option<u32>,
+    child: Mutex<Child>,
+    qmp: Mutex<Option<Qmp>>,
+    cpus: u32,
+    memory_mib: u64,
+    accel: Accel,
+    memory_file: Option<PathBuf>,
+    /// Its memory file went into a snapshot: it must not run again.
+    handed_over: AtomicBool,
+}
+
+impl QemuVm {
+    async fn execute(&self, command: &str, arguments: Value) -> Result<Value, RuntimeError> {
+        let mut qmp = self.qmp.lock().await;
+        let qmp = qmp.as_mut().ok_or_else(|| RuntimeError::Vmm {
+            backend: BACKEND,
+            op: command.to_owned(),
+            message: "the VM is shut down".into(),
+        })?;
+        qmp.execute(command, arguments).await
+    }
+
+    async fn status(&self) -> Result<String, RuntimeError> {
+        let status = self.execute("query-status", json!({})).await?;
+        Ok(status
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned())
+    }
+}
+
+#[async_trait]
+impl Vm for QemuVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn agent_endpoint(&self) -> AgentEndpoint {
+        AgentEndpoint::Serial(self.run_dir.join("agent.sock"))
+    }
+
+    async fn info(&self) -> Result<VmInfo, RuntimeError> {
+        let state = match self.qmp.lock().await.is_some() {
+            false => VmState::Shutdown,
+            true => match self.status().await?.as_str() {
+                "running" => VmState::Running,
+                "prelaunch" | "inmigrate" => VmState::Created,
+                "shutdown" => VmState::Shutdown,
+                _ => VmState::Paused,
+            },
+        };
+        Ok(VmInfo {
+            state,
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            pid: self.pid,
+        })
+    }
+
+    async fn pause(&self) -> Result<(), RuntimeError> {
+        self.execute("stop", json!({})).await.map(drop)
+    }
+
+    async fn resume(&self) -> Result<(), RuntimeError> {
+        if self.handed_over.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "cont".into(),
+                message: "its memory file belongs to a snapshot now; restore a clone instead"
+                    .into(),
+            });
+        }
+        self.execute("cont", json!({})).await.map(drop)
+    }
+
+    async fn snapshot(&self, dir: &Path) -> Result<BTreeMap<String, PathBuf>, RuntimeError> {
+        let status = self.status().await?;
+        if status == "running" {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "snapshot".into(),
+                message: "the VM is running; pause it first".into(),
+            });
+        }
+        let memory = self
+            .memory_file
+            .clone()
+            .ok_or_else(|| RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: "snapshot a VM booted without a memory file".into(),
+            })?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(io("create", dir))?;
+        let state = dir.join("state");
+        self.execute("migrate-set-capabilities", ignore_shared())
+            .await?;
+        self.execute(
+            "migrate",
+            json!({ "uri": format!("exec:cat > {}", shell_quote(&state)?) }),
+        )
+        .await?;
+        {
+            let mut qmp = self.qmp.lock().await;
+            let qmp = qmp.as_mut().expect("checked by the commands above");
+            wait_migration(qmp, "migrate").await?;
+        }
+        self.handed_over.store(true, Ordering::SeqCst);
+        let meta = Meta {
+            orgo_qemu_snapshot: META_VERSION,
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            accel: self.accel.to_string(),
+        };
+        let meta_path = dir.join("meta.json");
+        tokio::fs::write(
+            &meta_path,
+            serde_json::to_vec(&meta).expect("meta serializes"),
+        )
+        .await
+        .map_err(io("write", &meta_path))?;
+        Ok(BTreeMap::from([
+            ("memory".to_owned(), memory),
+            ("state".to_owned(), state),
+            ("meta".to_owned(), meta_path),
+        ]))
+    }
+
+    async fn shutdown(&self) -> Result<(), RuntimeError> {
+        if let Some(mut qmp) = self.qmp.lock().await.take() {
+            let _ = qmp.execute("quit", json!({})).await; // QEMU may close first
+        }
+        let mut child = self.child.lock().await;
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let _ = child.kill().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a restore must match, written beside the device state.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    orgo_qemu_snapshot: u32,
+    memory_mib: u64,
+    cpus: u32,
+    accel: String,
+}
+
+impl Meta {
+    async fn read(path: &Path) -> Result<Self, RuntimeError> {
+        let len = tokio::fs::metadata(path)
+            .await
+            .map_err(io("read", path))?
+            .len();
+        let invalid = |message: String| RuntimeError::Vmm {
+            backend: BACKEND,
+            op: "restore".into(),
+            message: format!("`{}`: {message}", path.display()),
+        };
+        if len > MAX_META_BYTES {
+            return Err(invalid(format!("{len} bytes is over {MAX_META_BYTES}")));
+        }
+        let bytes = tokio::fs::read(path).await.map_err(io("read", path))?;
+        let meta: Meta =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a snapshot: {e}")))?;
+        if meta.orgo_qemu_snapshot != META_VERSION {
+            return Err(invalid(format!(
+                "format version `{}`; this orgo reads `{META_VERSION}`",
+                meta.orgo_qemu_snapshot
+            )));
+        }
+        Ok(meta)
+    }
+}
+
+fn ignore_shared() -> Value {
+    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
+async fn wait_migration(qmp: &mut Qmp, op: &str) -> Result<(), RuntimeError> {
+    let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
+    loop {
+        let info = qmp.execute("query-migrate", json!({})).await?;
+        match info.get("status").and_then(Value::as_str) {
+            Some("completed") => return Ok(()),
+            Some(status @ ("failed" | "cancelled")) => {
+                let why = info
+                    .get("error-desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                return Err(RuntimeError::Vmm {
+                    backend: BACKEND,
+                    op: op.to_owned(),
+                    message: format!("migration {status}: {why}"),
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(RuntimeError::Timeout {
+                    what: format!("`{op}` to complete"),
+                    seconds: MIGRATION_TIMEOUT.as_secs(),
+                });
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+/// The arguments shared by a boot and a restore: the machine, its devices
+/// and the host sockets. A restore must present exactly the devices the
+/// snapshot was taken with.
+fn machine_args(
+    accel: Accel,
+    cpus: u32,
+    memory_mib: u64,
+    memory: Option<(&Path, bool)>,
+    disk: &Disk,
+    network: &Network,
+    run_dir: &Path,
+) -> Result<Vec<OsString>, RuntimeError> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    let mut machine = format!("pc,accel={accel}");
+    if memory.is_some() {
+        machine.push_str(",memory-backend=mem0");
+    }
+    push(&["-machine", &machine]);
+    push(&["-m", &format!("{memory_mib}M"), "-smp", &cpus.to_string()]);
+    if let Some((path, shared)) = memory {
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-file,id=mem0,size={memory_mib}M,mem-path={},share={}",
+                option_value(path)?,
+                if shared { "on" } else { "off" }
+            ),
+        ]);
+    }
+    let format = match disk.format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    push(&[
+        "-drive",
+        &format!(
+            "file={},format={format},if=virtio,id=disk0,readonly={}",
+            option_value(&disk.path)?,
+            if disk.read_only { "on" } else { "off" }
+        ),
+    ]);
+    push(&[
+        "-device",
+        "virtio-serial-pci",
+        "-chardev",
+        &format!(
+            "socket,path={},server=on,wait=off,id=agent",
+            option_value(&run_dir.join("agent.sock"))?
+        ),
+        "-device",
+        &format!(
+            "virtserialport,chardev=agent,name={}",
+            orgo_agent::SERIAL_PORT_NAME
+        ),
+        "-device",
+        "virtio-rng-pci",
+        "-serial",
+        &format!("file:{}", option_value(&run_dir.join("console.log"))?),
+        "-qmp",
+        &format!(
+            "unix:{},server=on,wait=off",
+            option_value(&run_dir.join("qmp.sock"))?
+        ),
+    ]);
+    match network {
+        Network::None => {}
+        Network::User => push(&[
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]),
+        Network::Tap { name, mac } => push(&[
+            "-netdev",
+            &format!("tap,id=net0,ifname={name},script=no,downscript=no"),
+            "-device",
+            &format!("virtio-net-pci,netdev=net0,mac={mac}"),
+        ]),
+    }
+    Ok(args)
+}
+
+/// The command line of a boot (pure).
+fn boot_args(config: &VmConfig, accel: Accel) -> Result<Vec<OsString>, RuntimeError> {
+    let mut args = machine_args(
+        accel,
+        config.cpus,
+        config.memory_mib,
+        config.memory_file.as_deref().map(|p| (p, true)),
+        &config.disk,
+        &config.network,
+        &config.run_dir,
+    )?;
+    args.push("-kernel".into());
+    args.push(config.kernel.clone().into());
+    if let Some(initrd) = &config.initrd {
+        args.push("-initrd".into());
+        args.push(initrd.clone().into());
+    }
+    args.push("-append".into());
+    args.push(config.cmdline.clone().into());
+    Ok(args)
+}
+
+/// The command line of a restore (pure): the snapshot's machine, its
+/// memory file mapped privately, and an incoming migration to come.
+fn restore_args(
+    config: &RestoreConfig,
+    meta: &Meta,
+    memory: &Path,
+    accel: Accel,
+) -> Result<Vec<OsString>, RuntimeError> {
+    let mut args = machine_args(
+        accel,
+        meta.cpus,
+        meta.memory_mib,
+        Some((memory, false)),
+        &config.disk,
+        &config.network,
+        &config.run_dir,
+    )?;
+    args.push("-incoming".into());
+    args.push("defer".into());
+    Ok(args)
+}
+
+/// A path as a QEMU option value: a `,` would start a new option.
+fn option_value(path: &Path) -> Result<String, RuntimeError> {
+    let text = path.to_str().ok_or_else(|| unsupported_path(path))?;
+    if text.contains(',') {
+        return Err(unsupported_path(path));
+    }
+    Ok(text.to_owned())
+}
+
+/// A path quoted for the `sh -c` of QEMU's `exec:` migration URI.
+fn shell_quote(path: &Path) -> Result<String, RuntimeError> {
+    let text = path.to_str().ok_or_else(|| unsupported_path(path))?;
+    if text.contains('\'') {
+        return Err(unsupported_path(path));
+    }
+    Ok(format!("'{text}'"))
+}
+
+fn unsupported_path(path: &Path) -> RuntimeError {
+    RuntimeError::Unsupported {
+        backend: BACKEND,
+        what: format!(
+            "use the path `{}` (non-UTF-8, or holding `,` or `'`)",
+            path.display()
+        ),
+    }
+}
+
+fn io(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.as_ref().to_owned();
+    move |source| RuntimeError::Io { op, path, source }
+}
+
+/// Adds QEMU's own last words (its stderr log) to an error.
+fn with_log(error: RuntimeError, run_dir: &Path) -> RuntimeError {
+    let log = std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default();
+    let log = log.trim();
+    if log.is_empty() {
+        return error;
+    }
+    RuntimeError::Vmm {
+        backend: BACKEND,
+        op: "start".into(),
+        message: format!("{error}; QEMU said: {}", log.lines().last().unwrap_or(log)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> VmConfig {
+        VmConfig {
+            id: "vm1".into(),
+            cpus: 2,
+            memory_mib: 512,
+            kernel: "/img/vmlinuz".into(),
+            initrd: Some("/img/initrd".into()),
+            cmdline: "console=ttyS0".into(),
+            disk: Disk {
+                path: "/run/vm1/disk.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+            memory_file: Some("/run/vm1/memory".into()),
+            network: Network::User,
+            run_dir: "/run/vm1".into(),
+        }
+    }
+
+    fn text(args: &[OsString]) -> String {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_golden_boot_shares_its_memory_file() {
+        let args = text(&boot_args(&config(), Accel::Tcg).expect("valid"));
+        assert!(
+            args.contains("-machine pc,accel=tcg,memory-backend=mem0"),
+            "{args}"
+        );
+        assert!(
+            args.contains(
+                "memory-backend-file,id=mem0,size=512M,mem-path=/run/vm1/memory,share=on"
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("file=/run/vm1/disk.qcow2,format=qcow2,if=virtio"),
+            "{args}"
+        );
+        assert!(args.contains("-kernel /img/vmlinuz -initrd /img/initrd -append console=ttyS0"));
+        assert!(args.contains("socket,path=/run/vm1/agent.sock,server=on,wait=off,id=agent"));
+        assert!(args.contains("-netdev user,id=net0"));
+    }
+
+    #[test]
+    fn a_restore_maps_the_memory_privately_and_waits_for_its_state() {
+        let restore = RestoreConfig {
+            id: "vm2".into(),
+            snapshot: BTreeMap::new(),
+            disk: Disk {
+                path: "/run/vm2/disk.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+            cpus: 2,
+            memory_mib: 512,
+            network: Network::None,
+            run_dir: "/run/vm2".into(),
+        };
+        let meta = Meta {
+            orgo_qemu_snapshot: META_VERSION,
+            memory_mib: 512,
+            cpus: 2,
+            accel: "tcg".into(),
+        };
+        let args = text(
+            &restore_args(&restore, &meta, Path::new("/store/mem"), Accel::Tcg).expect("valid"),
+        );
+        assert!(args.contains("mem-path=/store/mem,share=off"), "{args}");
+        assert!(args.ends_with("-incoming defer"), "{args}");
+        assert!(
+            !args.contains("-kernel"),
+            "the kernel is in the restored memory"
+        );
+        assert!(!args.contains("-netdev"));
+    }
+
+    #[test]
+    fn paths_that_would_break_the_command_line_are_refused() {
+        let mut bad = config();
+        bad.disk.path = "/run/a,b/disk".into();
+        assert!(matches!(
+            boot_args(&bad, Accel::Tcg),
+            Err(RuntimeError::Unsupported { .. })
+        ));
+        assert!(shell_quote(Path::new("/tmp/it's")).is_err());
+        assert_eq!(shell_quote(Path::new("/tmp/x")).expect("plain"), "'/tmp/x'");
+    }
+}
