@@ -236,14 +236,34 @@ pub(crate) fn create_terminals(
     Ok(())
 }
 
-/// A fresh machine-id: 128 random bits, as 32 lower-case hex digits.
+/// 128 bits as a machine-id: a version-4 UUID (as systemd makes them), in
+/// 32 lower-case hex digits.
+fn format_machine_id(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh machine-id: 128 random bits. Only for a first boot: a restored
+/// clone's random state is its siblings' (see [`reset_identity`]).
 fn new_machine_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    // Make it a valid version-4 UUID, as systemd does.
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format_machine_id(bytes))
+}
+
+/// A clone's machine-id, from the entropy the host sent it: the first 128
+/// bits of SHA-256 over a label and the bytes. The host sends each clone
+/// its own random bytes, so clones differ; the same bytes give the same id.
+pub(crate) fn machine_id_from_entropy(entropy: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"orgo machine-id\0")
+        .chain_update(entropy)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    format_machine_id(bytes)
 }
 
 /// Writes a machine-id at first boot if the image has none.
@@ -258,13 +278,18 @@ pub fn ensure_machine_id(root: &Path) {
 }
 
 /// [`crate::Op::ResetIdentity`]: mix the host's entropy into the pool, set
-/// the clock, then a new machine-id (drawn after the reseed) and hostname.
+/// the clock, then a new machine-id and hostname.
 ///
-/// The bytes are written to `/dev/urandom`, which mixes them into the input
-/// pool without crediting entropy (crediting needs the `RNDADDENTROPY`
-/// ioctl, which is `unsafe` to call and this crate forbids `unsafe`). The
-/// clone's streams diverge from its siblings' at once all the same: the
-/// bytes differ per clone, and so does everything derived after them.
+/// The machine-id is derived from the host's bytes (see
+/// [`machine_id_from_entropy`]), not drawn from `/dev/urandom`: clones
+/// restored from one snapshot share the kernel's random state, and nothing
+/// here reseeds it. The bytes are also written to `/dev/urandom`, which on
+/// Linux 6.1 only mixes them into the input pool: it neither credits entropy
+/// nor reseeds the CRNG, whose output stays the same in every clone until
+/// its next scheduled reseed (up to a minute). Forcing a reseed takes the
+/// `RNDRESEEDCRNG` ioctl (`unsafe` to call; this crate forbids `unsafe`) or,
+/// the proper way, a vmgenid device on restore, whose new generation id the
+/// kernel answers by reseeding at once; the runtime is to add that device.
 pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<(), OpError> {
     if identity.entropy.0.len() < 32 {
         return Err(OpError::new(
@@ -302,7 +327,7 @@ pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<
                 .map_err(|e| OpError::io("cannot set the hostname", &e.into()))?;
         }
     }
-    let id = new_machine_id().map_err(|e| OpError::io("cannot read `/dev/urandom`", &e))?;
+    let id = machine_id_from_entropy(&identity.entropy.0);
     let policy = &agent.config().policy;
     write_file(
         agent.root(),

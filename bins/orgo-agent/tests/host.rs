@@ -921,26 +921,37 @@ fn env_is_written_for_login_shells_and_used_by_later_processes() {
 }
 
 #[test]
-fn identity_reset_writes_a_new_machine_id() {
+fn identity_reset_derives_the_machine_id_from_the_hosts_entropy() {
     let mut host = Host::start();
-    let identity = |bytes: usize| Identity {
-        entropy: Bytes(vec![7; bytes]),
+    let identity = |fill: u8, bytes: usize| Identity {
+        entropy: Bytes(vec![fill; bytes]),
         unix_secs: 1_800_000_000,
         unix_nanos: 0,
         hostname: Some("clone-1".into()),
     };
-    assert_eq!(host.call(Op::ResetIdentity(identity(64))), Reply::Done);
-    let first = std::fs::read_to_string(host.root.join("etc/machine-id")).unwrap();
-    assert_eq!(first.trim().len(), 32);
-    assert_eq!(host.call(Op::ResetIdentity(identity(64))), Reply::Done);
-    let second = std::fs::read_to_string(host.root.join("etc/machine-id")).unwrap();
-    assert_ne!(first, second);
+    let mut machine_id_after = |identity: Identity| {
+        assert_eq!(host.call(Op::ResetIdentity(identity)), Reply::Done);
+        std::fs::read_to_string(host.root.join("etc/machine-id")).unwrap()
+    };
+    let first = machine_id_after(identity(7, 64));
+    let id = first.strip_suffix('\n').unwrap();
+    assert_eq!(id.len(), 32, "{first:?}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{first:?}"
+    );
+    // Two clones given different bytes get different ids, whatever their
+    // (shared, restored) random state; the same bytes give the same id.
+    let other = machine_id_after(identity(8, 64));
+    assert_ne!(first, other);
+    assert_eq!(machine_id_after(identity(7, 64)), first);
     assert_eq!(
         std::fs::read_to_string(host.root.join("etc/hostname")).unwrap(),
         "clone-1\n"
     );
     assert_eq!(
-        host.error_of(Op::ResetIdentity(identity(8))),
+        host.error_of(Op::ResetIdentity(identity(7, 8))),
         ErrorCode::BadRequest
     );
 }
