@@ -496,6 +496,50 @@ fn files_are_written_atomically_and_read_back() {
 }
 
 #[test]
+fn concurrent_writes_to_one_path_leave_exactly_one_of_them() {
+    let mut host = Host::start();
+    let contents: Vec<Vec<u8>> = (0..12u8).map(|i| vec![b'a' + i; 256 * 1024]).collect();
+    for round in 0..4 {
+        let ids: Vec<u64> = contents
+            .iter()
+            .map(|content| {
+                host.send(Op::WriteFile {
+                    path: "/srv/shared.bin".into(),
+                    content: Bytes(content.clone()),
+                    mode: None,
+                    owner: None,
+                    group: None,
+                })
+            })
+            .collect();
+        let mut replies = BTreeMap::new();
+        while replies.len() < ids.len() {
+            match host.recv() {
+                AgentMessage::Response { id, reply } => {
+                    replies.insert(id, reply);
+                }
+                AgentMessage::Event { event } => host.events.push(event),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for id in &ids {
+            assert_eq!(replies[id], Reply::Done, "round {round}, request {id}");
+        }
+        let on_disk = std::fs::read(host.root.join("srv/shared.bin")).unwrap();
+        assert!(
+            contents.contains(&on_disk),
+            "round {round}: the file is none of the writes ({} bytes)",
+            on_disk.len()
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(host.root.join("srv"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "temporary files left: {names:?}");
+}
+
+#[test]
 fn files_outside_the_policy_are_refused() {
     let mut host = Host::start();
     for path in [
