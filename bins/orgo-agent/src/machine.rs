@@ -135,6 +135,21 @@ fn run_quiet(agent: &Arc<Agent>, args: Vec<String>) -> Result<(), String> {
 }
 
 fn run_as(agent: &Arc<Agent>, args: Vec<String>, user: Option<&str>) -> Result<(), String> {
+    run_as_within(agent, args, user, Duration::from_secs(60))
+}
+
+/// How much of a failed command's stderr is kept for its error.
+const STDERR_BYTES: u64 = 64 * 1024;
+
+/// Runs a command as `user` (root if none), killing its process group after
+/// `timeout`; an error unless it exits 0. Its stderr is read on another
+/// thread, so the timeout holds even while a process keeps stderr open.
+fn run_as_within(
+    agent: &Arc<Agent>,
+    args: Vec<String>,
+    user: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
     let mut prepared = prepare(agent, &Command::Argv(args), &BTreeMap::new(), None, user)
         .map_err(|e| e.message)?;
     let cmd = &mut prepared.command;
@@ -142,16 +157,24 @@ fn run_as(agent: &Arc<Agent>, args: Vec<String>, user: Option<&str>) -> Result<(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let (mut child, waiter) = agent.spawner().start(cmd).map_err(|e| e.to_string())?;
-    let mut err = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut err);
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    if let Some(pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = pipe.take(STDERR_BYTES).read_to_string(&mut err);
+            let _ = err_tx.send(err);
+        });
     }
-    let (status, timed_out) = waiter.wait_or_kill(Some(Duration::from_secs(60)));
+    let (status, timed_out) = waiter.wait_or_kill(Some(timeout));
     if status.success() {
         Ok(())
     } else if timed_out {
         Err("timed out".to_string())
     } else {
+        // A background process may hold stderr open: wait for it a little.
+        let err = err_rx
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default();
         Err(format!("{status}: {}", err.trim()))
     }
 }
@@ -390,11 +413,43 @@ pub fn serve_serial(server: &Server, device: &Path) -> std::io::Result<()> {
 /// Serves the host on vsock port [`VSOCK_PORT`], a thread per connection, forever.
 pub fn serve_vsock(server: Arc<Server>) -> std::io::Result<()> {
     let listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, VSOCK_PORT)?;
+    accept_loop(
+        || listener.accept().map(|(stream, _)| Some(stream)),
+        |stream| {
+            let writer = match stream.try_clone() {
+                Ok(writer) => writer,
+                Err(e) => return log(&format!("cannot clone a vsock connection: {e}")),
+            };
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || server.serve(stream, Box::new(writer), true));
+        },
+    );
+    Ok(())
+}
+
+/// Hands each accepted connection to `handle` until `accept` gives `None`.
+/// A failed accept (a connection reset before it was taken, no memory, too
+/// many files) is logged and retried after a pause that grows while it
+/// keeps failing: it never ends the serving.
+pub(crate) fn accept_loop<S>(
+    mut accept: impl FnMut() -> std::io::Result<Option<S>>,
+    mut handle: impl FnMut(S),
+) {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    let mut pause = FIRST_PAUSE;
     loop {
-        let (stream, _) = listener.accept()?;
-        let writer = stream.try_clone()?;
-        let server = Arc::clone(&server);
-        std::thread::spawn(move || server.serve(stream, Box::new(writer), true));
+        match accept() {
+            Ok(Some(stream)) => {
+                pause = FIRST_PAUSE;
+                handle(stream);
+            }
+            Ok(None) => return,
+            Err(e) => {
+                log(&format!("cannot accept a connection: {e}"));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 
@@ -428,5 +483,61 @@ pub fn run_init() -> ! {
     log("no virtio-serial port; serving on vsock only");
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(name: &str) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("orgo-machine-{name}-{}", std::process::id()));
+        fs::create_dir_all(root.join("etc")).expect("a scratch root");
+        fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+            .expect("a passwd file");
+        root
+    }
+
+    #[test]
+    fn run_as_times_out_while_stderr_stays_open() {
+        let root = sandbox("run-as");
+        let (agent, _messages) = Agent::new(crate::AgentConfig::sandbox(&root));
+        // `sleep` holds stderr open for as long as it runs.
+        let result = run_as_within(
+            &agent,
+            argv(&["sleep", "30"]),
+            None,
+            Duration::from_millis(200),
+        );
+        assert_eq!(result, Err("timed out".to_string()));
+        let failed = run_as_within(
+            &agent,
+            argv(&["sh", "-c", "echo oops >&2; exit 3"]),
+            None,
+            Duration::from_secs(30),
+        );
+        let message = failed.expect_err("exit 3 is a failure");
+        assert!(message.contains("oops"), "{message}");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_failed_accept_does_not_end_the_serving() {
+        let mut attempts = 0;
+        let mut served = Vec::new();
+        accept_loop(
+            || {
+                attempts += 1;
+                match attempts {
+                    1 | 2 => Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted)),
+                    3 => Ok(Some("first")),
+                    4 => Err(std::io::Error::other("too many open files")),
+                    5 => Ok(Some("second")),
+                    _ => Ok(None),
+                }
+            },
+            |stream| served.push(stream),
+        );
+        assert_eq!(served, ["first", "second"]);
     }
 }
