@@ -764,6 +764,121 @@ fn stop_sends_the_stop_signal_and_logs_go_to_the_log_file() {
     );
 }
 
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+fn pids_in(file: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn kill_all(pids: &[u32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn concurrent_starts_of_one_service_leave_no_process_after_stop() {
+    let mut host = Host::start();
+    let pids = host.root.join("dup.pids");
+    let run = format!("echo $$ >> {}; exec sleep 300", pids.display());
+    let ids: Vec<u64> = (0..8)
+        .map(|_| {
+            host.send(Op::StartService(service(
+                "dup",
+                &run,
+                RestartPolicy::Always,
+            )))
+        })
+        .collect();
+    let mut replies = BTreeMap::new();
+    while replies.len() < ids.len() {
+        match host.recv() {
+            AgentMessage::Response { id, reply } => {
+                replies.insert(id, reply);
+            }
+            AgentMessage::Event { event } => host.events.push(event),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(replies.values().all(|r| *r == Reply::Done), "{replies:?}");
+    // One of them is registered and running.
+    wait_until("the service runs", || !pids_in(&pids).is_empty());
+    assert_eq!(
+        host.call(Op::StopService { name: "dup".into() }),
+        Reply::Done
+    );
+    let stopped = std::time::Instant::now();
+    let deadline = stopped + PATIENCE;
+    let survivors = loop {
+        let survivors: Vec<u32> = pids_in(&pids).into_iter().filter(|p| alive(*p)).collect();
+        if survivors.is_empty() || std::time::Instant::now() > deadline {
+            break survivors;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    kill_all(&survivors);
+    assert!(
+        survivors.is_empty(),
+        "processes of `dup` left: {survivors:?}"
+    );
+    assert_eq!(
+        host.error_of(Op::StopService { name: "dup".into() }),
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn stop_kills_what_the_service_started_too() {
+    let mut host = Host::start();
+    let pids = host.root.join("child.pid");
+    // A child that ignores TERM, in the service's process group.
+    let run = format!(
+        "(trap '' TERM; exec sleep 300) & echo $! > {}; exec sleep 300",
+        pids.display()
+    );
+    host.call(Op::StartService(service(
+        "parent",
+        &run,
+        RestartPolicy::Always,
+    )));
+    wait_until("the child started", || !pids_in(&pids).is_empty());
+    let child = pids_in(&pids)[0];
+    assert!(alive(child));
+    assert_eq!(
+        host.call(Op::StopService {
+            name: "parent".into()
+        }),
+        Reply::Done
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while alive(child) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = alive(child);
+    kill_all(&[child]);
+    assert!(!survived, "the service's child `{child}` survived the stop");
+}
+
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !f() {
