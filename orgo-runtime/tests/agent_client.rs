@@ -29,8 +29,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn sandbox_server(root: &PathBuf) -> Server {
-    let (agent, messages) = Agent::new(AgentConfig::sandbox(root));
-    Server::new(agent, messages)
+    Server::new(Agent::new(AgentConfig::sandbox(root)))
 }
 
 #[test]

@@ -400,13 +400,44 @@ pub fn find_serial_port() -> Option<std::path::PathBuf> {
 
 /// Serves the host on the virtio-serial port, forever. A read of 0 bytes
 /// means no host is connected: wait a little and read again.
+///
+/// Each host is a connection of its own, but all write to the one port: a
+/// write waits while no host is connected, and the old connection's writer
+/// may still be in a write when the next host comes. [`PortWriter`] keeps
+/// each frame whole on the port.
 pub fn serve_serial(server: &Server, device: &Path) -> std::io::Result<()> {
     let port = fs::OpenOptions::new().read(true).write(true).open(device)?;
+    let writer = PortWriter(Arc::new(std::sync::Mutex::new(port.try_clone()?)));
     let mut announce = true;
     loop {
-        server.serve(&port, Box::new(port.try_clone()?), announce);
+        server.serve(&port, Box::new(writer.clone()), announce);
         announce = false;
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The serial port, shared by the writers of successive connections: one
+/// frame (a `write_all`) at a time, so frames never interleave.
+#[derive(Clone)]
+struct PortWriter(Arc<std::sync::Mutex<fs::File>>);
+
+impl PortWriter {
+    fn port(&self) -> std::sync::MutexGuard<'_, fs::File> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Write for PortWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.port().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.port().write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.port().flush()
     }
 }
 
@@ -457,13 +488,13 @@ pub(crate) fn accept_loop<S>(
 /// channel present. Never returns.
 pub fn run_init() -> ! {
     mount_filesystems();
-    let (agent, messages) = Agent::new(crate::AgentConfig::guest());
+    let agent = Agent::new(crate::AgentConfig::guest());
     ensure_machine_id(Path::new("/"));
     if let Ok(name) = fs::read_to_string("/etc/hostname") {
         let _ = rustix::system::sethostname(name.trim().as_bytes());
     }
     setup_network(&agent);
-    let server = Arc::new(Server::new(Arc::clone(&agent), messages));
+    let server = Arc::new(Server::new(Arc::clone(&agent)));
     let vsock_server = Arc::clone(&server);
     std::thread::spawn(move || {
         if let Err(e) = serve_vsock(vsock_server) {
@@ -501,7 +532,7 @@ mod tests {
     #[test]
     fn run_as_times_out_while_stderr_stays_open() {
         let root = sandbox("run-as");
-        let (agent, _messages) = Agent::new(crate::AgentConfig::sandbox(&root));
+        let agent = Agent::new(crate::AgentConfig::sandbox(&root));
         // `sleep` holds stderr open for as long as it runs.
         let result = run_as_within(
             &agent,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orgo_agent::{
@@ -27,28 +28,45 @@ struct Host {
     next: u64,
     events: Vec<Event>,
     root: PathBuf,
+    /// Whether dropping this host removes `root` (other hosts may share it).
+    owns_root: bool,
+}
+
+/// A scratch root for an agent in a sandbox, with users and groups.
+fn scratch_root() -> PathBuf {
+    let root = std::env::temp_dir().join(format!(
+        "orgo-agent-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    root
 }
 
 impl Host {
+    /// A new agent in a sandbox, and a host connected to it.
     fn start() -> Host {
-        let root = std::env::temp_dir().join(format!(
-            "orgo-agent-test-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        let root = scratch_root();
+        let server = Arc::new(Server::new(Agent::new(AgentConfig::sandbox(&root))));
+        let mut host = Host::connect(&server, &root);
+        host.owns_root = true;
+        host
+    }
+
+    /// A new host connection to `server` (served on a thread of its own),
+    /// once the agent has announced itself on it.
+    fn connect(server: &Arc<Server>, root: &std::path::Path) -> Host {
         let (host, guest) = UnixStream::pair().unwrap();
-        let (agent, messages) = Agent::new(AgentConfig::sandbox(&root));
-        let server = Server::new(agent, messages);
+        let server = Arc::clone(server);
         std::thread::spawn(move || {
             let writer = guest.try_clone().unwrap();
             server.serve(guest, Box::new(writer), true);
@@ -60,7 +78,8 @@ impl Host {
             frames,
             next: 1,
             events: Vec::new(),
-            root,
+            root: root.to_path_buf(),
+            owns_root: false,
         };
         match h.recv() {
             AgentMessage::Event {
@@ -151,7 +170,9 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        if self.owns_root {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 
@@ -384,6 +405,67 @@ fn frame_reader_reports_truncation_and_end_of_stream() {
     assert!(reader.read::<Request>().unwrap().is_none());
 }
 
+#[test]
+fn a_reply_goes_only_to_the_connection_that_asked() {
+    let root = scratch_root();
+    let server = Arc::new(Server::new(Agent::new(AgentConfig::sandbox(&root))));
+    let (go, finished) = (root.join("go"), root.join("a-finished"));
+    let mut a = Host::connect(&server, &root);
+    let asked = a.send(Op::Exec(Exec::shell(format!(
+        "while [ ! -e {go} ]; do sleep 0.02; done; echo for-a; touch {finished}",
+        go = go.display(),
+        finished = finished.display()
+    ))));
+    // A goes away before its reply is ready; B connects.
+    a.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(a);
+    let mut b = Host::connect(&server, &root);
+    b.next = 100;
+    std::fs::write(&go, "").unwrap();
+    wait_until("A's command has run", || finished.exists());
+    // By the time this ends, A's reply has long been made: were it sent to
+    // B, it would come first.
+    let id = b.send(Op::Exec(Exec::shell("sleep 0.5; echo for-b")));
+    loop {
+        match b.recv() {
+            AgentMessage::Response { id: got, reply } if got == id => {
+                assert!(matches!(reply, Reply::Exit { .. }), "{reply:?}");
+                break;
+            }
+            AgentMessage::Output { id: got, data, .. } if got == id => {
+                assert_eq!(data.0, b"for-b\n");
+            }
+            AgentMessage::Event { .. } => {}
+            other => panic!("B got a message of A's request `{asked}`: {other:?}"),
+        }
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_stalled_connection_does_not_hold_up_another() {
+    let root = scratch_root();
+    let server = Arc::new(Server::new(Agent::new(AgentConfig::sandbox(&root))));
+    let wrote = root.join("wrote");
+    // A asks for megabytes of output and never reads: its channel fills and
+    // the agent's write to it blocks.
+    let mut a = Host::connect(&server, &root);
+    a.send(Op::Exec(Exec::shell(format!(
+        "head -c 6000000 /dev/zero; touch {}",
+        wrote.display()
+    ))));
+    wait_until("A's output is made", || wrote.exists());
+    // B is served all the same.
+    let mut b = Host::connect(&server, &root);
+    assert_eq!(b.call(Op::Ping), Reply::Done);
+    let (code, out, _) = b.exec(Exec::argv(["echo", "b"]));
+    assert_eq!((code, out.as_str()), (0, "b\n"));
+    a.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 // ---- exec ----
 
 #[test]
@@ -437,6 +519,24 @@ fn exec_timeout_kills_the_whole_process_group() {
     }
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!marker.exists(), "the background child was not killed");
+}
+
+#[test]
+fn no_output_follows_the_response_of_its_request() {
+    let mut host = Host::start();
+    let late = host.root.join("late");
+    // A background process keeps the pipes open past the grace period and
+    // writes after the response.
+    let (code, out, _) = host.exec(Exec::shell(format!(
+        "(sleep 3; echo late; touch {}) & echo hi",
+        late.display()
+    )));
+    assert_eq!((code, out.as_str()), (0, "hi\n"));
+    wait_until("the background process wrote", || late.exists());
+    // Any output of the first request would come before this reply (and
+    // `reply_to` refuses messages of other requests).
+    let (code, out, _) = host.exec(Exec::shell("sleep 0.5; echo next"));
+    assert_eq!((code, out.as_str()), (0, "next\n"));
 }
 
 #[test]
