@@ -2,18 +2,20 @@
 //! virtio-serial chardev socket, or Cloud Hypervisor's hybrid vsock socket).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use orgo_agent::{
-    AgentMessage, Bytes, ErrorCode, Event, Exec, ExitStatus, FrameReader, HealthSpec, Hook,
-    Identity, Op, PROTOCOL_VERSION, ReadyInfo, Reply, Request, ServiceSpec, ServiceStatus, Stream,
-    TerminalSpec, encode,
+    AgentMessage, Bytes, ErrorCode, Event, Exec, ExitStatus, FrameReader, HEADER_BYTES, HealthSpec,
+    Hook, Identity, MAX_FILE_BYTES, MAX_FRAME_BYTES, Op, PROTOCOL_VERSION, ReadyInfo, Reply,
+    Request, ServiceSpec, ServiceStatus, Stream, TerminalSpec, encode,
 };
 
 /// A failure talking to the agent.
@@ -54,6 +56,16 @@ pub enum AgentError {
         code: ErrorCode,
         /// The agent's explanation.
         message: String,
+    },
+    /// The request is over a limit of the protocol, so it was not sent.
+    #[error("`{op}` of `{bytes}` bytes is over the {limit}-byte limit")]
+    TooLarge {
+        /// The operation.
+        op: &'static str,
+        /// Its size: the file's for `write_file`, else the frame's payload.
+        bytes: u64,
+        /// The limit: [`MAX_FILE_BYTES`] or [`MAX_FRAME_BYTES`].
+        limit: u64,
     },
     /// The agent answered with a reply of another kind.
     #[error("unexpected reply to `{op}`: {reply}")]
@@ -97,13 +109,39 @@ pub struct HookOutput {
 }
 
 /// A connected agent. Requests may be sent from several threads at once.
+/// Dropping it closes the channel.
 #[derive(Debug)]
 pub struct AgentClient {
     writer: Mutex<UnixStream>,
     pending: Pending,
     events: Mutex<Receiver<Event>>,
-    next: AtomicU64,
     ready: ReadyInfo,
+}
+
+impl Drop for AgentClient {
+    /// Shuts the socket down both ways: the reader thread sees the end of
+    /// the stream and drops its handle, so the socket closes.
+    fn drop(&mut self) {
+        let _ = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown(Shutdown::Both);
+    }
+}
+
+/// The next request id. One counter for every client of this process, from
+/// a random base: two clients never share an id, and a reply an agent still
+/// holds for another process's earlier connection is never taken for ours.
+/// Ids stay below 2^53, exact in any JSON reader.
+fn next_request_id() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let seed = std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), Instant::now()));
+        AtomicU64::new((seed >> 12) + 1)
+    })
+    .fetch_add(1, Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for Incoming {
@@ -167,12 +205,11 @@ impl AgentClient {
         std::thread::Builder::new()
             .name("agent-reader".into())
             .spawn(move || read_loop(reader, &for_reader, &events_tx))?;
+        // From here on, a failure drops the client, which closes the socket.
         let mut client = AgentClient {
             writer: Mutex::new(stream),
             pending,
             events: Mutex::new(events_rx),
-            // Ids start high so a reply meant for an earlier host is never ours.
-            next: AtomicU64::new(1 + u64::from(std::process::id()) * 1_000_000),
             ready: ReadyInfo {
                 agent_version: String::new(),
                 protocol: 0,
@@ -205,13 +242,23 @@ impl AgentClient {
         mut on_output: impl FnMut(Stream, &[u8]),
     ) -> Result<Reply, AgentError> {
         let name = op.name();
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = next_request_id();
+        let frame = encode(&Request { id, op });
+        // The agent would skip a larger frame unread, and this wait would end
+        // in a timeout.
+        let payload = (frame.len() - HEADER_BYTES) as u64;
+        if payload > u64::from(MAX_FRAME_BYTES) {
+            return Err(AgentError::TooLarge {
+                op: name,
+                bytes: payload,
+                limit: MAX_FRAME_BYTES.into(),
+            });
+        }
         let (tx, rx) = mpsc::channel();
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.as_mut().ok_or(AgentError::Closed)?.insert(id, tx);
         }
-        let frame = encode(&Request { id, op });
         let sent = self
             .writer
             .lock()
@@ -290,7 +337,8 @@ impl AgentClient {
         }
     }
 
-    /// Writes a file (mode default 0644).
+    /// Writes a file (mode default 0644). A file over [`MAX_FILE_BYTES`] is
+    /// refused at once, [`AgentError::TooLarge`], without being sent.
     pub fn write_file(
         &self,
         path: &str,
@@ -300,6 +348,14 @@ impl AgentClient {
         group: Option<&str>,
         timeout: Duration,
     ) -> Result<(), AgentError> {
+        let bytes = content.len() as u64;
+        if bytes > MAX_FILE_BYTES {
+            return Err(AgentError::TooLarge {
+                op: "write_file",
+                bytes,
+                limit: MAX_FILE_BYTES,
+            });
+        }
         self.done(
             Op::WriteFile {
                 path: path.to_string(),

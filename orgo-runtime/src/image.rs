@@ -86,6 +86,14 @@ pub enum ImageError {
     /// The kernel package is not what was expected.
     #[error("kernel package: {0}")]
     Kernel(String),
+    /// A Debian package cannot be resolved or fetched.
+    #[error("package `{package}`: {message}")]
+    Package {
+        /// The package.
+        package: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A module or its dependency is missing or unreadable.
     #[error("kernel module `{name}`: {message}")]
     Module {
@@ -172,8 +180,9 @@ impl BaseImageRecipe {
             .lines()
             .find_map(|l| l.trim().strip_prefix("Depends: "))
             .filter(|p| p.starts_with("linux-image-"))
-            .ok_or_else(|| {
-                ImageError::Kernel("`linux-image-cloud-amd64` depends on no kernel package".into())
+            .ok_or_else(|| ImageError::Package {
+                package: "linux-image-cloud-amd64".into(),
+                message: "depends on no `linux-image-` package".into(),
             })?
             .to_string();
         Ok(BaseImageRecipe {
@@ -523,10 +532,9 @@ fn candidate_version(package: &str) -> Result<String, ImageError> {
         .find_map(|l| l.trim().strip_prefix("Candidate: "))
         .filter(|v| *v != "(none)")
         .map(str::to_string)
-        .ok_or_else(|| {
-            ImageError::Kernel(format!(
-                "apt knows no candidate version of `{package}` (run `apt-get update`)"
-            ))
+        .ok_or_else(|| ImageError::Package {
+            package: package.to_string(),
+            message: "apt knows no candidate version (run `apt-get update`)".into(),
         })
 }
 
@@ -534,6 +542,11 @@ fn apt_download(package: &str, version: &str, dir: &Path) -> Result<PathBuf, Ima
     run(Command::new("apt-get")
         .args(["download", "-q", &format!("{package}={version}")])
         .current_dir(dir))?;
+    find_deb(package, dir)
+}
+
+/// The `.deb` of `package` that `apt-get download` left in `dir`.
+fn find_deb(package: &str, dir: &Path) -> Result<PathBuf, ImageError> {
     let deb = fs::read_dir(dir)
         .map_err(io_err("list", dir))?
         .flatten()
@@ -543,7 +556,10 @@ fn apt_download(package: &str, version: &str, dir: &Path) -> Result<PathBuf, Ima
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
         });
-    deb.ok_or_else(|| ImageError::Kernel(format!("`apt-get download {package}` left no .deb")))
+    deb.ok_or_else(|| ImageError::Package {
+        package: package.to_string(),
+        message: "`apt-get download` left no `.deb`".into(),
+    })
 }
 
 fn unpack_deb(deb: &Path, into: &Path) -> Result<(), ImageError> {
@@ -600,4 +616,43 @@ pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_deb_names_its_package() {
+        let dir = std::env::temp_dir().join(format!("orgo-find-deb-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("a scratch directory");
+        fs::write(
+            dir.join("linux-image-6.1.0-1-cloud-amd64_6.1.1_amd64.deb"),
+            "",
+        )
+        .expect("a stand-in kernel .deb");
+        let found = find_deb("linux-image-6.1.0-1-cloud-amd64", &dir);
+        let missing = find_deb("busybox-static", &dir);
+        let _ = fs::remove_dir_all(&dir);
+        assert!(found.is_ok(), "{found:?}");
+        match missing {
+            Err(ImageError::Package { package, message }) => {
+                assert_eq!(package, "busybox-static");
+                assert!(message.contains(".deb"), "{message}");
+            }
+            other => panic!("expected a package error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_package_has_no_candidate_and_is_named() {
+        match candidate_version("orgo-no-such-package") {
+            Err(ImageError::Package { package, .. }) => {
+                assert_eq!(package, "orgo-no-such-package");
+            }
+            // No apt on this host: nothing to check.
+            Err(ImageError::Spawn { .. }) => eprintln!("skipped: no `apt-cache`"),
+            other => panic!("expected a package error, got {other:?}"),
+        }
+    }
 }

@@ -29,8 +29,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn sandbox_server(root: &PathBuf) -> Server {
-    let (agent, messages) = Agent::new(AgentConfig::sandbox(root));
-    Server::new(agent, messages)
+    Server::new(Agent::new(AgentConfig::sandbox(root)))
 }
 
 #[test]
@@ -106,4 +105,125 @@ fn a_new_host_finds_its_footing_after_a_previous_hosts_half_frame() {
         client.request(Op::Ping, T),
         Err(AgentError::Closed | AgentError::Io(_))
     ));
+}
+
+/// A fake agent on `end`: answers [`Op::Hello`] with `hello`, nothing else;
+/// tells the id and name of every request it reads.
+fn fake_agent(end: UnixStream, hello: Reply) -> std::sync::mpsc::Receiver<(u64, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut w = end.try_clone().unwrap();
+        let mut frames = FrameReader::new(end);
+        while let Ok(Some(request)) = frames.read::<Request>() {
+            let _ = tx.send((request.id, request.op.name().to_string()));
+            if matches!(request.op, Op::Hello { .. }) {
+                let reply = AgentMessage::Response {
+                    id: request.id,
+                    reply: hello.clone(),
+                };
+                write_frame(&mut w, &reply).unwrap();
+            }
+        }
+    });
+    rx
+}
+
+fn ready() -> Reply {
+    Reply::Ready(ReadyInfo {
+        agent_version: "fake".into(),
+        protocol: PROTOCOL_VERSION,
+        uptime_ms: None,
+        pid1: false,
+    })
+}
+
+/// Whether the peer of `end` has closed: a read gives the end of the stream
+/// (a peer still open would leave the read to time out).
+fn peer_closed(end: &mut UnixStream) -> bool {
+    end.set_read_timeout(Some(T)).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(end.read(&mut byte), Ok(0))
+}
+
+#[test]
+fn two_clients_in_one_process_use_different_request_ids() {
+    let (host_a, agent_a) = UnixStream::pair().unwrap();
+    let (host_b, agent_b) = UnixStream::pair().unwrap();
+    let (seen_a, seen_b) = (fake_agent(agent_a, ready()), fake_agent(agent_b, ready()));
+    let _a = AgentClient::handshake(host_a, T).unwrap();
+    let _b = AgentClient::handshake(host_b, T).unwrap();
+    let (hello_a, hello_b) = (
+        seen_a.recv_timeout(T).unwrap(),
+        seen_b.recv_timeout(T).unwrap(),
+    );
+    assert_eq!((hello_a.1.as_str(), hello_b.1.as_str()), ("hello", "hello"));
+    assert_ne!(
+        hello_a.0, hello_b.0,
+        "both clients sent request id `{}`",
+        hello_a.0
+    );
+}
+
+#[test]
+fn a_dropped_client_closes_its_socket() {
+    let (host, agent_end) = UnixStream::pair().unwrap();
+    let mut probe = agent_end.try_clone().unwrap();
+    let _seen = fake_agent(agent_end, ready());
+    let client = AgentClient::handshake(host, T).unwrap();
+    drop(client);
+    assert!(peer_closed(&mut probe), "the socket is still open");
+}
+
+#[test]
+fn a_failed_handshake_closes_its_socket() {
+    let (host, agent_end) = UnixStream::pair().unwrap();
+    let mut probe = agent_end.try_clone().unwrap();
+    let _seen = fake_agent(
+        agent_end,
+        Reply::Error {
+            code: ErrorCode::UnsupportedVersion,
+            message: "no".into(),
+        },
+    );
+    match AgentClient::handshake(host, T) {
+        Err(AgentError::Guest { code, .. }) => assert_eq!(code, ErrorCode::UnsupportedVersion),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(peer_closed(&mut probe), "the socket is still open");
+}
+
+#[test]
+fn an_oversize_request_is_refused_at_once_and_not_sent() {
+    let (host, agent_end) = UnixStream::pair().unwrap();
+    let seen = fake_agent(agent_end, ready());
+    let client = AgentClient::handshake(host, T).unwrap();
+    // The fake answers nothing but hello: a request that was sent would
+    // time out instead.
+    let file = vec![0u8; orgo_agent::MAX_FILE_BYTES as usize + 1];
+    match client.write_file("/big", &file, None, None, None, T) {
+        Err(AgentError::TooLarge { op, bytes, limit }) => {
+            assert_eq!(op, "write_file");
+            assert_eq!(
+                (bytes, limit),
+                (file.len() as u64, orgo_agent::MAX_FILE_BYTES)
+            );
+        }
+        other => panic!("expected `TooLarge`, got {other:?}"),
+    }
+    let mut exec = Exec::argv(["cat"]);
+    exec.stdin = Some(orgo_agent::Bytes(vec![
+        0u8;
+        orgo_agent::MAX_FRAME_BYTES as usize
+    ]));
+    match client.exec(exec, T) {
+        Err(AgentError::TooLarge { op, bytes, limit }) => {
+            assert_eq!(op, "exec");
+            assert!(bytes > limit, "{bytes} <= {limit}");
+            assert_eq!(limit, u64::from(orgo_agent::MAX_FRAME_BYTES));
+        }
+        other => panic!("expected `TooLarge`, got {other:?}"),
+    }
+    drop(client);
+    let sent: Vec<String> = seen.iter().map(|(_, op)| op).collect();
+    assert_eq!(sent, ["hello"]);
 }

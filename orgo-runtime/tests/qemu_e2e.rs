@@ -256,7 +256,14 @@ fn base_image_boots_and_the_agent_does_its_work() {
     login.user = Some("orgo".into());
     assert_eq!(exec_ok(&agent, login).trim(), "hello from the host");
 
-    // a new identity
+    // another host: the first closes its channel, the next is served
+    drop(agent);
+    let agent = vm
+        .connect_agent(T)
+        .unwrap_or_else(|e| panic!("{e}\n--- console ---\n{}", vm.console()));
+    assert_eq!(sh(&agent, "echo again").trim(), "again");
+
+    // a new identity, its machine-id derived from the host's bytes
     let before = sh(&agent, "cat /etc/machine-id");
     assert_eq!(before.trim().len(), 32);
     agent
@@ -265,6 +272,13 @@ fn base_image_boots_and_the_agent_does_its_work() {
     let after = sh(&agent, "cat /etc/machine-id; hostname");
     assert_ne!(before.trim(), after.lines().next().unwrap());
     assert_eq!(after.lines().nth(1), Some("clone-1"));
+    agent
+        .reset_identity(vec![42; 64], Some("clone-1".into()), T)
+        .unwrap();
+    assert_eq!(
+        sh(&agent, "cat /etc/machine-id").lines().next(),
+        after.lines().next()
+    );
     let skew = sh(&agent, "date +%s").trim().parse::<i64>().unwrap()
         - std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -1,23 +1,33 @@
 //! The agent: its state, the dispatch of requests, and the serving loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::files::{FilePolicy, OpError, read_file, write_file};
 use crate::health::HealthChecks;
 use crate::process::Spawner;
 use crate::protocol::{
     AgentMessage, Bytes, ErrorCode, Event, FrameError, FrameReader, Op, PROTOCOL_VERSION,
-    ReadyInfo, Reply, Request, encode,
+    ReadyInfo, Reply, Request, Stream, encode,
 };
 use crate::supervisor::Supervisor;
 
-/// How many messages wait for the host before events are dropped.
-const OUTBOX_DEPTH: usize = 4096;
+/// How many frames wait for one host connection: past this (or
+/// [`QUEUED_BYTES`]) replies and output wait for room and events are dropped.
+const QUEUED_FRAMES: usize = 4096;
+
+/// How many bytes of frames wait for one host connection.
+const QUEUED_BYTES: usize = 16 << 20;
+
+/// How many events wait while no host is connected.
+const PARKED_EVENTS: usize = 1024;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The agent's settings.
 #[derive(Debug, Clone)]
@@ -58,37 +68,263 @@ impl AgentConfig {
     }
 }
 
-/// Messages on their way to the host. Replies and output wait for room;
-/// events are dropped (and counted) when the host does not keep up.
+/// A host connection, as [`Server::serve`] numbers them.
+pub(crate) type ConnId = u64;
+
+/// One host connection's frames, written in order by its own writer thread,
+/// so a writer blocked on a stalled or dead channel holds no lock and holds
+/// up no other connection.
+struct Connection {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+struct Queue {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Cleared when the connection ends (its reader ended, or a write
+    /// failed): frames for it are then dropped.
+    open: bool,
+    /// The channel, until the first frame starts the writer thread.
+    writer: Option<Box<dyn Write + Send>>,
+}
+
+impl Connection {
+    fn new(writer: Box<dyn Write + Send>) -> Arc<Connection> {
+        Arc::new(Connection {
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+                open: true,
+                writer: Some(writer),
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Queues a frame; with `wait`, waits for room (replies and output),
+    /// else drops it when the queue is full (events). `false` if dropped,
+    /// or the connection has ended.
+    fn push(self: &Arc<Self>, frame: Vec<u8>, wait: bool) -> bool {
+        let mut queue = lock(&self.queue);
+        loop {
+            if !queue.open {
+                return false;
+            }
+            let full = queue.frames.len() >= QUEUED_FRAMES || queue.bytes >= QUEUED_BYTES;
+            if !full || queue.frames.is_empty() {
+                break;
+            }
+            if !wait {
+                return false;
+            }
+            queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        queue.bytes += frame.len();
+        queue.frames.push_back(frame);
+        let writer = queue.writer.take();
+        drop(queue);
+        self.changed.notify_all();
+        if let Some(writer) = writer {
+            let conn = Arc::clone(self);
+            let started = std::thread::Builder::new()
+                .name("writer".into())
+                .spawn(move || conn.write_all(writer));
+            if started.is_err() {
+                self.close();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The writer thread: writes frames until the connection ends. A write
+    /// that fails ends the connection.
+    fn write_all(&self, mut writer: Box<dyn Write + Send>) {
+        while let Some(frame) = self.pop() {
+            if writer
+                .write_all(&frame)
+                .and_then(|()| writer.flush())
+                .is_err()
+            {
+                self.close();
+                return;
+            }
+        }
+    }
+
+    /// The next frame, waiting for one; `None` once the connection ended.
+    fn pop(&self) -> Option<Vec<u8>> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if !queue.open {
+                return None;
+            }
+            if let Some(frame) = queue.frames.pop_front() {
+                queue.bytes -= frame.len();
+                drop(queue);
+                self.changed.notify_all();
+                return Some(frame);
+            }
+            queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Ends the connection: what is queued is dropped, and so is all that
+    /// follows; whoever waits for room is released.
+    fn close(&self) {
+        let mut queue = lock(&self.queue);
+        queue.open = false;
+        queue.frames.clear();
+        queue.bytes = 0;
+        queue.writer = None;
+        drop(queue);
+        self.changed.notify_all();
+    }
+}
+
+/// The open connections, and which one events go to.
+#[derive(Default)]
+struct Routes {
+    next: ConnId,
+    open: BTreeMap<ConnId, Arc<Connection>>,
+    /// The newest open connection: events go there.
+    current: Option<ConnId>,
+    /// Events while no host is connected, for the next one.
+    parked: VecDeque<Vec<u8>>,
+}
+
+/// Messages on their way to the host. A reply, and the output of a request,
+/// go to the connection the request came on, and are dropped if it has
+/// ended; they wait for room there. Events go to the newest connection, and
+/// are dropped (and counted) when it does not keep up.
 pub(crate) struct Outbox {
-    tx: SyncSender<AgentMessage>,
+    routes: Mutex<Routes>,
     dropped: AtomicU64,
 }
 
 impl Outbox {
-    pub(crate) fn reply(&self, message: AgentMessage) {
-        let _ = self.tx.send(message);
+    fn new() -> Self {
+        Outbox {
+            routes: Mutex::default(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Opens a connection that writes to `writer`, and makes it current:
+    /// `first` (the ready event) goes out first, then the events that waited
+    /// for a host.
+    fn connect(&self, writer: Box<dyn Write + Send>, first: Option<Event>) -> ConnId {
+        let conn = Connection::new(writer);
+        let mut routes = lock(&self.routes);
+        let id = routes.next;
+        routes.next += 1;
+        routes.open.insert(id, Arc::clone(&conn));
+        routes.current = Some(id);
+        if let Some(event) = first {
+            conn.push(encode(&AgentMessage::Event { event }), false);
+        }
+        for frame in std::mem::take(&mut routes.parked) {
+            if !conn.push(frame, false) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        id
+    }
+
+    /// Ends a connection: what is still on its way to it is dropped.
+    fn disconnect(&self, id: ConnId) {
+        let mut routes = lock(&self.routes);
+        if let Some(conn) = routes.open.remove(&id) {
+            conn.close();
+        }
+        if routes.current == Some(id) {
+            routes.current = routes.open.keys().next_back().copied();
+        }
+    }
+
+    /// Sends a reply or output to connection `to`, waiting for room; dropped
+    /// if that connection has ended.
+    pub(crate) fn send(&self, to: ConnId, message: &AgentMessage) {
+        let conn = lock(&self.routes).open.get(&to).cloned();
+        if let Some(conn) = conn {
+            conn.push(encode(message), true);
+        }
     }
 
     pub(crate) fn event(&self, event: Event) {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0
-            && self
-                .tx
-                .try_send(AgentMessage::Event {
-                    event: Event::Dropped { count: dropped },
-                })
-                .is_err()
+            && !self.post(AgentMessage::Event {
+                event: Event::Dropped { count: dropped },
+            })
         {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        match self.tx.try_send(AgentMessage::Event { event }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        if !self.post(AgentMessage::Event { event }) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Queues an event for the current connection, or parks it until one
+    /// comes; `false` if it was dropped.
+    fn post(&self, message: AgentMessage) -> bool {
+        let frame = encode(&message);
+        let mut routes = lock(&self.routes);
+        let current = routes.current.and_then(|id| routes.open.get(&id).cloned());
+        match current {
+            Some(conn) => {
+                drop(routes);
+                conn.push(frame, false)
+            }
+            None if routes.parked.len() < PARKED_EVENTS => {
+                routes.parked.push_back(frame);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Answers one request: its output and then its one response, on the
+/// connection it came from. Once the response is sent, later output (a
+/// background process that kept the pipes open) is dropped, so nothing of a
+/// request follows its response.
+pub(crate) struct Responder {
+    agent: Arc<Agent>,
+    conn: ConnId,
+    id: u64,
+    answered: Mutex<bool>,
+}
+
+impl Responder {
+    /// Sends a chunk of output; `false` once the response has been sent.
+    pub(crate) fn output(&self, stream: Stream, data: &[u8]) -> bool {
+        let answered = lock(&self.answered);
+        if *answered {
+            return false;
+        }
+        self.agent.outbox.send(
+            self.conn,
+            &AgentMessage::Output {
+                id: self.id,
+                stream,
+                data: Bytes(data.to_vec()),
+            },
+        );
+        true
+    }
+
+    /// Sends the response (the first one only).
+    pub(crate) fn respond(&self, reply: Reply) {
+        let mut answered = lock(&self.answered);
+        if *answered {
+            return;
+        }
+        *answered = true;
+        self.agent
+            .outbox
+            .send(self.conn, &AgentMessage::Response { id: self.id, reply });
     }
 }
 
@@ -111,10 +347,8 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// An agent, and the stream of messages it has for the host (give it to
-    /// [`Server::new`], or read it directly in tests).
-    pub fn new(config: AgentConfig) -> (Arc<Agent>, Receiver<AgentMessage>) {
-        let (tx, rx) = mpsc::sync_channel(OUTBOX_DEPTH);
+    /// An agent; [`Server::new`] serves it to hosts.
+    pub fn new(config: AgentConfig) -> Arc<Agent> {
         let spawner = if config.pid1 {
             Spawner::reaping()
         } else {
@@ -132,14 +366,11 @@ impl Agent {
             config,
             spawner,
             env: Mutex::new(env),
-            outbox: Outbox {
-                tx,
-                dropped: AtomicU64::new(0),
-            },
+            outbox: Outbox::new(),
             supervisor: Supervisor::default(),
             health: HealthChecks::default(),
         };
-        (Arc::new(agent), rx)
+        Arc::new(agent)
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -154,6 +385,15 @@ impl Agent {
         &self.outbox
     }
 
+    fn responder(self: &Arc<Self>, conn: ConnId, id: u64) -> Arc<Responder> {
+        Arc::new(Responder {
+            agent: Arc::clone(self),
+            conn,
+            id,
+            answered: Mutex::new(false),
+        })
+    }
+
     pub(crate) fn supervisor(&self) -> &Supervisor {
         &self.supervisor
     }
@@ -164,11 +404,11 @@ impl Agent {
 
     /// The environment every process starts with.
     pub(crate) fn base_env(&self) -> BTreeMap<String, String> {
-        self.env.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.env).clone()
     }
 
     pub(crate) fn set_base_env(&self, env: &BTreeMap<String, String>, previous: &[String]) {
-        let mut base = self.env.lock().unwrap_or_else(|e| e.into_inner());
+        let mut base = lock(&self.env);
         for name in previous {
             base.remove(name);
         }
@@ -194,49 +434,57 @@ impl Agent {
         self.outbox.event(event);
     }
 
-    /// Handles one frame's payload (or the error reading it): the reply goes
-    /// to the outbox. Long operations run on their own thread, so this
-    /// returns at once. Nothing the host sends makes it panic.
-    pub fn handle_frame(self: &Arc<Self>, frame: Result<Vec<u8>, FrameError>) {
+    /// Handles one frame's payload (or the error reading it) from connection
+    /// `conn`: the reply goes back there. Long operations run on their own
+    /// thread, so this returns at once. Nothing the host sends makes it panic.
+    fn handle_frame(self: &Arc<Self>, conn: ConnId, frame: Result<Vec<u8>, FrameError>) {
         let payload = match frame {
             Ok(payload) => payload,
-            Err(e) => return self.error(0, e.code(), e.to_string()),
+            Err(e) => return self.error(conn, 0, e.code(), e.to_string()),
         };
         let value: serde_json::Value = match serde_json::from_slice(&payload) {
             Ok(v) => v,
-            Err(e) => return self.error(0, ErrorCode::BadRequest, format!("malformed JSON: {e}")),
+            Err(e) => {
+                return self.error(
+                    conn,
+                    0,
+                    ErrorCode::BadRequest,
+                    format!("malformed JSON: {e}"),
+                );
+            }
         };
         let id = value
             .get("id")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
         match serde_json::from_value::<Request>(value) {
-            Ok(request) => self.handle(request),
-            Err(e) => self.error(id, ErrorCode::BadRequest, format!("bad request: {e}")),
+            Ok(request) => self.handle(conn, request),
+            Err(e) => self.error(conn, id, ErrorCode::BadRequest, format!("bad request: {e}")),
         }
     }
 
-    fn error(&self, id: u64, code: ErrorCode, message: String) {
-        self.outbox.reply(AgentMessage::Response {
-            id,
-            reply: Reply::Error { code, message },
-        });
+    fn error(self: &Arc<Self>, conn: ConnId, id: u64, code: ErrorCode, message: String) {
+        self.responder(conn, id)
+            .respond(Reply::Error { code, message });
     }
 
-    /// Handles one request; the reply goes to the outbox.
-    pub fn handle(self: &Arc<Self>, request: Request) {
+    /// Handles one request from connection `conn`; the reply goes back there.
+    fn handle(self: &Arc<Self>, conn: ConnId, request: Request) {
         let Request { id, op } = request;
         let quick = matches!(
             op,
             Op::Hello { .. } | Op::Ping | Op::ServiceStatus | Op::ReadFile { .. }
         );
         let agent = Arc::clone(self);
+        let responder = self.responder(conn, id);
         let work = move || {
-            let reply = agent.dispatch(id, op).unwrap_or_else(|e| Reply::Error {
-                code: e.code,
-                message: e.message,
-            });
-            agent.outbox.reply(AgentMessage::Response { id, reply });
+            let reply = agent
+                .dispatch(&responder, op)
+                .unwrap_or_else(|e| Reply::Error {
+                    code: e.code,
+                    message: e.message,
+                });
+            responder.respond(reply);
         };
         if quick {
             work();
@@ -244,11 +492,16 @@ impl Agent {
             .name(format!("req-{id}"))
             .spawn(work)
         {
-            self.error(id, ErrorCode::Io, format!("cannot start a thread: {e}"));
+            self.error(
+                conn,
+                id,
+                ErrorCode::Io,
+                format!("cannot start a thread: {e}"),
+            );
         }
     }
 
-    fn dispatch(self: &Arc<Self>, id: u64, op: Op) -> Result<Reply, OpError> {
+    fn dispatch(self: &Arc<Self>, responder: &Arc<Responder>, op: Op) -> Result<Reply, OpError> {
         let root = self.config.root.clone();
         let policy = &self.config.policy;
         match op {
@@ -263,7 +516,7 @@ impl Agent {
             }
             Op::Ping => Ok(Reply::Done),
             Op::Exec(exec) => {
-                let (status, timed_out) = crate::exec::exec(self, id, exec)?;
+                let (status, timed_out) = crate::exec::exec(self, responder, exec)?;
                 Ok(Reply::Exit { status, timed_out })
             }
             Op::WriteFile {
@@ -292,7 +545,7 @@ impl Agent {
                 })
             }
             Op::RunHook(hook) => {
-                let outcome = crate::exec::hook(self, id, hook)?;
+                let outcome = crate::exec::hook(self, responder, hook)?;
                 Ok(Reply::Hook {
                     status: outcome.status,
                     timed_out: outcome.timed_out,
@@ -347,10 +600,10 @@ impl Agent {
     }
 }
 
-/// Writes the agent's messages to whichever host connection is current.
+/// Serves the agent to host connections: each reads requests, and gets the
+/// replies to them (and events, while it is the newest).
 pub struct Server {
     agent: Arc<Agent>,
-    current: Arc<Mutex<Option<Box<dyn Write + Send>>>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -360,25 +613,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Starts the writer thread for `messages` (from [`Agent::new`]).
-    pub fn new(agent: Arc<Agent>, messages: Receiver<AgentMessage>) -> Self {
-        let current: Arc<Mutex<Option<Box<dyn Write + Send>>>> = Arc::default();
-        let out = Arc::clone(&current);
-        std::thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || {
-                for message in messages {
-                    let frame = encode(&message);
-                    let mut slot = out.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(w) = slot.as_mut()
-                        && w.write_all(&frame).and_then(|()| w.flush()).is_err()
-                    {
-                        *slot = None;
-                    }
-                }
-            })
-            .expect("the writer thread starts");
-        Server { agent, current }
+    /// A server of `agent` (from [`Agent::new`]).
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Server { agent }
     }
 
     /// The agent.
@@ -386,23 +623,39 @@ impl Server {
         &self.agent
     }
 
-    /// Serves one host connection until it ends: `writer` becomes the
-    /// current connection, [`Event::Ready`] is sent if `announce`, then every
-    /// frame read is handled. Returns at the end of the stream or on an
-    /// unrecoverable read error.
+    /// Serves one host connection until it ends: replies to what is read
+    /// from `reader` are written to `writer` (by a thread of its own), and
+    /// so are events while it is the newest connection. With `announce`,
+    /// it is a connection from the start and [`Event::Ready`] goes out
+    /// first; without, from the first bytes read (a serial port reads 0
+    /// bytes while no host is there: that is no connection, and events wait
+    /// for the next). Returns at the end of the stream or on an
+    /// unrecoverable read error; what is still on its way to this
+    /// connection then is dropped, never sent to another.
     pub fn serve<R: Read>(&self, reader: R, writer: Box<dyn Write + Send>, announce: bool) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+        let outbox = &self.agent.outbox;
+        let mut writer = Some(writer);
+        let mut conn = None;
+        let mut connect = |first: Option<Event>| -> ConnId {
+            *conn.get_or_insert_with(|| {
+                let writer = writer.take().expect("a connection opens once");
+                outbox.connect(writer, first)
+            })
+        };
         if announce {
-            self.agent.event(Event::Ready(self.agent.ready_info()));
+            connect(Some(Event::Ready(self.agent.ready_info())));
         }
         let mut frames = FrameReader::new(reader);
         loop {
             match frames.read_payload() {
-                Ok(None) => return,
-                Ok(Some(payload)) => self.agent.handle_frame(Ok(payload)),
-                Err(e) if e.recoverable() => self.agent.handle_frame(Err(e)),
-                Err(_) => return,
+                Ok(None) => break,
+                Ok(Some(payload)) => self.agent.handle_frame(connect(None), Ok(payload)),
+                Err(e) if e.recoverable() => self.agent.handle_frame(connect(None), Err(e)),
+                Err(_) => break,
             }
+        }
+        if let Some(conn) = conn {
+            outbox.disconnect(conn);
         }
     }
 }

@@ -9,11 +9,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Responder};
 use crate::files::{OpError, lookup_user};
-use crate::protocol::{
-    AgentMessage, Bytes, Command, ErrorCode, Exec, ExitStatus, Hook, MAX_HOOK_OUTPUT_BYTES, Stream,
-};
+use crate::protocol::{Command, ErrorCode, Exec, ExitStatus, Hook, MAX_HOOK_OUTPUT_BYTES, Stream};
 
 /// The shell that runs command lines: bash where there is one.
 pub(crate) fn shell(root: &Path) -> &'static str {
@@ -98,11 +96,13 @@ pub(crate) struct RunOutcome {
     pub(crate) output: Vec<u8>,
 }
 
-/// Runs a prepared command, streaming its output as [`AgentMessage::Output`]
-/// of request `id` and keeping the last `capture` bytes of it.
+/// Runs a prepared command, streaming its output as output of the request
+/// `responder` answers, and keeping the last `capture` bytes of it. Output
+/// that comes after the response (from a background process that kept the
+/// pipes open past the grace period) is dropped, and its pipe closed.
 pub(crate) fn run(
     agent: &Arc<Agent>,
-    id: u64,
+    responder: &Arc<Responder>,
     mut prepared: Prepared,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
@@ -146,7 +146,7 @@ pub(crate) fn run(
     for (stream, pipe) in pipes {
         let Some(mut pipe) = pipe else { continue };
         readers += 1;
-        let agent = Arc::clone(agent);
+        let responder = Arc::clone(responder);
         let captured = Arc::clone(&captured);
         let done = done_tx.clone();
         std::thread::spawn(move || {
@@ -163,11 +163,9 @@ pub(crate) fn run(
                                 c.drain(..excess);
                             }
                         }
-                        agent.outbox().reply(AgentMessage::Output {
-                            id,
-                            stream,
-                            data: Bytes(buf[..n].to_vec()),
-                        });
+                        if !responder.output(stream, &buf[..n]) {
+                            break;
+                        }
                     }
                 }
             }
@@ -192,7 +190,11 @@ pub(crate) fn run(
 }
 
 /// [`crate::Op::Exec`].
-pub(crate) fn exec(agent: &Arc<Agent>, id: u64, req: Exec) -> Result<(ExitStatus, bool), OpError> {
+pub(crate) fn exec(
+    agent: &Arc<Agent>,
+    responder: &Arc<Responder>,
+    req: Exec,
+) -> Result<(ExitStatus, bool), OpError> {
     let prepared = prepare(
         agent,
         &req.command,
@@ -202,7 +204,7 @@ pub(crate) fn exec(agent: &Arc<Agent>, id: u64, req: Exec) -> Result<(ExitStatus
     )?;
     let outcome = run(
         agent,
-        id,
+        responder,
         prepared,
         req.stdin.map(|b| b.0),
         req.timeout_ms.map(Duration::from_millis),
@@ -212,7 +214,11 @@ pub(crate) fn exec(agent: &Arc<Agent>, id: u64, req: Exec) -> Result<(ExitStatus
 }
 
 /// [`crate::Op::RunHook`]: the script under `set -e`, output captured.
-pub(crate) fn hook(agent: &Arc<Agent>, id: u64, hook: Hook) -> Result<RunOutcome, OpError> {
+pub(crate) fn hook(
+    agent: &Arc<Agent>,
+    responder: &Arc<Responder>,
+    hook: Hook,
+) -> Result<RunOutcome, OpError> {
     let script = format!("set -e\n{}", hook.script);
     let prepared = prepare(
         agent,
@@ -226,7 +232,7 @@ pub(crate) fn hook(agent: &Arc<Agent>, id: u64, hook: Hook) -> Result<RunOutcome
         .unwrap_or(crate::protocol::DEFAULT_HOOK_TIMEOUT_MS);
     run(
         agent,
-        id,
+        responder,
         prepared,
         None,
         Some(Duration::from_millis(timeout)),

@@ -5,8 +5,10 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::protocol::{ErrorCode, MAX_FILE_BYTES};
 
@@ -195,13 +197,10 @@ pub(crate) fn write_file(
     let parent = target.parent().expect("checked not root");
     fs::create_dir_all(parent)
         .map_err(|e| OpError::io(format!("cannot create `{}`", parent.display()), &e))?;
-    let name = target
-        .file_name()
-        .expect("checked not root")
-        .to_string_lossy();
-    let temp = parent.join(format!(".{name}.orgo-{}", std::process::id()));
+    let name = target.file_name().expect("checked not root");
+    let (temp, mut f) = create_temp(parent, &name.to_string_lossy())
+        .map_err(|e| OpError::io(format!("cannot write `{}`", path.display()), &e))?;
     let result = (|| {
-        let mut f = fs::File::create(&temp)?;
         f.write_all(content)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         if user.is_some() || gid.is_some() {
@@ -216,6 +215,36 @@ pub(crate) fn write_file(
         let _ = fs::remove_file(&temp);
         OpError::io(format!("cannot write `{}`", path.display()), &e)
     })
+}
+
+/// Creates a new temporary file in `dir` for `name`, named uniquely (the
+/// agent is PID 1 in every guest, so its pid tells writers nothing): a
+/// process-wide counter and the clock, and `create_new`, so two writers of
+/// one path never share a temporary file.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Keep within NAME_MAX whatever the target's name.
+    let short: String = name.chars().take(64).collect();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let temp = dir.join(format!(
+            ".{short}.orgo-{}-{n}-{nanos:08x}",
+            std::process::id()
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+        {
+            Ok(f) => return Ok((temp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads a regular file of at most [`MAX_FILE_BYTES`]; returns it and its mode bits.

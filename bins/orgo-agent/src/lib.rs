@@ -29,6 +29,13 @@
 //! [`AgentMessage::Event`]s on its own. The host starts with [`Op::Hello`],
 //! answered by [`Reply::Ready`].
 //!
+//! Several hosts may connect, one after another (the serial port) or at
+//! once (vsock). A request's output and response go to the connection it
+//! came on, and are dropped if that connection has ended; events go to the
+//! newest connection. Each connection is written by a thread of its own, so
+//! one that stalls holds up no other. No output of a request follows its
+//! response, even from a background process that kept the pipes open.
+//!
 //! With the default `guest` feature off, only the protocol is built, for the
 //! host side (`orgo-runtime`).
 //!
@@ -51,8 +58,7 @@
 //! use orgo_agent::{Agent, AgentConfig, Server};
 //!
 //! let (host, guest) = UnixStream::pair()?;
-//! let (agent, messages) = Agent::new(AgentConfig::sandbox("/tmp/guest-root"));
-//! let server = Server::new(agent, messages);
+//! let server = Server::new(Agent::new(AgentConfig::sandbox("/tmp/guest-root")));
 //! std::thread::spawn(move || {
 //!     let writer = guest.try_clone().expect("a socket clones");
 //!     server.serve(guest, Box::new(writer), true)

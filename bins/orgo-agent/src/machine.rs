@@ -135,6 +135,21 @@ fn run_quiet(agent: &Arc<Agent>, args: Vec<String>) -> Result<(), String> {
 }
 
 fn run_as(agent: &Arc<Agent>, args: Vec<String>, user: Option<&str>) -> Result<(), String> {
+    run_as_within(agent, args, user, Duration::from_secs(60))
+}
+
+/// How much of a failed command's stderr is kept for its error.
+const STDERR_BYTES: u64 = 64 * 1024;
+
+/// Runs a command as `user` (root if none), killing its process group after
+/// `timeout`; an error unless it exits 0. Its stderr is read on another
+/// thread, so the timeout holds even while a process keeps stderr open.
+fn run_as_within(
+    agent: &Arc<Agent>,
+    args: Vec<String>,
+    user: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
     let mut prepared = prepare(agent, &Command::Argv(args), &BTreeMap::new(), None, user)
         .map_err(|e| e.message)?;
     let cmd = &mut prepared.command;
@@ -142,16 +157,24 @@ fn run_as(agent: &Arc<Agent>, args: Vec<String>, user: Option<&str>) -> Result<(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let (mut child, waiter) = agent.spawner().start(cmd).map_err(|e| e.to_string())?;
-    let mut err = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut err);
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    if let Some(pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = pipe.take(STDERR_BYTES).read_to_string(&mut err);
+            let _ = err_tx.send(err);
+        });
     }
-    let (status, timed_out) = waiter.wait_or_kill(Some(Duration::from_secs(60)));
+    let (status, timed_out) = waiter.wait_or_kill(Some(timeout));
     if status.success() {
         Ok(())
     } else if timed_out {
         Err("timed out".to_string())
     } else {
+        // A background process may hold stderr open: wait for it a little.
+        let err = err_rx
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default();
         Err(format!("{status}: {}", err.trim()))
     }
 }
@@ -236,14 +259,34 @@ pub(crate) fn create_terminals(
     Ok(())
 }
 
-/// A fresh machine-id: 128 random bits, as 32 lower-case hex digits.
+/// 128 bits as a machine-id: a version-4 UUID (as systemd makes them), in
+/// 32 lower-case hex digits.
+fn format_machine_id(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh machine-id: 128 random bits. Only for a first boot: a restored
+/// clone's random state is its siblings' (see [`reset_identity`]).
 fn new_machine_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    // Make it a valid version-4 UUID, as systemd does.
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format_machine_id(bytes))
+}
+
+/// A clone's machine-id, from the entropy the host sent it: the first 128
+/// bits of SHA-256 over a label and the bytes. The host sends each clone
+/// its own random bytes, so clones differ; the same bytes give the same id.
+pub(crate) fn machine_id_from_entropy(entropy: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"orgo machine-id\0")
+        .chain_update(entropy)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    format_machine_id(bytes)
 }
 
 /// Writes a machine-id at first boot if the image has none.
@@ -258,13 +301,18 @@ pub fn ensure_machine_id(root: &Path) {
 }
 
 /// [`crate::Op::ResetIdentity`]: mix the host's entropy into the pool, set
-/// the clock, then a new machine-id (drawn after the reseed) and hostname.
+/// the clock, then a new machine-id and hostname.
 ///
-/// The bytes are written to `/dev/urandom`, which mixes them into the input
-/// pool without crediting entropy (crediting needs the `RNDADDENTROPY`
-/// ioctl, which is `unsafe` to call and this crate forbids `unsafe`). The
-/// clone's streams diverge from its siblings' at once all the same: the
-/// bytes differ per clone, and so does everything derived after them.
+/// The machine-id is derived from the host's bytes (see
+/// [`machine_id_from_entropy`]), not drawn from `/dev/urandom`: clones
+/// restored from one snapshot share the kernel's random state, and nothing
+/// here reseeds it. The bytes are also written to `/dev/urandom`, which on
+/// Linux 6.1 only mixes them into the input pool: it neither credits entropy
+/// nor reseeds the CRNG, whose output stays the same in every clone until
+/// its next scheduled reseed (up to a minute). Forcing a reseed takes the
+/// `RNDRESEEDCRNG` ioctl (`unsafe` to call; this crate forbids `unsafe`) or,
+/// the proper way, a vmgenid device on restore, whose new generation id the
+/// kernel answers by reseeding at once; the runtime is to add that device.
 pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<(), OpError> {
     if identity.entropy.0.len() < 32 {
         return Err(OpError::new(
@@ -302,7 +350,7 @@ pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<
                 .map_err(|e| OpError::io("cannot set the hostname", &e.into()))?;
         }
     }
-    let id = new_machine_id().map_err(|e| OpError::io("cannot read `/dev/urandom`", &e))?;
+    let id = machine_id_from_entropy(&identity.entropy.0);
     let policy = &agent.config().policy;
     write_file(
         agent.root(),
@@ -352,24 +400,87 @@ pub fn find_serial_port() -> Option<std::path::PathBuf> {
 
 /// Serves the host on the virtio-serial port, forever. A read of 0 bytes
 /// means no host is connected: wait a little and read again.
+///
+/// Each host is a connection of its own, but all write to the one port: a
+/// write waits while no host is connected, and the old connection's writer
+/// may still be in a write when the next host comes. [`PortWriter`] keeps
+/// each frame whole on the port.
 pub fn serve_serial(server: &Server, device: &Path) -> std::io::Result<()> {
     let port = fs::OpenOptions::new().read(true).write(true).open(device)?;
+    let writer = PortWriter(Arc::new(std::sync::Mutex::new(port.try_clone()?)));
     let mut announce = true;
     loop {
-        server.serve(&port, Box::new(port.try_clone()?), announce);
+        server.serve(&port, Box::new(writer.clone()), announce);
         announce = false;
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The serial port, shared by the writers of successive connections: one
+/// frame (a `write_all`) at a time, so frames never interleave.
+#[derive(Clone)]
+struct PortWriter(Arc<std::sync::Mutex<fs::File>>);
+
+impl PortWriter {
+    fn port(&self) -> std::sync::MutexGuard<'_, fs::File> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Write for PortWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.port().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.port().write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.port().flush()
     }
 }
 
 /// Serves the host on vsock port [`VSOCK_PORT`], a thread per connection, forever.
 pub fn serve_vsock(server: Arc<Server>) -> std::io::Result<()> {
     let listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, VSOCK_PORT)?;
+    accept_loop(
+        || listener.accept().map(|(stream, _)| Some(stream)),
+        |stream| {
+            let writer = match stream.try_clone() {
+                Ok(writer) => writer,
+                Err(e) => return log(&format!("cannot clone a vsock connection: {e}")),
+            };
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || server.serve(stream, Box::new(writer), true));
+        },
+    );
+    Ok(())
+}
+
+/// Hands each accepted connection to `handle` until `accept` gives `None`.
+/// A failed accept (a connection reset before it was taken, no memory, too
+/// many files) is logged and retried after a pause that grows while it
+/// keeps failing: it never ends the serving.
+pub(crate) fn accept_loop<S>(
+    mut accept: impl FnMut() -> std::io::Result<Option<S>>,
+    mut handle: impl FnMut(S),
+) {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    let mut pause = FIRST_PAUSE;
     loop {
-        let (stream, _) = listener.accept()?;
-        let writer = stream.try_clone()?;
-        let server = Arc::clone(&server);
-        std::thread::spawn(move || server.serve(stream, Box::new(writer), true));
+        match accept() {
+            Ok(Some(stream)) => {
+                pause = FIRST_PAUSE;
+                handle(stream);
+            }
+            Ok(None) => return,
+            Err(e) => {
+                log(&format!("cannot accept a connection: {e}"));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 
@@ -377,13 +488,13 @@ pub fn serve_vsock(server: Arc<Server>) -> std::io::Result<()> {
 /// channel present. Never returns.
 pub fn run_init() -> ! {
     mount_filesystems();
-    let (agent, messages) = Agent::new(crate::AgentConfig::guest());
+    let agent = Agent::new(crate::AgentConfig::guest());
     ensure_machine_id(Path::new("/"));
     if let Ok(name) = fs::read_to_string("/etc/hostname") {
         let _ = rustix::system::sethostname(name.trim().as_bytes());
     }
     setup_network(&agent);
-    let server = Arc::new(Server::new(Arc::clone(&agent), messages));
+    let server = Arc::new(Server::new(Arc::clone(&agent)));
     let vsock_server = Arc::clone(&server);
     std::thread::spawn(move || {
         if let Err(e) = serve_vsock(vsock_server) {
@@ -403,5 +514,61 @@ pub fn run_init() -> ! {
     log("no virtio-serial port; serving on vsock only");
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(name: &str) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("orgo-machine-{name}-{}", std::process::id()));
+        fs::create_dir_all(root.join("etc")).expect("a scratch root");
+        fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+            .expect("a passwd file");
+        root
+    }
+
+    #[test]
+    fn run_as_times_out_while_stderr_stays_open() {
+        let root = sandbox("run-as");
+        let agent = Agent::new(crate::AgentConfig::sandbox(&root));
+        // `sleep` holds stderr open for as long as it runs.
+        let result = run_as_within(
+            &agent,
+            argv(&["sleep", "30"]),
+            None,
+            Duration::from_millis(200),
+        );
+        assert_eq!(result, Err("timed out".to_string()));
+        let failed = run_as_within(
+            &agent,
+            argv(&["sh", "-c", "echo oops >&2; exit 3"]),
+            None,
+            Duration::from_secs(30),
+        );
+        let message = failed.expect_err("exit 3 is a failure");
+        assert!(message.contains("oops"), "{message}");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_failed_accept_does_not_end_the_serving() {
+        let mut attempts = 0;
+        let mut served = Vec::new();
+        accept_loop(
+            || {
+                attempts += 1;
+                match attempts {
+                    1 | 2 => Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted)),
+                    3 => Ok(Some("first")),
+                    4 => Err(std::io::Error::other("too many open files")),
+                    5 => Ok(Some("second")),
+                    _ => Ok(None),
+                }
+            },
+            |stream| served.push(stream),
+        );
+        assert_eq!(served, ["first", "second"]);
     }
 }

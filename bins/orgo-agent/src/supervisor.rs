@@ -21,13 +21,34 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Ctl {
     Exited(ExitStatus),
-    Stop(Sender<()>),
+    /// Stop for good; the sender, if any, hears when the process has ended.
+    Stop(Option<Sender<()>>),
     Restart,
 }
 
+/// A registered service. Its monitor holds only a weak reference to the
+/// sender, so the monitor's channel lives no longer than its handles and its
+/// processes; and a handle that is dropped (a concurrent start displaced it)
+/// stops its monitor.
 struct Handle {
-    ctl: Sender<Ctl>,
+    ctl: Arc<Sender<Ctl>>,
     status: Arc<Mutex<ServiceStatus>>,
+}
+
+impl Handle {
+    /// Stops the monitor and waits until its process has ended.
+    fn stop(self) {
+        let (tx, rx) = mpsc::channel();
+        if self.ctl.send(Ctl::Stop(Some(tx))).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.ctl.send(Ctl::Stop(None));
+    }
 }
 
 /// The registered services.
@@ -51,8 +72,8 @@ impl Supervisor {
                 format!("bad service name `{}`", spec.name),
             ));
         }
-        let _ = self.stop(&spec.name);
         let (tx, rx) = mpsc::channel();
+        let ctl = Arc::new(tx);
         let status = Arc::new(Mutex::new(ServiceStatus {
             name: spec.name.clone(),
             state: ServiceState::Backoff,
@@ -60,34 +81,49 @@ impl Supervisor {
             restarts: 0,
             last_exit: None,
         }));
+        // Register under one lock, taking the place of any service of that
+        // name; a concurrent start or stop then finds this one.
+        let displaced = self.lock().insert(
+            spec.name.clone(),
+            Handle {
+                ctl: Arc::clone(&ctl),
+                status: Arc::clone(&status),
+            },
+        );
+        // The displaced service ends before this one starts.
+        if let Some(old) = displaced {
+            old.stop();
+        }
+        let name = spec.name.clone();
         let monitor = Monitor {
             agent: Arc::downgrade(agent),
             spec,
             stop_signal,
-            tx: tx.clone(),
+            tx: Arc::downgrade(&ctl),
             rx,
             status: Arc::clone(&status),
         };
-        std::thread::Builder::new()
-            .name(format!("svc-{}", monitor.spec.name))
-            .spawn(move || monitor.run())
-            .map_err(|e| OpError::io("cannot start a monitor thread", &e))?;
-        let name = status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .name
-            .clone();
-        self.lock().insert(name, Handle { ctl: tx, status });
+        drop(ctl);
+        let spawned = std::thread::Builder::new()
+            .name(format!("svc-{name}"))
+            .spawn(move || monitor.run());
+        if let Err(e) = spawned {
+            let mut services = self.lock();
+            if services
+                .get(&name)
+                .is_some_and(|h| Arc::ptr_eq(&h.status, &status))
+            {
+                services.remove(&name);
+            }
+            return Err(OpError::io("cannot start a monitor thread", &e));
+        }
         Ok(())
     }
 
     /// Stops a service (stop signal, grace period, then `KILL`) and forgets it.
     pub(crate) fn stop(&self, name: &str) -> Result<(), OpError> {
         let handle = self.lock().remove(name).ok_or_else(|| not_found(name))?;
-        let (tx, rx) = mpsc::channel();
-        if handle.ctl.send(Ctl::Stop(tx)).is_ok() {
-            let _ = rx.recv();
-        }
+        handle.stop();
         Ok(())
     }
 
@@ -133,7 +169,9 @@ struct Monitor {
     agent: Weak<Agent>,
     spec: ServiceSpec,
     stop_signal: Signal,
-    tx: Sender<Ctl>,
+    /// The handle's sender: cloned into each process's exit callback, never
+    /// kept, so the channel ends once the handle and the process are gone.
+    tx: Weak<Sender<Ctl>>,
     rx: Receiver<Ctl>,
     status: Arc<Mutex<ServiceStatus>>,
 }
@@ -150,22 +188,45 @@ impl Monitor {
     }
 
     fn run(self) {
+        // A stop may have come before this thread ran (a concurrent start
+        // displaced it at once): then start nothing.
+        let mut early = Vec::new();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Ctl::Stop(done) = msg {
+                early.push(done);
+            }
+        }
+        if !early.is_empty() {
+            self.set(|s| s.state = ServiceState::Stopped);
+            acknowledge(early);
+            return;
+        }
         let backoff = self.spec.backoff;
         let mut delay = Duration::from_millis(backoff.initial_ms);
         let mut restarts = 0u32;
         loop {
+            // No handle left: the service was forgotten; start nothing.
+            let Some(tx) = self.tx.upgrade().map(|tx| Sender::clone(&tx)) else {
+                return;
+            };
             let started = Instant::now();
-            let status = match self.start(restarts) {
+            let status = match self.start(restarts, tx) {
                 Ok(pid) => match self.rx.recv() {
                     Ok(Ctl::Exited(status)) => status,
                     Ok(Ctl::Stop(done)) => {
-                        self.terminate(pid);
+                        let mut stops = self.terminate(pid);
+                        stops.push(done);
                         self.set(|s| (s.state, s.pid) = (ServiceState::Stopped, None));
-                        let _ = done.send(());
+                        acknowledge(stops);
                         return;
                     }
                     Ok(Ctl::Restart) => {
-                        self.terminate(pid);
+                        let stops = self.terminate(pid);
+                        if !stops.is_empty() {
+                            self.set(|s| (s.state, s.pid) = (ServiceState::Stopped, None));
+                            acknowledge(stops);
+                            return;
+                        }
                         restarts += 1;
                         delay = Duration::from_millis(backoff.initial_ms);
                         continue;
@@ -218,7 +279,7 @@ impl Monitor {
                 Ok(Ctl::Restart) => delay = Duration::from_millis(backoff.initial_ms),
                 Ok(Ctl::Stop(done)) => {
                     self.set(|s| s.state = ServiceState::Stopped);
-                    let _ = done.send(());
+                    acknowledge(vec![done]);
                     return;
                 }
                 Ok(Ctl::Exited(_)) => {}
@@ -229,7 +290,7 @@ impl Monitor {
     }
 
     /// Starts the process; its exit arrives as [`Ctl::Exited`].
-    fn start(&self, restarts: u32) -> Result<u32, String> {
+    fn start(&self, restarts: u32, tx: Sender<Ctl>) -> Result<u32, String> {
         let agent = self.agent.upgrade().ok_or("the agent is gone")?;
         let spec = &self.spec;
         let mut prepared = prepare(
@@ -262,7 +323,6 @@ impl Monitor {
                     .stderr(std::process::Stdio::null());
             }
         }
-        let tx = self.tx.clone();
         let child = agent
             .spawner()
             .spawn(cmd, move |status| {
@@ -284,8 +344,10 @@ impl Monitor {
     }
 
     /// Sends the stop signal to the process group, waits out the grace
-    /// period, then kills; returns once the process has ended.
-    fn terminate(&self, pid: u32) {
+    /// period, then kills; once the process has ended, kills what is left of
+    /// its group (a child that ignores the stop signal). Returns the stops
+    /// asked for meanwhile.
+    fn terminate(&self, pid: u32) -> Vec<Option<Sender<()>>> {
         signal_group(pid, self.stop_signal);
         let grace = self
             .spec
@@ -293,7 +355,7 @@ impl Monitor {
             .map_or(DEFAULT_STOP_TIMEOUT, Duration::from_millis);
         let deadline = Instant::now() + grace;
         let mut killed = false;
-        let mut pending = Vec::new();
+        let mut stops = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let msg = if killed {
@@ -306,7 +368,7 @@ impl Monitor {
                     self.set(|s| s.last_exit = Some(status));
                     break;
                 }
-                Ok(Ctl::Stop(done)) => pending.push(done),
+                Ok(Ctl::Stop(done)) => stops.push(done),
                 Ok(Ctl::Restart) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     signal_group(pid, Signal::KILL);
@@ -315,8 +377,14 @@ impl Monitor {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        for done in pending {
-            let _ = self.tx.send(Ctl::Stop(done));
-        }
+        signal_group(pid, Signal::KILL);
+        stops
+    }
+}
+
+/// Tells each waiting stop that the service has ended.
+fn acknowledge(stops: Vec<Option<Sender<()>>>) {
+    for done in stops.into_iter().flatten() {
+        let _ = done.send(());
     }
 }

@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orgo_agent::{
-    Agent, AgentConfig, AgentMessage, Backoff, Bytes, ErrorCode, Event, Exec, FrameReader,
-    HealthSpec, Hook, Identity, MAX_FRAME_BYTES, OnFail, Op, PROTOCOL_VERSION, Probe, Reply,
-    Request, RestartPolicy, Server, ServiceSpec, ServiceState, Stream, encode, encode_raw,
+    Agent, AgentConfig, AgentMessage, Backoff, Bytes, ErrorCode, Event, Exec, FrameError,
+    FrameReader, HealthSpec, Hook, Identity, MAX_FRAME_BYTES, OnFail, Op, PROTOCOL_VERSION, Probe,
+    Reply, Request, RestartPolicy, Server, ServiceSpec, ServiceState, Stream, encode, encode_raw,
 };
 
 /// A generous bound for things that happen "soon"; only a hang hits it.
@@ -27,28 +28,45 @@ struct Host {
     next: u64,
     events: Vec<Event>,
     root: PathBuf,
+    /// Whether dropping this host removes `root` (other hosts may share it).
+    owns_root: bool,
+}
+
+/// A scratch root for an agent in a sandbox, with users and groups.
+fn scratch_root() -> PathBuf {
+    let root = std::env::temp_dir().join(format!(
+        "orgo-agent-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    root
 }
 
 impl Host {
+    /// A new agent in a sandbox, and a host connected to it.
     fn start() -> Host {
-        let root = std::env::temp_dir().join(format!(
-            "orgo-agent-test-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        let root = scratch_root();
+        let server = Arc::new(Server::new(Agent::new(AgentConfig::sandbox(&root))));
+        let mut host = Host::connect(&server, &root);
+        host.owns_root = true;
+        host
+    }
+
+    /// A new host connection to `server` (served on a thread of its own),
+    /// once the agent has announced itself on it.
+    fn connect(server: &Arc<Server>, root: &std::path::Path) -> Host {
         let (host, guest) = UnixStream::pair().unwrap();
-        let (agent, messages) = Agent::new(AgentConfig::sandbox(&root));
-        let server = Server::new(agent, messages);
+        let server = Arc::clone(server);
         std::thread::spawn(move || {
             let writer = guest.try_clone().unwrap();
             server.serve(guest, Box::new(writer), true);
@@ -60,7 +78,8 @@ impl Host {
             frames,
             next: 1,
             events: Vec::new(),
-            root,
+            root: root.to_path_buf(),
+            owns_root: false,
         };
         match h.recv() {
             AgentMessage::Event {
@@ -151,7 +170,9 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        if self.owns_root {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 
@@ -271,7 +292,7 @@ fn malformed_frames_get_error_replies_and_the_stream_stays_in_step() {
 }
 
 #[test]
-fn an_oversize_frame_is_skipped_without_being_buffered() {
+fn an_oversize_frame_gets_an_error_reply_and_the_stream_stays_in_step() {
     let mut host = Host::start();
     let len = MAX_FRAME_BYTES + 1;
     let mut header = encode_raw(1, b"");
@@ -299,6 +320,79 @@ fn an_oversize_frame_is_skipped_without_being_buffered() {
     assert_eq!(host.call(Op::Ping), Reply::Done);
 }
 
+/// A stream of a header that announces `body` bytes, those bytes (made as
+/// they are read, never held), then `tail`; it records the largest read it
+/// was asked for, which is how much the reader meant to hold at once.
+struct Announced {
+    header: Vec<u8>,
+    body: u64,
+    tail: Vec<u8>,
+    largest_read: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl Read for Announced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.largest_read
+            .set(self.largest_read.get().max(buf.len()));
+        if !self.header.is_empty() {
+            let n = buf.len().min(self.header.len());
+            buf[..n].copy_from_slice(&self.header[..n]);
+            self.header.drain(..n);
+            return Ok(n);
+        }
+        if self.body > 0 {
+            let n = buf
+                .len()
+                .min(usize::try_from(self.body).unwrap_or(usize::MAX));
+            buf[..n].fill(b'x');
+            self.body -= n as u64;
+            return Ok(n);
+        }
+        let n = buf.len().min(self.tail.len());
+        buf[..n].copy_from_slice(&self.tail[..n]);
+        self.tail.drain(..n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_oversize_frame_is_skipped_without_being_buffered() {
+    let len = MAX_FRAME_BYTES + 1;
+    let mut header = encode_raw(1, b"");
+    header[8..12].copy_from_slice(&len.to_be_bytes());
+    let largest_read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let source = Announced {
+        header,
+        body: u64::from(len),
+        tail: encode(&Request {
+            id: 9,
+            op: Op::Ping,
+        }),
+        largest_read: std::rc::Rc::clone(&largest_read),
+    };
+    let mut reader = FrameReader::new(source);
+    match reader.read_payload() {
+        Err(FrameError::TooLarge(n)) => assert_eq!(n, len),
+        other => panic!("expected `TooLarge`, got {other:?}"),
+    }
+    // The next frame is read whole: the body was consumed to its last byte.
+    let next: Request = reader.read().unwrap().unwrap();
+    assert_eq!(
+        next,
+        Request {
+            id: 9,
+            op: Op::Ping
+        }
+    );
+    // Never asked for more than a small buffer's worth at once: a reader that
+    // buffered the frame would have asked for all of it.
+    assert!(
+        largest_read.get() <= 1 << 20,
+        "asked to read `{}` bytes at once",
+        largest_read.get()
+    );
+}
+
 #[test]
 fn frame_reader_reports_truncation_and_end_of_stream() {
     let frame = encode(&Request {
@@ -309,6 +403,67 @@ fn frame_reader_reports_truncation_and_end_of_stream() {
     assert!(!reader.read::<Request>().unwrap_err().recoverable());
     let mut reader = FrameReader::new(&b""[..]);
     assert!(reader.read::<Request>().unwrap().is_none());
+}
+
+#[test]
+fn a_reply_goes_only_to_the_connection_that_asked() {
+    let root = scratch_root();
+    let server = Arc::new(Server::new(Agent::new(AgentConfig::sandbox(&root))));
+    let (go, finished) = (root.join("go"), root.join("a-finished"));
+    let mut a = Host::connect(&server, &root);
+    let asked = a.send(Op::Exec(Exec::shell(format!(
+        "while [ ! -e {go} ]; do sleep 0.02; done; echo for-a; touch {finished}",
+        go = go.display(),
+        finished = finished.display()
+    ))));
+    // A goes away before its reply is ready; B connects.
+    a.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(a);
+    let mut b = Host::connect(&server, &root);
+    b.next = 100;
+    std::fs::write(&go, "").unwrap();
+    wait_until("A's command has run", || finished.exists());
+    // By the time this ends, A's reply has long been made: were it sent to
+    // B, it would come first.
+    let id = b.send(Op::Exec(Exec::shell("sleep 0.5; echo for-b")));
+    loop {
+        match b.recv() {
+            AgentMessage::Response { id: got, reply } if got == id => {
+                assert!(matches!(reply, Reply::Exit { .. }), "{reply:?}");
+                break;
+            }
+            AgentMessage::Output { id: got, data, .. } if got == id => {
+                assert_eq!(data.0, b"for-b\n");
+            }
+            AgentMessage::Event { .. } => {}
+            other => panic!("B got a message of A's request `{asked}`: {other:?}"),
+        }
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_stalled_connection_does_not_hold_up_another() {
+    let root = scratch_root();
+    let server = Arc::new(Server::new(Agent::new(AgentConfig::sandbox(&root))));
+    let wrote = root.join("wrote");
+    // A asks for megabytes of output and never reads: its channel fills and
+    // the agent's write to it blocks.
+    let mut a = Host::connect(&server, &root);
+    a.send(Op::Exec(Exec::shell(format!(
+        "head -c 6000000 /dev/zero; touch {}",
+        wrote.display()
+    ))));
+    wait_until("A's output is made", || wrote.exists());
+    // B is served all the same.
+    let mut b = Host::connect(&server, &root);
+    assert_eq!(b.call(Op::Ping), Reply::Done);
+    let (code, out, _) = b.exec(Exec::argv(["echo", "b"]));
+    assert_eq!((code, out.as_str()), (0, "b\n"));
+    a.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 // ---- exec ----
@@ -367,6 +522,24 @@ fn exec_timeout_kills_the_whole_process_group() {
 }
 
 #[test]
+fn no_output_follows_the_response_of_its_request() {
+    let mut host = Host::start();
+    let late = host.root.join("late");
+    // A background process keeps the pipes open past the grace period and
+    // writes after the response.
+    let (code, out, _) = host.exec(Exec::shell(format!(
+        "(sleep 3; echo late; touch {}) & echo hi",
+        late.display()
+    )));
+    assert_eq!((code, out.as_str()), (0, "hi\n"));
+    wait_until("the background process wrote", || late.exists());
+    // Any output of the first request would come before this reply (and
+    // `reply_to` refuses messages of other requests).
+    let (code, out, _) = host.exec(Exec::shell("sleep 0.5; echo next"));
+    assert_eq!((code, out.as_str()), (0, "next\n"));
+}
+
+#[test]
 fn exec_as_another_user() {
     if !rustix_is_root() {
         eprintln!("skipped: needs root");
@@ -420,6 +593,50 @@ fn files_are_written_atomically_and_read_back() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn concurrent_writes_to_one_path_leave_exactly_one_of_them() {
+    let mut host = Host::start();
+    let contents: Vec<Vec<u8>> = (0..12u8).map(|i| vec![b'a' + i; 256 * 1024]).collect();
+    for round in 0..4 {
+        let ids: Vec<u64> = contents
+            .iter()
+            .map(|content| {
+                host.send(Op::WriteFile {
+                    path: "/srv/shared.bin".into(),
+                    content: Bytes(content.clone()),
+                    mode: None,
+                    owner: None,
+                    group: None,
+                })
+            })
+            .collect();
+        let mut replies = BTreeMap::new();
+        while replies.len() < ids.len() {
+            match host.recv() {
+                AgentMessage::Response { id, reply } => {
+                    replies.insert(id, reply);
+                }
+                AgentMessage::Event { event } => host.events.push(event),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for id in &ids {
+            assert_eq!(replies[id], Reply::Done, "round {round}, request {id}");
+        }
+        let on_disk = std::fs::read(host.root.join("srv/shared.bin")).unwrap();
+        assert!(
+            contents.contains(&on_disk),
+            "round {round}: the file is none of the writes ({} bytes)",
+            on_disk.len()
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(host.root.join("srv"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "temporary files left: {names:?}");
 }
 
 #[test]
@@ -647,6 +864,121 @@ fn stop_sends_the_stop_signal_and_logs_go_to_the_log_file() {
     );
 }
 
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+fn pids_in(file: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn kill_all(pids: &[u32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn concurrent_starts_of_one_service_leave_no_process_after_stop() {
+    let mut host = Host::start();
+    let pids = host.root.join("dup.pids");
+    let run = format!("echo $$ >> {}; exec sleep 300", pids.display());
+    let ids: Vec<u64> = (0..8)
+        .map(|_| {
+            host.send(Op::StartService(service(
+                "dup",
+                &run,
+                RestartPolicy::Always,
+            )))
+        })
+        .collect();
+    let mut replies = BTreeMap::new();
+    while replies.len() < ids.len() {
+        match host.recv() {
+            AgentMessage::Response { id, reply } => {
+                replies.insert(id, reply);
+            }
+            AgentMessage::Event { event } => host.events.push(event),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(replies.values().all(|r| *r == Reply::Done), "{replies:?}");
+    // One of them is registered and running.
+    wait_until("the service runs", || !pids_in(&pids).is_empty());
+    assert_eq!(
+        host.call(Op::StopService { name: "dup".into() }),
+        Reply::Done
+    );
+    let stopped = std::time::Instant::now();
+    let deadline = stopped + PATIENCE;
+    let survivors = loop {
+        let survivors: Vec<u32> = pids_in(&pids).into_iter().filter(|p| alive(*p)).collect();
+        if survivors.is_empty() || std::time::Instant::now() > deadline {
+            break survivors;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    kill_all(&survivors);
+    assert!(
+        survivors.is_empty(),
+        "processes of `dup` left: {survivors:?}"
+    );
+    assert_eq!(
+        host.error_of(Op::StopService { name: "dup".into() }),
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn stop_kills_what_the_service_started_too() {
+    let mut host = Host::start();
+    let pids = host.root.join("child.pid");
+    // A child that ignores TERM, in the service's process group.
+    let run = format!(
+        "(trap '' TERM; exec sleep 300) & echo $! > {}; exec sleep 300",
+        pids.display()
+    );
+    host.call(Op::StartService(service(
+        "parent",
+        &run,
+        RestartPolicy::Always,
+    )));
+    wait_until("the child started", || !pids_in(&pids).is_empty());
+    let child = pids_in(&pids)[0];
+    assert!(alive(child));
+    assert_eq!(
+        host.call(Op::StopService {
+            name: "parent".into()
+        }),
+        Reply::Done
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while alive(child) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = alive(child);
+    kill_all(&[child]);
+    assert!(!survived, "the service's child `{child}` survived the stop");
+}
+
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !f() {
@@ -848,26 +1180,37 @@ fn env_is_written_for_login_shells_and_used_by_later_processes() {
 }
 
 #[test]
-fn identity_reset_writes_a_new_machine_id() {
+fn identity_reset_derives_the_machine_id_from_the_hosts_entropy() {
     let mut host = Host::start();
-    let identity = |bytes: usize| Identity {
-        entropy: Bytes(vec![7; bytes]),
+    let identity = |fill: u8, bytes: usize| Identity {
+        entropy: Bytes(vec![fill; bytes]),
         unix_secs: 1_800_000_000,
         unix_nanos: 0,
         hostname: Some("clone-1".into()),
     };
-    assert_eq!(host.call(Op::ResetIdentity(identity(64))), Reply::Done);
-    let first = std::fs::read_to_string(host.root.join("etc/machine-id")).unwrap();
-    assert_eq!(first.trim().len(), 32);
-    assert_eq!(host.call(Op::ResetIdentity(identity(64))), Reply::Done);
-    let second = std::fs::read_to_string(host.root.join("etc/machine-id")).unwrap();
-    assert_ne!(first, second);
+    let mut machine_id_after = |identity: Identity| {
+        assert_eq!(host.call(Op::ResetIdentity(identity)), Reply::Done);
+        std::fs::read_to_string(host.root.join("etc/machine-id")).unwrap()
+    };
+    let first = machine_id_after(identity(7, 64));
+    let id = first.strip_suffix('\n').unwrap();
+    assert_eq!(id.len(), 32, "{first:?}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{first:?}"
+    );
+    // Two clones given different bytes get different ids, whatever their
+    // (shared, restored) random state; the same bytes give the same id.
+    let other = machine_id_after(identity(8, 64));
+    assert_ne!(first, other);
+    assert_eq!(machine_id_after(identity(7, 64)), first);
     assert_eq!(
         std::fs::read_to_string(host.root.join("etc/hostname")).unwrap(),
         "clone-1\n"
     );
     assert_eq!(
-        host.error_of(Op::ResetIdentity(identity(8))),
+        host.error_of(Op::ResetIdentity(identity(7, 8))),
         ErrorCode::BadRequest
     );
 }
