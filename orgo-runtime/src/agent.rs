@@ -217,16 +217,27 @@ impl AgentClient {
                 pid1: false,
             },
         };
-        match client.request(
-            Op::Hello {
+        // A hello sent before the guest opened its end of a virtio-serial
+        // port is lost, and a restored guest may take a moment to notice the
+        // new host: say hello again every second until one is answered.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1));
+            let hello = Op::Hello {
                 protocol: PROTOCOL_VERSION,
-            },
-            timeout,
-        )? {
-            Reply::Ready(info) => client.ready = info,
-            other => return Err(unexpected("hello", &other)),
+            };
+            match client.request(hello, wait) {
+                Ok(Reply::Ready(info)) => {
+                    client.ready = info;
+                    return Ok(client);
+                }
+                Ok(other) => return Err(unexpected("hello", &other)),
+                Err(AgentError::Timeout { .. }) if Instant::now() < deadline => continue,
+                Err(error) => return Err(error),
+            }
         }
-        Ok(client)
     }
 
     /// What the agent said about itself at the handshake.

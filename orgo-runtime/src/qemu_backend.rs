@@ -282,7 +282,10 @@ impl Vm for QemuVm {
     }
 
     async fn info(&self) -> Result<VmInfo, RuntimeError> {
-        let state = match self.qmp.lock().await.is_some() {
+        // Not in the match: the guard would live through it, and status()
+        // takes the same lock.
+        let alive = self.qmp.lock().await.is_some();
+        let state = match alive {
             false => VmState::Shutdown,
             true => match self.status().await?.as_str() {
                 "running" => VmState::Running,

@@ -129,12 +129,15 @@ async fn golden_snapshot_restores_into_independent_clones() {
     };
     let started = Instant::now();
     let golden = qemu.boot(&config).await.unwrap();
+    eprintln!("golden booted; waiting for its agent");
     let client = agent(&*golden).await;
+    eprintln!("golden agent ready");
     let boot_to_ready = started.elapsed();
     sh(&client, "echo built-in > /root/mark").await;
     drop(client);
 
     golden.pause().await.unwrap();
+    eprintln!("golden paused");
     assert_eq!(golden.info().await.unwrap().state, VmState::Paused);
     let snapshot_started = Instant::now();
     let files = golden
@@ -172,6 +175,7 @@ async fn golden_snapshot_restores_into_independent_clones() {
         };
         let started = Instant::now();
         let vm = qemu.restore(&restore).await.unwrap();
+        eprintln!("clone {i} restored; waiting for its agent");
         let client = agent(&*vm).await;
         restore_times.push(started.elapsed());
         assert_eq!(vm.info().await.unwrap().state, VmState::Running);
