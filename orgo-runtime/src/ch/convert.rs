@@ -431,3 +431,265 @@ pub(crate) fn vm_info(info: &models::VmInfo, pid: Option<u32>) -> VmInfo {
         pid,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(memory_file: bool) -> VmConfig {
+        VmConfig {
+            id: "vm".to_owned(),
+            cpus: 2,
+            memory_mib: 512,
+            kernel: "/k/vmlinux".into(),
+            initrd: Some("/k/initrd".into()),
+            cmdline: "console=ttyS0".to_owned(),
+            disk: Disk {
+                path: "/d/golden.raw".into(),
+                format: DiskFormat::Raw,
+                read_only: false,
+            },
+            memory_file: memory_file.then(|| "/m/golden.mem".into()),
+            network: Network::Tap {
+                name: "tap0".to_owned(),
+                mac: "52:54:00:00:00:01".to_owned(),
+            },
+            run_dir: "/run/vm".into(),
+        }
+    }
+
+    #[test]
+    fn a_golden_vm_maps_its_memory_file_shared_in_one_zone() {
+        let vm = models::VmConfig::try_from(&config(true)).expect("converts");
+        let json = serde_json::to_value(&vm).expect("serializes");
+        assert_eq!(
+            json,
+            json!({
+                "cpus": {"boot_vcpus": 2, "max_vcpus": MAX_VCPUS},
+                "memory": {
+                    "size": 0,
+                    "hotplug_method": "VirtioMem",
+                    "zones": [{
+                        "id": "mem0",
+                        "size": 512 << 20,
+                        "file": "/m/golden.mem",
+                        "shared": true,
+                        "hotplug_size": MEMORY_HOTPLUG_MIB << 20,
+                    }],
+                },
+                "payload": {"kernel": "/k/vmlinux", "cmdline": "console=ttyS0", "initramfs": "/k/initrd"},
+                "disks": [{"path": "/d/golden.raw", "readonly": false, "image_type": "Raw"}],
+                "net": [{"tap": "tap0", "mac": "52:54:00:00:00:01"}],
+                "serial": {"file": "/run/vm/serial.log", "mode": "File"},
+                "console": {"mode": "Off"},
+                "vsock": {"cid": GUEST_CID, "socket": "/run/vm/vsock.sock"},
+            })
+        );
+    }
+
+    #[test]
+    fn anonymous_memory_has_no_file_and_qcow2_reads_its_backing_file() {
+        let mut c = config(false);
+        c.disk.format = DiskFormat::Qcow2;
+        c.network = Network::None;
+        let vm = models::VmConfig::try_from(&c).expect("converts");
+        let zone = &vm.memory.expect("memory").zones.expect("zones")[0];
+        assert_eq!((zone.file.as_deref(), zone.shared), (None, None));
+        let disk = &vm.disks.expect("disks")[0];
+        assert_eq!(disk.image_type, Some(models::ImageType::Qcow2));
+        assert_eq!(disk.backing_files, Some(true));
+        assert_eq!(vm.net, None);
+    }
+
+    #[test]
+    fn user_networking_and_bad_shapes_are_unsupported() {
+        let mut c = config(false);
+        c.network = Network::User;
+        assert!(matches!(
+            models::VmConfig::try_from(&c),
+            Err(RuntimeError::Unsupported { .. })
+        ));
+        let mut c = config(false);
+        c.cpus = 0;
+        assert!(models::VmConfig::try_from(&c).is_err());
+        c.cpus = MAX_VCPUS + 1;
+        assert!(models::VmConfig::try_from(&c).is_err());
+    }
+
+    fn golden_json() -> Value {
+        serde_json::to_value(models::VmConfig::try_from(&config(true)).expect("converts"))
+            .expect("serializes")
+    }
+
+    #[test]
+    fn a_clone_gets_its_own_paths_and_a_private_mapping() {
+        let disk = Disk {
+            path: "/c/clone.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            read_only: false,
+        };
+        let network = Network::Tap {
+            name: "tap9".to_owned(),
+            mac: "52:54:00:00:00:09".to_owned(),
+        };
+        let paths = RunPaths::new(Path::new("/run/clone"));
+        let mut golden = golden_json();
+        // Fields this crate does not model survive the rewrite.
+        golden["disks"][0]["lock_granularity"] = json!("ByteRange");
+        golden["platform"] = json!({"num_pci_segments": 1});
+        let plan = clone_config(
+            &golden,
+            &CloneSpec {
+                disk: &disk,
+                network: &network,
+                paths: &paths,
+                memory_file: Some(Path::new("/store/memory")),
+            },
+        )
+        .expect("rewrites");
+        let c = &plan.config;
+        assert_eq!(c["disks"][0]["path"], "/c/clone.qcow2");
+        assert_eq!(c["disks"][0]["image_type"], "Qcow2");
+        assert_eq!(c["disks"][0]["backing_files"], true);
+        assert_eq!(c["disks"][0]["lock_granularity"], "ByteRange");
+        assert_eq!(
+            c["net"][0],
+            json!({"tap": "tap9", "mac": "52:54:00:00:00:09"})
+        );
+        assert_eq!(c["vsock"]["socket"], "/run/clone/vsock.sock");
+        assert_eq!(c["serial"]["file"], "/run/clone/serial.log");
+        assert_eq!(c["memory"]["zones"][0]["file"], "/store/memory");
+        assert_eq!(c["memory"]["zones"][0]["shared"], false);
+        assert_eq!(c["platform"], golden["platform"]);
+        assert_eq!(c["payload"], golden["payload"]);
+        assert!(plan.file_backed);
+        assert_eq!((plan.cpus, plan.max_cpus), (2, MAX_VCPUS));
+        assert_eq!(
+            (plan.memory_mib, plan.hotplug_mib),
+            (512, MEMORY_HOTPLUG_MIB)
+        );
+        assert_eq!(plan.zone, MEMORY_ZONE_ID);
+
+        let request = restore_request(&plan, &paths.restore).expect("converts");
+        assert_eq!(request.source_url, "file:///run/clone/restore");
+        assert_eq!(request.resume, Some(true));
+        assert_eq!(request.memory_restore_mode, None, "nothing to copy");
+
+        // A network the snapshot lacks cannot be added by a restore.
+        let none = Network::None;
+        let r = clone_config(
+            &golden,
+            &CloneSpec {
+                disk: &disk,
+                network: &none,
+                paths: &paths,
+                memory_file: Some(Path::new("/store/memory")),
+            },
+        );
+        assert!(matches!(r, Err(RuntimeError::Unsupported { .. })));
+        // A file-backed snapshot without its memory file is refused.
+        let r = clone_config(
+            &golden,
+            &CloneSpec {
+                disk: &disk,
+                network: &network,
+                paths: &paths,
+                memory_file: None,
+            },
+        );
+        assert!(matches!(r, Err(RuntimeError::Vmm { .. })));
+    }
+
+    #[test]
+    fn anonymous_snapshots_restore_on_demand() {
+        let golden =
+            serde_json::to_value(models::VmConfig::try_from(&config(false)).expect("converts"))
+                .expect("serializes");
+        let paths = RunPaths::new(Path::new("/run/clone"));
+        let network = config(false).network;
+        let plan = clone_config(
+            &golden,
+            &CloneSpec {
+                disk: &config(false).disk,
+                network: &network,
+                paths: &paths,
+                memory_file: None,
+            },
+        )
+        .expect("rewrites");
+        assert!(!plan.file_backed);
+        assert_eq!(plan.config["memory"]["zones"][0].get("file"), None);
+        let request = restore_request(&plan, &paths.restore).expect("converts");
+        assert_eq!(
+            request.memory_restore_mode,
+            Some(models::MemoryRestoreMode::OnDemand)
+        );
+    }
+
+    #[test]
+    fn growth_hot_adds_above_the_snapshot_floor() {
+        let plan = RestorePlan {
+            config: Value::Null,
+            file_backed: true,
+            cpus: 2,
+            max_cpus: 8,
+            zone: "mem0".to_owned(),
+            memory_mib: 512,
+            hotplug_mib: 1024,
+        };
+        let same = growth(&plan, 1, 256).expect("the floor");
+        assert_eq!(
+            (same.vcpus, same.memory, same.cpus, same.memory_mib),
+            (None, None, 2, 512)
+        );
+        let more = growth(&plan, 4, 1536).expect("grows");
+        assert_eq!(more.vcpus.expect("vcpus").desired_vcpus, Some(4));
+        let zone = more.memory.expect("memory");
+        assert_eq!(
+            (zone.id.as_deref(), zone.desired_ram),
+            (Some("mem0"), Some(1536 << 20))
+        );
+        assert!(growth(&plan, 9, 512).is_err(), "above max_vcpus");
+        assert!(growth(&plan, 2, 2048).is_err(), "above hotplug_size");
+        assert!(growth(&plan, 2, 600).is_err(), "not a virtio-mem block");
+    }
+
+    #[test]
+    fn info_reports_the_zone_and_its_hotplugged_memory() {
+        let mut vm = models::VmConfig::try_from(&config(true)).expect("converts");
+        let memory = vm.memory.as_mut().expect("memory");
+        memory.zones.as_mut().expect("zones")[0].hotplugged_size = Some(512 << 20);
+        let info = models::VmInfo::new(vm, models::VmState::Paused);
+        let ours = vm_info(&info, Some(7));
+        assert_eq!(
+            ours,
+            VmInfo {
+                state: VmState::Paused,
+                cpus: 2,
+                memory_mib: 1024,
+                pid: Some(7)
+            }
+        );
+    }
+
+    #[test]
+    fn snapshots_without_a_disk_or_zone_are_refused() {
+        let paths = RunPaths::new(Path::new("/run/clone"));
+        let c = config(true);
+        let spec = CloneSpec {
+            disk: &c.disk,
+            network: &c.network,
+            paths: &paths,
+            memory_file: Some(Path::new("/m")),
+        };
+        for pointer in ["/disks", "/vsock", "/memory/zones"] {
+            let mut golden = golden_json();
+            *golden.pointer_mut(pointer).expect("present") = Value::Null;
+            assert!(
+                matches!(clone_config(&golden, &spec), Err(RuntimeError::Vmm { .. })),
+                "{pointer}"
+            );
+        }
+    }
+}

@@ -20,7 +20,7 @@
 //!   unsupported).
 //! - A [`VmmPool`] keeps processes spawned ahead for launches.
 //!
-//! With the `simulator` feature, [`simulator`] serves a simulation of the
+//! With the `simulator` feature, `ch::simulator` serves a simulation of the
 //! REST API on a Unix socket (the `ch-simulator` binary behaves like
 //! `cloud-hypervisor --api-socket path=...`), for tests on hosts without
 //! KVM or the binary.

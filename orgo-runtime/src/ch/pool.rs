@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use super::process::VmmProcess;
 use crate::vmm::RuntimeError;
 
-/// Idle VMM processes (no VM yet), up to a target size. [`VmmPool::take`]
-/// hands one out and refills the pool in the background; dropping the
+/// Idle VMM processes (no VM yet), up to a target size. A backend
+/// [`with_pool`](super::CloudHypervisor::with_pool) takes one per boot or
+/// restore and refills the pool in the background; dropping the
 /// pool kills the idle ones.
 #[derive(Debug)]
 pub struct VmmPool {
@@ -26,7 +27,7 @@ pub struct VmmPool {
 impl VmmPool {
     /// A pool of `target` processes of `binary`, their API sockets and logs
     /// in `dir` (created if missing). Nothing is spawned before
-    /// [`fill`](Self::fill) or the first [`take`](Self::take).
+    /// [`fill`](Self::fill) or the backend's first take.
     pub fn new(binary: impl Into<PathBuf>, dir: impl Into<PathBuf>, target: usize) -> Arc<VmmPool> {
         Arc::new(VmmPool {
             binary: binary.into(),
