@@ -10,6 +10,9 @@
 //! - [`QemuVm`] boots an image under TCG with the agent's virtio-serial port
 //!   on a Unix socket; [`AgentClient`] speaks the agent protocol over it (or
 //!   over Cloud Hypervisor's hybrid vsock socket).
+//! - [`CloudHypervisor`] is the [`Vmm`] backend for hosts with KVM: one
+//!   `cloud-hypervisor` process per VM, lazy restores, a [`VmmPool`] of
+//!   processes spawned ahead (see [`ch`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -26,6 +29,7 @@
 //! ```
 
 mod agent;
+pub mod ch;
 mod image;
 mod initramfs;
 mod qemu;
@@ -35,6 +39,7 @@ mod vmlinux;
 mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
+pub use ch::{ChVm, CloudHypervisor, VmmPool};
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
     KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,

@@ -1,0 +1,407 @@
+//! The [`Vmm`] and [`Vm`] implementations: files, processes and API calls
+//! around the pure conversions of [`super::convert`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cloud_hypervisor_client::apis::DefaultApi;
+use cloud_hypervisor_client::models;
+
+use super::convert::{self, CloneSpec, RunPaths};
+use super::pool::VmmPool;
+use super::process::{VmmProcess, api_error};
+use super::{BACKEND, roles};
+use crate::vmm::{
+    Accel, AgentEndpoint, Capabilities, RestoreConfig, RuntimeError, Vm, VmConfig, VmInfo, VmState,
+    Vmm,
+};
+
+/// The Cloud Hypervisor backend: one `cloud-hypervisor --api-socket`
+/// process per VM, driven over its REST API.
+#[derive(Debug, Clone)]
+pub struct CloudHypervisor {
+    binary: PathBuf,
+    kvm: PathBuf,
+    pool: Option<Arc<VmmPool>>,
+}
+
+impl CloudHypervisor {
+    /// The backend running `binary` (`cloud-hypervisor`, or a path), one new
+    /// process per VM.
+    pub fn new(binary: impl Into<PathBuf>) -> CloudHypervisor {
+        CloudHypervisor {
+            binary: binary.into(),
+            kvm: PathBuf::from("/dev/kvm"),
+            pool: None,
+        }
+    }
+
+    /// Takes VMM processes from `pool` (its binary replaces this one's).
+    #[must_use]
+    pub fn with_pool(mut self, pool: Arc<VmmPool>) -> CloudHypervisor {
+        self.binary = pool.binary().to_owned();
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The KVM device [`Vmm::probe`] checks (`/dev/kvm`; tests against the
+    /// simulator point it elsewhere).
+    #[must_use]
+    pub fn with_kvm_device(mut self, path: impl Into<PathBuf>) -> CloudHypervisor {
+        self.kvm = path.into();
+        self
+    }
+
+    async fn process(&self, paths: &RunPaths) -> Result<VmmProcess, RuntimeError> {
+        match &self.pool {
+            Some(pool) => pool.take().await,
+            None => VmmProcess::spawn(&self.binary, &paths.api, &paths.log).await,
+        }
+    }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.to_owned();
+    move |source| RuntimeError::Io { op, path, source }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Creates (or empties) the memory file and sizes it: the VMM maps it, it
+/// does not create it.
+fn prepare_memory_file(path: &Path, mib: u64) -> Result<(), RuntimeError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io("cannot create the memory file", path))?;
+    file.set_len(mib.saturating_mul(1 << 20))
+        .map_err(io("cannot size the memory file", path))
+}
+
+/// Writes the clone's restore directory: its own `config.json` beside
+/// links to the snapshot's other files, which stay untouched.
+fn write_restore_dir(
+    dir: &Path,
+    config: &serde_json::Value,
+    snapshot: &BTreeMap<String, PathBuf>,
+) -> Result<(), RuntimeError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io("cannot empty the restore directory", dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io("cannot create the restore directory", dir))?;
+    let json = serde_json::to_vec(config).expect("a JSON value serializes");
+    let path = dir.join(super::CONFIG_FILE);
+    std::fs::write(&path, json).map_err(io("cannot write the clone's config", &path))?;
+    for (role, name) in [
+        (roles::STATE, super::STATE_FILE),
+        (roles::MEMORY_RANGES, super::MEMORY_RANGES_FILE),
+    ] {
+        let Some(target) = snapshot.get(role) else {
+            if role == roles::STATE {
+                return Err(RuntimeError::Vmm {
+                    backend: BACKEND,
+                    op: "vm.restore".to_owned(),
+                    message: format!("the snapshot has no `{role}` file"),
+                });
+            }
+            continue;
+        };
+        let target = std::path::absolute(target).map_err(io("cannot resolve", target))?;
+        let link = dir.join(name);
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(io("cannot link the snapshot file", &link))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Vmm for CloudHypervisor {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn probe(&self) -> Result<Capabilities, RuntimeError> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.kvm)
+            .map_err(|_| RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: format!("run without a usable `{}`", self.kvm.display()),
+            })?;
+        let out = tokio::process::Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.split_whitespace().last().unwrap_or_default();
+        if !out.status.success() || version.is_empty() {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "--version".to_owned(),
+                message: format!("exited with `{}` printing `{}`", out.status, text.trim()),
+            });
+        }
+        Ok(Capabilities {
+            backend: BACKEND,
+            version: version.trim_start_matches('v').to_owned(),
+            accel: Accel::Kvm,
+            lazy_restore: true,
+        })
+    }
+
+    async fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, RuntimeError> {
+        let body = models::VmConfig::try_from(config)?;
+        let paths = RunPaths::new(&config.run_dir);
+        std::fs::create_dir_all(&config.run_dir)
+            .map_err(io("cannot create the run directory", &config.run_dir))?;
+        remove_if_present(&paths.vsock)?;
+        if let Some(file) = &config.memory_file {
+            prepare_memory_file(file, config.memory_mib)?;
+        }
+        let process = self.process(&paths).await?;
+        let client = process.client();
+        client
+            .create_vm(body)
+            .await
+            .map_err(|e| api_error("vm.create", e))?;
+        client
+            .boot_vm()
+            .await
+            .map_err(|e| api_error("vm.boot", e))?;
+        Ok(Box::new(ChVm {
+            id: config.id.clone(),
+            vsock: paths.vsock,
+            memory_file: config.memory_file.clone(),
+            process: tokio::sync::Mutex::new(process),
+            last: Mutex::new((config.cpus, config.memory_mib)),
+            shut_down: Mutex::new(false),
+        }))
+    }
+
+    async fn restore(&self, config: &RestoreConfig) -> Result<Box<dyn Vm>, RuntimeError> {
+        let golden_path = config
+            .snapshot
+            .get(roles::CONFIG)
+            .ok_or_else(|| RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "vm.restore".to_owned(),
+                message: format!("the snapshot has no `{}` file", roles::CONFIG),
+            })?;
+        let bytes = std::fs::read(golden_path)
+            .map_err(io("cannot read the snapshot's config", golden_path))?;
+        let golden: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "vm.restore".to_owned(),
+                message: format!("the snapshot's `config.json` is not JSON: {e}"),
+            })?;
+        let paths = RunPaths::new(&config.run_dir);
+        let memory_file = config
+            .snapshot
+            .get(roles::MEMORY_FILE)
+            .map(|p| std::path::absolute(p).map_err(io("cannot resolve", p)))
+            .transpose()?;
+        let plan = convert::clone_config(
+            &golden,
+            &CloneSpec {
+                disk: &config.disk,
+                network: &config.network,
+                paths: &paths,
+                memory_file: memory_file.as_deref(),
+            },
+        )?;
+        let growth = convert::growth(&plan, config.cpus, config.memory_mib)?;
+        let request = convert::restore_request(&plan, &paths.restore)?;
+
+        std::fs::create_dir_all(&config.run_dir)
+            .map_err(io("cannot create the run directory", &config.run_dir))?;
+        remove_if_present(&paths.vsock)?;
+        write_restore_dir(&paths.restore, &plan.config, &config.snapshot)?;
+
+        let process = self.process(&paths).await?;
+        let client = process.client();
+        client
+            .vm_restore_put(request)
+            .await
+            .map_err(|e| api_error("vm.restore", e))?;
+        if let Some(resize) = growth.vcpus {
+            client
+                .vm_resize_put(resize)
+                .await
+                .map_err(|e| api_error("vm.resize", e))?;
+        }
+        if let Some(resize) = growth.memory {
+            client
+                .vm_resize_zone_put(resize)
+                .await
+                .map_err(|e| api_error("vm.resize-zone", e))?;
+        }
+        Ok(Box::new(ChVm {
+            id: config.id.clone(),
+            vsock: paths.vsock,
+            memory_file,
+            process: tokio::sync::Mutex::new(process),
+            last: Mutex::new((growth.cpus, growth.memory_mib)),
+            shut_down: Mutex::new(false),
+        }))
+    }
+}
+
+/// A VM in its own Cloud Hypervisor process. Dropping it kills the process.
+#[derive(Debug)]
+pub struct ChVm {
+    id: String,
+    vsock: PathBuf,
+    memory_file: Option<PathBuf>,
+    process: tokio::sync::Mutex<VmmProcess>,
+    /// The last known vCPUs and memory (MiB), reported after shutdown.
+    last: Mutex<(u32, u64)>,
+    shut_down: Mutex<bool>,
+}
+
+impl ChVm {
+    fn is_shut_down(&self) -> bool {
+        *self
+            .shut_down
+            .lock()
+            .expect("the flag's lock is never poisoned")
+    }
+
+    fn gone(&self, op: &str) -> RuntimeError {
+        RuntimeError::Vmm {
+            backend: BACKEND,
+            op: op.to_owned(),
+            message: format!("the VM `{}` is shut down", self.id),
+        }
+    }
+}
+
+#[async_trait]
+impl Vm for ChVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn agent_endpoint(&self) -> AgentEndpoint {
+        AgentEndpoint::HybridVsock {
+            path: self.vsock.clone(),
+            port: orgo_agent::VSOCK_PORT,
+        }
+    }
+
+    async fn info(&self) -> Result<VmInfo, RuntimeError> {
+        let process = self.process.lock().await;
+        if self.is_shut_down() {
+            let (cpus, memory_mib) = *self
+                .last
+                .lock()
+                .expect("the shape's lock is never poisoned");
+            return Ok(VmInfo {
+                state: VmState::Shutdown,
+                cpus,
+                memory_mib,
+                pid: None,
+            });
+        }
+        let info = process
+            .client()
+            .vm_info_get()
+            .await
+            .map_err(|e| api_error("vm.info", e))?;
+        let info = convert::vm_info(&info, process.pid());
+        *self
+            .last
+            .lock()
+            .expect("the shape's lock is never poisoned") = (info.cpus, info.memory_mib);
+        Ok(info)
+    }
+
+    async fn pause(&self) -> Result<(), RuntimeError> {
+        let process = self.process.lock().await;
+        if self.is_shut_down() {
+            return Err(self.gone("vm.pause"));
+        }
+        process
+            .client()
+            .pause_vm()
+            .await
+            .map_err(|e| api_error("vm.pause", e))
+    }
+
+    async fn resume(&self) -> Result<(), RuntimeError> {
+        let process = self.process.lock().await;
+        if self.is_shut_down() {
+            return Err(self.gone("vm.resume"));
+        }
+        process
+            .client()
+            .resume_vm()
+            .await
+            .map_err(|e| api_error("vm.resume", e))
+    }
+
+    async fn snapshot(&self, dir: &Path) -> Result<BTreeMap<String, PathBuf>, RuntimeError> {
+        let process = self.process.lock().await;
+        if self.is_shut_down() {
+            return Err(self.gone("vm.snapshot"));
+        }
+        std::fs::create_dir_all(dir).map_err(io("cannot create the snapshot directory", dir))?;
+        let dir = std::path::absolute(dir).map_err(io("cannot resolve", dir))?;
+        let url = dir.to_str().ok_or_else(|| RuntimeError::Unsupported {
+            backend: BACKEND,
+            what: format!("snapshot into the non-UTF-8 path `{}`", dir.display()),
+        })?;
+        let mut request = models::VmSnapshotConfig::new();
+        request.destination_url = Some(format!("file://{url}"));
+        process
+            .client()
+            .vm_snapshot_put(request)
+            .await
+            .map_err(|e| api_error("vm.snapshot", e))?;
+        let mut files = BTreeMap::new();
+        for (role, name) in [
+            (roles::CONFIG, super::CONFIG_FILE),
+            (roles::STATE, super::STATE_FILE),
+            (roles::MEMORY_RANGES, super::MEMORY_RANGES_FILE),
+        ] {
+            let path = dir.join(name);
+            if path.exists() {
+                files.insert(role.to_owned(), path);
+            }
+        }
+        if let Some(file) = &self.memory_file {
+            files.insert(roles::MEMORY_FILE.to_owned(), file.clone());
+        }
+        Ok(files)
+    }
+
+    async fn shutdown(&self) -> Result<(), RuntimeError> {
+        let mut process = self.process.lock().await;
+        if self.is_shut_down() {
+            return Ok(());
+        }
+        // The guest may already be down (vm.shutdown then answers an
+        // error); vmm.shutdown stops the VMM either way.
+        let _ = process.client().shutdown_vm().await;
+        *self
+            .shut_down
+            .lock()
+            .expect("the flag's lock is never poisoned") = true;
+        process.shutdown().await
+    }
+}
