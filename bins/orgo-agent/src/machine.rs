@@ -403,7 +403,7 @@ pub fn find_serial_port() -> Option<std::path::PathBuf> {
 ///
 /// Each host is a connection of its own, but all write to the one port: a
 /// write waits while no host is connected, and the old connection's writer
-/// may still be in a write when the next host comes. [`PortWriter`] keeps
+/// may still be in a write when the next host comes. `PortWriter` keeps
 /// each frame whole on the port.
 pub fn serve_serial(server: &Server, device: &Path) -> std::io::Result<()> {
     let port = fs::OpenOptions::new().read(true).write(true).open(device)?;
