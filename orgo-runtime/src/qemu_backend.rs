@@ -32,6 +32,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use crate::qmp::Qmp;
+use crate::vmm::version_output;
 use crate::vmm::{
     Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
     VmConfig, VmInfo, VmState, Vmm,
@@ -127,15 +128,7 @@ impl Vmm for Qemu {
     }
 
     async fn probe(&self) -> Result<Capabilities, RuntimeError> {
-        let out = Command::new(&self.binary)
-            .arg("--version")
-            .output()
-            .await
-            .map_err(|source| RuntimeError::Spawn {
-                binary: self.binary.display().to_string(),
-                source,
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = version_output(BACKEND, &self.binary).await?;
         let version = text
             .lines()
             .next()

@@ -270,3 +270,27 @@ pub enum RuntimeError {
     #[error("the guest agent failed")]
     Agent(#[source] AgentError),
 }
+
+/// What `binary --version` prints; an error if it cannot run or fails.
+pub(crate) async fn version_output(
+    backend: &'static str,
+    binary: &Path,
+) -> Result<String, RuntimeError> {
+    let out = tokio::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|source| RuntimeError::Spawn {
+            binary: binary.display().to_string(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || text.is_empty() {
+        return Err(RuntimeError::Vmm {
+            backend,
+            op: "--version".to_owned(),
+            message: format!("exited with `{}` printing `{text}`", out.status),
+        });
+    }
+    Ok(text)
+}

@@ -12,10 +12,13 @@
     reason = "helpers of tests: an unwrap that fails is the test failing"
 )]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{image_dir, static_agent};
 use orgo_agent::Exec;
 use orgo_runtime::{
     Accel, AgentClient, AgentEndpoint, BaseImageRecipe, Disk, DiskFormat, KERNEL_CMDLINE, Network,
@@ -23,36 +26,6 @@ use orgo_runtime::{
 };
 
 const T: Duration = Duration::from_secs(60);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The static agent, built in its own target directory (as `qemu_e2e`).
-fn static_agent() -> PathBuf {
-    let target_dir = workspace().join("target/agent-static");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "-q", "--locked", "-p", "orgo-agent", "--release"])
-        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-        .arg(&target_dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the static agent failed");
-    target_dir.join("x86_64-unknown-linux-gnu/release/orgo-agent")
-}
-
-fn image_dir() -> PathBuf {
-    match std::env::var_os("ORGO_HOME") {
-        Some(home) => PathBuf::from(home).join("images"),
-        None => workspace().join("target/orgo-images"),
-    }
-}
 
 fn overlay(backing: &Path, format: &str, path: &Path) {
     let out = Command::new("qemu-img")

@@ -15,7 +15,7 @@ use super::process::{VmmProcess, api_error};
 use super::{BACKEND, roles};
 use crate::vmm::{
     Accel, AgentEndpoint, Capabilities, RestoreConfig, RuntimeError, Vm, VmConfig, VmInfo, VmState,
-    Vmm,
+    Vmm, version_output,
 };
 
 /// The Cloud Hypervisor backend: one `cloud-hypervisor --api-socket`
@@ -139,23 +139,8 @@ impl Vmm for CloudHypervisor {
                 backend: BACKEND,
                 what: format!("run without a usable `{}`", self.kvm.display()),
             })?;
-        let out = tokio::process::Command::new(&self.binary)
-            .arg("--version")
-            .output()
-            .await
-            .map_err(|source| RuntimeError::Spawn {
-                binary: self.binary.display().to_string(),
-                source,
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = version_output(BACKEND, &self.binary).await?;
         let version = text.split_whitespace().last().unwrap_or_default();
-        if !out.status.success() || version.is_empty() {
-            return Err(RuntimeError::Vmm {
-                backend: BACKEND,
-                op: "--version".to_owned(),
-                message: format!("exited with `{}` printing `{}`", out.status, text.trim()),
-            });
-        }
         Ok(Capabilities {
             backend: BACKEND,
             version: version.trim_start_matches('v').to_owned(),
