@@ -103,18 +103,33 @@ impl BuildCache {
         key: &RefKey,
         digest: &Digest,
     ) -> Result<SnapshotManifest, StoreError> {
-        match get_manifest(&*self.store, digest).await? {
-            Some(Manifest::Snapshot(m)) => Ok(m),
-            Some(_) => Err(StoreError::Invalid {
-                what: "manifest",
-                location: digest.to_string(),
-                reason: format!("`{key}` points at a manifest that is not a snapshot"),
-            }),
-            None => Err(StoreError::Dangling {
-                key: key.to_string(),
-                digest: *digest,
-            }),
-        }
+        self.manifest_at(key, digest, "a snapshot", |m| match m {
+            Manifest::Snapshot(m) => Some(m),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The manifest `key` points at, which must be of the kind `pick` takes.
+    async fn manifest_at<T>(
+        &self,
+        key: &RefKey,
+        digest: &Digest,
+        kind: &str,
+        pick: impl FnOnce(Manifest) -> Option<T>,
+    ) -> Result<T, StoreError> {
+        let manifest =
+            get_manifest(&*self.store, digest)
+                .await?
+                .ok_or_else(|| StoreError::Dangling {
+                    key: key.to_string(),
+                    digest: *digest,
+                })?;
+        pick(manifest).ok_or_else(|| StoreError::Invalid {
+            what: "manifest",
+            location: digest.to_string(),
+            reason: format!("`{key}` points at a manifest that is not {kind}"),
+        })
     }
 
     /// The snapshot of `template`, building it with `build` on a miss.
@@ -358,18 +373,13 @@ impl BuildCache {
         let Some(digest) = self.store.get_ref(&key).await? else {
             return Ok(None);
         };
-        match get_manifest(&*self.store, &digest).await? {
-            Some(Manifest::BaseImage(m)) => Ok(Some((digest, m))),
-            Some(_) => Err(StoreError::Invalid {
-                what: "manifest",
-                location: digest.to_string(),
-                reason: format!("`{key}` points at a manifest that is not a base image"),
-            }),
-            None => Err(StoreError::Dangling {
-                key: key.to_string(),
-                digest,
-            }),
-        }
+        let manifest = self
+            .manifest_at(&key, &digest, "a base image", |m| match m {
+                Manifest::BaseImage(m) => Some(m),
+                _ => None,
+            })
+            .await?;
+        Ok(Some((digest, manifest)))
     }
 }
 
