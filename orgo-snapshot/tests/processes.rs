@@ -250,18 +250,23 @@ async fn writer(store: Arc<dyn Store>, root: &Path, seed: u64) {
     }
 }
 
+/// What each child printed, once it exited successfully.
+fn stdout_of(children: Vec<Child>) -> Vec<String> {
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "a child failed: {:?}", out.status);
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect()
+}
+
 fn single_flight_across_processes(runtime: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<Child> = (0..4).map(|i| spawn("builder", dir.path(), i)).collect();
     release_when_ready(dir.path(), 4);
-    let outputs: Vec<String> = children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success());
-            String::from_utf8(out.stdout).unwrap()
-        })
-        .collect();
+    let outputs = stdout_of(children);
     let builds = std::fs::read_to_string(dir.path().join("builds.log")).unwrap();
     assert_eq!(
         builds.lines().count(),
@@ -285,14 +290,7 @@ fn single_flight_across_processes(runtime: &tokio::runtime::Runtime) {
     let children: Vec<Child> = (0..3)
         .map(|i| spawn("failing-builder", dir.path(), i))
         .collect();
-    let messages: Vec<String> = children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success());
-            String::from_utf8(out.stdout).unwrap()
-        })
-        .collect();
+    let messages = stdout_of(children);
     assert!(
         messages.iter().all(|m| *m == messages[0]),
         "one build failed for all: {messages:?}"
@@ -304,10 +302,7 @@ fn single_flight_across_processes(runtime: &tokio::runtime::Runtime) {
 fn parallel_publishers(runtime: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<Child> = (0..6).map(|i| spawn("publisher", dir.path(), i)).collect();
-    let outputs: Vec<String> = children
-        .into_iter()
-        .map(|c| String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap())
-        .collect();
+    let outputs = stdout_of(children);
     assert_eq!(
         outputs
             .iter()
