@@ -39,6 +39,8 @@ use crate::vmm::{
 };
 
 const BACKEND: &str = "qemu";
+/// The file QEMU writes its process id to, in the VM's run directory.
+const PID_FILE: &str = "qemu.pid";
 /// The snapshot `meta` file's format version.
 const META_VERSION: u32 = 1;
 const MAX_META_BYTES: u64 = 64 * 1024;
@@ -68,21 +70,26 @@ impl Qemu {
         }
     }
 
-    async fn spawn(&self, run_dir: &Path, args: Vec<OsString>) -> Result<Child, RuntimeError> {
+    async fn spawn(&self, run_dir: &Path, mut args: Vec<OsString>) -> Result<Child, RuntimeError> {
         tokio::fs::create_dir_all(run_dir)
             .await
             .map_err(io("create", run_dir))?;
-        for socket in ["qmp.sock", "agent.sock"] {
-            let _ = tokio::fs::remove_file(run_dir.join(socket)).await;
+        for file in ["qmp.sock", "agent.sock", PID_FILE] {
+            let _ = tokio::fs::remove_file(run_dir.join(file)).await;
         }
+        args.push("-pidfile".into());
+        args.push(run_dir.join(PID_FILE).into());
         let stderr = std::fs::File::create(run_dir.join("qemu.log"))
             .map_err(io("create", run_dir.join("qemu.log")))?;
+        // Its own process group: a Ctrl-C at the terminal that launched it
+        // does not reach a VM meant to outlive the launch (`Vm::detach`).
+        // Dropping a handle that was not detached kills it (`Drop`).
         Command::new(&self.binary)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|source| RuntimeError::Spawn {
                 binary: self.binary.display().to_string(),
@@ -109,13 +116,14 @@ impl Qemu {
             id: id.to_owned(),
             run_dir: run_dir.to_owned(),
             pid: child.id(),
-            child: Mutex::new(child),
+            child: Mutex::new(Some(child)),
             qmp: Mutex::new(None),
             cpus: shape.0,
             memory_mib: shape.1,
             accel: self.accel,
             memory_file: None,
             handed_over: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
         };
         Ok((vm, qmp))
     }
@@ -225,6 +233,36 @@ impl Vmm for Qemu {
         *vm.qmp.lock().await = Some(qmp);
         Ok(Box::new(vm))
     }
+
+    async fn attach(&self, id: &str, run_dir: &Path) -> Result<Box<dyn Vm>, RuntimeError> {
+        let pid_file = run_dir.join(PID_FILE);
+        let pid = tokio::fs::read_to_string(&pid_file)
+            .await
+            .map_err(io("read", &pid_file))?;
+        let pid: u32 = pid.trim().parse().map_err(|_| RuntimeError::Vmm {
+            backend: BACKEND,
+            op: "attach".into(),
+            message: format!("`{}` holds no process id", pid_file.display()),
+        })?;
+        let mut qmp = Qmp::connect(&run_dir.join("qmp.sock"), Duration::from_millis(500)).await?;
+        let memory = qmp.execute("query-memory-size-summary", json!({})).await?;
+        let memory_mib = memory.get("base-memory").and_then(Value::as_u64).unwrap_or(0) >> 20;
+        let cpus = qmp.execute("query-cpus-fast", json!({})).await?;
+        let cpus = cpus.as_array().map_or(0, Vec::len) as u32;
+        Ok(Box::new(QemuVm {
+            id: id.to_owned(),
+            run_dir: run_dir.to_owned(),
+            pid: Some(pid),
+            child: Mutex::new(None),
+            qmp: Mutex::new(Some(qmp)),
+            cpus,
+            memory_mib,
+            accel: self.accel,
+            memory_file: None,
+            handed_over: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+        }))
+    }
 }
 
 /// A running QEMU.
@@ -233,7 +271,8 @@ struct QemuVm {
     id: String,
     run_dir: PathBuf,
     pid: Option<u32>,
-    child: Mutex<Child>,
+    /// The process, if this handle started it (not for an attached VM).
+    child: Mutex<Option<Child>>,
     qmp: Mutex<Option<Qmp>>,
     cpus: u32,
     memory_mib: u64,
@@ -241,6 +280,20 @@ struct QemuVm {
     memory_file: Option<PathBuf>,
     /// Its memory file went into a snapshot: it must not run again.
     handed_over: AtomicBool,
+    /// Left running on purpose: dropping the handle must not kill it.
+    detached: AtomicBool,
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        if self.detached.load(Ordering::SeqCst) {
+            return;
+        }
+        // An attached VM has no child here: it stays up, as it was.
+        if let Some(child) = self.child.get_mut().as_mut() {
+            let _ = child.start_kill();
+        }
+    }
 }
 
 impl QemuVm {
@@ -369,13 +422,37 @@ impl Vm for QemuVm {
             let _ = qmp.execute("quit", json!({})).await; // QEMU may close first
         }
         let mut child = self.child.lock().await;
-        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-            Ok(_) => Ok(()),
-            Err(_) => {
-                let _ = child.kill().await;
-                Ok(())
+        match child.as_mut() {
+            Some(child) => {
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+            // Attached: not our child, so wait for its /proc entry to go.
+            None => {
+                if let Some(pid) = self.pid {
+                    let proc = PathBuf::from(format!("/proc/{pid}"));
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while proc.exists() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if proc.exists() {
+                        return Err(RuntimeError::Timeout {
+                            what: format!("QEMU (pid {pid}) to quit"),
+                            seconds: 10,
+                        });
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    fn detach(self: Box<Self>) {
+        self.detached.store(true, Ordering::SeqCst);
     }
 }
 

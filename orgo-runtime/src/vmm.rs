@@ -187,9 +187,16 @@ pub trait Vmm: Send + Sync + fmt::Debug {
 
     /// Restores a VM from a snapshot this backend made, and resumes it.
     async fn restore(&self, config: &RestoreConfig) -> Result<Box<dyn Vm>, RuntimeError>;
+
+    /// Takes control again of VM `id`, which a handle of this backend left
+    /// running in `run_dir` with [`Vm::detach`] (in this process or another).
+    async fn attach(&self, id: &str, run_dir: &Path) -> Result<Box<dyn Vm>, RuntimeError>;
 }
 
-/// A running (or paused) VM of some backend. Dropping it kills the VM.
+/// A running (or paused) VM of some backend. Dropping the handle that
+/// booted or restored the VM kills it, unless it was
+/// [detached](Vm::detach); dropping an [attached](Vmm::attach) handle leaves
+/// the VM as it was.
 #[async_trait]
 pub trait Vm: Send + Sync + fmt::Debug {
     /// The VM's id.
@@ -214,6 +221,10 @@ pub trait Vm: Send + Sync + fmt::Debug {
 
     /// Stops the VM and its VMM process.
     async fn shutdown(&self) -> Result<(), RuntimeError>;
+
+    /// Lets go of the VM, leaving it running: its VMM process outlives this
+    /// handle and this process; [`Vmm::attach`] takes it back.
+    fn detach(self: Box<Self>);
 }
 
 /// Everything that can go wrong in the runtime.

@@ -245,6 +245,13 @@ impl Vmm for CloudHypervisor {
             shut_down: Mutex::new(false),
         }))
     }
+
+    async fn attach(&self, _id: &str, _run_dir: &Path) -> Result<Box<dyn Vm>, RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            backend: BACKEND,
+            what: "attach to a running VM yet".into(),
+        })
+    }
 }
 
 /// A VM in its own Cloud Hypervisor process. Dropping it kills the process.
@@ -388,5 +395,9 @@ impl Vm for ChVm {
             .lock()
             .expect("the flag's lock is never poisoned") = true;
         process.shutdown().await
+    }
+
+    fn detach(self: Box<Self>) {
+        // TODO(attach): keep the VMM process running.
     }
 }
