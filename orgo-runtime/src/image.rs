@@ -46,6 +46,9 @@ pub const INITRAMFS_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
 ];
 
+/// The root file system's size (sparse); a template's disk grows it.
+pub(crate) const ROOTFS_MIB: u64 = 2048;
+
 /// The kernel command line the image expects, before any `orgo.ip=`.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
 
@@ -195,7 +198,7 @@ impl BaseImageRecipe {
             kernel_package,
             busybox_version: candidate_version("busybox-static")?,
             agent_sha256: sha256_file(agent)?,
-            disk_mib: 2048,
+            disk_mib: ROOTFS_MIB,
         })
     }
 

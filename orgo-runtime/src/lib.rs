@@ -32,9 +32,12 @@ mod agent;
 pub mod ch;
 mod image;
 mod initramfs;
+mod plan;
 mod qemu;
 mod qemu_backend;
 mod qmp;
+mod runtime;
+mod vault;
 mod vmlinux;
 mod vmm;
 
@@ -45,8 +48,15 @@ pub use image::{
     KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,
     sha256_file,
 };
+/// The agent protocol's types that the runtime's API uses.
+pub use orgo_agent::{Exec, ExitStatus, Stream};
 pub use qemu::{QemuConfig, QemuError, QemuVm, USER_NET_IP};
 pub use qemu_backend::Qemu;
+pub use runtime::{
+    BuildEvent, BuildLog, Computer, ComputerRecord, ComputerStatus, LaunchOptions, Runtime,
+    RuntimeConfig, StepFailure,
+};
+pub use vault::{ENV_PREFIX as SECRET_ENV_PREFIX, VAULT_FILE, Vault, VaultError};
 pub use vmlinux::extract_vmlinux;
 pub use vmm::{
     Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,

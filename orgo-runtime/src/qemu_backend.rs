@@ -246,7 +246,11 @@ impl Vmm for Qemu {
         })?;
         let mut qmp = Qmp::connect(&run_dir.join("qmp.sock"), Duration::from_millis(500)).await?;
         let memory = qmp.execute("query-memory-size-summary", json!({})).await?;
-        let memory_mib = memory.get("base-memory").and_then(Value::as_u64).unwrap_or(0) >> 20;
+        let memory_mib = memory
+            .get("base-memory")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            >> 20;
         let cpus = qmp.execute("query-cpus-fast", json!({})).await?;
         let cpus = cpus.as_array().map_or(0, Vec::len) as u32;
         Ok(Box::new(QemuVm {

@@ -280,6 +280,24 @@ pub enum RuntimeError {
     /// The guest agent failed.
     #[error("the guest agent failed")]
     Agent(#[source] AgentError),
+    /// A step of a build (or of a launch, or `on_shutdown`) failed.
+    #[error("`{}` {}", .0.field, .0.reason)]
+    Build(crate::runtime::StepFailure),
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[source] Box<orgo_snapshot::StoreError>),
+    /// The base image could not be built.
+    #[error("the base image failed")]
+    Image(#[source] crate::image::ImageError),
+    /// A secret is missing or the vault is unreadable.
+    #[error("the secrets vault failed")]
+    Vault(#[source] crate::vault::VaultError),
+    /// Something named does not exist.
+    #[error("no {what}")]
+    NotFound {
+        /// What was looked for (`computer `c-1234``).
+        what: String,
+    },
 }
 
 /// What `binary --version` prints; an error if it cannot run or fails.

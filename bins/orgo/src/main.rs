@@ -6,6 +6,7 @@
 //! that fails verification); 2 on usage errors, unreadable files and store
 //! failures.
 
+mod computer;
 mod image;
 mod store;
 
@@ -26,6 +27,8 @@ struct Cli {
     /// `$XDG_DATA_HOME/orgo`, else `~/.local/share/orgo`).
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    runtime: computer::RuntimeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,6 +95,19 @@ enum Command {
     /// Base images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Build a template's golden snapshot (once per digest); print the
+    /// template digest and the snapshot's manifest digest.
+    Build(computer::BuildArgs),
+    /// Launch a computer from a template's snapshot (built first if
+    /// needed); print its id, the only line on stdout.
+    Launch(computer::LaunchArgs),
+    /// Run a command in a computer: its stdout and stderr pass through,
+    /// and its exit code is orgo's.
+    Exec(computer::ExecArgs),
+    /// List the computers.
+    Ps(computer::PsArgs),
+    /// Stop computers: `on_shutdown`, power off, clean up.
+    Stop(computer::StopArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,6 +175,14 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Verify) => store::verify(cli.store),
         Command::Store(StoreCommand::Gc) => store::gc(cli.store),
         Command::Image(command) => image::run(cli.store, command),
+        Command::Build(args) => computer::build(cli.store, &cli.runtime, args),
+        Command::Launch(args) => computer::launch(cli.store, &cli.runtime, args),
+        Command::Exec(args) => match computer::exec(cli.store, &cli.runtime, args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(failure) => Err(failure),
+        },
+        Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
+        Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

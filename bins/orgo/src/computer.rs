@@ -1,0 +1,320 @@
+//! The runtime commands: `build`, `launch`, `exec`, `ps`, `stop`.
+//!
+//! Progress goes to stderr; stdout carries only the answer (`orgo launch`
+//! prints the computer's id and nothing else), so scripts can capture it.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use orgo_runtime::{
+    BuildEvent, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, SECRET_ENV_PREFIX, VAULT_FILE,
+    Vault,
+};
+use orgo_snapshot::LocalStore;
+use orgo_template::{Template, TemplateRef};
+
+use crate::{Failure, emit};
+
+/// What the runtime commands share.
+#[derive(Args, Clone)]
+pub(crate) struct RuntimeArgs {
+    /// The static `orgo-agent` to build the base image with, when it must
+    /// be built (default: `$ORGO_AGENT`).
+    #[arg(long, global = true, value_name = "BIN")]
+    agent: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    /// A template file (`-` reads stdin) or a published ref
+    /// (`[namespace/]name@version`).
+    template: String,
+}
+
+#[derive(Args)]
+pub(crate) struct LaunchArgs {
+    /// A template file or a published ref; built first if needed.
+    template: String,
+    /// Memory in GiB (at least the snapshot's).
+    #[arg(long, value_name = "N")]
+    ram_gb: Option<u32>,
+    /// vCPUs (at least the snapshot's).
+    #[arg(long, value_name = "N")]
+    cpu: Option<u32>,
+    /// Extra environment, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct ExecArgs {
+    /// The computer's id.
+    id: String,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+    /// Run as this user (default root).
+    #[arg(long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Kill the command after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+}
+
+#[derive(Args)]
+pub(crate) struct PsArgs {
+    /// One JSON object per computer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct StopArgs {
+    /// The computers' ids.
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+/// A tokio runtime and the orgo runtime over the store at `root`.
+fn open(
+    root: Option<PathBuf>,
+    args: &RuntimeArgs,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    let home = root.or_else(LocalStore::default_root).ok_or_else(|| {
+        Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into())
+    })?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
+    let mut config = RuntimeConfig::new(home);
+    config.agent = args
+        .agent
+        .clone()
+        .or_else(|| std::env::var_os("ORGO_AGENT").map(PathBuf::from));
+    config.accel = match std::env::var("ORGO_ACCEL").as_deref() {
+        Ok("kvm") => Some(orgo_runtime::Accel::Kvm),
+        Ok("tcg") => Some(orgo_runtime::Accel::Tcg),
+        Ok(other) => {
+            return Err(Failure::Input(format!(
+                "`ORGO_ACCEL` is `{other}`; expected `kvm` or `tcg`"
+            )));
+        }
+        Err(_) => None,
+    };
+    let runtime = tokio
+        .block_on(Runtime::open(config))
+        .map_err(runtime_error)?;
+    Ok((tokio, runtime))
+}
+
+fn runtime_error(error: RuntimeError) -> Failure {
+    match error {
+        RuntimeError::NotFound { what } => Failure::No(format!("no {what}")),
+        other => Failure::error(other),
+    }
+}
+
+/// A template from a file, or from the registry when the argument is a ref
+/// (`name@version`) and no such file exists.
+fn template(
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    arg: &str,
+) -> Result<Template, Failure> {
+    if arg == "-" || std::path::Path::new(arg).exists() || !arg.contains('@') {
+        return crate::load(arg, false);
+    }
+    let reference = parse_ref(arg)?;
+    tokio
+        .block_on(runtime.resolve(&reference))
+        .map_err(runtime_error)
+}
+
+fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
+    text.parse::<TemplateRef>()
+        .map_err(|e| Failure::Input(format!("`{text}` is not a file or a ref: {e}")))
+}
+
+/// Prints build progress on stderr: status lines, each step with its
+/// position, and the steps' own output as it comes.
+fn progress() -> impl FnMut(BuildEvent) + Send {
+    move |event| {
+        let mut err = std::io::stderr().lock();
+        let _ = match event {
+            BuildEvent::Status(text) => writeln!(err, "orgo: {text}"),
+            BuildEvent::Step {
+                field,
+                index,
+                total,
+            } => writeln!(err, "orgo: [{index}/{total}] {field}"),
+            BuildEvent::Output { data, .. } => err.write_all(&data),
+            _ => Ok(()),
+        };
+    }
+}
+
+pub(crate) fn build(
+    root: Option<PathBuf>,
+    rt: &RuntimeArgs,
+    args: BuildArgs,
+) -> Result<(), Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    let template = template(&tokio, &runtime, &args.template)?;
+    let started = Instant::now();
+    let mut log = progress();
+    let built = tokio
+        .block_on(runtime.build(&template, &mut log))
+        .map_err(runtime_error)?;
+    let how = if built.built_here {
+        format!("built in {:.1} s", started.elapsed().as_secs_f64())
+    } else {
+        "cached".to_owned()
+    };
+    emit(&format!("{} {} ({how})\n", template.digest(), built.digest));
+    Ok(())
+}
+
+pub(crate) fn launch(
+    root: Option<PathBuf>,
+    rt: &RuntimeArgs,
+    args: LaunchArgs,
+) -> Result<(), Failure> {
+    let mut env = BTreeMap::new();
+    for pair in &args.env {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::Input(format!("`--env {pair}` is not `KEY=VALUE`")))?;
+        env.insert(key.to_owned(), value.to_owned());
+    }
+    let (tokio, runtime) = open(root, rt)?;
+    let template = template(&tokio, &runtime, &args.template)?;
+    let vault = Vault::load(
+        &runtime.store().root().join(VAULT_FILE),
+        std::env::vars().filter(|(k, _)| k.starts_with(SECRET_ENV_PREFIX)),
+    )
+    .map_err(Failure::error)?;
+    let options = LaunchOptions {
+        cpus: args.cpu,
+        memory_mib: args.ram_gb.map(|gb| u64::from(gb) * 1024),
+        env,
+        vault,
+    };
+    let started = Instant::now();
+    let mut log = progress();
+    let computer = tokio
+        .block_on(runtime.launch(&template, options, &mut log))
+        .map_err(runtime_error)?;
+    eprintln!(
+        "orgo: launched {} from {} in {} ms",
+        computer.id(),
+        computer.record().template,
+        started.elapsed().as_millis()
+    );
+    emit(&format!("{}\n", computer.id()));
+    computer.detach();
+    Ok(())
+}
+
+/// Runs the command; returns its exit code (128 + the signal for a signal).
+pub(crate) fn exec(root: Option<PathBuf>, rt: &RuntimeArgs, args: ExecArgs) -> Result<u8, Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    let computer = tokio
+        .block_on(runtime.connect(&args.id))
+        .map_err(runtime_error)?;
+    let mut exec = orgo_runtime::Exec::argv(args.command);
+    exec.user = args.user;
+    exec.cwd = args.cwd;
+    exec.timeout_ms = args.timeout.map(|s| s.saturating_mul(1000));
+    let wait = Duration::from_secs(args.timeout.map_or(365 * 24 * 3600, |s| s + 30));
+    let mut pass = |stream: orgo_runtime::Stream, data: &[u8]| {
+        let _ = match stream {
+            orgo_runtime::Stream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(data).and_then(|()| out.flush())
+            }
+            orgo_runtime::Stream::Stderr => std::io::stderr().lock().write_all(data),
+        };
+    };
+    let status = tokio
+        .block_on(computer.exec_streaming(exec, wait, &mut pass))
+        .map_err(runtime_error)?;
+    Ok(match (status.code, status.signal) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
+        _ => 1,
+    })
+}
+
+pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Result<(), Failure> {
+    let (_tokio, runtime) = open(root, rt)?;
+    let computers = runtime.computers().map_err(runtime_error)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = String::new();
+    if !args.json {
+        out.push_str("ID               TEMPLATE                  STATUS   CPU  MEMORY  AGE\n");
+    }
+    for c in computers {
+        let r = &c.record;
+        let status = if c.running { "running" } else { "exited" };
+        if args.json {
+            out.push_str(&format!(
+                "{}\n",
+                serde_json::json!({
+                    "id": r.id, "template": r.template, "template_digest": r.template_digest.to_string(),
+                    "snapshot": r.snapshot.to_string(), "status": status, "cpus": r.cpus,
+                    "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
+                })
+            ));
+        } else {
+            out.push_str(&format!(
+                "{:<16} {:<25} {:<8} {:>3} {:>5}M  {}\n",
+                r.id,
+                r.template,
+                status,
+                r.cpus,
+                r.memory_mib,
+                age(now.saturating_sub(r.created_unix))
+            ));
+        }
+    }
+    emit(&out);
+    Ok(())
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+pub(crate) fn stop(root: Option<PathBuf>, rt: &RuntimeArgs, args: StopArgs) -> Result<(), Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    let mut failed = None;
+    for id in &args.ids {
+        match tokio.block_on(runtime.stop(id)) {
+            Ok(said) => {
+                if let Some(text) = said.filter(|t| !t.is_empty()) {
+                    eprint!("{text}");
+                }
+                emit(&format!("{id}\n"));
+            }
+            Err(error) => {
+                failed = Some(runtime_error(error));
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}

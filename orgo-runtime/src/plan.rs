@@ -1,0 +1,494 @@
+//! What a canonical template asks of the guest, as agent requests: pure
+//! conversion, no I/O. The orchestration ([`crate::Runtime`]) runs the
+//! steps; this module only decides what they are and what they are called.
+//!
+//! Every step carries the template field it comes from (`build.run[2]`,
+//! `files[0]`, `apps[1].install`, `hooks.on_first_boot`), so a failing build
+//! names the field the user wrote.
+
+use std::collections::BTreeMap;
+
+use orgo_agent::{
+    Backoff, HealthSpec, OnFail as AgentOnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
+};
+use orgo_template::{
+    EnvValue, FileSource, HealthCheck, OnFail, Restart, Template, TerminalSession, When,
+};
+
+/// The unprivileged user of the base image (uid 1000); `~/` in a file's
+/// `to` is its home.
+pub(crate) const DEFAULT_USER: &str = "orgo";
+
+/// Where `~/` points.
+pub(crate) const DEFAULT_HOME: &str = "/home/orgo";
+
+/// vCPUs when the template leaves `hardware.cpu` unset.
+pub(crate) const DEFAULT_CPUS: u32 = 1;
+
+/// Guest memory when the template leaves `hardware.ram_gb` unset (1 GiB).
+pub(crate) const DEFAULT_MEMORY_MIB: u64 = 1024;
+
+/// One step of a build, named by the field it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// The template field (`build.apt`, `build.run[1]`, `files[0]`, ...).
+    pub(crate) field: String,
+    /// What it does.
+    pub(crate) action: Action,
+}
+
+/// What a step does in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Run a bash script as root, `set -e`; a non-zero exit fails the build.
+    Shell(String),
+    /// Write a file.
+    File(FileStep),
+    /// Register and start the services (`apps[*].services`).
+    Services(Vec<ServiceSpec>),
+    /// Create the tmux sessions (`terminal`).
+    Terminals(Vec<TerminalSpec>),
+    /// Run a lifecycle hook (`set -e`, 10 minutes).
+    Hook {
+        /// `on_first_boot`, `on_every_boot`, `on_pre_snapshot`, ...
+        name: &'static str,
+        /// The script.
+        script: String,
+    },
+}
+
+/// A file to put into the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileStep {
+    /// The absolute path in the guest (`~/` resolved).
+    pub(crate) path: String,
+    /// Where the content comes from.
+    pub(crate) source: Content,
+    /// Permission bits.
+    pub(crate) mode: Option<u32>,
+    /// Owner (the default user for a path under its home).
+    pub(crate) owner: Option<String>,
+    /// Group.
+    pub(crate) group: Option<String>,
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Content {
+    /// The template's own text.
+    Inline(String),
+    /// A file on the host running orgo.
+    HostFile(std::path::PathBuf),
+    /// Fetched by the guest (`curl`), over the guest's network.
+    Http(String),
+    /// Cloned by the guest (`git clone --depth 1`).
+    Git(String),
+    /// A secret from the vault (launch only).
+    Secret(String),
+    /// A source this runtime cannot fetch (`s3://`).
+    Unsupported(String),
+}
+
+/// The build: every step in the documented order.
+///
+/// `build.apt`, `build.pip`, `build.npm`, each `build.run[i]`, the
+/// `when: build` files, each app's `install`, the services, the terminal
+/// sessions, `on_first_boot`, `on_every_boot`; then `on_pre_snapshot` runs
+/// just before the snapshot (see [`pre_snapshot`]).
+pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let build = &template.build;
+    if !build.apt.is_empty() {
+        steps.push(shell(
+            "build.apt",
+            format!(
+                "export DEBIAN_FRONTEND=noninteractive\n\
+                 apt-get update -q\n\
+                 apt-get install -y -q --no-install-recommends {}",
+                words(&build.apt)
+            ),
+        ));
+    }
+    if !build.pip.is_empty() {
+        steps.push(shell(
+            "build.pip",
+            format!(
+                "export DEBIAN_FRONTEND=noninteractive\n\
+                 if ! command -v pip3 >/dev/null; then\n  \
+                   apt-get update -q && apt-get install -y -q --no-install-recommends python3-pip\n\
+                 fi\n\
+                 pip3 install --no-cache-dir --break-system-packages {}",
+                words(&build.pip)
+            ),
+        ));
+    }
+    if !build.npm.is_empty() {
+        steps.push(shell(
+            "build.npm",
+            format!(
+                "export DEBIAN_FRONTEND=noninteractive\n\
+                 if ! command -v npm >/dev/null; then\n  \
+                   apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm\n\
+                 fi\n\
+                 npm install -g {}",
+                words(&build.npm)
+            ),
+        ));
+    }
+    for (i, run) in build.run.iter().enumerate() {
+        steps.push(shell(&format!("build.run[{i}]"), run.clone()));
+    }
+    steps.extend(file_steps(template, When::Build));
+    for (i, app) in template.apps.iter().enumerate() {
+        if let Some(install) = &app.install {
+            steps.push(shell(&format!("apps[{i}].install"), install.clone()));
+        }
+    }
+    let services = services(template);
+    if !services.is_empty() {
+        steps.push(Step {
+            field: "apps[*].services".into(),
+            action: Action::Services(services),
+        });
+    }
+    if !template.terminal.is_empty() {
+        steps.push(Step {
+            field: "terminal".into(),
+            action: Action::Terminals(template.terminal.iter().map(terminal).collect()),
+        });
+    }
+    let hooks = &template.hooks;
+    for (name, script) in [
+        ("on_first_boot", &hooks.on_first_boot),
+        ("on_every_boot", &hooks.on_every_boot),
+    ] {
+        if let Some(script) = script {
+            steps.push(hook(name, script));
+        }
+    }
+    steps
+}
+
+/// `hooks.on_pre_snapshot`, the build's last step, if set.
+pub(crate) fn pre_snapshot(template: &Template) -> Option<Step> {
+    template
+        .hooks
+        .on_pre_snapshot
+        .as_ref()
+        .map(|script| hook("on_pre_snapshot", script))
+}
+
+/// What a launch does after the identity reset and the environment: the
+/// `when: runtime` files, `on_every_boot`, then `on_resume`.
+pub(crate) fn launch_steps(template: &Template) -> Vec<Step> {
+    let mut steps = file_steps(template, When::Runtime);
+    let hooks = &template.hooks;
+    for (name, script) in [
+        ("on_every_boot", &hooks.on_every_boot),
+        ("on_resume", &hooks.on_resume),
+    ] {
+        if let Some(script) = script {
+            steps.push(hook(name, script));
+        }
+    }
+    steps
+}
+
+/// The environment: literals as written, secrets looked up in `secrets`
+/// (a missing one is left out: whether that is allowed is the vault's
+/// check, before the launch starts).
+pub(crate) fn environment(
+    env: &BTreeMap<String, EnvValue>,
+    secrets: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    env.iter()
+        .filter_map(|(key, value)| match value {
+            EnvValue::Literal(text) => Some((key.clone(), text.clone())),
+            EnvValue::Secret { secret } => secrets
+                .get(secret.as_str())
+                .map(|text| (key.clone(), text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The health checks of every app that has one.
+pub(crate) fn health_checks(template: &Template) -> Vec<HealthSpec> {
+    template
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let health = app.health.as_ref()?;
+            let probe = match &health.check {
+                HealthCheck::Http { url } => Probe::Http {
+                    url: url.to_string(),
+                },
+                HealthCheck::Tcp { port, host } => Probe::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                HealthCheck::Command { command } => Probe::Command {
+                    command: command.clone(),
+                },
+                HealthCheck::Process { process } => Probe::Process {
+                    process: process.clone(),
+                },
+                _ => return None,
+            };
+            let on_fail = match &health.on_fail {
+                OnFail::RestartService(name) => AgentOnFail::RestartService {
+                    service: name.to_string(),
+                },
+                OnFail::RestartVm => AgentOnFail::RestartVm,
+                OnFail::Alert => AgentOnFail::Alert,
+                _ => AgentOnFail::None,
+            };
+            Some(HealthSpec {
+                app: app.name.to_string(),
+                probe,
+                every_ms: health.every.as_millis(),
+                timeout_ms: health.timeout.as_millis(),
+                retries: health.retries,
+                on_fail,
+            })
+        })
+        .collect()
+}
+
+/// Every service of every app, in order.
+fn services(template: &Template) -> Vec<ServiceSpec> {
+    template
+        .apps
+        .iter()
+        .flat_map(|app| &app.services)
+        .map(|service| ServiceSpec {
+            name: service.name.to_string(),
+            run: service.run.clone(),
+            cwd: service.cwd.as_deref().map(home),
+            user: Some(service.user.clone()),
+            // Literals only: a service is started at build time, and
+            // secrets are never baked into a snapshot.
+            env: environment(&service.env, &BTreeMap::new()),
+            restart: match service.restart {
+                Restart::OnFailure => RestartPolicy::OnFailure,
+                Restart::No => RestartPolicy::No,
+                _ => RestartPolicy::Always,
+            },
+            stop_signal: service.stop_signal.as_str().to_owned(),
+            stop_timeout_ms: None,
+            log: service.log.as_deref().map(home),
+            backoff: Backoff::default(),
+        })
+        .collect()
+}
+
+fn terminal(session: &TerminalSession) -> TerminalSpec {
+    TerminalSpec {
+        name: session.name.to_string(),
+        cwd: session.cwd.as_deref().map(home),
+        run: session.run.clone(),
+        user: None,
+    }
+}
+
+fn file_steps(template: &Template, when: When) -> Vec<Step> {
+    template
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, file)| file.when == when)
+        .map(|(i, file)| {
+            let source = match &file.source {
+                FileSource::Inline(text) => Content::Inline(text.clone()),
+                FileSource::From(url) => match url.scheme() {
+                    "http" | "https" => Content::Http(url.to_string()),
+                    "git" => Content::Git(url.to_string()),
+                    "secret" => Content::Secret(url.host_str().unwrap_or_default().to_owned()),
+                    "file" => match url.to_file_path() {
+                        Ok(path) => Content::HostFile(path),
+                        Err(()) => Content::Unsupported(url.to_string()),
+                    },
+                    _ => Content::Unsupported(url.to_string()),
+                },
+                _ => Content::Unsupported(String::new()),
+            };
+            let under_home = file.to.starts_with("~/");
+            Step {
+                field: format!("files[{i}]"),
+                action: Action::File(FileStep {
+                    path: home(&file.to),
+                    source,
+                    mode: file.mode.map(|m| m.bits()),
+                    owner: file
+                        .owner
+                        .clone()
+                        .or_else(|| under_home.then(|| DEFAULT_USER.to_owned())),
+                    group: file.group.clone(),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// `~/x` as `/home/orgo/x`; anything else as written.
+fn home(path: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("{DEFAULT_HOME}/{rest}"),
+        None if path == "~" => DEFAULT_HOME.to_owned(),
+        None => path.to_owned(),
+    }
+}
+
+fn shell(field: &str, script: String) -> Step {
+    Step {
+        field: field.to_owned(),
+        action: Action::Shell(script),
+    }
+}
+
+fn hook(name: &'static str, script: &str) -> Step {
+    Step {
+        field: format!("hooks.{name}"),
+        action: Action::Hook {
+            name,
+            script: script.to_owned(),
+        },
+    }
+}
+
+/// Package names as shell words. The validator allows only the characters
+/// of package specs (no spaces or quotes), so single quotes are enough.
+fn words(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|item| format!("'{}'", item.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(yaml: &str) -> Template {
+        Template::from_yaml(yaml).expect("a valid template")
+    }
+
+    const FULL: &str = r#"
+api_version: orgo.ai/v1
+template: { name: t, version: 1.0.0 }
+secrets: [{ name: api_key }]
+env:
+  MODE: prod
+  API_KEY: { secret: api_key }
+build:
+  apt: [jq]
+  pip: [requests]
+  run: ["echo one", "echo two"]
+files:
+  - { to: /opt/a.txt, inline: "a", mode: "0600" }
+  - { to: ~/b.txt, inline: "b" }
+  - { to: /etc/app.json, from: "secret://api_key", when: runtime }
+  - { to: /opt/c, from: "https://example.com/c" }
+apps:
+  - name: web
+    install: echo install
+    services:
+      - { name: web-server, run: "python3 -m http.server 8000", restart: on-failure }
+    health: { type: http, url: "http://127.0.0.1:8000/", on_fail: "restart_service:web-server" }
+terminal:
+  - { name: logs, cwd: ~/ }
+hooks:
+  on_first_boot: echo first
+  on_every_boot: echo every
+  on_pre_snapshot: echo pre
+  on_resume: echo resume
+"#;
+
+    #[test]
+    fn the_build_runs_in_the_documented_order_and_names_each_field() {
+        let steps = build_steps(&template(FULL));
+        let fields: Vec<&str> = steps.iter().map(|s| s.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "build.apt",
+                "build.pip",
+                "build.run[0]",
+                "build.run[1]",
+                "files[0]",
+                "files[1]",
+                "files[3]",
+                "apps[0].install",
+                "apps[*].services",
+                "terminal",
+                "hooks.on_first_boot",
+                "hooks.on_every_boot",
+            ]
+        );
+        let Action::File(home_file) = &steps[5].action else {
+            panic!("files[1] is a file step");
+        };
+        assert_eq!(home_file.path, "/home/orgo/b.txt");
+        assert_eq!(home_file.owner.as_deref(), Some("orgo"));
+        let Action::Services(services) = &steps[8].action else {
+            panic!("a services step");
+        };
+        assert_eq!(services[0].restart, RestartPolicy::OnFailure);
+        assert_eq!(services[0].user.as_deref(), Some("orgo"));
+        assert!(
+            matches!(&steps[6].action, Action::File(f) if f.source == Content::Http("https://example.com/c".into()))
+        );
+        assert_eq!(
+            pre_snapshot(&template(FULL)).map(|s| s.field),
+            Some("hooks.on_pre_snapshot".into())
+        );
+    }
+
+    #[test]
+    fn a_launch_writes_runtime_files_then_runs_the_resume_hooks() {
+        let steps = launch_steps(&template(FULL));
+        let fields: Vec<&str> = steps.iter().map(|s| s.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["files[2]", "hooks.on_every_boot", "hooks.on_resume"]
+        );
+        assert!(
+            matches!(&steps[0].action, Action::File(f) if f.source == Content::Secret("api_key".into()))
+        );
+    }
+
+    #[test]
+    fn secrets_fill_the_environment_only_when_given() {
+        let t = template(FULL);
+        let none = environment(&t.env, &BTreeMap::new());
+        assert_eq!(none.get("MODE").map(String::as_str), Some("prod"));
+        assert!(!none.contains_key("API_KEY"));
+        let given = BTreeMap::from([("api_key".to_owned(), "s3cr3t".to_owned())]);
+        assert_eq!(
+            environment(&t.env, &given)
+                .get("API_KEY")
+                .map(String::as_str),
+            Some("s3cr3t")
+        );
+    }
+
+    #[test]
+    fn health_checks_map_their_action() {
+        let checks = health_checks(&template(FULL));
+        assert_eq!(checks.len(), 1);
+        assert_eq!(
+            checks[0].on_fail,
+            AgentOnFail::RestartService {
+                service: "web-server".into()
+            }
+        );
+        assert_eq!(checks[0].every_ms, 15_000);
+    }
+
+    #[test]
+    fn package_names_are_quoted_as_shell_words() {
+        assert_eq!(words(&["a".into(), "b=1.0".into()]), "'a' 'b=1.0'");
+        assert_eq!(words(&["it's".into()]), r"'it'\''s'");
+    }
+}

@@ -1,0 +1,1302 @@
+//! Build and launch: templates in, golden snapshots and running computers
+//! out. The steps come from [`crate::plan`] (pure); this module does the I/O
+//! around them: the store, the VMM, the agent channel.
+//!
+//! A computer's files live in `<home>/computers/<id>/`: its record
+//! (`computer.json`), its copy-on-write disk layer, the VMM's sockets and
+//! logs. A computer outlives the process that launched it when that
+//! process [detaches](Computer::detach) it (the CLI does); any process can
+//! then [connect](Runtime::connect) to it and [stop](Runtime::stop) it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use orgo_agent::{Exec, Hook, Stream};
+use orgo_snapshot::{
+    BuildCache, BuildFailure, Built, HardwareShape, ImageManifest, LocalStore, LockMode,
+    LockService as _, RefKey, Registry, SnapshotArtifacts, StoreError,
+};
+use orgo_template::{Digest, Template, TemplateRef};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentClient, AgentError, ExecOutput};
+use crate::image::{BaseImageRecipe, KERNEL_CMDLINE, build_base};
+use crate::plan::{self, Action, Content, FileStep, Step};
+use crate::qemu::USER_NET_IP;
+use crate::qemu_backend::Qemu;
+use crate::vault::Vault;
+use crate::vmm::{
+    Accel, AgentEndpoint, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm, VmConfig, Vmm,
+};
+
+/// The computer record's format version.
+const RECORD_VERSION: u32 = 1;
+/// The largest computer record read.
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+const RECORD_FILE: &str = "computer.json";
+/// How long a booting guest may take to answer (TCG boots take seconds).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a restored guest may take to answer.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one build step may run.
+const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Requests that do not run user code.
+const QUICK: Duration = Duration::from_secs(30);
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The orgo home: the store, the computers, the probe cache.
+    pub home: PathBuf,
+    /// The static `orgo-agent` the base image is built with (needed only
+    /// when the base image must be found or built: a build that misses the
+    /// cache).
+    pub agent: Option<PathBuf>,
+    /// QEMU's accelerator; `None`: probe once (see [`Runtime::accel`]).
+    pub accel: Option<Accel>,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// The defaults for `home`: no agent, QEMU from `PATH`, the
+    /// accelerator probed.
+    pub fn new(home: impl Into<PathBuf>) -> RuntimeConfig {
+        RuntimeConfig {
+            home: home.into(),
+            agent: None,
+            accel: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+        }
+    }
+}
+
+/// Something a build reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildEvent {
+    /// What the build is doing (`building the base image`, `booting`, ...).
+    Status(String),
+    /// A step of the template started.
+    Step {
+        /// Its field (`build.apt`, `files[0]`, `hooks.on_first_boot`).
+        field: String,
+        /// Its position, from 1.
+        index: usize,
+        /// How many steps there are.
+        total: usize,
+    },
+    /// Output of the running step.
+    Output {
+        /// stdout or stderr.
+        stream: Stream,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// Where build events go.
+pub type BuildLog<'a> = &'a mut (dyn FnMut(BuildEvent) + Send);
+
+/// Launch-time choices.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// vCPUs (default: the template's; at least the snapshot's).
+    pub cpus: Option<u32>,
+    /// Guest memory in MiB (default: the template's; the snapshot's size is
+    /// the floor, and a smaller value is raised to it).
+    pub memory_mib: Option<u64>,
+    /// Extra environment, over the template's.
+    pub env: BTreeMap<String, String>,
+    /// Where secrets come from.
+    pub vault: Vault,
+}
+
+/// A launched computer, as recorded in `computer.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerRecord {
+    /// Format version.
+    pub orgo_computer: u32,
+    /// The computer's id.
+    pub id: String,
+    /// The template's `name@version`.
+    pub template: String,
+    /// The template's digest.
+    pub template_digest: Digest,
+    /// The snapshot manifest it was restored from.
+    pub snapshot: Digest,
+    /// The backend.
+    pub backend: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// The VMM's process id.
+    pub pid: Option<u32>,
+    /// When it was launched (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// The `on_shutdown` hook, run by [`Runtime::stop`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_shutdown: Option<String>,
+}
+
+/// A computer listed by [`Runtime::computers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputerStatus {
+    /// Its record.
+    pub record: ComputerRecord,
+    /// Whether its VMM process still runs.
+    pub running: bool,
+}
+
+/// A failed build step, as [`RuntimeError::Build`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    /// The template field of the step.
+    pub field: String,
+    /// What happened (`exited with status 2`).
+    pub reason: String,
+    /// The step's output (the tail).
+    pub output: String,
+}
+
+/// The runtime: a store, a VMM and the computers launched here. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RuntimeConfig,
+    store: LocalStore,
+    cache: BuildCache,
+    registry: Registry,
+    accel: tokio::sync::OnceCell<Accel>,
+}
+
+impl Runtime {
+    /// Opens the store in `config.home` (creating it if needed).
+    pub async fn open(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let store = LocalStore::open(&config.home).await.map_err(store_error)?;
+        let shared: Arc<dyn orgo_snapshot::Store> = Arc::new(store.clone());
+        let accel = tokio::sync::OnceCell::new_with(config.accel);
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                cache: BuildCache::new(Arc::clone(&shared)),
+                registry: Registry::new(shared),
+                store,
+                config,
+                accel,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &LocalStore {
+        &self.inner.store
+    }
+
+    /// The published template `reference` points at.
+    pub async fn resolve(&self, reference: &TemplateRef) -> Result<Template, RuntimeError> {
+        self.inner
+            .registry
+            .resolve(reference)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("template `{reference}`"),
+            })
+    }
+
+    /// The accelerator QEMU uses here: the configured one, else the answer
+    /// of a probe run once per host and cached in `<home>/probe/`: a host
+    /// with an openable `/dev/kvm` boots the base image under KVM once; if
+    /// the guest does not come up (a nested, paravirtualized KVM fails
+    /// unmodified guests), the answer is TCG.
+    pub async fn accel(&self, log: BuildLog<'_>) -> Result<Accel, RuntimeError> {
+        self.inner
+            .accel
+            .get_or_try_init(|| self.probe_accel(log))
+            .await
+            .copied()
+    }
+
+    async fn probe_accel(&self, log: BuildLog<'_>) -> Result<Accel, RuntimeError> {
+        let kvm_opens = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if !kvm_opens {
+            return Ok(Accel::Tcg);
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let qemu = crate::vmm::version_output("qemu", &self.inner.config.qemu).await?;
+        let key = Digest::of(format!("{}\n{}", host.trim(), qemu).as_bytes());
+        let cached = self
+            .inner
+            .config
+            .home
+            .join("probe")
+            .join(format!("kvm-{}", &key.hex()[..16]));
+        match std::fs::read_to_string(&cached).as_deref().map(str::trim) {
+            Ok("kvm") => return Ok(Accel::Kvm),
+            Ok("tcg") => return Ok(Accel::Tcg),
+            _ => {}
+        }
+        let (_, image) = self.base_image(log).await?;
+        log(BuildEvent::Status(
+            "probing KVM (once per host): booting the base image under KVM".into(),
+        ));
+        let scratch = self.inner.store.scratch_dir().await.map_err(store_error)?;
+        let works = self.boots_under_kvm(&image, &scratch).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let accel = if works { Accel::Kvm } else { Accel::Tcg };
+        log(BuildEvent::Status(format!("KVM probe: using {accel}")));
+        if let Some(dir) = cached.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&cached, accel.to_string());
+        Ok(accel)
+    }
+
+    async fn boots_under_kvm(&self, image: &ImageManifest, scratch: &Path) -> bool {
+        let Ok(paths) = self.image_paths(image) else {
+            return false;
+        };
+        let disk = scratch.join("probe.qcow2");
+        if create_overlay(&paths.rootfs, DiskFormat::Raw, &disk, None)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let qemu = Qemu::with_binary(&self.inner.config.qemu, Accel::Kvm);
+        let config = VmConfig {
+            id: "kvm-probe".into(),
+            cpus: 1,
+            memory_mib: 256,
+            kernel: paths.vmlinuz,
+            initrd: Some(paths.initrd),
+            cmdline: KERNEL_CMDLINE.into(),
+            disk: Disk {
+                path: disk,
+                format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+            memory_file: None,
+            network: Network::None,
+            run_dir: scratch.join("run"),
+        };
+        let Ok(vm) = qemu.boot(&config).await else {
+            return false;
+        };
+        let ok = connect_agent(vm.agent_endpoint(), Duration::from_secs(45))
+            .await
+            .is_ok();
+        let _ = vm.shutdown().await;
+        ok
+    }
+
+    fn vmm(&self, accel: Accel) -> Qemu {
+        Qemu::with_binary(&self.inner.config.qemu, accel)
+    }
+
+    /// The base image, built into the store first if this recipe has none
+    /// (once per recipe, also across processes).
+    pub async fn base_image(
+        &self,
+        log: BuildLog<'_>,
+    ) -> Result<(Digest, ImageManifest), RuntimeError> {
+        let agent = self
+            .inner
+            .config
+            .agent
+            .clone()
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: "guest agent to build the base image with: set `RuntimeConfig::agent` \
+                   (the CLI's `--agent` or `ORGO_AGENT`) to a static `orgo-agent`"
+                    .into(),
+            })?;
+        let recipe = BaseImageRecipe::resolve(&agent).map_err(RuntimeError::Image)?;
+        let recipe_digest: Digest = recipe.digest().parse().map_err(|_| RuntimeError::Vmm {
+            backend: "orgo",
+            op: "base image".into(),
+            message: format!("the recipe digest `{}` does not parse", recipe.digest()),
+        })?;
+        let cache = &self.inner.cache;
+        if let Some(found) = cache
+            .base_image(&recipe_digest)
+            .await
+            .map_err(store_error)?
+        {
+            return Ok(found);
+        }
+        let lock =
+            RefKey::new(&format!("builds/image-{}", recipe_digest.hex())).map_err(store_error)?;
+        let _building = self
+            .inner
+            .store
+            .lock(&lock, LockMode::Exclusive)
+            .await
+            .map_err(store_error)?;
+        if let Some(found) = cache
+            .base_image(&recipe_digest)
+            .await
+            .map_err(store_error)?
+        {
+            return Ok(found);
+        }
+        log(BuildEvent::Status(
+            "building the base image (once per recipe; a few minutes)".into(),
+        ));
+        let scratch = self.inner.store.scratch_dir().await.map_err(store_error)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let dir = scratch.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            build_base(&recipe, &agent, &dir, &mut |step: &str| {
+                let _ = tx.send(step.to_owned());
+            })
+        });
+        while let Some(step) = rx.recv().await {
+            log(BuildEvent::Status(format!("base image: {step}")));
+        }
+        let built = job
+            .await
+            .map_err(|e| RuntimeError::Vmm {
+                backend: "orgo",
+                op: "base image".into(),
+                message: format!("the builder thread failed: {e}"),
+            })?
+            .map_err(RuntimeError::Image);
+        let stored = match built {
+            Ok(image) => {
+                let files = image
+                    .files
+                    .keys()
+                    .map(|name| (name.clone(), image.dir.join(name)))
+                    .collect();
+                cache
+                    .put_base_image(&recipe_digest, &files)
+                    .await
+                    .map_err(store_error)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        stored
+    }
+
+    /// Builds `template`'s golden snapshot, or returns the one already
+    /// built (a cache hit reads one ref and one manifest). Concurrent builds
+    /// of one template, in any process, run once.
+    pub async fn build(
+        &self,
+        template: &Template,
+        log: BuildLog<'_>,
+    ) -> Result<Built, RuntimeError> {
+        self.build_as(None, template, log).await
+    }
+
+    async fn build_as(
+        &self,
+        lease: Option<&str>,
+        template: &Template,
+        log: BuildLog<'_>,
+    ) -> Result<Built, RuntimeError> {
+        let digest = template.digest();
+        let cache = &self.inner.cache;
+        let mut failed = None;
+        let build = async {
+            match self.build_snapshot(template, log).await {
+                Ok(artifacts) => Ok(artifacts),
+                Err(error) => {
+                    let failure = BuildFailure {
+                        message: error.to_string(),
+                        log: match &error {
+                            RuntimeError::Build(step) => step.output.clone(),
+                            _ => String::new(),
+                        },
+                    };
+                    failed = Some(error);
+                    Err(failure)
+                }
+            }
+        };
+        let outcome = match lease {
+            Some(id) => cache.lease_or_build(id, &digest, || build).await,
+            None => cache.get_or_build(&digest, || build).await,
+        };
+        match outcome {
+            Ok(built) => Ok(built),
+            // Ours: the typed error, with the step and its output.
+            Err(StoreError::BuildFailed { .. }) if failed.is_some() => {
+                Err(failed.expect("checked by the guard"))
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// Boots the base image, runs the template's steps, snapshots the VM.
+    async fn build_snapshot(
+        &self,
+        template: &Template,
+        log: BuildLog<'_>,
+    ) -> Result<SnapshotArtifacts, RuntimeError> {
+        let started = Instant::now();
+        let accel = self.accel(log).await?;
+        let (image_digest, image) = self.base_image(log).await?;
+        let paths = self.image_paths(&image)?;
+        let shape = build_shape(template);
+        let scratch = self.inner.store.scratch_dir().await.map_err(store_error)?;
+        let result = async {
+            let disk = scratch.join("disk.qcow2");
+            create_overlay(
+                &paths.rootfs,
+                DiskFormat::Raw,
+                &disk,
+                Some(shape.disk_gb << 30),
+            )
+            .await?;
+            let memory = scratch.join("memory");
+            let config = VmConfig {
+                id: format!("build-{}", &template.digest().hex()[..12]),
+                cpus: shape.cpu,
+                memory_mib: shape.memory_mib,
+                kernel: paths.vmlinuz.clone(),
+                initrd: Some(paths.initrd.clone()),
+                cmdline: format!("{KERNEL_CMDLINE} {USER_NET_IP}"),
+                disk: Disk {
+                    path: disk.clone(),
+                    format: DiskFormat::Qcow2,
+                    read_only: false,
+                },
+                memory_file: Some(memory),
+                network: Network::User,
+                run_dir: scratch.join("run"),
+            };
+            log(BuildEvent::Status(format!(
+                "booting the builder VM ({} vCPU, {} MiB, {accel})",
+                shape.cpu, shape.memory_mib
+            )));
+            let vm = self.vmm(accel).boot(&config).await?;
+            let agent = connect_agent(vm.agent_endpoint(), BOOT_TIMEOUT).await?;
+            log(BuildEvent::Status(format!(
+                "the guest is up after {:.1} s",
+                started.elapsed().as_secs_f64()
+            )));
+            let env = plan::environment(&template.env, &BTreeMap::new());
+            call(&agent, move |a| a.set_env(env, QUICK)).await?;
+            grow_root_filesystem(&agent).await?;
+            let mut steps = plan::build_steps(template);
+            steps.extend(plan::pre_snapshot(template));
+            let total = steps.len();
+            for (i, step) in steps.iter().enumerate() {
+                log(BuildEvent::Step {
+                    field: step.field.clone(),
+                    index: i + 1,
+                    total,
+                });
+                run_step(&agent, step, None, log).await?;
+            }
+            // Nothing may be in flight on the channel when the state is saved.
+            drop(agent);
+            log(BuildEvent::Status("capturing the golden snapshot".into()));
+            vm.pause().await?;
+            let mut files = vm.snapshot(&scratch.join("snapshot")).await?;
+            vm.shutdown().await?;
+            files.insert("disk".into(), disk);
+            Ok(files)
+        }
+        .await;
+        let files = match result {
+            Ok(files) => files,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(error);
+            }
+        };
+        let kernel = image
+            .blobs
+            .get("vmlinuz")
+            .map(|b| b.digest)
+            .ok_or_else(|| missing_role("vmlinuz"))?;
+        log(BuildEvent::Status(format!(
+            "storing the snapshot ({:.1} s so far)",
+            started.elapsed().as_secs_f64()
+        )));
+        Ok(SnapshotArtifacts {
+            files,
+            hardware: shape,
+            backend: format!("qemu-{accel}"),
+            base_image: image_digest,
+            kernel,
+        })
+        // The scratch directory is left for the store's sweep once this
+        // process is gone: its files were moved into the store.
+    }
+
+    fn image_paths(&self, image: &ImageManifest) -> Result<ImagePaths, RuntimeError> {
+        let path = |role: &str| {
+            image
+                .blobs
+                .get(role)
+                .map(|b| self.inner.store.blob_path(&b.digest))
+                .ok_or_else(|| missing_role(role))
+        };
+        Ok(ImagePaths {
+            vmlinuz: path("vmlinuz")?,
+            initrd: path("initrd.cpio")?,
+            rootfs: path("rootfs.ext4")?,
+        })
+    }
+
+    /// Launches a computer from `template`'s golden snapshot, building it
+    /// first if needed: restores a new VM with its own disk layer, resets
+    /// its identity, applies the environment, secrets and runtime files,
+    /// runs `on_every_boot` and `on_resume`, starts the health checks.
+    /// Returns when the computer answers.
+    pub async fn launch(
+        &self,
+        template: &Template,
+        options: LaunchOptions,
+        log: BuildLog<'_>,
+    ) -> Result<Computer, RuntimeError> {
+        // Before anything is built or started: every required secret.
+        let secrets = options
+            .vault
+            .resolve(template)
+            .map_err(RuntimeError::Vault)?;
+        let id = new_id();
+        let built = self.build_as(Some(&id), template, log).await?;
+        let launched = self.restore(&id, template, &built, &options, secrets).await;
+        if launched.is_err() {
+            let _ = self.inner.cache.release(&id).await;
+            let _ = std::fs::remove_dir_all(self.computer_dir(&id));
+        }
+        launched
+    }
+
+    async fn restore(
+        &self,
+        id: &str,
+        template: &Template,
+        built: &Built,
+        options: &LaunchOptions,
+        secrets: BTreeMap<String, String>,
+    ) -> Result<Computer, RuntimeError> {
+        let manifest = &built.manifest;
+        let accel = match manifest.backend.as_str() {
+            "qemu-kvm" => Accel::Kvm,
+            "qemu-tcg" => Accel::Tcg,
+            other => {
+                return Err(RuntimeError::Unsupported {
+                    backend: "qemu",
+                    what: format!("restore a snapshot made by `{other}`"),
+                });
+            }
+        };
+        let floor = manifest.hardware;
+        let memory_mib = options
+            .memory_mib
+            .unwrap_or(floor.memory_mib)
+            .max(floor.memory_mib);
+        let cpus = options.cpus.unwrap_or(floor.cpu).max(floor.cpu);
+        let dir = self.computer_dir(id);
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let mut snapshot = BTreeMap::new();
+        for (role, blob) in &manifest.blobs {
+            snapshot.insert(role.clone(), self.inner.store.blob_path(&blob.digest));
+        }
+        let golden = snapshot
+            .remove("disk")
+            .ok_or_else(|| missing_role("disk"))?;
+        let disk = dir.join("disk.qcow2");
+        create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(floor.disk_gb << 30)).await?;
+        let config = RestoreConfig {
+            id: id.to_owned(),
+            snapshot,
+            disk: Disk {
+                path: disk,
+                format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+            cpus,
+            memory_mib,
+            network: Network::User,
+            run_dir: dir.clone(),
+        };
+        let vm = self.vmm(accel).restore(&config).await?;
+        let pid = vm.info().await?.pid;
+        let agent = connect_agent(vm.agent_endpoint(), RESTORE_TIMEOUT).await?;
+        let mut entropy = vec![0u8; 64];
+        getrandom::fill(&mut entropy).map_err(|e| RuntimeError::Vmm {
+            backend: "orgo",
+            op: "launch".into(),
+            message: format!("no entropy from the host: {e}"),
+        })?;
+        let hostname = id.to_owned();
+        call(&agent, move |a| {
+            a.reset_identity(entropy, Some(hostname), QUICK)
+        })
+        .await?;
+        let mut env = plan::environment(&template.env, &secrets);
+        env.extend(options.env.clone());
+        call(&agent, move |a| a.set_env(env, QUICK)).await?;
+        let mut quiet = |_: BuildEvent| {};
+        for step in plan::launch_steps(template) {
+            run_step(&agent, &step, Some(&secrets), &mut quiet).await?;
+        }
+        let checks = plan::health_checks(template);
+        if !checks.is_empty() {
+            call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
+        }
+        let record = ComputerRecord {
+            orgo_computer: RECORD_VERSION,
+            id: id.to_owned(),
+            template: format!("{}@{}", template.template.name, template.template.version),
+            template_digest: template.digest(),
+            snapshot: built.digest,
+            backend: manifest.backend.clone(),
+            cpus,
+            memory_mib,
+            pid,
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            on_shutdown: template.hooks.on_shutdown.clone(),
+        };
+        write_record(&dir, &record)?;
+        Ok(Computer {
+            runtime: self.clone(),
+            record,
+            agent,
+            vm: Some(vm),
+        })
+    }
+
+    fn computers_dir(&self) -> PathBuf {
+        self.inner.config.home.join("computers")
+    }
+
+    fn computer_dir(&self, id: &str) -> PathBuf {
+        self.computers_dir().join(id)
+    }
+
+    /// Every computer launched from this home, running or not.
+    pub fn computers(&self) -> Result<Vec<ComputerStatus>, RuntimeError> {
+        let dir = self.computers_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("read", &dir))?;
+            // A launch still writing its record, or a stop removing it.
+            let Ok(record) = read_record(&entry.path()) else {
+                continue;
+            };
+            let running = record.pid.is_some_and(process_alive);
+            out.push(ComputerStatus { record, running });
+        }
+        out.sort_by(|a, b| {
+            (a.record.created_unix, &a.record.id).cmp(&(b.record.created_unix, &b.record.id))
+        });
+        Ok(out)
+    }
+
+    /// Connects to running computer `id` (launched by this process or any
+    /// other from the same home).
+    pub async fn connect(&self, id: &str) -> Result<Computer, RuntimeError> {
+        let dir = self.computer_dir(id);
+        let record = read_record(&dir)?;
+        if !record.pid.is_some_and(process_alive) {
+            return Err(RuntimeError::NotFound {
+                what: format!(
+                    "running computer `{id}` (it has exited; `orgo stop {id}` cleans up)"
+                ),
+            });
+        }
+        let agent = connect_agent(AgentEndpoint::Serial(dir.join("agent.sock")), QUICK).await?;
+        Ok(Computer {
+            runtime: self.clone(),
+            record,
+            agent,
+            vm: None,
+        })
+    }
+
+    /// Stops computer `id`: runs `on_shutdown`, powers the guest off, stops
+    /// the VMM, ends its lease on the snapshot and removes its files; returns
+    /// what `on_shutdown` printed. A computer that already exited is cleaned
+    /// up. A failing `on_shutdown` does not keep the computer running: it is
+    /// stopped and cleaned up, then the failure is returned.
+    pub async fn stop(&self, id: &str) -> Result<Option<String>, RuntimeError> {
+        let dir = self.computer_dir(id);
+        let record = read_record(&dir)?;
+        let mut hook = Ok(None);
+        if record.pid.is_some_and(process_alive) {
+            let accel = if record.backend.ends_with("kvm") {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            };
+            let vm = self.vmm(accel).attach(id, &dir).await?;
+            // An agent that does not answer does not keep the VM up.
+            if let Ok(agent) =
+                connect_agent(AgentEndpoint::Serial(dir.join("agent.sock")), QUICK).await
+            {
+                hook = graceful_stop(&agent, record.on_shutdown.clone()).await;
+            }
+            vm.shutdown().await?;
+        }
+        self.cleanup(id).await?;
+        hook
+    }
+
+    async fn cleanup(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.computer_dir(id);
+        self.inner.cache.release(id).await.map_err(store_error)?;
+        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))
+    }
+}
+
+/// Runs `on_shutdown`, then asks the guest to stop its services and power
+/// off (also when the hook failed: the failure is returned after). Returns
+/// the hook's output.
+async fn graceful_stop(
+    agent: &Arc<AgentClient>,
+    hook: Option<String>,
+) -> Result<Option<String>, RuntimeError> {
+    let ran = match hook {
+        Some(script) => Some(
+            call(agent, move |a| {
+                a.run_hook(
+                    Hook {
+                        name: "on_shutdown".into(),
+                        script,
+                        timeout_ms: None,
+                        env: BTreeMap::new(),
+                        cwd: None,
+                        user: None,
+                    },
+                    Duration::from_secs(660),
+                    |_, _| {},
+                )
+            })
+            .await,
+        ),
+        None => None,
+    };
+    // The guest powers off: the reply may or may not make it out first.
+    let _ = call(agent, |a| a.shutdown(QUICK)).await;
+    match ran {
+        None => Ok(None),
+        Some(Ok(out)) if out.status.success() => {
+            Ok(Some(String::from_utf8_lossy(&out.output).into_owned()))
+        }
+        Some(Ok(out)) => Err(RuntimeError::Build(StepFailure {
+            field: "hooks.on_shutdown".into(),
+            reason: describe(&out.status, out.timed_out),
+            output: tail(&out.output),
+        })),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+/// A running computer.
+#[derive(Debug)]
+pub struct Computer {
+    runtime: Runtime,
+    record: ComputerRecord,
+    agent: Arc<AgentClient>,
+    /// The VM's handle, when this process launched it.
+    vm: Option<Box<dyn Vm>>,
+}
+
+impl Computer {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Its record.
+    pub fn record(&self) -> &ComputerRecord {
+        &self.record
+    }
+
+    /// Runs a command and collects its output.
+    pub async fn exec(&self, exec: Exec, timeout: Duration) -> Result<ExecOutput, RuntimeError> {
+        let agent = Arc::clone(&self.agent);
+        call(&agent, move |a| a.exec(exec, timeout)).await
+    }
+
+    /// Runs a command, passing its output to `on_output` as it comes.
+    pub async fn exec_streaming(
+        &self,
+        exec: Exec,
+        timeout: Duration,
+        on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<orgo_agent::ExitStatus, RuntimeError> {
+        let agent = Arc::clone(&self.agent);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = tokio::task::spawn_blocking(move || {
+            agent.request_streaming(orgo_agent::Op::Exec(exec), timeout, |stream, data| {
+                let _ = tx.send((stream, data.to_vec()));
+            })
+        });
+        while let Some((stream, data)) = rx.recv().await {
+            on_output(stream, &data);
+        }
+        match joined(job).await?.map_err(RuntimeError::Agent)? {
+            orgo_agent::Reply::Exit { status, .. } => Ok(status),
+            other => Err(RuntimeError::Agent(AgentError::Unexpected {
+                op: "exec",
+                reply: format!("{other:?}"),
+            })),
+        }
+    }
+
+    /// Writes a file in the guest (atomically).
+    pub async fn write_file(
+        &self,
+        path: &str,
+        content: Vec<u8>,
+        mode: Option<u32>,
+    ) -> Result<(), RuntimeError> {
+        let path = path.to_owned();
+        call(&self.agent, move |a| {
+            a.write_file(&path, &content, mode, None, None, QUICK)
+        })
+        .await
+    }
+
+    /// Reads a file from the guest.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, RuntimeError> {
+        let path = path.to_owned();
+        call(&self.agent, move |a| {
+            a.read_file(&path, QUICK).map(|(bytes, _)| bytes)
+        })
+        .await
+    }
+
+    /// Stops it (see [`Runtime::stop`]); returns what `on_shutdown` printed.
+    pub async fn stop(mut self) -> Result<Option<String>, RuntimeError> {
+        let Some(vm) = self.vm.take() else {
+            drop(self.agent);
+            return self.runtime.stop(&self.record.id).await;
+        };
+        // Ours: through our own handle and channel.
+        let hook = graceful_stop(&self.agent, self.record.on_shutdown.clone()).await;
+        vm.shutdown().await?;
+        self.runtime.cleanup(&self.record.id).await?;
+        hook
+    }
+
+    /// Leaves it running after this handle and this process are gone.
+    pub fn detach(mut self) {
+        if let Some(vm) = self.vm.take() {
+            vm.detach();
+        }
+    }
+}
+
+struct ImagePaths {
+    vmlinuz: PathBuf,
+    initrd: PathBuf,
+    rootfs: PathBuf,
+}
+
+/// The hardware a template builds with: its own, else the defaults; the
+/// disk at least the base image's 2 GiB.
+fn build_shape(template: &Template) -> HardwareShape {
+    let hw = &template.hardware;
+    HardwareShape {
+        cpu: hw.cpu.unwrap_or(plan::DEFAULT_CPUS),
+        memory_mib: hw
+            .ram_gb
+            .map_or(plan::DEFAULT_MEMORY_MIB, |gb| u64::from(gb) * 1024),
+        disk_gb: hw
+            .disk_gb
+            .unwrap_or(0)
+            .max(crate::image::ROOTFS_MIB.div_ceil(1024)),
+    }
+}
+
+/// Runs one step; a failure names the step's field.
+async fn run_step(
+    agent: &Arc<AgentClient>,
+    step: &Step,
+    secrets: Option<&BTreeMap<String, String>>,
+    log: BuildLog<'_>,
+) -> Result<(), RuntimeError> {
+    let failed = |reason: String, output: &[u8]| {
+        RuntimeError::Build(StepFailure {
+            field: step.field.clone(),
+            reason,
+            output: tail(output),
+        })
+    };
+    match &step.action {
+        Action::Shell(script) => {
+            let exec = Exec {
+                timeout_ms: Some(STEP_TIMEOUT.as_millis() as u64),
+                ..Exec::shell(format!("set -e\n{script}"))
+            };
+            let (status, output) = stream_exec(agent, exec, log).await?;
+            if !status.success() {
+                return Err(failed(describe(&status, false), &output));
+            }
+        }
+        Action::Hook { name, script } => {
+            let hook = Hook {
+                name: (*name).to_owned(),
+                script: script.clone(),
+                timeout_ms: None,
+                env: BTreeMap::new(),
+                cwd: None,
+                user: None,
+            };
+            let out = call(agent, move |a| {
+                a.run_hook(hook, Duration::from_secs(660), |_, _| {})
+            })
+            .await?;
+            if !out.output.is_empty() {
+                log(BuildEvent::Output {
+                    stream: Stream::Stdout,
+                    data: out.output.clone(),
+                });
+            }
+            if !out.status.success() {
+                return Err(failed(describe(&out.status, out.timed_out), &out.output));
+            }
+        }
+        Action::File(file) => write_file_step(agent, step, file, secrets, log).await?,
+        Action::Services(services) => {
+            for spec in services.clone() {
+                let name = spec.name.clone();
+                call(agent, move |a| a.start_service(spec, QUICK))
+                    .await
+                    .map_err(|e| failed(format!("service `{name}` did not start: {e}"), b""))?;
+            }
+        }
+        Action::Terminals(sessions) => {
+            let sessions = sessions.clone();
+            call(agent, move |a| a.create_terminals(sessions, QUICK))
+                .await
+                .map_err(|e| failed(format!("the sessions were not created: {e}"), b""))?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_file_step(
+    agent: &Arc<AgentClient>,
+    step: &Step,
+    file: &FileStep,
+    secrets: Option<&BTreeMap<String, String>>,
+    log: BuildLog<'_>,
+) -> Result<(), RuntimeError> {
+    let failed = |reason: String, output: &[u8]| {
+        RuntimeError::Build(StepFailure {
+            field: step.field.clone(),
+            reason,
+            output: tail(output),
+        })
+    };
+    let content = match &file.source {
+        Content::Inline(text) => text.clone().into_bytes(),
+        Content::HostFile(path) => std::fs::read(path)
+            .map_err(|e| failed(format!("cannot read `{}`: {e}", path.display()), b""))?,
+        Content::Secret(name) => match secrets.and_then(|s| s.get(name)) {
+            Some(value) => value.clone().into_bytes(),
+            None => return Err(failed(format!("secret `{name}` has no value"), b"")),
+        },
+        Content::Http(url) | Content::Git(url) => {
+            let fetch = match &file.source {
+                Content::Http(_) => format!(
+                    "mkdir -p \"$(dirname {dest})\"\ncurl -fsSL --retry 3 -o {dest} {url}",
+                    dest = quote(&file.path),
+                    url = quote(url)
+                ),
+                _ => format!(
+                    "command -v git >/dev/null || {{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends git; }}\n\
+                     rm -rf {dest}\ngit clone --depth 1 {url} {dest}",
+                    dest = quote(&file.path),
+                    url = quote(&url.replacen("git://", "https://", 1))
+                ),
+            };
+            let mut script = format!("set -e\n{fetch}\n");
+            if let Some(mode) = file.mode {
+                script.push_str(&format!("chmod {mode:o} {}\n", quote(&file.path)));
+            }
+            if let Some(owner) = &file.owner {
+                let group = file.group.as_deref().unwrap_or(owner);
+                script.push_str(&format!(
+                    "chown -R {}:{} {}\n",
+                    quote(owner),
+                    quote(group),
+                    quote(&file.path)
+                ));
+            }
+            let (status, output) = stream_exec(agent, Exec::shell(script), log).await?;
+            if !status.success() {
+                return Err(failed(describe(&status, false), &output));
+            }
+            return Ok(());
+        }
+        Content::Unsupported(url) => {
+            return Err(failed(
+                format!(
+                    "`{url}` cannot be fetched by the local runtime (http, https, git, file and secret can)"
+                ),
+                b"",
+            ));
+        }
+    };
+    let (path, mode, owner, group) = (
+        file.path.clone(),
+        file.mode,
+        file.owner.clone(),
+        file.group.clone(),
+    );
+    call(agent, move |a| {
+        a.write_file(
+            &path,
+            &content,
+            mode,
+            owner.as_deref(),
+            group.as_deref(),
+            QUICK,
+        )
+    })
+    .await
+    .map_err(|e| failed(format!("cannot write `{}`: {e}", file.path), b""))
+}
+
+/// Runs `exec`, streaming its output to `log`; returns how it ended and its
+/// output (stdout and stderr interleaved).
+async fn stream_exec(
+    agent: &Arc<AgentClient>,
+    exec: Exec,
+    log: BuildLog<'_>,
+) -> Result<(orgo_agent::ExitStatus, Vec<u8>), RuntimeError> {
+    let agent = Arc::clone(agent);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = tokio::task::spawn_blocking(move || {
+        agent.request_streaming(orgo_agent::Op::Exec(exec), STEP_TIMEOUT, |stream, data| {
+            let _ = tx.send((stream, data.to_vec()));
+        })
+    });
+    let mut output = Vec::new();
+    while let Some((stream, data)) = rx.recv().await {
+        output.extend_from_slice(&data);
+        if output.len() > 2 * MAX_TAIL {
+            output.drain(..output.len() - MAX_TAIL);
+        }
+        log(BuildEvent::Output { stream, data });
+    }
+    match joined(job).await?.map_err(RuntimeError::Agent)? {
+        orgo_agent::Reply::Exit { status, .. } => Ok((status, output)),
+        other => Err(RuntimeError::Agent(AgentError::Unexpected {
+            op: "exec",
+            reply: format!("{other:?}"),
+        })),
+    }
+}
+
+const MAX_TAIL: usize = 64 * 1024;
+
+/// The end of a step's output, as text.
+fn tail(output: &[u8]) -> String {
+    let start = output.len().saturating_sub(MAX_TAIL);
+    String::from_utf8_lossy(&output[start..]).into_owned()
+}
+
+fn describe(status: &orgo_agent::ExitStatus, timed_out: bool) -> String {
+    if timed_out {
+        return "timed out".into();
+    }
+    match (status.code, status.signal) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".into(),
+    }
+}
+
+/// A path or word as one single-quoted shell word.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The base image's 2 GiB root file system grows to the disk the template
+/// asks for (the copy-on-write layer is that large already).
+async fn grow_root_filesystem(agent: &Arc<AgentClient>) -> Result<(), RuntimeError> {
+    let exec = Exec::shell(
+        "command -v resize2fs >/dev/null && resize2fs /dev/vda >/dev/null 2>&1 || true",
+    );
+    call(agent, move |a| a.exec(exec, QUICK)).await.map(drop)
+}
+
+/// Connects to the agent behind `endpoint`, within `timeout`.
+async fn connect_agent(
+    endpoint: AgentEndpoint,
+    timeout: Duration,
+) -> Result<Arc<AgentClient>, RuntimeError> {
+    let job = tokio::task::spawn_blocking(move || match endpoint {
+        AgentEndpoint::Serial(path) => AgentClient::connect_serial(&path, timeout),
+        AgentEndpoint::HybridVsock { path, port } => {
+            AgentClient::connect_hybrid_vsock(&path, port, timeout)
+        }
+    });
+    joined(job)
+        .await?
+        .map(Arc::new)
+        .map_err(RuntimeError::Agent)
+}
+
+/// Runs a blocking agent request on a blocking thread.
+async fn call<T: Send + 'static>(
+    agent: &Arc<AgentClient>,
+    f: impl FnOnce(&AgentClient) -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    let agent = Arc::clone(agent);
+    joined(tokio::task::spawn_blocking(move || f(&agent)))
+        .await?
+        .map_err(RuntimeError::Agent)
+}
+
+async fn joined<T>(job: tokio::task::JoinHandle<T>) -> Result<T, RuntimeError> {
+    job.await.map_err(|e| RuntimeError::Vmm {
+        backend: "orgo",
+        op: "agent".into(),
+        message: format!("the agent thread failed: {e}"),
+    })
+}
+
+/// A fresh computer id: `c-` and 12 hex digits from the OS's CSPRNG.
+fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS has a random source");
+    format!("c-{}", hex::encode(bytes))
+}
+
+/// Creates a qcow2 copy-on-write layer over `backing` (`qemu-img create`,
+/// without opening the backing file: the size is given, or the backing
+/// file's own).
+async fn create_overlay(
+    backing: &Path,
+    backing_format: DiskFormat,
+    path: &Path,
+    size: Option<u64>,
+) -> Result<(), RuntimeError> {
+    let format = match backing_format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    let mut command = tokio::process::Command::new("qemu-img");
+    command
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(backing)
+        .arg(path);
+    match size {
+        Some(bytes) => {
+            command.arg("-u").arg(bytes.to_string());
+        }
+        None => {}
+    }
+    let out = command
+        .output()
+        .await
+        .map_err(|source| RuntimeError::Spawn {
+            binary: "qemu-img".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(RuntimeError::Vmm {
+            backend: "qemu",
+            op: "qemu-img create".into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn write_record(dir: &Path, record: &ComputerRecord) -> Result<(), RuntimeError> {
+    let path = dir.join(RECORD_FILE);
+    let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(record).expect("a record serializes");
+    std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+}
+
+fn read_record(dir: &Path) -> Result<ComputerRecord, RuntimeError> {
+    let path = dir.join(RECORD_FILE);
+    let not_found = || RuntimeError::NotFound {
+        what: format!(
+            "computer `{}`",
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ),
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => return Err(io("read", &path)(e)),
+    };
+    let invalid = |reason: String| RuntimeError::Vmm {
+        backend: "orgo",
+        op: "read computer record".into(),
+        message: format!("`{}` {reason}", path.display()),
+    };
+    if meta.len() > MAX_RECORD_BYTES {
+        return Err(invalid(format!("is over {MAX_RECORD_BYTES} bytes")));
+    }
+    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    let record: ComputerRecord =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("is not a record: {e}")))?;
+    if record.orgo_computer != RECORD_VERSION {
+        return Err(invalid(format!(
+            "has format version `{}`; this orgo reads `{RECORD_VERSION}`",
+            record.orgo_computer
+        )));
+    }
+    Ok(record)
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn missing_role(role: &str) -> RuntimeError {
+    RuntimeError::Vmm {
+        backend: "orgo",
+        op: "read manifest".into(),
+        message: format!("the manifest has no `{role}` blob"),
+    }
+}
+
+fn store_error(error: StoreError) -> RuntimeError {
+    RuntimeError::Store(Box::new(error))
+}
+
+fn io(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.as_ref().to_owned();
+    move |source| RuntimeError::Io { op, path, source }
+}

@@ -1,0 +1,299 @@
+//! Build and launch for real under QEMU TCG: build a template with files,
+//! an apt package, a service with a health check and hooks into a golden
+//! snapshot; launch two computers from it at once; exec in both; check the
+//! hooks' marks, the service, the secrets, distinct machine-ids; stop them.
+//! Also: a cache hit, a failing step named by its field with its output and
+//! nothing stored, and a missing secret refused before anything starts.
+//!
+//! Needs root, QEMU, mmdebstrap and Debian's package mirror (for the base
+//! image and the apt step). The store is `target/orgo-test-home` (the base
+//! image is built there once); each run's templates carry a fresh nonce, so
+//! each run really builds.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: an unwrap that fails is the test failing"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::static_agent;
+use orgo_runtime::{
+    Accel, BuildEvent, Computer, Exec, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, Vault,
+    VaultError,
+};
+use orgo_template::Template;
+
+const T: Duration = Duration::from_secs(120);
+
+fn home() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/orgo-test-home")
+}
+
+async fn runtime() -> Runtime {
+    let agent = tokio::task::spawn_blocking(static_agent).await.unwrap();
+    let mut config = RuntimeConfig::new(home());
+    config.agent = Some(agent);
+    config.accel = Some(Accel::Tcg);
+    Runtime::open(config).await.unwrap()
+}
+
+fn nonce() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn template(nonce: &str) -> Template {
+    Template::from_yaml(&format!(
+        r#"
+api_version: orgo.ai/v1
+name: e2e@1.0.0
+secrets:
+  - name: api_key
+env:
+  RUN_NONCE: "{nonce}"
+  API_KEY: {{ secret: api_key }}
+build:
+  apt: [jq]
+  run:
+    - echo built > /opt/built.txt
+files:
+  - {{ to: /opt/hello.txt, inline: "hello from orgo\n" }}
+  - {{ to: ~/notes.txt, inline: "mine\n", mode: "0600" }}
+  - {{ to: /etc/app/key, from: "secret://api_key", when: runtime }}
+apps:
+  - name: beat
+    install: echo installed > /opt/installed.txt
+    services:
+      - name: heartbeat
+        run: "while true; do date +%s%N > /var/tmp/beat; sleep 0.2; done"
+        user: root
+    health:
+      type: command
+      command: "test -f /var/tmp/beat"
+      every: 1s
+      retries: 2
+      on_fail: restart_service:heartbeat
+hooks:
+  on_first_boot: echo first > /opt/first-boot.txt
+  on_pre_snapshot: echo pre > /opt/pre-snapshot.txt
+  on_resume: cat /etc/machine-id > /opt/resumed-machine-id.txt
+  on_shutdown: echo "bye from $(hostname)"
+"#
+    ))
+    .unwrap()
+}
+
+async fn sh(computer: &Computer, script: &str) -> String {
+    let out = computer.exec(Exec::shell(script), T).await.unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` in {}: {}",
+        computer.id(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn recorder() -> (Arc<Mutex<Vec<BuildEvent>>>, impl FnMut(BuildEvent) + Send) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    (events, move |event: BuildEvent| {
+        if let BuildEvent::Status(text) = &event {
+            eprintln!("[build] {text}");
+        }
+        sink.lock().unwrap().push(event);
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_once_launch_two_exec_and_stop() {
+    let runtime = runtime().await;
+    let template = template(&nonce());
+
+    let (events, mut log) = recorder();
+    let built = runtime.build(&template, &mut log).await.unwrap();
+    assert!(built.built_here);
+    let events = events.lock().unwrap().clone();
+    let steps: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Step { field, .. } => Some(field.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "build.apt",
+            "build.run[0]",
+            "files[0]",
+            "files[1]",
+            "apps[0].install",
+            "apps[*].services",
+            "hooks.on_first_boot",
+            "hooks.on_pre_snapshot",
+        ]
+    );
+    let output: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Output { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&output).contains("Setting up jq"),
+        "apt's output streams into the build log"
+    );
+
+    // The same template again: a cache hit, nothing built.
+    let (_, mut quiet) = recorder();
+    let again = runtime.build(&template, &mut quiet).await.unwrap();
+    assert!(!again.built_here);
+    assert_eq!(again.digest, built.digest);
+
+    // Two computers at once from the one snapshot.
+    let options = |secret: &str| LaunchOptions {
+        vault: Vault::new().with(BTreeMap::from([("api_key".into(), secret.into())])),
+        env: BTreeMap::from([("EXTRA".into(), "given".into())]),
+        ..LaunchOptions::default()
+    };
+    let (mut log_a, mut log_b) = (|_: BuildEvent| {}, |_: BuildEvent| {});
+    let (a, b) = tokio::join!(
+        runtime.launch(&template, options("key-a"), &mut log_a),
+        runtime.launch(&template, options("key-b"), &mut log_b),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.id(), b.id());
+
+    let mut machine_ids = Vec::new();
+    for (computer, key) in [(&a, "key-a"), (&b, "key-b")] {
+        assert_eq!(
+            sh(computer, "cat /opt/hello.txt").await,
+            "hello from orgo\n"
+        );
+        assert_eq!(
+            sh(
+                computer,
+                "cat /opt/built.txt /opt/installed.txt /opt/first-boot.txt /opt/pre-snapshot.txt"
+            )
+            .await,
+            "built\ninstalled\nfirst\npre\n"
+        );
+        assert_eq!(
+            sh(computer, "stat -c '%U %a' /home/orgo/notes.txt").await,
+            "orgo 600\n"
+        );
+        assert!(sh(computer, "jq --version").await.starts_with("jq-"));
+        // Secrets arrive at launch: in the environment and in runtime files.
+        assert_eq!(sh(computer, "cat /etc/app/key").await, key);
+        assert_eq!(
+            sh(computer, "bash -lc 'echo $API_KEY $EXTRA'").await,
+            format!("{key} given\n")
+        );
+        // on_resume ran after the identity reset.
+        let id = sh(computer, "cat /etc/machine-id").await;
+        assert_eq!(sh(computer, "cat /opt/resumed-machine-id.txt").await, id);
+        assert_eq!(sh(computer, "hostname").await.trim(), computer.id());
+        machine_ids.push(id);
+        // The service runs in the clone: its heartbeat moves.
+        let first = sh(computer, "cat /var/tmp/beat").await;
+        let later = sh(computer, "sleep 1; cat /var/tmp/beat").await;
+        assert_ne!(first, later, "the heartbeat service runs after the restore");
+    }
+    assert_ne!(machine_ids[0], machine_ids[1]);
+
+    // Listed, and reachable from another handle (what `orgo exec` does).
+    let listed: Vec<String> = runtime
+        .computers()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.running)
+        .map(|c| c.record.id)
+        .collect();
+    assert!(listed.contains(&a.id().to_owned()) && listed.contains(&b.id().to_owned()));
+
+    // `a` is left running by its handle and stopped by id, as the CLI does.
+    let a_id = a.id().to_owned();
+    a.detach();
+    let again = runtime.connect(&a_id).await.unwrap();
+    assert_eq!(sh(&again, "cat /etc/app/key").await, "key-a");
+    drop(again);
+    let said = runtime.stop(&a_id).await.unwrap();
+    assert_eq!(said.as_deref(), Some(format!("bye from {a_id}\n").as_str()));
+    let b_id = b.id().to_owned();
+    let said = b.stop().await.unwrap();
+    assert_eq!(said.as_deref(), Some(format!("bye from {b_id}\n").as_str()));
+    let left: Vec<String> = runtime
+        .computers()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.record.id)
+        .collect();
+    assert!(!left.contains(&a_id) && !left.contains(&b_id), "{left:?}");
+    assert!(matches!(
+        runtime.connect(&a_id).await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_is_named_with_its_output_and_nothing_is_stored() {
+    let runtime = runtime().await;
+    let template = Template::from_yaml(&format!(
+        "api_version: orgo.ai/v1\nname: broken@1.0.0\nenv: {{ NONCE: \"{}\" }}\nbuild:\n  run:\n    - echo fine\n    - echo about to fail; exit 3\n    - echo never\n",
+        nonce()
+    ))
+    .unwrap();
+    let (events, mut log) = recorder();
+    let error = runtime.build(&template, &mut log).await.unwrap_err();
+    let RuntimeError::Build(failure) = &error else {
+        panic!("a step failure, not {error:?}");
+    };
+    assert_eq!(failure.field, "build.run[1]");
+    assert_eq!(failure.reason, "exited with status 3");
+    assert!(failure.output.contains("about to fail"), "{failure:?}");
+    assert_eq!(error.to_string(), "`build.run[1]` exited with status 3");
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, BuildEvent::Step { field, .. } if field == "build.run[2]")),
+        "no step runs after the failing one"
+    );
+    // Nothing was stored: a launch would build again.
+    let store: Arc<dyn orgo_snapshot::Store> = Arc::new(runtime.store().clone());
+    let cache = orgo_snapshot::BuildCache::new(store);
+    assert!(cache.get(&template.digest()).await.unwrap().is_none());
+    let record = cache.failure(&template.digest()).await.unwrap().unwrap();
+    assert!(record.log.contains("about to fail"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_stops_the_launch_before_anything_starts() {
+    let runtime = runtime().await;
+    let template = template(&nonce());
+    let mut log = |_: BuildEvent| panic!("nothing may be built");
+    let error = runtime
+        .launch(&template, LaunchOptions::default(), &mut log)
+        .await
+        .unwrap_err();
+    let RuntimeError::Vault(VaultError::Missing { names }) = &error else {
+        panic!("a missing secret, not {error:?}");
+    };
+    assert_eq!(names, &[("secrets[0]".to_owned(), "api_key".to_owned())]);
+}
