@@ -578,6 +578,10 @@ async fn a_pooled_vm_detaches_and_the_pool_kills_only_its_idle_processes() {
     }
     assert!(running(pid), "the detached VM is no longer the pool's");
 
+    // A new pool on the same directory leaves the detached VM's socket be.
+    let again = VmmPool::new(SIMULATOR, &pool_dir, 2);
+    again.fill().await.unwrap();
+
     // Its record leads to the pool's socket.
     let vm = CloudHypervisor::new(SIMULATOR)
         .attach("golden", &config.run_dir)
@@ -586,6 +590,7 @@ async fn a_pooled_vm_detaches_and_the_pool_kills_only_its_idle_processes() {
     assert_eq!(vm.info().await.unwrap().state, VmState::Running);
     vm.shutdown().await.unwrap();
     assert!(!running(pid));
+    drop(again);
 }
 
 /// Set by [`a_detached_vm_outlives_the_process_that_booted_it`] for the
