@@ -6,7 +6,8 @@
 //!
 //! It boots a golden VM with a memory file, waits for the agent over hybrid
 //! vsock, pauses, snapshots, shuts it down, restores a clone with its own
-//! disk copy and one more vCPU, and waits for the clone's agent.
+//! disk copy and one more vCPU, and waits for the clone's agent; then
+//! detaches the clone, attaches to it again and asks its agent once more.
 
 #![allow(
     clippy::unwrap_used,
@@ -106,5 +107,14 @@ async fn boot_snapshot_restore_with_the_real_binary() {
     assert_eq!(info.state, VmState::Running);
     assert_eq!(info.cpus, 2);
     assert_eq!(agent_exec(vm.as_ref()).await, release);
+
+    // Detached, the clone keeps running; attach takes it back.
+    vm.detach();
+    let vm = backend.attach("clone", &clone.run_dir).await.unwrap();
+    let attached = vm.info().await.unwrap();
+    assert_eq!(attached.state, VmState::Running);
+    assert_eq!((attached.cpus, attached.pid), (2, info.pid));
+    assert_eq!(agent_exec(vm.as_ref()).await, release);
     vm.shutdown().await.unwrap();
+    assert_eq!(vm.info().await.unwrap().state, VmState::Shutdown);
 }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloud_hypervisor_client::apis::{DefaultApi, Error as ApiError};
@@ -321,6 +322,321 @@ async fn a_missing_binary_is_a_spawn_error() {
         .boot(&golden_config(tmp.path(), false))
         .await;
     assert!(matches!(r, Err(RuntimeError::Spawn { .. })));
+}
+
+/// Whether process `pid` runs (a zombie, exited but not reaped, does not).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
+}
+
+/// Whether process `pid` is gone within a few seconds.
+async fn gone(pid: u32) -> bool {
+    for _ in 0..500 {
+        if !running(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Whether process `pid` still runs a while later (a kill, if one was
+/// sent, has had time to land).
+async fn still_running(pid: u32) -> bool {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    running(pid)
+}
+
+/// Kills process `pid` when dropped, so a failing test leaves no VMM
+/// behind it.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if running(self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The pid a VMM reports on its API socket.
+async fn pinged_pid(socket: &Path) -> u32 {
+    let ping = socket_based_api_client(socket)
+        .vmm_ping_get()
+        .await
+        .unwrap();
+    u32::try_from(ping.pid.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_detached_vm_keeps_running_and_attach_takes_it_back() {
+    let tmp = TempDir::new().unwrap();
+    let backend = CloudHypervisor::new(SIMULATOR);
+    let config = golden_config(tmp.path(), true);
+    let vm = backend.boot(&config).await.unwrap();
+    let pid = vm.info().await.unwrap().pid.unwrap();
+    let _reap = Reap(pid);
+    let endpoint = vm.agent_endpoint();
+    vm.detach();
+    assert!(
+        still_running(pid).await,
+        "a detached VM outlives its handle"
+    );
+    assert!(config.run_dir.join("vsock.sock").exists(), "the VM is up");
+
+    let vm = backend.attach("golden", &config.run_dir).await.unwrap();
+    let info = vm.info().await.unwrap();
+    assert_eq!(info.state, VmState::Running);
+    assert_eq!((info.cpus, info.memory_mib), (2, 512));
+    assert_eq!(info.pid, Some(pid));
+    assert_eq!(vm.id(), "golden");
+    assert_eq!(vm.agent_endpoint(), endpoint);
+    vm.pause().await.unwrap();
+
+    // Dropping an attached handle leaves the VM as it was.
+    drop(vm);
+    assert!(still_running(pid).await);
+    let vm = backend.attach("golden", &config.run_dir).await.unwrap();
+    assert_eq!(vm.info().await.unwrap().state, VmState::Paused);
+    // The record keeps the memory file, which a snapshot hands over.
+    let snapshot = vm.snapshot(&tmp.path().join("snapshot")).await.unwrap();
+    assert_eq!(
+        snapshot.get(roles::MEMORY_FILE),
+        config.memory_file.as_ref()
+    );
+
+    vm.shutdown().await.unwrap();
+    assert!(!running(pid), "shutdown waits for the VMM to exit");
+    let info = vm.info().await.unwrap();
+    assert_eq!(info.state, VmState::Shutdown);
+    assert_eq!((info.cpus, info.memory_mib), (2, 512));
+    vm.shutdown().await.unwrap();
+
+    // Nothing left to attach to.
+    match backend.attach("golden", &config.run_dir).await {
+        Err(RuntimeError::Io { path, .. }) => assert_eq!(path, config.run_dir.join("vmm.json")),
+        other => panic!("expected a missing record, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attach_without_a_vm_names_what_is_missing() {
+    let tmp = TempDir::new().unwrap();
+    let backend = CloudHypervisor::new(SIMULATOR);
+
+    // An empty run directory: the error names the record it looked for.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let error = backend.attach("golden", &empty).await.unwrap_err();
+    let record = empty.join("vmm.json");
+    assert!(
+        matches!(&error, RuntimeError::Io { path, .. } if *path == record),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("`{}`", record.display())),
+        "{error}"
+    );
+    let missing = backend.attach("golden", &tmp.path().join("nowhere")).await;
+    assert!(matches!(missing, Err(RuntimeError::Io { .. })));
+
+    // A record that is not one.
+    std::fs::write(&record, b"not json").unwrap();
+    assert_eq!(vmm_op(backend.attach("golden", &empty).await), "attach");
+
+    // A VM whose owning handle was dropped: killed, so its record is
+    // stale and the error names the API socket nothing answers on.
+    let config = golden_config(tmp.path(), false);
+    let vm = backend.boot(&config).await.unwrap();
+    let pid = vm.info().await.unwrap().pid.unwrap();
+    let _reap = Reap(pid);
+    drop(vm);
+    assert!(gone(pid).await, "dropping the booting handle kills the VMM");
+    let error = backend.attach("golden", &config.run_dir).await.unwrap_err();
+    let socket = config.run_dir.join("api.sock");
+    assert!(
+        matches!(&error, RuntimeError::Vmm { op, message, .. }
+            if op == "vmm.ping" && message.contains(&format!("`{}`", socket.display()))),
+        "{error:?}"
+    );
+
+    // A detached VM, asked for under another id.
+    let vm = backend.boot(&config).await.unwrap();
+    let pid = vm.info().await.unwrap().pid.unwrap();
+    let _reap = Reap(pid);
+    vm.detach();
+    match backend.attach("other", &config.run_dir).await {
+        Err(RuntimeError::Vmm { op, message, .. }) => {
+            assert_eq!(op, "attach");
+            assert!(message.contains("`golden`") && message.contains("`other`"));
+        }
+        other => panic!("expected a wrong id, got {other:?}"),
+    }
+
+    // A record naming another process than the one on the socket.
+    let record = config.run_dir.join("vmm.json");
+    let original = std::fs::read(&record).unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    json["pid"] = (pid + 1).into();
+    std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    match backend.attach("golden", &config.run_dir).await {
+        Err(RuntimeError::Vmm { op, message, .. }) => {
+            assert_eq!(op, "vmm.ping");
+            assert!(message.contains("not the recorded"), "{message}");
+        }
+        other => panic!("expected another process, got {other:?}"),
+    }
+    std::fs::write(&record, &original).unwrap();
+
+    // A VMM that no longer holds a VM.
+    let api = socket_based_api_client(&socket);
+    api.shutdown_vm().await.unwrap();
+    api.delete_vm().await.unwrap();
+    assert_eq!(
+        vmm_op(backend.attach("golden", &config.run_dir).await),
+        "vm.info"
+    );
+    api.shutdown_vmm().await.unwrap();
+    assert!(gone(pid).await);
+}
+
+#[tokio::test]
+async fn dropping_the_handle_that_restored_a_vm_kills_it() {
+    let tmp = TempDir::new().unwrap();
+    let snapshot = golden_snapshot(tmp.path(), true).await;
+    let backend = CloudHypervisor::new(SIMULATOR);
+    let clone = backend
+        .restore(&clone_config(tmp.path(), "clone", &snapshot))
+        .await
+        .unwrap();
+    let pid = clone.info().await.unwrap().pid.unwrap();
+    let _reap = Reap(pid);
+    assert!(running(pid));
+    drop(clone);
+    assert!(gone(pid).await);
+}
+
+#[tokio::test]
+async fn a_pooled_vm_detaches_and_the_pool_kills_only_its_idle_processes() {
+    let tmp = TempDir::new().unwrap();
+    let pool_dir = tmp.path().join("pool");
+    let pool = VmmPool::new(SIMULATOR, &pool_dir, 2);
+    pool.fill().await.unwrap();
+    let backend = CloudHypervisor::new("/nonexistent/cloud-hypervisor").with_pool(pool.clone());
+    let config = golden_config(tmp.path(), false);
+    let vm = backend.boot(&config).await.unwrap();
+    let pid = vm.info().await.unwrap().pid.unwrap();
+    let _reap = Reap(pid);
+    vm.detach();
+    drop(backend);
+
+    // The pool refills in the background; then it holds two idle VMMs.
+    for _ in 0..500 {
+        if pool.idle() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.idle(), 2);
+    let mut idle = Vec::new();
+    for entry in std::fs::read_dir(&pool_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sock") {
+            let other = pinged_pid(&path).await;
+            if other != pid {
+                idle.push(other);
+            }
+        }
+    }
+    assert_eq!(idle.len(), 2, "{idle:?}");
+    let _reap_idle: Vec<Reap> = idle.iter().copied().map(Reap).collect();
+
+    // The last reference (the refill task may hold one a moment longer).
+    let mut pool = pool;
+    for _ in 0..500 {
+        match Arc::try_unwrap(pool) {
+            Ok(last) => {
+                drop(last);
+                break;
+            }
+            Err(shared) => pool = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for other in idle {
+        assert!(gone(other).await, "the pool's idle VMM `{other}` is killed");
+    }
+    assert!(running(pid), "the detached VM is no longer the pool's");
+
+    // A new pool on the same directory leaves the detached VM's socket be.
+    let again = VmmPool::new(SIMULATOR, &pool_dir, 2);
+    again.fill().await.unwrap();
+
+    // Its record leads to the pool's socket.
+    let vm = CloudHypervisor::new(SIMULATOR)
+        .attach("golden", &config.run_dir)
+        .await
+        .unwrap();
+    assert_eq!(vm.info().await.unwrap().state, VmState::Running);
+    vm.shutdown().await.unwrap();
+    assert!(!running(pid));
+    drop(again);
+}
+
+/// Set by [`a_detached_vm_outlives_the_process_that_booted_it`] for the
+/// child process it runs [`child_boots_and_detaches`] in.
+const CHILD_DIR: &str = "ORGO_CH_TEST_DETACH_CHILD_DIR";
+
+#[tokio::test]
+#[ignore = "a helper: a_detached_vm_outlives_the_process_that_booted_it runs it in a child process"]
+async fn child_boots_and_detaches() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let vm = CloudHypervisor::new(SIMULATOR)
+        .boot(&golden_config(Path::new(&dir), false))
+        .await
+        .unwrap();
+    vm.detach();
+}
+
+#[tokio::test]
+async fn a_detached_vm_outlives_the_process_that_booted_it() {
+    let tmp = TempDir::new().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_boots_and_detaches", "--ignored"])
+        .env(CHILD_DIR, tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let config = golden_config(tmp.path(), false);
+    let vm = CloudHypervisor::new(SIMULATOR)
+        .attach("golden", &config.run_dir)
+        .await
+        .unwrap();
+    let info = vm.info().await.unwrap();
+    let pid = info.pid.unwrap();
+    let _reap = Reap(pid);
+    assert_eq!(info.state, VmState::Running);
+    assert!(running(pid));
+    vm.shutdown().await.unwrap();
+    assert!(!running(pid));
 }
 
 /// The status of a failed raw call.

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cloud_hypervisor_client::apis::DefaultApi;
 use cloud_hypervisor_client::models;
+use serde::{Deserialize, Serialize};
 
 use super::convert::{self, CloneSpec, RunPaths};
 use super::pool::VmmPool;
@@ -71,6 +73,58 @@ fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", path)(e)),
         _ => Ok(()),
+    }
+}
+
+/// How long [`Vmm::attach`] waits for each answer of the VMM.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`Vmm::attach`] needs to find a VM's VMM again, kept in the VM's
+/// run directory ([`RunPaths::record`]) while the VM runs.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmmRecord {
+    /// The VM's id.
+    id: String,
+    /// The VMM process.
+    pid: u32,
+    /// Its API socket (in the run directory, or a pool's directory).
+    api_socket: PathBuf,
+    /// The VM's memory file, which its snapshots hand over.
+    memory_file: Option<PathBuf>,
+}
+
+impl VmmRecord {
+    /// Writes the record of VM `id` run by `process` (through a temporary
+    /// file, so a reader never sees half of it).
+    fn write(
+        path: &Path,
+        id: &str,
+        process: &VmmProcess,
+        memory_file: Option<&Path>,
+    ) -> Result<(), RuntimeError> {
+        let socket = process.socket();
+        let record = VmmRecord {
+            id: id.to_owned(),
+            pid: process.pid(),
+            api_socket: std::path::absolute(socket).map_err(io("cannot resolve", socket))?,
+            memory_file: memory_file.map(Path::to_owned),
+        };
+        let json = serde_json::to_vec_pretty(&record).expect("a record serializes");
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        std::fs::write(&partial, json).map_err(io("cannot write the VMM record", &partial))?;
+        std::fs::rename(&partial, path).map_err(io("cannot write the VMM record", path))
+    }
+
+    fn read(path: &Path) -> Result<VmmRecord, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(io("cannot read the VMM record", path))?;
+        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Vmm {
+            backend: BACKEND,
+            op: "attach".to_owned(),
+            message: format!("`{}` is not a VMM record: {e}", path.display()),
+        })
     }
 }
 
@@ -155,6 +209,7 @@ impl Vmm for CloudHypervisor {
         std::fs::create_dir_all(&config.run_dir)
             .map_err(io("cannot create the run directory", &config.run_dir))?;
         remove_if_present(&paths.vsock)?;
+        remove_if_present(&paths.record)?;
         if let Some(file) = &config.memory_file {
             prepare_memory_file(file, config.memory_mib)?;
         }
@@ -168,9 +223,16 @@ impl Vmm for CloudHypervisor {
             .boot_vm()
             .await
             .map_err(|e| api_error("vm.boot", e))?;
+        VmmRecord::write(
+            &paths.record,
+            &config.id,
+            &process,
+            config.memory_file.as_deref(),
+        )?;
         Ok(Box::new(ChVm {
             id: config.id.clone(),
             vsock: paths.vsock,
+            record: paths.record,
             memory_file: config.memory_file.clone(),
             process: tokio::sync::Mutex::new(process),
             last: Mutex::new((config.cpus, config.memory_mib)),
@@ -216,6 +278,7 @@ impl Vmm for CloudHypervisor {
         std::fs::create_dir_all(&config.run_dir)
             .map_err(io("cannot create the run directory", &config.run_dir))?;
         remove_if_present(&paths.vsock)?;
+        remove_if_present(&paths.record)?;
         write_restore_dir(&paths.restore, &plan.config, &config.snapshot)?;
 
         let process = self.process(&paths).await?;
@@ -236,9 +299,11 @@ impl Vmm for CloudHypervisor {
                 .await
                 .map_err(|e| api_error("vm.resize-zone", e))?;
         }
+        VmmRecord::write(&paths.record, &config.id, &process, memory_file.as_deref())?;
         Ok(Box::new(ChVm {
             id: config.id.clone(),
             vsock: paths.vsock,
+            record: paths.record,
             memory_file,
             process: tokio::sync::Mutex::new(process),
             last: Mutex::new((growth.cpus, growth.memory_mib)),
@@ -246,19 +311,51 @@ impl Vmm for CloudHypervisor {
         }))
     }
 
-    async fn attach(&self, _id: &str, _run_dir: &Path) -> Result<Box<dyn Vm>, RuntimeError> {
-        Err(RuntimeError::Unsupported {
-            backend: BACKEND,
-            what: "attach to a running VM yet".into(),
-        })
+    async fn attach(&self, id: &str, run_dir: &Path) -> Result<Box<dyn Vm>, RuntimeError> {
+        let paths = RunPaths::new(run_dir);
+        let record = VmmRecord::read(&paths.record)?;
+        if record.id != id {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "attach".to_owned(),
+                message: format!(
+                    "`{}` records the VM `{}`, not `{id}`",
+                    paths.record.display(),
+                    record.id
+                ),
+            });
+        }
+        let process = VmmProcess::attach(record.pid, &record.api_socket, ATTACH_TIMEOUT).await?;
+        let info = tokio::time::timeout(ATTACH_TIMEOUT, process.client().vm_info_get())
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                what: format!("`vm.info` on `{}`", record.api_socket.display()),
+                seconds: ATTACH_TIMEOUT.as_secs(),
+            })?
+            .map_err(|e| api_error("vm.info", e))?;
+        let info = convert::vm_info(&info, Some(process.pid()));
+        Ok(Box::new(ChVm {
+            id: id.to_owned(),
+            vsock: paths.vsock,
+            record: paths.record,
+            memory_file: record.memory_file,
+            process: tokio::sync::Mutex::new(process),
+            last: Mutex::new((info.cpus, info.memory_mib)),
+            shut_down: Mutex::new(false),
+        }))
     }
 }
 
-/// A VM in its own Cloud Hypervisor process. Dropping it kills the process.
+/// A VM in its own Cloud Hypervisor process. Dropping the handle that
+/// booted or restored it kills the process, unless it was
+/// [detached](Vm::detach); dropping an [attached](Vmm::attach) one leaves
+/// it running.
 #[derive(Debug)]
 pub struct ChVm {
     id: String,
     vsock: PathBuf,
+    /// The run directory's [`VmmRecord`], removed at shutdown.
+    record: PathBuf,
     memory_file: Option<PathBuf>,
     process: tokio::sync::Mutex<VmmProcess>,
     /// The last known vCPUs and memory (MiB), reported after shutdown.
@@ -315,7 +412,7 @@ impl Vm for ChVm {
             .vm_info_get()
             .await
             .map_err(|e| api_error("vm.info", e))?;
-        let info = convert::vm_info(&info, process.pid());
+        let info = convert::vm_info(&info, Some(process.pid()));
         *self
             .last
             .lock()
@@ -394,10 +491,22 @@ impl Vm for ChVm {
             .shut_down
             .lock()
             .expect("the flag's lock is never poisoned") = true;
-        process.shutdown().await
+        let stopped = process.shutdown().await;
+        // An attached VMM that did not exit in time may still run: its
+        // record stays for another attach, and another shutdown tries again.
+        if matches!(stopped, Err(RuntimeError::Timeout { .. })) {
+            *self
+                .shut_down
+                .lock()
+                .expect("the flag's lock is never poisoned") = false;
+            return stopped;
+        }
+        let removed = remove_if_present(&self.record);
+        stopped.and(removed)
     }
 
     fn detach(self: Box<Self>) {
-        // TODO(attach): keep the VMM process running.
+        // The record in the run directory is what `attach` reads back.
+        self.process.into_inner().detach();
     }
 }

@@ -43,6 +43,9 @@ pub(crate) struct RunPaths {
     pub(crate) api: PathBuf,
     /// The directory a restore reads its rewritten `config.json` from.
     pub(crate) restore: PathBuf,
+    /// What [`Vmm::attach`](crate::Vmm::attach) needs to find the VM's VMM
+    /// again (its process and API socket), written once it runs.
+    pub(crate) record: PathBuf,
 }
 
 impl RunPaths {
@@ -53,6 +56,7 @@ impl RunPaths {
             log: run_dir.join("cloud-hypervisor.log"),
             api: run_dir.join("api.sock"),
             restore: run_dir.join("restore"),
+            record: run_dir.join("vmm.json"),
         }
     }
 }

@@ -19,6 +19,11 @@
 //!   the network is a tap ([`Network::User`](crate::Network::User) is
 //!   unsupported).
 //! - A [`VmmPool`] keeps processes spawned ahead for launches.
+//! - Each VMM runs in its own process group. The handle that booted or
+//!   restored a VM kills its process on drop unless
+//!   [detached](crate::Vm::detach); the VM's run directory then keeps a
+//!   record (`vmm.json`: the process id and the API socket) from which
+//!   [`Vmm::attach`](crate::Vmm::attach) takes it back, from any process.
 //!
 //! With the `simulator` feature, `ch::simulator` serves a simulation of the
 //! REST API on a Unix socket (the `ch-simulator` binary behaves like

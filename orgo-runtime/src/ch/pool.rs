@@ -113,10 +113,20 @@ impl VmmPool {
             path: self.dir.clone(),
             source,
         })?;
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let name = format!("vmm-{}-{n}", std::process::id());
-        let socket = self.dir.join(format!("{name}.sock"));
-        let log = self.dir.join(format!("{name}.log"));
+        // A name whose socket is free: a VM detached from an earlier pool
+        // on this directory (of this process, or of one with the same pid)
+        // may still answer on a taken one, which spawning would remove.
+        let (socket, log) = loop {
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            let name = format!("vmm-{}-{n}", std::process::id());
+            let socket = self.dir.join(format!("{name}.sock"));
+            if matches!(
+                std::fs::symlink_metadata(&socket),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            ) {
+                break (socket, self.dir.join(format!("{name}.log")));
+            }
+        };
         VmmProcess::spawn(&self.binary, &socket, &log).await
     }
 

@@ -18,12 +18,31 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `vmm.shutdown` may take before the process is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A VMM process answering on its API socket. Dropping it kills it.
+/// A VMM process answering on its API socket: one this process spawned,
+/// or one it [attached](Self::attach) to. Dropping a spawned one kills it
+/// unless it was [detached](Self::detach); dropping an attached one leaves
+/// it running.
 pub(crate) struct VmmProcess {
-    child: Child,
-    pid: Option<u32>,
+    /// The process, if this process spawned it (`None` when attached).
+    child: Option<Child>,
+    pid: u32,
     socket: PathBuf,
     client: SocketBasedApiClient,
+    /// Left running on purpose: dropping must not kill it.
+    detached: bool,
+}
+
+impl Drop for VmmProcess {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        if let Some(child) = self.child.as_mut() {
+            // Best effort; an exited child refuses the kill. Tokio reaps
+            // the dropped child in the background.
+            let _ = child.start_kill();
+        }
+    }
 }
 
 impl fmt::Debug for VmmProcess {
@@ -31,6 +50,8 @@ impl fmt::Debug for VmmProcess {
         f.debug_struct("VmmProcess")
             .field("pid", &self.pid)
             .field("socket", &self.socket)
+            .field("attached", &self.child.is_none())
+            .field("detached", &self.detached)
             .finish_non_exhaustive()
     }
 }
@@ -38,7 +59,17 @@ impl fmt::Debug for VmmProcess {
 /// A failed API call as a [`RuntimeError::Vmm`] naming the request: the
 /// status and the VMM's error chain (a JSON array of messages).
 pub(crate) fn api_error(op: &str, error: ApiError) -> RuntimeError {
-    let message = match error {
+    RuntimeError::Vmm {
+        backend: BACKEND,
+        op: op.to_owned(),
+        message: api_message(error),
+    }
+}
+
+/// A failed API call's status and the VMM's error chain, or the transport
+/// error.
+fn api_message(error: ApiError) -> String {
+    match error {
         ApiError::Api(api) => {
             let chain = serde_json::from_str::<Vec<String>>(&api.body)
                 .map(|messages| messages.join(": "))
@@ -50,12 +81,21 @@ pub(crate) fn api_error(op: &str, error: ApiError) -> RuntimeError {
             }
         }
         other => other.to_string(),
-    };
-    RuntimeError::Vmm {
-        backend: BACKEND,
-        op: op.to_owned(),
-        message,
     }
+}
+
+/// Whether process `pid` runs: it has a `/proc` entry and is not a zombie
+/// (an exited process its parent has not reaped yet, which may never
+/// happen once the parent is gone).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`: the name may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
 impl VmmProcess {
@@ -83,26 +123,101 @@ impl VmmProcess {
             .map_err(io("cannot create the VMM log", log))?;
         let mut arg = std::ffi::OsString::from("path=");
         arg.push(socket);
+        // Its own process group, so a Ctrl-C at the terminal that launched
+        // it does not reach a VM meant to outlive the launch, and no
+        // `kill_on_drop`: `Drop` kills it unless it was detached.
         let child = Command::new(binary)
             .arg("--api-socket")
             .arg(arg)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|source| RuntimeError::Spawn {
                 binary: binary.display().to_string(),
                 source,
             })?;
+        // From here on, dropping `process` (an error, a cancelled future)
+        // kills the child.
         let mut process = VmmProcess {
-            pid: child.id(),
-            child,
+            pid: child
+                .id()
+                .expect("a child that was never waited for has its pid"),
+            child: Some(child),
             socket: socket.to_owned(),
             client: socket_based_api_client(socket),
+            detached: false,
         };
         process.wait_ready(READY_TIMEOUT).await?;
         Ok(process)
+    }
+
+    /// Takes control again of the VMM process `pid`, left running with a VM
+    /// on `socket` by a [detached](Self::detach) handle: checks that it
+    /// answers `vmm.ping` within `timeout` and that it is that process.
+    pub(crate) async fn attach(
+        pid: u32,
+        socket: &Path,
+        timeout: Duration,
+    ) -> Result<VmmProcess, RuntimeError> {
+        std::fs::metadata(socket).map_err(|source| RuntimeError::Io {
+            op: "cannot find the VMM's API socket",
+            path: socket.to_owned(),
+            source,
+        })?;
+        let process = VmmProcess {
+            child: None,
+            pid,
+            socket: socket.to_owned(),
+            client: socket_based_api_client(socket),
+            detached: false,
+        };
+        let ping = tokio::time::timeout(timeout, process.client.vmm_ping_get())
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                what: format!("the VMM's API socket `{}` to answer", socket.display()),
+                seconds: timeout.as_secs(),
+            })?
+            .map_err(|e| RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "vmm.ping".to_owned(),
+                message: format!(
+                    "no VMM answers on `{}`: {}",
+                    socket.display(),
+                    api_message(e)
+                ),
+            })?;
+        // Upstream reports its pid (the simulator too): a socket served by
+        // another process than the recorded one is not this VM's.
+        if let Some(answered) = ping.pid
+            && answered != i64::from(pid)
+        {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "vmm.ping".to_owned(),
+                message: format!(
+                    "the VMM on `{}` is process `{answered}`, not the recorded `{pid}`",
+                    socket.display()
+                ),
+            });
+        }
+        if !running(pid) {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "vmm.ping".to_owned(),
+                message: format!(
+                    "the recorded VMM process `{pid}` of `{}` is not running",
+                    socket.display()
+                ),
+            });
+        }
+        Ok(process)
+    }
+
+    /// Lets go of the process, leaving it running.
+    pub(crate) fn detach(mut self) {
+        self.detached = true;
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<(), RuntimeError> {
@@ -128,9 +243,13 @@ impl VmmProcess {
         }
     }
 
-    /// The process's exit status, if it has exited.
+    /// The exit status of a spawned process, if it has exited (`None`
+    /// for an attached one: it is not this process's child).
     pub(crate) fn exited(&mut self) -> Result<Option<std::process::ExitStatus>, RuntimeError> {
-        self.child.try_wait().map_err(|source| RuntimeError::Io {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        child.try_wait().map_err(|source| RuntimeError::Io {
             op: "cannot wait for the VMM",
             path: self.socket.clone(),
             source,
@@ -141,20 +260,46 @@ impl VmmProcess {
         &self.client
     }
 
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// `vmm.shutdown`, then waits for the process to exit (killing it if it
-    /// does not in time).
+    /// The API socket.
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `vmm.shutdown`, then waits for the process to exit: a spawned one
+    /// is killed if it does not in time; for an attached one, which is not
+    /// this process's child, that is a [`RuntimeError::Timeout`].
     pub(crate) async fn shutdown(&mut self) -> Result<(), RuntimeError> {
         let asked = self.client.shutdown_vmm().await;
-        let exited = tokio::time::timeout(EXIT_TIMEOUT, self.child.wait()).await;
-        if !matches!(exited, Ok(Ok(_))) {
-            // Best effort: the process is gone either way.
-            let _ = self.child.kill().await;
+        match self.child.as_mut() {
+            Some(child) => {
+                let exited = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+                if !matches!(exited, Ok(Ok(_))) {
+                    // Best effort: the process is gone either way.
+                    let _ = child.kill().await;
+                }
+            }
+            None => self.wait_gone(EXIT_TIMEOUT).await?,
         }
         let _ = std::fs::remove_file(&self.socket);
         asked.map_err(|e| api_error("vmm.shutdown", e))
+    }
+
+    /// Waits for the attached process to be gone.
+    async fn wait_gone(&self, timeout: Duration) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while running(self.pid) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Timeout {
+                    what: format!("the VMM process `{}` to exit", self.pid),
+                    seconds: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 }
