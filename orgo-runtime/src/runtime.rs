@@ -1206,11 +1206,8 @@ async fn create_overlay(
         .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
         .arg(backing)
         .arg(path);
-    match size {
-        Some(bytes) => {
-            command.arg("-u").arg(bytes.to_string());
-        }
-        None => {}
+    if let Some(bytes) = size {
+        command.arg("-u").arg(bytes.to_string());
     }
     let out = command
         .output()

@@ -26,6 +26,7 @@ pub(crate) fn static_agent() -> PathBuf {
     target_dir.join("x86_64-unknown-linux-gnu/release/orgo-agent")
 }
 
+#[allow(dead_code, reason = "not every VM test binary builds its own image")]
 /// Where base images are cached: `$ORGO_HOME/images`, else `target/orgo-images`.
 pub(crate) fn image_dir() -> PathBuf {
     match std::env::var_os("ORGO_HOME") {
