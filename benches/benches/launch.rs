@@ -46,8 +46,13 @@ async fn launch_and_exec(
     template: &Template,
 ) -> (Duration, orgo_runtime::Computer) {
     let started = Instant::now();
+    let verbose = std::env::var_os("ORGO_BENCH_VERBOSE").is_some();
     let computer = runtime
-        .launch(template, LaunchOptions::default(), &mut |_| {})
+        .launch(template, LaunchOptions::default(), &mut |event| {
+            if let (true, BuildEvent::Status(text)) = (verbose, event) {
+                eprintln!("  {text}");
+            }
+        })
         .await
         .unwrap();
     let out = computer
@@ -113,44 +118,71 @@ async fn main() {
         ms(percentile(&hits, 95.0))
     );
 
-    // Warm-up (page cache), then 20 launches.
+    // Warm-up (page cache), then 20 launches that restore on the spot.
     let (_, warm) = launch_and_exec(&runtime, &template).await;
     warm.stop().await.unwrap();
+    let cold = launches(&runtime, &template, None).await;
+    report("cold (restore at launch)", &cold);
+    // 20 launches, each taking a computer the pool restored and parked.
+    let pooled = launches(&runtime, &template, Some(1)).await;
+    report("from the warm pool", &pooled);
+
+    for (name, pool, one) in [
+        ("cold", None, percentile(&cold, 50.0)),
+        ("from the warm pool", Some(4), percentile(&pooled, 50.0)),
+    ] {
+        let mut rounds = Vec::new();
+        for _ in 0..3 {
+            if let Some(n) = pool {
+                runtime.prewarm(&template, n).await.unwrap();
+            }
+            let started = Instant::now();
+            let launched = futures_join4(&runtime, &template).await;
+            rounds.push(started.elapsed());
+            for computer in launched {
+                computer.stop().await.unwrap();
+            }
+        }
+        rounds.sort();
+        let four = rounds[1];
+        println!(
+            "four launches at once, {name} (all answered exec): median of 3 rounds {} = {:.2}x one launch",
+            ms(four),
+            four.as_secs_f64() / one.as_secs_f64()
+        );
+    }
+    runtime.drain().await;
+
+    if std::env::var_os("ORGO_BENCH_LAUNCHES").is_none() {
+        memory_ratio(&runtime).await;
+    }
+}
+
+/// 20 launches, one at a time, each from a pool of `pool` parked
+/// computers filled beforehand (untimed), or with no pool.
+async fn launches(runtime: &Runtime, template: &Template, pool: Option<usize>) -> Vec<Duration> {
     let mut times = Vec::new();
-    for _ in 0..20 {
-        let (took, computer) = launch_and_exec(&runtime, &template).await;
+    let n: usize = std::env::var("ORGO_BENCH_LAUNCHES").map_or(20, |v| v.parse().unwrap());
+    for _ in 0..n {
+        if let Some(n) = pool {
+            runtime.prewarm(template, n).await.unwrap();
+        }
+        let (took, computer) = launch_and_exec(runtime, template).await;
         times.push(took);
         computer.stop().await.unwrap();
     }
     times.sort();
-    let one = percentile(&times, 50.0);
+    times
+}
+
+fn report(name: &str, times: &[Duration]) {
     println!(
-        "launch -> first exec, 20 launches: p50 {}, p95 {}, min {}, max {}",
-        ms(one),
-        ms(percentile(&times, 95.0)),
+        "launch -> first exec, 20 launches {name}: p50 {}, p95 {}, min {}, max {}",
+        ms(percentile(times, 50.0)),
+        ms(percentile(times, 95.0)),
         ms(times[0]),
         ms(times[times.len() - 1])
     );
-
-    // Four at once.
-    let mut rounds = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let launched = futures_join4(&runtime, &template).await;
-        rounds.push(started.elapsed());
-        for computer in launched {
-            computer.stop().await.unwrap();
-        }
-    }
-    rounds.sort();
-    let four = rounds[1];
-    println!(
-        "four launches at once (all answered exec): median of 3 rounds {} = {:.2}x one launch",
-        ms(four),
-        four.as_secs_f64() / one.as_secs_f64()
-    );
-
-    memory_ratio(&runtime).await;
 }
 
 async fn futures_join4(runtime: &Runtime, template: &Template) -> Vec<orgo_runtime::Computer> {

@@ -1,31 +1,42 @@
-//! `orgo-runtime`: the base image, the VM launcher and the host side of the
-//! guest agent channel.
+//! `orgo-runtime`: build templates into golden snapshots and launch
+//! computers from them.
 //!
+//! - [`Runtime`] is the front door: [`Runtime::build`] boots the base image,
+//!   runs a template's steps through the guest agent (each named by its
+//!   field: `build.run[2]`, `files[0]`, `hooks.on_first_boot`), snapshots
+//!   the VM and stores the snapshot under the template's digest, once;
+//!   [`Runtime::launch`] restores a computer from it on its own disk layer,
+//!   gives it its identity, environment, secrets ([`Vault`]) and runtime
+//!   files, and runs its hooks. [`Runtime::prewarm`] parks computers
+//!   restored ahead for launches to take.
 //! - [`BaseImageRecipe`] names everything a base image is made of; its
 //!   [`digest`](BaseImageRecipe::digest) names the image, and
-//!   [`build_base`] builds it once per digest (kernel and busybox from
-//!   Debian packages, root file system by mmdebstrap, the static
-//!   `orgo-agent` as `/sbin/orgo-agent`, an initramfs that loads the virtio
-//!   modules and hands over to it).
-//! - [`QemuVm`] boots an image under TCG with the agent's virtio-serial port
-//!   on a Unix socket; [`AgentClient`] speaks the agent protocol over it (or
-//!   over Cloud Hypervisor's hybrid vsock socket).
-//! - [`CloudHypervisor`] is the [`Vmm`] backend for hosts with KVM: one
-//!   `cloud-hypervisor` process per VM, lazy restores, a [`VmmPool`] of
-//!   processes spawned ahead (see [`ch`]).
+//!   [`build_base`] builds it (kernel and busybox from Debian packages, root
+//!   file system by mmdebstrap, the static `orgo-agent` as
+//!   `/sbin/orgo-agent`, an initramfs that loads the virtio modules).
+//! - [`Vmm`] and [`Vm`] are the backend traits: [`Qemu`] (QMP; golden RAM in
+//!   a shared file, device state by migration with `x-ignore-shared`,
+//!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
+//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]).
+//! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
+//!   socket or Cloud Hypervisor's hybrid vsock.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use orgo_runtime::{BaseImageRecipe, QemuConfig, QemuVm, build_base};
+//! use orgo_runtime::{Exec, LaunchOptions, Runtime, RuntimeConfig};
 //!
-//! let agent = std::path::Path::new("target/agent-static/orgo-agent");
-//! let recipe = BaseImageRecipe::resolve(agent)?;
-//! let image = build_base(&recipe, agent, "images".as_ref(), &mut |step: &str| eprintln!("{step}"))?;
-//! let vm = QemuVm::spawn(&QemuConfig::for_image(&image, "run/vm1".as_ref()))?;
-//! let agent = vm.connect_agent(Duration::from_secs(60))?;
-//! let out = agent.exec(orgo_agent::Exec::argv(["uname", "-a"]), Duration::from_secs(10))?;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let template = orgo_template::Template::from_yaml("api_version: orgo.ai/v1\nname: box@1.0.0\nbuild: { apt: [jq] }\n")?;
+//! let mut config = RuntimeConfig::new("/var/lib/orgo");
+//! config.agent = Some("target/agent-static/orgo-agent".into());
+//! let runtime = Runtime::open(config).await?;
+//! runtime.build(&template, &mut |event| eprintln!("{event:?}")).await?;
+//! let computer = runtime.launch(&template, LaunchOptions::default(), &mut |_| {}).await?;
+//! let out = computer.exec(Exec::argv(["jq", "--version"]), Duration::from_secs(10)).await?;
 //! println!("{}", String::from_utf8_lossy(&out.stdout));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! computer.stop().await?;
+//! # Ok(())
+//! # }
 //! ```
 
 mod agent;

@@ -52,6 +52,7 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Qemu {
     binary: PathBuf,
     accel: Accel,
+    ephemeral_clones: bool,
 }
 
 impl Qemu {
@@ -67,7 +68,18 @@ impl Qemu {
         Self {
             binary: binary.into(),
             accel,
+            ephemeral_clones: false,
         }
+    }
+
+    /// Restored clones' disks skip the guest's flushes (`cache=unsafe`):
+    /// for clones whose disk layer dies with them, so nothing is lost that
+    /// would have outlived the VM anyway, and a guest's `fsync` costs
+    /// nothing.
+    #[must_use]
+    pub fn with_ephemeral_clones(mut self) -> Self {
+        self.ephemeral_clones = true;
+        self
     }
 
     async fn spawn(&self, run_dir: &Path, mut args: Vec<OsString>) -> Result<Child, RuntimeError> {
@@ -206,7 +218,10 @@ impl Vmm for Qemu {
                 ),
             });
         }
-        let args = restore_args(config, &meta, &memory, self.accel)?;
+        let mut args = restore_args(config, &meta, &memory, self.accel)?;
+        if self.ephemeral_clones {
+            skip_flushes(&mut args);
+        }
         let (vm, mut qmp) = self
             .machine(
                 &config.id,
@@ -657,6 +672,15 @@ fn restore_args(
     Ok(args)
 }
 
+/// Adds `cache=unsafe` to the root disk's `-drive`.
+fn skip_flushes(args: &mut [OsString]) {
+    for arg in args.iter_mut() {
+        if arg.to_str().is_some_and(|a| a.contains(",id=disk0,")) {
+            arg.push(",cache=unsafe");
+        }
+    }
+}
+
 /// A path as a QEMU option value: a `,` would start a new option.
 fn option_value(path: &Path) -> Result<String, RuntimeError> {
     let text = path.to_str().ok_or_else(|| unsupported_path(path))?;
@@ -781,6 +805,15 @@ mod tests {
             &restore_args(&restore, &meta, Path::new("/store/mem"), Accel::Tcg).expect("valid"),
         );
         assert!(args.contains("mem-path=/store/mem,share=off"), "{args}");
+        assert!(!args.contains("cache=unsafe"), "{args}");
+        let mut ephemeral =
+            restore_args(&restore, &meta, Path::new("/store/mem"), Accel::Tcg).expect("valid");
+        skip_flushes(&mut ephemeral);
+        let ephemeral = text(&ephemeral);
+        assert!(
+            ephemeral.contains("id=disk0,readonly=off,cache=unsafe"),
+            "{ephemeral}"
+        );
         assert!(args.ends_with("-incoming defer"), "{args}");
         assert!(
             !args.contains("-kernel"),

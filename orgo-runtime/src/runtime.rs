@@ -58,6 +58,10 @@ pub struct RuntimeConfig {
     pub accel: Option<Accel>,
     /// The QEMU binary.
     pub qemu: PathBuf,
+    /// How many computers of a launched template to keep restored and
+    /// parked, per snapshot and shape, for the next launches (see
+    /// [`Runtime::prewarm`]); 0 (the default) keeps none.
+    pub warm_pool: usize,
 }
 
 impl RuntimeConfig {
@@ -69,6 +73,7 @@ impl RuntimeConfig {
             agent: None,
             accel: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
+            warm_pool: 0,
         }
     }
 }
@@ -177,6 +182,7 @@ struct Inner {
     cache: BuildCache,
     registry: Registry,
     accel: tokio::sync::OnceCell<Accel>,
+    pool: std::sync::Mutex<Pool>,
 }
 
 impl Runtime {
@@ -192,6 +198,7 @@ impl Runtime {
                 store,
                 config,
                 accel,
+                pool: std::sync::Mutex::new(Pool::default()),
             }),
         })
     }
@@ -303,8 +310,10 @@ impl Runtime {
         ok
     }
 
+    /// QEMU, whose clones' disks skip flushes: a computer's disk layer is
+    /// removed when it stops, and nothing survives a host crash anyway.
     fn vmm(&self, accel: Accel) -> Qemu {
-        Qemu::with_binary(&self.inner.config.qemu, accel)
+        Qemu::with_binary(&self.inner.config.qemu, accel).with_ephemeral_clones()
     }
 
     /// The base image, built into the store first if this recipe has none
@@ -572,41 +581,66 @@ impl Runtime {
             .vault
             .resolve(template)
             .map_err(RuntimeError::Vault)?;
+        let digest = template.digest();
+        if let Some(built) = self.inner.cache.get(&digest).await.map_err(store_error)?
+            && let Some(warm) = self.take(PoolKey::of(&built, &options)).await
+        {
+            let key = warm.key;
+            let id = warm.id.clone();
+            let launched = self
+                .personalize(warm, template, &options, secrets, log)
+                .await;
+            if launched.is_err() {
+                self.discard(&id).await;
+            }
+            self.refill(digest, key);
+            return launched;
+        }
         let id = new_id();
         let built = self.build_as(Some(&id), template, log).await?;
-        let launched = self.restore(&id, template, &built, &options, secrets).await;
-        if launched.is_err() {
-            let _ = self.inner.cache.release(&id).await;
-            let _ = std::fs::remove_dir_all(self.computer_dir(&id));
+        let key = PoolKey::of(&built, &options);
+        let launched = async {
+            let restoring = Instant::now();
+            let warm = self.restore_vm(&id, &built, key).await?;
+            log(BuildEvent::Status(format!(
+                "{id}: restored, agent answering, in {} ms",
+                restoring.elapsed().as_millis()
+            )));
+            self.personalize(warm, template, &options, secrets, log)
+                .await
         }
+        .await;
+        if launched.is_err() {
+            self.discard(&id).await;
+        }
+        self.refill(digest, key);
         launched
     }
 
-    async fn restore(
+    /// Tops the pool for `key` up to [`RuntimeConfig::warm_pool`] in the
+    /// background.
+    fn refill(&self, template: Digest, key: PoolKey) {
+        let count = self.inner.config.warm_pool;
+        if count == 0 {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            // A failure leaves the pool short; launches then restore cold.
+            let _ = this.fill(template, key, count).await;
+        });
+    }
+
+    /// Restores `built` into a new VM `id` with its own disk layer, and
+    /// connects to its agent: a computer without its identity yet.
+    async fn restore_vm(
         &self,
         id: &str,
-        template: &Template,
         built: &Built,
-        options: &LaunchOptions,
-        secrets: BTreeMap<String, String>,
-    ) -> Result<Computer, RuntimeError> {
+        key: PoolKey,
+    ) -> Result<Warm, RuntimeError> {
         let manifest = &built.manifest;
-        let accel = match manifest.backend.as_str() {
-            "qemu-kvm" => Accel::Kvm,
-            "qemu-tcg" => Accel::Tcg,
-            other => {
-                return Err(RuntimeError::Unsupported {
-                    backend: "qemu",
-                    what: format!("restore a snapshot made by `{other}`"),
-                });
-            }
-        };
-        let floor = manifest.hardware;
-        let memory_mib = options
-            .memory_mib
-            .unwrap_or(floor.memory_mib)
-            .max(floor.memory_mib);
-        let cpus = options.cpus.unwrap_or(floor.cpu).max(floor.cpu);
+        let accel = snapshot_accel(&manifest.backend)?;
         let dir = self.computer_dir(id);
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let mut snapshot = BTreeMap::new();
@@ -617,7 +651,8 @@ impl Runtime {
             .remove("disk")
             .ok_or_else(|| missing_role("disk"))?;
         let disk = dir.join("disk.qcow2");
-        create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(floor.disk_gb << 30)).await?;
+        let size = manifest.hardware.disk_gb << 30;
+        create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)).await?;
         let config = RestoreConfig {
             id: id.to_owned(),
             snapshot,
@@ -626,28 +661,60 @@ impl Runtime {
                 format: DiskFormat::Qcow2,
                 read_only: false,
             },
-            cpus,
-            memory_mib,
+            cpus: key.cpus,
+            memory_mib: key.memory_mib,
             network: Network::User,
-            run_dir: dir.clone(),
+            run_dir: dir,
         };
         let vm = self.vmm(accel).restore(&config).await?;
         let pid = vm.info().await?.pid;
         let agent = connect_agent(vm.agent_endpoint(), RESTORE_TIMEOUT).await?;
+        Ok(Warm {
+            id: id.to_owned(),
+            built: built.clone(),
+            key,
+            vm,
+            agent,
+            pid,
+        })
+    }
+
+    /// Makes a restored VM the computer: its own identity (entropy, clock,
+    /// machine-id, hostname), the environment and secrets, the runtime
+    /// files, `on_every_boot` and `on_resume`, the health checks, a record.
+    async fn personalize(
+        &self,
+        warm: Warm,
+        template: &Template,
+        options: &LaunchOptions,
+        secrets: BTreeMap<String, String>,
+        log: BuildLog<'_>,
+    ) -> Result<Computer, RuntimeError> {
+        let started = Instant::now();
+        let Warm {
+            id,
+            built,
+            key,
+            vm,
+            agent,
+            pid,
+        } = warm;
         let mut entropy = vec![0u8; 64];
         getrandom::fill(&mut entropy).map_err(|e| RuntimeError::Vmm {
             backend: "orgo",
             op: "launch".into(),
             message: format!("no entropy from the host: {e}"),
         })?;
-        let hostname = id.to_owned();
+        let hostname = id.clone();
         call(&agent, move |a| {
             a.reset_identity(entropy, Some(hostname), QUICK)
         })
         .await?;
+        let identity = started.elapsed();
         let mut env = plan::environment(&template.env, &secrets);
         env.extend(options.env.clone());
         call(&agent, move |a| a.set_env(env, QUICK)).await?;
+        let environment = started.elapsed() - identity;
         let mut quiet = |_: BuildEvent| {};
         for step in plan::launch_steps(template) {
             run_step(&agent, &step, Some(&secrets), &mut quiet).await?;
@@ -656,28 +723,143 @@ impl Runtime {
         if !checks.is_empty() {
             call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
         }
+        log(BuildEvent::Status(format!(
+            "{id}: identity {} ms, environment {} ms, files, hooks and health checks {} ms",
+            identity.as_millis(),
+            environment.as_millis(),
+            (started.elapsed() - identity - environment).as_millis()
+        )));
         let record = ComputerRecord {
             orgo_computer: RECORD_VERSION,
-            id: id.to_owned(),
+            id: id.clone(),
             template: format!("{}@{}", template.template.name, template.template.version),
             template_digest: template.digest(),
             snapshot: built.digest,
-            backend: manifest.backend.clone(),
-            cpus,
-            memory_mib,
+            backend: built.manifest.backend.clone(),
+            cpus: key.cpus,
+            memory_mib: key.memory_mib,
             pid,
             created_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             on_shutdown: template.hooks.on_shutdown.clone(),
         };
-        write_record(&dir, &record)?;
+        write_record(&self.computer_dir(&id), &record)?;
         Ok(Computer {
             runtime: self.clone(),
             record,
             agent,
             vm: Some(vm),
         })
+    }
+
+    /// Restores `count` computers of `template` ahead of time (building it
+    /// first if needed) and parks them, paused, for [`Runtime::launch`] to
+    /// take: a launch from the pool skips the restore and the guest's cold
+    /// start, and only gives the computer its identity, environment and
+    /// hooks. Parked computers hold their snapshot's lease; they are
+    /// stopped when the last handle of this runtime drops, or by
+    /// [`Runtime::drain`]. With [`RuntimeConfig::warm_pool`] set, each
+    /// launch from the pool starts a refill in the background.
+    pub async fn prewarm(&self, template: &Template, count: usize) -> Result<(), RuntimeError> {
+        let built = self.build(template, &mut |_| {}).await?;
+        let key = PoolKey::of(&built, &LaunchOptions::default());
+        self.fill(template.digest(), key, count).await
+    }
+
+    async fn fill(&self, template: Digest, key: PoolKey, count: usize) -> Result<(), RuntimeError> {
+        loop {
+            let id = {
+                let mut pool = self
+                    .inner
+                    .pool
+                    .lock()
+                    .expect("the pool's lock is never poisoned");
+                let have = pool.parked.get(&key).map_or(0, Vec::len)
+                    + pool.filling.get(&key).copied().unwrap_or(0);
+                if have >= count {
+                    return Ok(());
+                }
+                *pool.filling.entry(key).or_default() += 1;
+                new_id()
+            };
+            let parked = self.park(&id, &template, key).await;
+            let mut pool = self
+                .inner
+                .pool
+                .lock()
+                .expect("the pool's lock is never poisoned");
+            if let Some(n) = pool.filling.get_mut(&key) {
+                *n -= 1;
+            }
+            pool.parked.entry(key).or_default().push(parked?);
+        }
+    }
+
+    async fn park(&self, id: &str, template: &Digest, key: PoolKey) -> Result<Warm, RuntimeError> {
+        let parked = async {
+            let built = self
+                .inner
+                .cache
+                .lease(id, template)
+                .await
+                .map_err(store_error)?;
+            let warm = self.restore_vm(id, &built, key).await?;
+            // Run the code a launch runs (a shell, a program) once, so its
+            // first run after the take is not a cold one.
+            call(&warm.agent, |a| a.exec(Exec::shell(":"), QUICK)).await?;
+            warm.vm.pause().await?;
+            Ok(warm)
+        }
+        .await;
+        if parked.is_err() {
+            self.discard(id).await;
+        }
+        parked
+    }
+
+    /// A parked computer for `key`, resumed; `None` if none is parked.
+    async fn take(&self, key: PoolKey) -> Option<Warm> {
+        loop {
+            let warm = {
+                let mut pool = self
+                    .inner
+                    .pool
+                    .lock()
+                    .expect("the pool's lock is never poisoned");
+                pool.parked.get_mut(&key)?.pop()?
+            };
+            if warm.vm.resume().await.is_ok() {
+                return Some(warm);
+            }
+            let id = warm.id.clone();
+            drop(warm);
+            self.discard(&id).await;
+        }
+    }
+
+    /// Stops every parked computer and frees its lease and files.
+    pub async fn drain(&self) {
+        let parked: Vec<Warm> = {
+            let mut pool = self
+                .inner
+                .pool
+                .lock()
+                .expect("the pool's lock is never poisoned");
+            pool.parked.drain().flat_map(|(_, v)| v).collect()
+        };
+        for warm in parked {
+            let id = warm.id.clone();
+            let _ = warm.vm.shutdown().await;
+            drop(warm);
+            self.discard(&id).await;
+        }
+    }
+
+    /// Removes what a computer that never launched left: its lease and files.
+    async fn discard(&self, id: &str) {
+        let _ = self.inner.cache.release(id).await;
+        let _ = std::fs::remove_dir_all(self.computer_dir(id));
     }
 
     fn computers_dir(&self) -> PathBuf {
@@ -743,12 +925,10 @@ impl Runtime {
         let record = read_record(&dir)?;
         let mut hook = Ok(None);
         if record.pid.is_some_and(process_alive) {
-            let accel = if record.backend.ends_with("kvm") {
-                Accel::Kvm
-            } else {
-                Accel::Tcg
-            };
-            let vm = self.vmm(accel).attach(id, &dir).await?;
+            let vm = self
+                .vmm(snapshot_accel(&record.backend)?)
+                .attach(id, &dir)
+                .await?;
             // An agent that does not answer does not keep the VM up.
             if let Ok(agent) =
                 connect_agent(AgentEndpoint::Serial(dir.join("agent.sock")), QUICK).await
@@ -905,6 +1085,94 @@ impl Computer {
         if let Some(vm) = self.vm.take() {
             vm.detach();
         }
+    }
+}
+
+/// A restored computer before its identity: parked in the pool, or about to
+/// be personalized by a launch.
+#[derive(Debug)]
+struct Warm {
+    id: String,
+    built: Built,
+    key: PoolKey,
+    vm: Box<dyn Vm>,
+    agent: Arc<AgentClient>,
+    pid: Option<u32>,
+}
+
+/// Which parked computers a launch can take: the same snapshot and shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PoolKey {
+    snapshot: Digest,
+    cpus: u32,
+    memory_mib: u64,
+}
+
+impl PoolKey {
+    /// The shape `options` ask for, raised to the snapshot's (its floor).
+    fn of(built: &Built, options: &LaunchOptions) -> PoolKey {
+        let floor = built.manifest.hardware;
+        PoolKey {
+            snapshot: built.digest,
+            cpus: options.cpus.unwrap_or(floor.cpu).max(floor.cpu),
+            memory_mib: options
+                .memory_mib
+                .unwrap_or(floor.memory_mib)
+                .max(floor.memory_mib),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    parked: std::collections::HashMap<PoolKey, Vec<Warm>>,
+    filling: std::collections::HashMap<PoolKey, usize>,
+}
+
+impl Drop for Inner {
+    /// Parked computers die with their handles; their leases and files
+    /// are removed here (on a thread of its own: this may run inside an
+    /// async runtime, which cannot block on another).
+    fn drop(&mut self) {
+        let parked: Vec<Warm> = self
+            .pool
+            .get_mut()
+            .map(|pool| pool.parked.drain().flat_map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        if parked.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = parked.iter().map(|w| w.id.clone()).collect();
+        drop(parked);
+        let cache = self.cache.clone();
+        let dirs: Vec<PathBuf> = ids
+            .iter()
+            .map(|id| self.config.home.join("computers").join(id))
+            .collect();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            for (id, dir) in ids.iter().zip(dirs) {
+                let _ = rt.block_on(cache.release(id));
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn snapshot_accel(backend: &str) -> Result<Accel, RuntimeError> {
+    match backend {
+        "qemu-kvm" => Ok(Accel::Kvm),
+        "qemu-tcg" => Ok(Accel::Tcg),
+        other => Err(RuntimeError::Unsupported {
+            backend: "qemu",
+            what: format!("restore a snapshot made by `{other}`"),
+        }),
     }
 }
 

@@ -95,6 +95,16 @@ hooks:
     .unwrap()
 }
 
+/// Computer directories without a record: parked, not launched.
+fn parked_ids() -> Vec<String> {
+    std::fs::read_dir(home().join("computers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.join("computer.json").exists())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 async fn sh(computer: &Computer, script: &str) -> String {
     let out = computer.exec(Exec::shell(script), T).await.unwrap();
     assert!(
@@ -215,6 +225,28 @@ async fn build_once_launch_two_exec_and_stop() {
         assert_ne!(first, later, "the heartbeat service runs after the restore");
     }
     assert_ne!(machine_ids[0], machine_ids[1]);
+
+    // A computer restored ahead and parked: the launch takes it and gives
+    // it its own identity and secrets like any other.
+    runtime.prewarm(&template, 1).await.unwrap();
+    let parked = parked_ids();
+    assert_eq!(parked.len(), 1, "one parked computer: {parked:?}");
+    let mut log_c = |_: BuildEvent| {};
+    let c = runtime
+        .launch(&template, options("key-c"), &mut log_c)
+        .await
+        .unwrap();
+    assert_eq!(c.id(), parked[0], "the launch took the parked computer");
+    assert_eq!(sh(&c, "cat /etc/app/key").await, "key-c");
+    assert_eq!(sh(&c, "hostname").await.trim(), c.id());
+    let id_c = sh(&c, "cat /etc/machine-id").await;
+    assert!(!machine_ids.contains(&id_c));
+    assert_eq!(sh(&c, "cat /opt/resumed-machine-id.txt").await, id_c);
+    c.stop().await.unwrap();
+    runtime.prewarm(&template, 1).await.unwrap();
+    assert_eq!(parked_ids().len(), 1);
+    runtime.drain().await;
+    assert!(parked_ids().is_empty(), "drain stops parked computers");
 
     // Listed, and reachable from another handle (what `orgo exec` does).
     let listed: Vec<String> = runtime

@@ -18,7 +18,7 @@ use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitOptions};
@@ -27,10 +27,14 @@ use crate::protocol::ExitStatus;
 
 type OnExit = Box<dyn FnOnce(ExitStatus) + Send>;
 
+/// The callbacks by pid, and a condition the reaper sleeps on while the
+/// agent has no children at all (signalled by each spawn).
+type Registry = Arc<(Mutex<HashMap<i32, OnExit>>, Condvar)>;
+
 /// Starts children and delivers their exit statuses.
 #[derive(Clone)]
 pub(crate) struct Spawner {
-    reaper: Option<Arc<Mutex<HashMap<i32, OnExit>>>>,
+    reaper: Option<Registry>,
 }
 
 impl std::fmt::Debug for Spawner {
@@ -50,7 +54,7 @@ impl Spawner {
     /// A spawner for PID 1 (or a subreaper): starts the thread that reaps
     /// every child of this process. Create at most one per process.
     pub(crate) fn reaping() -> Self {
-        let registry: Arc<Mutex<HashMap<i32, OnExit>>> = Arc::default();
+        let registry: Registry = Arc::default();
         let reg = Arc::clone(&registry);
         std::thread::Builder::new()
             .name("reaper".into())
@@ -94,13 +98,15 @@ impl Spawner {
                 Ok(child)
             }
             Some(registry) => {
-                let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+                let (lock, started) = &**registry;
+                let mut map = lock.lock().unwrap_or_else(|e| e.into_inner());
                 // std waits for a child whose exec failed, racing the reaper;
                 // if the reaper won, std panics: keep that from ending PID 1.
                 let spawned =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| command.spawn()))
                         .unwrap_or_else(|_| Err(io::Error::other("the child failed to start")))?;
                 map.insert(spawned.id() as i32, Box::new(on_exit));
+                started.notify_one();
                 Ok(spawned)
             }
         }
@@ -186,24 +192,48 @@ pub(crate) fn signal_by_name(name: &str) -> Option<Signal> {
     })
 }
 
-fn reap_forever(registry: &Mutex<HashMap<i32, OnExit>>) {
+fn reap_forever(registry: &(Mutex<HashMap<i32, OnExit>>, Condvar)) {
+    let (lock, started) = registry;
+    let deliver = |status: rustix::process::WaitStatus, callback: Option<OnExit>| {
+        if let Some(callback) = callback {
+            let status = std::process::ExitStatus::from_raw(status.as_raw());
+            callback(ExitStatus {
+                code: status.code(),
+                signal: status.signal(),
+            });
+        }
+    };
     loop {
         match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((pid, status))) => {
-                let callback = registry
+                let callback = lock
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&pid.as_raw_nonzero().get());
-                if let Some(callback) = callback {
-                    let status = std::process::ExitStatus::from_raw(status.as_raw());
-                    callback(ExitStatus {
-                        code: status.code(),
-                        signal: status.signal(),
-                    });
+                deliver(status, callback);
+            }
+            // No children at all. Check again under the lock (a spawn holds
+            // it from fork to registration), then sleep until a spawn
+            // signals: a child that exits is reaped at once, not after a
+            // polling interval.
+            _ => {
+                let map = lock.lock().unwrap_or_else(|e| e.into_inner());
+                match rustix::process::wait(WaitOptions::NOHANG) {
+                    Ok(Some((pid, status))) => {
+                        let mut map = map;
+                        let callback = map.remove(&pid.as_raw_nonzero().get());
+                        drop(map);
+                        deliver(status, callback);
+                    }
+                    // Children exist now: back to the blocking wait.
+                    Ok(None) => {}
+                    Err(_) => {
+                        let _ = started
+                            .wait_timeout(map, Duration::from_secs(1))
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
                 }
             }
-            // No children at all: nothing to reap until one starts.
-            _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
