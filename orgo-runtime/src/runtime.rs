@@ -22,6 +22,7 @@ use orgo_template::{Digest, Template, TemplateRef};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentClient, AgentError, ExecOutput};
+use crate::ch::CloudHypervisor;
 use crate::image::{BaseImageRecipe, KERNEL_CMDLINE, build_base};
 use crate::plan::{self, Action, Content, FileStep, Step};
 use crate::qemu::USER_NET_IP;
@@ -54,6 +55,8 @@ pub struct RuntimeConfig {
     /// when the base image must be found or built: a build that misses the
     /// cache).
     pub agent: Option<PathBuf>,
+    /// The VMM (QEMU by default).
+    pub backend: Backend,
     /// QEMU's accelerator; `None`: probe once (see [`Runtime::accel`]).
     pub accel: Option<Accel>,
     /// The QEMU binary.
@@ -71,11 +74,26 @@ impl RuntimeConfig {
         RuntimeConfig {
             home: home.into(),
             agent: None,
+            backend: Backend::Qemu,
             accel: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
             warm_pool: 0,
         }
     }
+}
+
+/// Which VMM builds and runs computers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// QEMU ([`RuntimeConfig::qemu`]): KVM where it works, TCG otherwise;
+    /// guests reach the network through QEMU's user-mode NAT.
+    Qemu,
+    /// Cloud Hypervisor, for hosts with KVM: the binary. Its guests have
+    /// no network device yet (a tap device and NAT are the host's to set
+    /// up), so build steps that download (apt, pip, npm, http files) need
+    /// QEMU for now.
+    CloudHypervisor(PathBuf),
 }
 
 /// Something a build reports while it runs.
@@ -310,10 +328,50 @@ impl Runtime {
         ok
     }
 
-    /// QEMU, whose clones' disks skip flushes: a computer's disk layer is
-    /// removed when it stops, and nothing survives a host crash anyway.
-    fn vmm(&self, accel: Accel) -> Qemu {
-        Qemu::with_binary(&self.inner.config.qemu, accel).with_ephemeral_clones()
+    /// The VMM that made snapshots named `backend` (`qemu-tcg`,
+    /// `qemu-kvm`, `cloud-hypervisor`) and restores them. QEMU's clones'
+    /// disks skip flushes: a computer's disk layer is removed when it
+    /// stops, and nothing survives a host crash anyway.
+    fn vmm(&self, backend: &str) -> Result<Box<dyn Vmm>, RuntimeError> {
+        let qemu = |accel| {
+            Box::new(Qemu::with_binary(&self.inner.config.qemu, accel).with_ephemeral_clones())
+        };
+        match (backend, &self.inner.config.backend) {
+            ("qemu-kvm", Backend::Qemu) => Ok(qemu(Accel::Kvm)),
+            ("qemu-tcg", Backend::Qemu) => Ok(qemu(Accel::Tcg)),
+            ("cloud-hypervisor", Backend::CloudHypervisor(binary)) => {
+                Ok(Box::new(CloudHypervisor::new(binary)))
+            }
+            (other, configured) => Err(RuntimeError::Unsupported {
+                backend: match configured {
+                    Backend::Qemu => "qemu",
+                    Backend::CloudHypervisor(_) => "cloud-hypervisor",
+                },
+                what: format!("run a snapshot made by `{other}`"),
+            }),
+        }
+    }
+
+    /// What a build boots with: the snapshot's backend name, its kernel
+    /// role, its network and the kernel's network settings.
+    async fn flavor(&self, log: BuildLog<'_>) -> Result<Flavor, RuntimeError> {
+        match &self.inner.config.backend {
+            Backend::Qemu => Ok(Flavor {
+                backend: format!("qemu-{}", self.accel(log).await?),
+                kernel: "vmlinuz",
+                network: Network::User,
+                cmdline: format!("{KERNEL_CMDLINE} {USER_NET_IP}"),
+            }),
+            Backend::CloudHypervisor(binary) => {
+                CloudHypervisor::new(binary).probe().await?;
+                Ok(Flavor {
+                    backend: "cloud-hypervisor".into(),
+                    kernel: "vmlinux",
+                    network: Network::None,
+                    cmdline: KERNEL_CMDLINE.into(),
+                })
+            }
+        }
     }
 
     /// The base image, built into the store first if this recipe has none
@@ -421,8 +479,9 @@ impl Runtime {
         let digest = template.digest();
         let cache = &self.inner.cache;
         let mut failed = None;
+        let mut scratch = None;
         let build = async {
-            match self.build_snapshot(template, log).await {
+            match self.build_snapshot(template, log, &mut scratch).await {
                 Ok(artifacts) => Ok(artifacts),
                 Err(error) => {
                     let failure = BuildFailure {
@@ -441,6 +500,10 @@ impl Runtime {
             Some(id) => cache.lease_or_build(id, &digest, || build).await,
             None => cache.get_or_build(&digest, || build).await,
         };
+        // What the store did not take in: logs, sockets, a failed build's files.
+        if let Some(dir) = scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         match outcome {
             Ok(built) => Ok(built),
             // Ours: the typed error, with the step and its output.
@@ -451,18 +514,22 @@ impl Runtime {
         }
     }
 
-    /// Boots the base image, runs the template's steps, snapshots the VM.
+    /// Boots the base image, runs the template's steps, snapshots the VM;
+    /// the files are in a scratch directory (named in `scratch` for the
+    /// caller to remove once the store has taken them).
     async fn build_snapshot(
         &self,
         template: &Template,
         log: BuildLog<'_>,
+        scratch_dir: &mut Option<PathBuf>,
     ) -> Result<SnapshotArtifacts, RuntimeError> {
         let started = Instant::now();
-        let accel = self.accel(log).await?;
+        let flavor = self.flavor(log).await?;
         let (image_digest, image) = self.base_image(log).await?;
         let paths = self.image_paths(&image)?;
         let shape = build_shape(template);
         let scratch = self.inner.store.scratch_dir().await.map_err(store_error)?;
+        *scratch_dir = Some(scratch.clone());
         let result = async {
             let disk = scratch.join("disk.qcow2");
             create_overlay(
@@ -477,23 +544,23 @@ impl Runtime {
                 id: format!("build-{}", &template.digest().hex()[..12]),
                 cpus: shape.cpu,
                 memory_mib: shape.memory_mib,
-                kernel: paths.vmlinuz.clone(),
+                kernel: self.image_blob(&image, flavor.kernel)?,
                 initrd: Some(paths.initrd.clone()),
-                cmdline: format!("{KERNEL_CMDLINE} {USER_NET_IP}"),
+                cmdline: flavor.cmdline.clone(),
                 disk: Disk {
                     path: disk.clone(),
                     format: DiskFormat::Qcow2,
                     read_only: false,
                 },
                 memory_file: Some(memory),
-                network: Network::User,
+                network: flavor.network.clone(),
                 run_dir: scratch.join("run"),
             };
             log(BuildEvent::Status(format!(
-                "booting the builder VM ({} vCPU, {} MiB, {accel})",
-                shape.cpu, shape.memory_mib
+                "booting the builder VM ({} vCPU, {} MiB, {})",
+                shape.cpu, shape.memory_mib, flavor.backend
             )));
-            let vm = self.vmm(accel).boot(&config).await?;
+            let vm = self.vmm(&flavor.backend)?.boot(&config).await?;
             let agent = connect_agent(vm.agent_endpoint(), BOOT_TIMEOUT).await?;
             log(BuildEvent::Status(format!(
                 "the guest is up after {:.1} s",
@@ -523,18 +590,12 @@ impl Runtime {
             Ok(files)
         }
         .await;
-        let files = match result {
-            Ok(files) => files,
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(error);
-            }
-        };
+        let files = result?;
         let kernel = image
             .blobs
-            .get("vmlinuz")
+            .get(flavor.kernel)
             .map(|b| b.digest)
-            .ok_or_else(|| missing_role("vmlinuz"))?;
+            .ok_or_else(|| missing_role(flavor.kernel))?;
         log(BuildEvent::Status(format!(
             "storing the snapshot ({:.1} s so far)",
             started.elapsed().as_secs_f64()
@@ -542,27 +603,27 @@ impl Runtime {
         Ok(SnapshotArtifacts {
             files,
             hardware: shape,
-            backend: format!("qemu-{accel}"),
+            backend: flavor.backend,
             base_image: image_digest,
             kernel,
         })
-        // The scratch directory is left for the store's sweep once this
-        // process is gone: its files were moved into the store.
     }
 
     fn image_paths(&self, image: &ImageManifest) -> Result<ImagePaths, RuntimeError> {
-        let path = |role: &str| {
-            image
-                .blobs
-                .get(role)
-                .map(|b| self.inner.store.blob_path(&b.digest))
-                .ok_or_else(|| missing_role(role))
-        };
         Ok(ImagePaths {
-            vmlinuz: path("vmlinuz")?,
-            initrd: path("initrd.cpio")?,
-            rootfs: path("rootfs.ext4")?,
+            vmlinuz: self.image_blob(image, "vmlinuz")?,
+            initrd: self.image_blob(image, "initrd.cpio")?,
+            rootfs: self.image_blob(image, "rootfs.ext4")?,
         })
+    }
+
+    /// Where the image's file of `role` is in the store.
+    fn image_blob(&self, image: &ImageManifest, role: &str) -> Result<PathBuf, RuntimeError> {
+        image
+            .blobs
+            .get(role)
+            .map(|b| self.inner.store.blob_path(&b.digest))
+            .ok_or_else(|| missing_role(role))
     }
 
     /// Launches a computer from `template`'s golden snapshot, building it
@@ -640,7 +701,7 @@ impl Runtime {
         key: PoolKey,
     ) -> Result<Warm, RuntimeError> {
         let manifest = &built.manifest;
-        let accel = snapshot_accel(&manifest.backend)?;
+        let vmm = self.vmm(&manifest.backend)?;
         let dir = self.computer_dir(id);
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let mut snapshot = BTreeMap::new();
@@ -663,10 +724,13 @@ impl Runtime {
             },
             cpus: key.cpus,
             memory_mib: key.memory_mib,
-            network: Network::User,
+            network: match vmm.name() {
+                "qemu" => Network::User,
+                _ => Network::None,
+            },
             run_dir: dir,
         };
-        let vm = self.vmm(accel).restore(&config).await?;
+        let vm = vmm.restore(&config).await?;
         let pid = vm.info().await?.pid;
         let agent = connect_agent(vm.agent_endpoint(), RESTORE_TIMEOUT).await?;
         Ok(Warm {
@@ -699,17 +763,7 @@ impl Runtime {
             agent,
             pid,
         } = warm;
-        let mut entropy = vec![0u8; 64];
-        getrandom::fill(&mut entropy).map_err(|e| RuntimeError::Vmm {
-            backend: "orgo",
-            op: "launch".into(),
-            message: format!("no entropy from the host: {e}"),
-        })?;
-        let hostname = id.clone();
-        call(&agent, move |a| {
-            a.reset_identity(entropy, Some(hostname), QUICK)
-        })
-        .await?;
+        reset_identity(&agent, &id).await?;
         let identity = started.elapsed();
         let mut env = plan::environment(&template.env, &secrets);
         env.extend(options.env.clone());
@@ -805,8 +859,11 @@ impl Runtime {
                 .await
                 .map_err(store_error)?;
             let warm = self.restore_vm(id, &built, key).await?;
-            // Run the code a launch runs (a shell, a program) once, so its
-            // first run after the take is not a cold one.
+            // Its identity now (the take sets the clock and fresh entropy
+            // again), and a shell run once: under TCG, code the guest has
+            // not run since the restore is translated on its first run, and
+            // that is the launch's cost otherwise.
+            reset_identity(&warm.agent, id).await?;
             call(&warm.agent, |a| a.exec(Exec::shell(":"), QUICK)).await?;
             warm.vm.pause().await?;
             Ok(warm)
@@ -925,10 +982,7 @@ impl Runtime {
         let record = read_record(&dir)?;
         let mut hook = Ok(None);
         if record.pid.is_some_and(process_alive) {
-            let vm = self
-                .vmm(snapshot_accel(&record.backend)?)
-                .attach(id, &dir)
-                .await?;
+            let vm = self.vmm(&record.backend)?.attach(id, &dir).await?;
             // An agent that does not answer does not keep the VM up.
             if let Ok(agent) =
                 connect_agent(AgentEndpoint::Serial(dir.join("agent.sock")), QUICK).await
@@ -1165,15 +1219,15 @@ impl Drop for Inner {
     }
 }
 
-fn snapshot_accel(backend: &str) -> Result<Accel, RuntimeError> {
-    match backend {
-        "qemu-kvm" => Ok(Accel::Kvm),
-        "qemu-tcg" => Ok(Accel::Tcg),
-        other => Err(RuntimeError::Unsupported {
-            backend: "qemu",
-            what: format!("restore a snapshot made by `{other}`"),
-        }),
-    }
+/// How a backend boots a builder VM.
+struct Flavor {
+    /// The name snapshots record (`qemu-tcg`, `cloud-hypervisor`).
+    backend: String,
+    /// The image's kernel role (`vmlinuz` for QEMU, `vmlinux` for Cloud
+    /// Hypervisor).
+    kernel: &'static str,
+    network: Network,
+    cmdline: String,
 }
 
 struct ImagePaths {
@@ -1428,6 +1482,22 @@ async fn connect_agent(
         .await?
         .map(Arc::new)
         .map_err(RuntimeError::Agent)
+}
+
+/// Gives the guest fresh entropy from the host's CSPRNG, the host's clock,
+/// a machine-id derived from that entropy, and `id` as its hostname.
+async fn reset_identity(agent: &Arc<AgentClient>, id: &str) -> Result<(), RuntimeError> {
+    let mut entropy = vec![0u8; 64];
+    getrandom::fill(&mut entropy).map_err(|e| RuntimeError::Vmm {
+        backend: "orgo",
+        op: "launch".into(),
+        message: format!("no entropy from the host: {e}"),
+    })?;
+    let hostname = id.to_owned();
+    call(agent, move |a| {
+        a.reset_identity(entropy, Some(hostname), QUICK)
+    })
+    .await
 }
 
 /// Runs a blocking agent request on a blocking thread.
