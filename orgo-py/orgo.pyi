@@ -1,24 +1,54 @@
-"""orgo: declarative Linux computer templates (``orgo.ai/v1``).
+"""orgo: declarative Linux computer templates (``orgo.ai/v1``), built into
+golden snapshots and launched as computers.
 
 ``Template`` reads, validates and digests templates; ``Image`` builds one
 step by step; ``ValidationError`` lists every problem of a template.
+``build`` makes a template's golden snapshot; ``launch`` starts a ``Computer``
+from it (``exec``, ``write_file``, ``read_file``, ``stop``); ``connect``
+reaches a running one again.
 """
 
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union, final
+from types import TracebackType
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+    final,
+)
 
 __version__: str
 __all__ = [
     "__version__",
+    "BuildError",
+    "BuildResult",
+    "Computer",
     "Diagnostic",
+    "ExecResult",
     "Image",
+    "LogEvent",
+    "NotFoundError",
     "OrgoError",
+    "SecretError",
     "Template",
     "ValidationError",
+    "build",
+    "connect",
+    "launch",
     "template_schema",
 ]
 
 _Path = Union[str, "os.PathLike[str]", bytes, "os.PathLike[bytes]"]
+_TemplateSource = Union["Template", str, "os.PathLike[str]"]
+_Content = Union[str, bytes, bytearray, memoryview]
 
 class OrgoError(ValueError):
     """The base of every error orgo raises; a subclass of ``ValueError``."""
@@ -31,6 +61,31 @@ class ValidationError(OrgoError):
 
     errors: List["Diagnostic"]
     """Every problem, each with its field path, message, line and column."""
+
+class BuildError(OrgoError):
+    """A step of a build failed (or a launch's runtime step, or ``on_shutdown``).
+
+    ``str(error)`` names the step and shows the end of its output.
+    """
+
+    field: str
+    """The step's template field: ``build.run[0]``, ``files[1]``, ``hooks.on_shutdown``."""
+    reason: str
+    """What happened: ``exited with status 2``, ``timed out``, ..."""
+    output: str
+    """The end of what the step printed (stdout and stderr interleaved)."""
+
+class SecretError(OrgoError):
+    """A launch cannot have its secrets: required secrets have no value, or
+    the vault file cannot be read. Raised before anything is built."""
+
+    missing: List[str]
+    """The names of the required secrets without a value (empty when the
+    vault file itself failed)."""
+
+class NotFoundError(OrgoError):
+    """Something named does not exist: a computer, a published template, a
+    file in the computer, or the guest agent a base image build needs."""
 
 @final
 class Diagnostic:
@@ -192,3 +247,209 @@ class Image:
 def template_schema() -> Dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the ``orgo.ai/v1`` format: it accepts
     the canonical form, the sugar form and any mix of the two."""
+
+@final
+class LogEvent:
+    """Something a build reports while it runs, as ``on_log`` receives it.
+
+    ``kind`` is ``"status"`` (what the build does: booting, storing, ...),
+    ``"step"`` (a step of the template starts: ``field``, ``index`` from 1,
+    ``total``) or ``"output"`` (what the running step printed: ``stream`` and
+    raw ``data``). ``text`` (also ``str(event)``) is the event as text.
+    """
+
+    @property
+    def kind(self) -> Literal["status", "step", "output"]:
+        """``"status"``, ``"step"`` or ``"output"``."""
+    @property
+    def text(self) -> str:
+        """The event as text: the status, ``"[index/total] field"``, or the
+        output decoded as UTF-8 (a chunk as it came: not always whole lines)."""
+    @property
+    def field(self) -> Optional[str]:
+        """A step's template field (``build.run[0]``, ``files[1]``), else ``None``."""
+    @property
+    def index(self) -> Optional[int]:
+        """A step's position, from 1, else ``None``."""
+    @property
+    def total(self) -> Optional[int]:
+        """How many steps the build runs (for a step), else ``None``."""
+    @property
+    def stream(self) -> Optional[Literal["stdout", "stderr"]]:
+        """``"stdout"`` or ``"stderr"`` for output, else ``None``."""
+    @property
+    def data(self) -> Optional[bytes]:
+        """The output's raw bytes, else ``None``."""
+
+@final
+class BuildResult:
+    """What ``build`` returns: the golden snapshot of a template."""
+
+    @property
+    def template_digest(self) -> str:
+        """The digest of the template built (``Template.digest``)."""
+    @property
+    def snapshot_digest(self) -> str:
+        """The digest of the snapshot's manifest in the store."""
+    @property
+    def cached(self) -> bool:
+        """``True`` when the snapshot was already built (by an earlier call,
+        or by another process this call waited for); ``False`` when this
+        call built it."""
+    @property
+    def backend(self) -> str:
+        """What made the snapshot and restores it: ``"qemu-kvm"`` or ``"qemu-tcg"``."""
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class ExecResult:
+    """What a command printed and how it ended, from ``Computer.exec``."""
+
+    @property
+    def stdout(self) -> str:
+        """Its standard output, decoded as UTF-8 (invalid bytes replaced)."""
+    @property
+    def stderr(self) -> str:
+        """Its standard error, decoded as UTF-8 (invalid bytes replaced)."""
+    @property
+    def exit_code(self) -> int:
+        """Its exit status; ``-N`` when signal ``N`` killed it (as ``subprocess`` reports)."""
+    @property
+    def timed_out(self) -> bool:
+        """``True`` when its ``timeout`` killed it."""
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class Computer:
+    """A running computer, from ``launch`` or ``connect``::
+
+        with orgo.launch("my-box@1.0.0", secrets={"api_key": key}) as c:
+            print(c.exec("uname -a").stdout)
+            c.write_file("/tmp/x", b"data")
+
+    ``stop()`` runs the template's ``on_shutdown`` hook, powers the computer
+    off and removes its files; leaving a ``with`` block stops it. After
+    ``stop()`` or ``detach()`` the handle is closed: its methods raise
+    ``OrgoError`` (``stop()`` again returns ``None``). A computer ``launch``
+    started that is garbage-collected unstopped is stopped then. Calls from
+    several threads at once are fine; ``stop()`` waits for calls in flight.
+    """
+
+    @property
+    def id(self) -> str:
+        """The computer's id (``c-`` and 12 hex digits); its hostname too."""
+    @property
+    def template(self) -> str:
+        """The template it was launched from, as ``name@version``."""
+    @property
+    def template_digest(self) -> str:
+        """The digest of the template it was launched from."""
+    @property
+    def snapshot_digest(self) -> str:
+        """The digest of the golden snapshot it was restored from."""
+    @property
+    def cpu(self) -> int:
+        """Its vCPUs."""
+    @property
+    def memory_mib(self) -> int:
+        """Its memory in MiB."""
+    @property
+    def closed(self) -> bool:
+        """``True`` once ``stop()`` or ``detach()`` was called on this handle."""
+    def exec(
+        self,
+        cmd: Union[str, Iterable[str]],
+        *,
+        timeout: Optional[float] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        input: Optional[_Content] = None,
+    ) -> ExecResult:
+        """Runs a command in the computer and waits for it to end.
+
+        ``cmd`` is a ``str``, run by bash (``bash -c``), or a list of ``str``,
+        run as an argv (looked up in ``PATH``). ``timeout`` (seconds) kills the
+        command (its whole process group) when it runs longer; the result then
+        has ``timed_out`` set. ``user`` runs it as that user (default root),
+        ``cwd`` in that directory (default the user's home), with ``env`` over
+        the computer's environment and ``input`` on stdin. A command that
+        fails is a result with its ``exit_code``, not an exception. On the main
+        thread, Ctrl-C stops the wait (the command goes on running)."""
+    def write_file(self, path: str, content: _Content, mode: Optional[int] = None) -> None:
+        """Writes ``content`` (``str`` as UTF-8, or ``bytes``) to the file
+        ``path`` in the computer, atomically, creating its directory; ``mode``
+        (e.g. ``0o600``) sets its permissions. At most 8 MiB."""
+    def read_file(self, path: str) -> bytes:
+        """The content of the file ``path`` in the computer (at most 8 MiB).
+        Raises ``NotFoundError`` when there is no such file."""
+    def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The content of the file ``path`` in the computer, decoded (UTF-8 by default)."""
+    def stop(self) -> Optional[str]:
+        """Stops the computer: runs the template's ``on_shutdown`` hook, powers
+        the guest off, stops its VM and removes its files. Returns what the
+        hook printed (``None`` without a hook). A failing hook does not keep
+        the computer running: it is stopped, then ``BuildError`` is raised for
+        ``hooks.on_shutdown``. Calling it again returns ``None``."""
+    def detach(self) -> None:
+        """Lets go of the computer and leaves it running after this handle and
+        this process are gone; ``connect(id)`` reaches it again."""
+    def __enter__(self) -> "Computer": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+        /,
+    ) -> bool:
+        """Stops the computer, unless it was detached."""
+
+def build(
+    template: _TemplateSource,
+    *,
+    on_log: Optional[Callable[[LogEvent], object]] = None,
+    home: Optional[_Path] = None,
+    agent: Optional[_Path] = None,
+) -> BuildResult:
+    """Builds a template's golden snapshot, or finds the one already built.
+
+    ``template`` is a ``Template``, a published ref
+    (``"[namespace/]name@version"``) or a template file (``os.PathLike``).
+    ``on_log``, if given, is called with each ``LogEvent`` on the calling
+    thread (``on_log=print`` prints the build); once it raises an
+    ``Exception`` it is not called again, and the exception is raised when
+    the build ends (a build error is its ``__context__``). Ctrl-C (on the main
+    thread) stops the build at once. A failed step raises ``BuildError``.
+
+    ``home`` is the orgo home (default ``$ORGO_HOME``, else
+    ``$XDG_DATA_HOME/orgo``, else ``~/.local/share/orgo``); ``agent`` the
+    static ``orgo-agent`` the base image is built with when the home has none
+    yet (default ``$ORGO_AGENT``). ``$ORGO_ACCEL`` (``kvm`` or ``tcg``) skips
+    the once-per-host KVM probe."""
+
+def launch(
+    template: _TemplateSource,
+    *,
+    ram_gb: Optional[int] = None,
+    cpu: Optional[int] = None,
+    env: Optional[Mapping[str, str]] = None,
+    secrets: Optional[Mapping[str, str]] = None,
+    on_log: Optional[Callable[[LogEvent], object]] = None,
+    home: Optional[_Path] = None,
+    agent: Optional[_Path] = None,
+) -> Computer:
+    """Launches a computer from a template's golden snapshot, building it
+    first if needed, and returns it when it answers.
+
+    ``template``, ``on_log``, ``home`` and ``agent`` are as for ``build``.
+    ``ram_gb`` and ``cpu`` raise the memory and vCPUs over the snapshot's
+    (never under them). ``env`` is extra environment over the template's.
+    ``secrets`` gives secret values by name, over ``ORGO_SECRET_<NAME>``
+    variables and the vault file ``<home>/secrets.json``; a required secret
+    without a value raises ``SecretError`` before anything is built."""
+
+def connect(id: str, *, home: Optional[_Path] = None) -> Computer:
+    """Connects to a running computer by id (one launched by another
+    process, or left running with ``Computer.detach()``). Dropping the handle
+    leaves the computer running; ``stop()`` (or leaving a ``with`` block)
+    stops it. Raises ``NotFoundError`` for an unknown or exited computer."""

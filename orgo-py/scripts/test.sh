@@ -3,6 +3,12 @@
 # environment, `pip install ./orgo-py` (maturin, from PyPI, builds the
 # extension in release mode), then pytest over orgo-py/tests and mypy's
 # stubtest of the type stubs against the installed module.
+#
+# tests/test_runtime.py builds and launches computers under QEMU (root, QEMU;
+# for a first base image mmdebstrap and Debian's mirror). It finds the
+# repository from its own path and reads, from the environment passed on
+# here: ORGO_TEST_HOME (default target/orgo-test-home), ORGO_AGENT (default:
+# built with cargo into target/agent-static) and ORGO_ACCEL (default tcg).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"

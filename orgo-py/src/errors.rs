@@ -7,7 +7,14 @@
 //!   not UTF-8 become `orgo.OrgoError`.
 //! - Reading a file raises Python's own `OSError`s (`FileNotFoundError`, ...),
 //!   since Python's `open` reads it.
+//! - A [`RuntimeError`] becomes `orgo.BuildError` (a failed build step, with
+//!   its `field`, `reason` and `output`), `orgo.SecretError` (missing secrets
+//!   or an unreadable vault, with the `missing` names), `orgo.NotFoundError`
+//!   (no such computer, published template or guest file) or, for anything
+//!   else, `orgo.OrgoError` with the whole chain of causes in its message.
 
+use orgo_agent::ErrorCode;
+use orgo_runtime::{AgentError, RuntimeError, StepFailure, VaultError};
 use orgo_template::{Diagnostic, Segment, TemplateError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -29,6 +36,33 @@ pyo3::create_exception!(
      `orgo.Diagnostic` with the field's `path`, a `message`, and the `line`\n\
      and `column` in the source text (`None` for a document without text,\n\
      such as a `dict` or an `Image`)."
+);
+
+pyo3::create_exception!(
+    orgo,
+    BuildError,
+    OrgoError,
+    "A step of a build failed (or a launch's runtime step, or `on_shutdown`).\n\n\
+     `field` is the step's template field (`build.run[0]`, `files[1]`,\n\
+     `hooks.on_shutdown`), `reason` what happened (`exited with status 2`),\n\
+     `output` the end of what the step printed (stdout and stderr interleaved)."
+);
+
+pyo3::create_exception!(
+    orgo,
+    SecretError,
+    OrgoError,
+    "A launch cannot have its secrets: required secrets have no value, or the\n\
+     vault file cannot be read. `missing` lists the names without a value\n\
+     (empty when the vault itself failed). Raised before anything is built."
+);
+
+pyo3::create_exception!(
+    orgo,
+    NotFoundError,
+    OrgoError,
+    "Something named does not exist: a computer, a published template, a file\n\
+     in the computer, or the guest agent a base image build needs."
 );
 
 /// One problem in a template: the field it is about, what is wrong, and
@@ -140,4 +174,106 @@ fn prefixed(message: String, source: Option<&str>) -> String {
         Some(source) => format!("{source}: {message}"),
         None => message,
     }
+}
+
+/// Why a call into the runtime failed, before it becomes an exception.
+pub(crate) enum Failure {
+    /// The runtime failed.
+    Runtime(RuntimeError),
+    /// The computer handle was stopped or detached: `orgo.OrgoError`.
+    Closed(String),
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(error: RuntimeError) -> Self {
+        Failure::Runtime(error)
+    }
+}
+
+/// The exception for a [`Failure`].
+pub(crate) fn failure(py: Python<'_>, failure: Failure) -> PyErr {
+    match failure {
+        Failure::Runtime(error) => runtime_error(py, error),
+        Failure::Closed(message) => OrgoError::new_err(message),
+    }
+}
+
+/// How many lines of a failed step's output `str(BuildError)` shows (all of
+/// it is in `output`).
+const OUTPUT_LINES: usize = 20;
+
+/// The exception for a [`RuntimeError`].
+pub(crate) fn runtime_error(py: Python<'_>, error: RuntimeError) -> PyErr {
+    match error {
+        RuntimeError::Build(step) => build_error(py, step),
+        RuntimeError::Vault(vault) => secret_error(py, vault),
+        RuntimeError::NotFound { what } => NotFoundError::new_err(format!("no {what}")),
+        RuntimeError::Agent(AgentError::Guest {
+            code: ErrorCode::NotFound,
+            message,
+            ..
+        }) => NotFoundError::new_err(message),
+        other => OrgoError::new_err(chain(&other)),
+    }
+}
+
+/// `orgo.BuildError` with the step's field, reason and output.
+fn build_error(py: Python<'_>, step: StepFailure) -> PyErr {
+    let mut message = format!("`{}` {}", step.field, step.reason);
+    let lines: Vec<&str> = step.output.trim_end().lines().collect();
+    if !lines.is_empty() {
+        let shown = &lines[lines.len().saturating_sub(OUTPUT_LINES)..];
+        let what = if shown.len() < lines.len() {
+            "its output ends with (all of it is in `output`):".to_owned()
+        } else {
+            "its output:".to_owned()
+        };
+        message.push_str(&format!("; {what}\n{}", shown.join("\n")));
+    }
+    let error = BuildError::new_err(message);
+    let value = error.value(py);
+    let attached = value
+        .setattr("field", &step.field)
+        .and_then(|()| value.setattr("reason", &step.reason))
+        .and_then(|()| value.setattr("output", &step.output));
+    match attached {
+        Ok(()) => error,
+        Err(failure) => failure,
+    }
+}
+
+/// `orgo.SecretError`, with the names of the missing secrets.
+fn secret_error(py: Python<'_>, error: VaultError) -> PyErr {
+    let missing: Vec<String> = match &error {
+        VaultError::Missing { names } => names.iter().map(|(_, name)| name.clone()).collect(),
+        _ => Vec::new(),
+    };
+    let mut message = chain(&error);
+    if !missing.is_empty() {
+        let them = if missing.len() == 1 { "it" } else { "them" };
+        message.push_str(&format!(" (or pass {them} in `secrets=`)"));
+    }
+    let error = SecretError::new_err(message);
+    let attached =
+        PyList::new(py, missing).and_then(|list| error.value(py).setattr("missing", list));
+    match attached {
+        Ok(()) => error,
+        Err(failure) => failure,
+    }
+}
+
+/// An error and its causes: `the guest agent failed: agent channel i/o failed: Broken pipe`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        // Some errors repeat their source's text in their own.
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -1,11 +1,14 @@
-//! The `orgo` Python module: a thin translation layer over `orgo-template`.
+//! The `orgo` Python module: a thin translation layer over `orgo-template`
+//! (templates, images) and `orgo-runtime` (build, launch, computers).
 //!
 //! Built with maturin (`pip install ./orgo-py`); the Python API is described
 //! in `orgo.pyi` and tested by `orgo-py/tests`. Every Rust error becomes a
 //! Python exception in one place, the `errors` module.
 
+mod computer;
 mod convert;
 mod errors;
+mod runtime;
 
 use std::sync::OnceLock;
 
@@ -460,13 +463,26 @@ fn template_schema(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     convert::to_python(py, &orgo_template::json_schema())
 }
 
-/// orgo: declarative Linux computer templates (`orgo.ai/v1`).
+/// orgo: declarative Linux computer templates (`orgo.ai/v1`), built into
+/// golden snapshots and launched as computers.
 ///
 /// `Template` reads, validates and digests templates; `Image` builds one
 /// step by step; `ValidationError` lists every problem of a template.
+/// `build` makes a template's golden snapshot; `launch` starts a `Computer`
+/// from it (`exec`, `write_file`, `read_file`, `stop`); `connect` reaches a
+/// running one again.
 #[pymodule(name = "orgo")]
 mod orgo {
     use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use crate::runtime::{PyBuildResult, PyLogEvent, build, connect, launch};
+
+    #[pymodule_export]
+    use crate::computer::{PyComputer, PyExecResult};
+
+    #[pymodule_export]
+    use crate::errors::{BuildError, NotFoundError, SecretError};
 
     #[pymodule_export]
     use super::PyTemplate;
@@ -495,11 +511,21 @@ mod orgo {
             "__all__",
             [
                 "__version__",
+                "BuildError",
+                "BuildResult",
+                "Computer",
                 "Diagnostic",
+                "ExecResult",
                 "Image",
+                "LogEvent",
+                "NotFoundError",
                 "OrgoError",
+                "SecretError",
                 "Template",
                 "ValidationError",
+                "build",
+                "connect",
+                "launch",
                 "template_schema",
             ],
         )?;

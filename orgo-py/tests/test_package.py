@@ -11,6 +11,13 @@ PACKAGE = Path(orgo.__file__).parent
 STUB = PACKAGE / "__init__.pyi"
 
 
+INSTANCE_ATTRIBUTES = {
+    orgo.ValidationError: {"errors"},
+    orgo.BuildError: {"field", "reason", "output"},
+    orgo.SecretError: {"missing"},
+}
+
+
 def stub_names():
     """Public classes and functions of the stub, with their public members."""
     tree = ast.parse(STUB.read_text(encoding="utf-8"))
@@ -49,8 +56,8 @@ def test_the_stub_and_the_module_agree():
         actual = {m for m in dir(runtime) if not m.startswith("_")}
         if issubclass(runtime, BaseException):
             actual -= set(dir(BaseException))
-            # `errors` is set on each instance that orgo raises.
-            actual |= {"errors"} if runtime is orgo.ValidationError else set()
+            # Set on each instance that orgo raises.
+            actual |= INSTANCE_ATTRIBUTES.get(runtime, set())
         assert members == actual, name
 
 
@@ -69,6 +76,7 @@ def test_every_public_name_has_a_docstring():
 
 
 def test_classes_live_in_the_orgo_module():
-    for name in ("Template", "Image", "Diagnostic", "OrgoError", "ValidationError"):
-        assert getattr(orgo, name).__module__ == "orgo"
+    for name in orgo.__all__:
+        if inspect.isclass(getattr(orgo, name)):
+            assert getattr(orgo, name).__module__ == "orgo", name
     assert orgo.__version__
