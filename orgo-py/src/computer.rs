@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use orgo_agent::Bytes;
+use orgo_runtime::Bytes;
 use orgo_runtime::{Computer, ComputerRecord, Exec};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;

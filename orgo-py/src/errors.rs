@@ -13,7 +13,7 @@
 //!   (no such computer, published template or guest file) or, for anything
 //!   else, `orgo.OrgoError` with the whole chain of causes in its message.
 
-use orgo_agent::ErrorCode;
+use orgo_runtime::ErrorCode;
 use orgo_runtime::{AgentError, RuntimeError, StepFailure, VaultError};
 use orgo_template::{Diagnostic, Segment, TemplateError};
 use pyo3::exceptions::PyValueError;

@@ -60,12 +60,12 @@ pub use image::{
     sha256_file,
 };
 /// The agent protocol's types that the runtime's API uses.
-pub use orgo_agent::{Exec, ExitStatus, Stream};
+pub use orgo_agent::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
 pub use qemu::{QemuConfig, QemuError, QemuVm, USER_NET_IP};
 pub use qemu_backend::Qemu;
 pub use runtime::{
-    BuildEvent, BuildLog, Computer, ComputerRecord, ComputerStatus, LaunchOptions, Runtime,
-    RuntimeConfig, StepFailure,
+    Backend, BuildEvent, BuildLog, Computer, ComputerRecord, ComputerStatus, LaunchOptions,
+    Runtime, RuntimeConfig, StepFailure,
 };
 pub use vault::{ENV_PREFIX as SECRET_ENV_PREFIX, VAULT_FILE, Vault, VaultError};
 pub use vmlinux::extract_vmlinux;

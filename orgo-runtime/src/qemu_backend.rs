@@ -116,14 +116,19 @@ impl Qemu {
         args: Vec<OsString>,
         shape: (u32, u64),
     ) -> Result<(QemuVm, Qmp), RuntimeError> {
-        let mut child = self.spawn(run_dir, args).await?;
+        // Killed if this future is dropped (cancelled) before the VM's
+        // handle, whose drop kills it, exists.
+        let mut child = KillOnDrop(Some(self.spawn(run_dir, args).await?));
         let qmp = match Qmp::connect(&run_dir.join("qmp.sock"), QMP_TIMEOUT).await {
             Ok(qmp) => qmp,
             Err(error) => {
-                let _ = child.kill().await;
+                if let Some(mut child) = child.0.take() {
+                    let _ = child.kill().await;
+                }
                 return Err(with_log(error, run_dir));
             }
         };
+        let child = child.0.take().expect("taken only on the error path above");
         let vm = QemuVm {
             id: id.to_owned(),
             run_dir: run_dir.to_owned(),
@@ -281,6 +286,17 @@ impl Vmm for Qemu {
             handed_over: AtomicBool::new(false),
             detached: AtomicBool::new(false),
         }))
+    }
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.start_kill();
+        }
     }
 }
 

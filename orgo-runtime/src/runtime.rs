@@ -386,8 +386,8 @@ impl Runtime {
             .agent
             .clone()
             .ok_or_else(|| RuntimeError::NotFound {
-                what: "guest agent to build the base image with: set `RuntimeConfig::agent` \
-                   (the CLI's `--agent` or `ORGO_AGENT`) to a static `orgo-agent`"
+                what: "guest agent to build the base image with: give a static `orgo-agent` \
+                   (`RuntimeConfig::agent`; the CLI's `--agent` or `ORGO_AGENT`; Python's `agent=`)"
                     .into(),
             })?;
         let recipe = BaseImageRecipe::resolve(&agent).map_err(RuntimeError::Image)?;
