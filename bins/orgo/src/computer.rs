@@ -109,6 +109,9 @@ fn open(
         }
         Err(_) => None,
     };
+    if let Some(binary) = std::env::var_os("ORGO_CLOUD_HYPERVISOR") {
+        config.backend = orgo_runtime::Backend::CloudHypervisor(binary.into());
+    }
     let runtime = tokio
         .block_on(Runtime::open(config))
         .map_err(runtime_error)?;
