@@ -50,7 +50,8 @@ pub const INITRAMFS_MODULES: &[&str] = &[
 pub(crate) const ROOTFS_MIB: u64 = 2048;
 
 /// The kernel command line the image expects, before any `orgo.ip=`.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
+pub const KERNEL_CMDLINE: &str =
+    "console=ttyS0 root=/dev/vda rw quiet panic=-1 memhp_default_state=online";
 
 /// A failed image build.
 #[derive(Debug, thiserror::Error)]

@@ -255,6 +255,27 @@ pub(crate) fn health_checks(template: &Template) -> Vec<HealthSpec> {
         .collect()
 }
 
+/// A script that waits (up to 10 s) until the guest sees `cpus` vCPUs and
+/// `memory_mib` of memory blocks after a hot-add, and brings the new vCPUs
+/// online (memory is onlined by the kernel: `memhp_default_state=online`).
+pub(crate) fn online_hot_added(cpus: u32, memory_mib: u64) -> String {
+    // A block may be missing around the boot memory's holes: one of slack.
+    let blocks = (memory_mib / 128).saturating_sub(1);
+    format!(
+        r#"for _ in $(seq 200); do
+  cpus=$(ls -d /sys/devices/system/cpu/cpu[0-9]* | wc -l)
+  blocks=$(grep -l online /sys/devices/system/memory/memory*/state | wc -l)
+  [ "$cpus" -ge {cpus} ] && [ "$blocks" -ge {blocks} ] && break
+  sleep 0.05
+done
+for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
+  [ "$(cat "$f")" = 1 ] || echo 1 > "$f"
+done
+[ "$(nproc)" -ge {cpus} ] || {{ echo "$(nproc) of {cpus} vCPUs online" >&2; exit 1; }}
+[ "$blocks" -ge {blocks} ] || {{ echo "$blocks of {blocks} memory blocks online" >&2; exit 1; }}"#
+    )
+}
+
 /// Every service of every app, in order.
 fn services(template: &Template) -> Vec<ServiceSpec> {
     template

@@ -45,6 +45,15 @@ const PID_FILE: &str = "qemu.pid";
 const META_VERSION: u32 = 1;
 const MAX_META_BYTES: u64 = 64 * 1024;
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most vCPUs a golden VM's clones can grow to (`-smp maxcpus`).
+const MAX_CPUS: u32 = 16;
+/// Memory a golden VM's clones can grow to (`-m maxmem`), at least: an
+/// address range reserved for hot-added DIMMs, not memory.
+const MAX_MEMORY_MIB: u64 = 256 * 1024;
+/// DIMM slots for hot-added memory.
+const MEMORY_SLOTS: u32 = 4;
+/// Hot-added memory comes in whole Linux memory blocks.
+const MEMORY_BLOCK_MIB: u64 = 128;
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// QEMU as a [`Vmm`].
@@ -214,12 +223,22 @@ impl Vmm for Qemu {
                 ),
             });
         }
-        if config.memory_mib > meta.memory_mib || config.cpus > meta.cpus {
+        let grows = config.memory_mib > meta.memory_mib || config.cpus > meta.cpus;
+        if grows && !meta.hotplug {
             return Err(RuntimeError::Unsupported {
                 backend: BACKEND,
                 what: format!(
-                    "grow a restored VM beyond its snapshot ({} MiB, {} vCPUs)",
+                    "grow a VM restored from a snapshot without hot-plug ({} MiB, {} vCPUs)",
                     meta.memory_mib, meta.cpus
+                ),
+            });
+        }
+        if config.cpus > MAX_CPUS || config.memory_mib > meta.memory_mib.max(MAX_MEMORY_MIB) {
+            return Err(RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: format!(
+                    "grow a restored VM beyond {MAX_CPUS} vCPUs or {} MiB",
+                    meta.memory_mib.max(MAX_MEMORY_MIB)
                 ),
             });
         }
@@ -227,12 +246,15 @@ impl Vmm for Qemu {
         if self.ephemeral_clones {
             skip_flushes(&mut args);
         }
+        let extra_mib = (config.memory_mib.saturating_sub(meta.memory_mib))
+            .div_ceil(MEMORY_BLOCK_MIB)
+            * MEMORY_BLOCK_MIB;
         let (vm, mut qmp) = self
             .machine(
                 &config.id,
                 &config.run_dir,
                 args,
-                (meta.cpus, meta.memory_mib),
+                (config.cpus.max(meta.cpus), meta.memory_mib + extra_mib),
             )
             .await?;
         let loaded = async {
@@ -244,7 +266,8 @@ impl Vmm for Qemu {
             )
             .await?;
             wait_migration(&mut qmp, "migrate-incoming").await?;
-            qmp.execute("cont", json!({})).await
+            qmp.execute("cont", json!({})).await?;
+            grow(&mut qmp, extra_mib, config.cpus.saturating_sub(meta.cpus)).await
         }
         .await;
         if let Err(error) = loaded {
@@ -437,6 +460,7 @@ impl Vm for QemuVm {
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel: self.accel.to_string(),
+            hotplug: true,
         };
         let meta_path = dir.join("meta.json");
         tokio::fs::write(
@@ -499,6 +523,9 @@ struct Meta {
     memory_mib: u64,
     cpus: u32,
     accel: String,
+    /// Booted with room to hot-add vCPUs and memory (`maxcpus`, `maxmem`).
+    #[serde(default)]
+    hotplug: bool,
 }
 
 impl Meta {
@@ -526,6 +553,47 @@ impl Meta {
         }
         Ok(meta)
     }
+}
+
+/// Hot-adds `extra_mib` of memory (one DIMM; the guest onlines it, booted
+/// with `memhp_default_state=online`) and `extra_cpus` vCPUs (present in
+/// the guest; something there must online them, as a udev rule would).
+async fn grow(qmp: &mut Qmp, extra_mib: u64, extra_cpus: u32) -> Result<(), RuntimeError> {
+    if extra_mib > 0 {
+        qmp.execute(
+            "object-add",
+            json!({ "qom-type": "memory-backend-ram", "id": "hotmem0", "size": extra_mib << 20 }),
+        )
+        .await?;
+        qmp.execute(
+            "device_add",
+            json!({ "driver": "pc-dimm", "id": "hotdimm0", "memdev": "hotmem0" }),
+        )
+        .await?;
+    }
+    if extra_cpus > 0 {
+        let slots = qmp.execute("query-hotpluggable-cpus", json!({})).await?;
+        let free: Vec<&Value> = slots
+            .as_array()
+            .map(|a| a.iter().filter(|s| s.get("qom-path").is_none()).collect())
+            .unwrap_or_default();
+        if free.len() < extra_cpus as usize {
+            return Err(RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: format!("hot-add {extra_cpus} vCPUs ({} slots free)", free.len()),
+            });
+        }
+        // The lowest ids first: the guest numbers CPUs in that order.
+        let mut free = free;
+        free.reverse();
+        for (i, slot) in free.into_iter().take(extra_cpus as usize).enumerate() {
+            let mut device = slot.get("props").cloned().unwrap_or_else(|| json!({}));
+            device["driver"] = slot.get("type").cloned().unwrap_or(Value::Null);
+            device["id"] = json!(format!("hotcpu{i}"));
+            qmp.execute("device_add", device).await?;
+        }
+    }
+    Ok(())
 }
 
 fn ignore_shared() -> Value {
@@ -563,10 +631,20 @@ async fn wait_migration(qmp: &mut Qmp, op: &str) -> Result<(), RuntimeError> {
 /// The arguments shared by a boot and a restore: the machine, its devices
 /// and the host sockets. A restore must present exactly the devices the
 /// snapshot was taken with.
-fn machine_args(
-    accel: Accel,
+/// vCPUs and memory at start, and whether there is room to hot-add more.
+struct Shape {
     cpus: u32,
     memory_mib: u64,
+    hotplug: bool,
+}
+
+fn machine_args(
+    accel: Accel,
+    Shape {
+        cpus,
+        memory_mib,
+        hotplug,
+    }: Shape,
     memory: Option<(&Path, bool)>,
     disk: &Disk,
     network: &Network,
@@ -580,7 +658,19 @@ fn machine_args(
         machine.push_str(",memory-backend=mem0");
     }
     push(&["-machine", &machine]);
-    push(&["-m", &format!("{memory_mib}M"), "-smp", &cpus.to_string()]);
+    if hotplug {
+        push(&[
+            "-m",
+            &format!(
+                "{memory_mib}M,slots={MEMORY_SLOTS},maxmem={}M",
+                memory_mib.max(MAX_MEMORY_MIB)
+            ),
+            "-smp",
+            &format!("{cpus},maxcpus={}", cpus.max(MAX_CPUS)),
+        ]);
+    } else {
+        push(&["-m", &format!("{memory_mib}M"), "-smp", &cpus.to_string()]);
+    }
     if let Some((path, shared)) = memory {
         push(&[
             "-object",
@@ -646,10 +736,15 @@ fn machine_args(
 
 /// The command line of a boot (pure).
 fn boot_args(config: &VmConfig, accel: Accel) -> Result<Vec<OsString>, RuntimeError> {
+    // A golden VM (RAM in a file, to be snapshotted) leaves room for its
+    // clones to grow.
     let mut args = machine_args(
         accel,
-        config.cpus,
-        config.memory_mib,
+        Shape {
+            cpus: config.cpus,
+            memory_mib: config.memory_mib,
+            hotplug: config.memory_file.is_some(),
+        },
         config.memory_file.as_deref().map(|p| (p, true)),
         &config.disk,
         &config.network,
@@ -676,8 +771,11 @@ fn restore_args(
 ) -> Result<Vec<OsString>, RuntimeError> {
     let mut args = machine_args(
         accel,
-        meta.cpus,
-        meta.memory_mib,
+        Shape {
+            cpus: meta.cpus,
+            memory_mib: meta.memory_mib,
+            hotplug: meta.hotplug,
+        },
         Some((memory, false)),
         &config.disk,
         &config.network,
@@ -816,6 +914,7 @@ mod tests {
             memory_mib: 512,
             cpus: 2,
             accel: "tcg".into(),
+            hotplug: true,
         };
         let args = text(
             &restore_args(&restore, &meta, Path::new("/store/mem"), Accel::Tcg).expect("valid"),

@@ -733,6 +733,21 @@ impl Runtime {
         let vm = vmm.restore(&config).await?;
         let pid = vm.info().await?.pid;
         let agent = connect_agent(vm.agent_endpoint(), RESTORE_TIMEOUT).await?;
+        let floor = manifest.hardware;
+        if key.cpus > floor.cpu || key.memory_mib > floor.memory_mib {
+            let script = plan::online_hot_added(key.cpus, key.memory_mib);
+            let out = call(&agent, move |a| a.exec(Exec::shell(script), QUICK)).await?;
+            if !out.status.success() {
+                return Err(RuntimeError::Vmm {
+                    backend: "orgo",
+                    op: "grow".into(),
+                    message: format!(
+                        "the guest did not take the hot-added vCPUs or memory: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
+            }
+        }
         Ok(Warm {
             id: id.to_owned(),
             built: built.clone(),

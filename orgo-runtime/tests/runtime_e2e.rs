@@ -54,7 +54,9 @@ fn nonce() -> String {
     )
 }
 
-fn template(nonce: &str) -> Template {
+/// The test template; `host_file` is copied in by a `file://` source.
+fn template(nonce: &str, host_file: &std::path::Path) -> Template {
+    let host_file = host_file.display();
     Template::from_yaml(&format!(
         r#"
 api_version: orgo.ai/v1
@@ -71,6 +73,7 @@ build:
 files:
   - {{ to: /opt/hello.txt, inline: "hello from orgo\n" }}
   - {{ to: ~/notes.txt, inline: "mine\n", mode: "0600" }}
+  - {{ to: /opt/from-host.txt, from: "file://{host_file}" }}
   - {{ to: /etc/app/key, from: "secret://api_key", when: runtime }}
 apps:
   - name: beat
@@ -130,7 +133,10 @@ fn recorder() -> (Arc<Mutex<Vec<BuildEvent>>>, impl FnMut(BuildEvent) + Send) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_once_launch_two_exec_and_stop() {
     let runtime = runtime().await;
-    let template = template(&nonce());
+    let host = tempfile::tempdir().unwrap();
+    let host_file = host.path().join("from-host.txt");
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    let template = template(&nonce(), &host_file);
 
     let (events, mut log) = recorder();
     let built = runtime.build(&template, &mut log).await.unwrap();
@@ -150,6 +156,7 @@ async fn build_once_launch_two_exec_and_stop() {
             "build.run[0]",
             "files[0]",
             "files[1]",
+            "files[2]",
             "apps[0].install",
             "apps[*].services",
             "hooks.on_first_boot",
@@ -194,6 +201,10 @@ async fn build_once_launch_two_exec_and_stop() {
         assert_eq!(
             sh(computer, "cat /opt/hello.txt").await,
             "hello from orgo\n"
+        );
+        assert_eq!(
+            sh(computer, "cat /opt/from-host.txt").await,
+            "from the host\n"
         );
         assert_eq!(
             sh(
@@ -243,6 +254,25 @@ async fn build_once_launch_two_exec_and_stop() {
     assert!(!machine_ids.contains(&id_c));
     assert_eq!(sh(&c, "cat /opt/resumed-machine-id.txt").await, id_c);
     c.stop().await.unwrap();
+
+    // More than the snapshot's hardware: hot-added after the restore.
+    let mut bigger = options("key-d");
+    bigger.cpus = Some(2);
+    bigger.memory_mib = Some(2048);
+    let mut log_d = |_: BuildEvent| {};
+    let d = runtime.launch(&template, bigger, &mut log_d).await.unwrap();
+    assert_eq!((d.record().cpus, d.record().memory_mib), (2, 2048));
+    assert_eq!(sh(&d, "nproc").await, "2\n");
+    let total_kib: u64 = sh(&d, "awk '/MemTotal/ {print $2}' /proc/meminfo")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        total_kib > 1536 * 1024,
+        "MemTotal {total_kib} KiB after growing to 2 GiB"
+    );
+    d.stop().await.unwrap();
     runtime.prewarm(&template, 1).await.unwrap();
     assert_eq!(parked_ids().len(), 1);
     runtime.drain().await;
@@ -318,7 +348,7 @@ async fn a_failing_step_is_named_with_its_output_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_stops_the_launch_before_anything_starts() {
     let runtime = runtime().await;
-    let template = template(&nonce());
+    let template = template(&nonce(), std::path::Path::new("/nonexistent"));
     let mut log = |_: BuildEvent| panic!("nothing may be built");
     let error = runtime
         .launch(&template, LaunchOptions::default(), &mut log)
