@@ -33,6 +33,8 @@ echo "== orgo build examples/hello.yaml" >&2
 $orgo build examples/hello.yaml
 echo "== orgo launch examples/hello.yaml" >&2
 id=$($orgo launch examples/hello.yaml)
+# Stopped also if a command below fails.
+trap '$orgo stop "$id" >/dev/null 2>&1 || true' EXIT
 echo "== orgo exec $id -- ..." >&2
 $orgo exec "$id" -- cat /opt/hello.txt /opt/first-boot.txt
 $orgo exec "$id" -- jq --version
@@ -41,3 +43,4 @@ echo "== orgo ps" >&2
 $orgo ps
 echo "== orgo stop $id" >&2
 $orgo stop "$id"
+trap - EXIT

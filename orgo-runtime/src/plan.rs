@@ -12,7 +12,7 @@ use orgo_agent::{
     Backoff, HealthSpec, OnFail as AgentOnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
 };
 use orgo_template::{
-    EnvValue, FileSource, HealthCheck, OnFail, Restart, Template, TerminalSession, When,
+    EnvValue, FileSource, HealthCheck, OnFail, Restart, Service, Template, TerminalSession, When,
 };
 
 /// The unprivileged user of the base image (uid 1000); `~/` in a file's
@@ -44,8 +44,8 @@ pub(crate) enum Action {
     Shell(String),
     /// Write a file.
     File(FileStep),
-    /// Register and start the services (`apps[*].services`).
-    Services(Vec<ServiceSpec>),
+    /// Register and start a service (`apps[i].services[j]`).
+    Service(ServiceSpec),
     /// Create the tmux sessions (`terminal`).
     Terminals(Vec<TerminalSpec>),
     /// Run a lifecycle hook (`set -e`, 10 minutes).
@@ -144,12 +144,13 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
             steps.push(shell(&format!("apps[{i}].install"), install.clone()));
         }
     }
-    let services = services(template);
-    if !services.is_empty() {
-        steps.push(Step {
-            field: "apps[*].services".into(),
-            action: Action::Services(services),
-        });
+    for (i, app) in template.apps.iter().enumerate() {
+        for (j, service) in app.services.iter().enumerate() {
+            steps.push(Step {
+                field: format!("apps[{i}].services[{j}]"),
+                action: Action::Service(service_spec(service, &BTreeMap::new())),
+            });
+        }
     }
     if !template.terminal.is_empty() {
         steps.push(Step {
@@ -210,6 +211,15 @@ pub(crate) fn environment(
             _ => None,
         })
         .collect()
+}
+
+/// Whether `name` can be an environment variable's name.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// The health checks of every app that has one.
@@ -276,31 +286,95 @@ done
     )
 }
 
-/// Every service of every app, in order.
-fn services(template: &Template) -> Vec<ServiceSpec> {
-    template
-        .apps
-        .iter()
-        .flat_map(|app| &app.services)
-        .map(|service| ServiceSpec {
-            name: service.name.to_string(),
-            run: service.run.clone(),
-            cwd: service.cwd.as_deref().map(home),
-            user: Some(service.user.clone()),
-            // Literals only: a service is started at build time, and
-            // secrets are never baked into a snapshot.
-            env: environment(&service.env, &BTreeMap::new()),
-            restart: match service.restart {
-                Restart::OnFailure => RestartPolicy::OnFailure,
-                Restart::No => RestartPolicy::No,
-                _ => RestartPolicy::Always,
-            },
-            stop_signal: service.stop_signal.as_str().to_owned(),
-            stop_timeout_ms: None,
-            log: service.log.as_deref().map(home),
-            backoff: Backoff::default(),
-        })
-        .collect()
+/// The services whose environment takes a secret, with their secrets
+/// (`secrets` resolved at launch): they were started at build time without
+/// them, so a launch starts them again.
+pub(crate) fn services_with_secrets(
+    template: &Template,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<(String, ServiceSpec)> {
+    let mut out = Vec::new();
+    for (i, app) in template.apps.iter().enumerate() {
+        for (j, service) in app.services.iter().enumerate() {
+            if service
+                .env
+                .values()
+                .any(|v| matches!(v, EnvValue::Secret { .. }))
+            {
+                out.push((
+                    format!("apps[{i}].services[{j}]"),
+                    service_spec(service, secrets),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A service for the agent; its environment's secrets from `secrets` (none
+/// at build time: secrets are never baked into a snapshot).
+fn service_spec(service: &Service, secrets: &BTreeMap<String, String>) -> ServiceSpec {
+    ServiceSpec {
+        name: service.name.to_string(),
+        run: service.run.clone(),
+        cwd: service.cwd.as_deref().map(home),
+        user: Some(service.user.clone()),
+        env: environment(&service.env, secrets),
+        restart: match service.restart {
+            Restart::OnFailure => RestartPolicy::OnFailure,
+            Restart::No => RestartPolicy::No,
+            _ => RestartPolicy::Always,
+        },
+        stop_signal: service.stop_signal.as_str().to_owned(),
+        stop_timeout_ms: None,
+        log: service.log.as_deref().map(home),
+        backoff: Backoff::default(),
+    }
+}
+
+/// The guest-side script that fetches an `http(s)` or `git` file (`None`
+/// for other sources): `curl` to the path, or a shallow `git clone` into
+/// it (which must be absent or an empty directory), then its mode and
+/// owner.
+pub(crate) fn fetch_script(file: &FileStep) -> Option<String> {
+    let dest = quote(&file.path);
+    let fetch = match &file.source {
+        Content::Http(url) => format!(
+            "mkdir -p \"$(dirname {dest})\"\ncurl -fsSL --retry 3 -o {dest} {}",
+            quote(url)
+        ),
+        Content::Git(url) => format!(
+            "command -v git >/dev/null || {{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends git; }}\n\
+             if [ -e {dest} ] && [ -n \"$(ls -A {dest})\" ]; then echo {dest}' exists and is not empty' >&2; exit 1; fi\n\
+             git clone --depth 1 {} {dest}",
+            quote(&url.replacen("git://", "https://", 1))
+        ),
+        _ => return None,
+    };
+    let mut script = format!("set -e\n{fetch}\n");
+    if let Some(mode) = file.mode {
+        script.push_str(&format!("chmod {mode:o} {dest}\n"));
+    }
+    match (&file.owner, &file.group) {
+        (Some(owner), Some(group)) => {
+            script.push_str(&format!(
+                "chown -R {}:{} {dest}\n",
+                quote(owner),
+                quote(group)
+            ));
+        }
+        (Some(owner), None) => {
+            script.push_str(&format!("chown -R {}: {dest}\n", quote(owner)));
+        }
+        (None, Some(group)) => script.push_str(&format!("chgrp -R {} {dest}\n", quote(group))),
+        (None, None) => {}
+    }
+    Some(script)
+}
+
+/// A path or word as one single-quoted shell word.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 fn terminal(session: &TerminalSession) -> TerminalSpec {
@@ -441,7 +515,7 @@ hooks:
                 "files[1]",
                 "files[3]",
                 "apps[0].install",
-                "apps[*].services",
+                "apps[0].services[0]",
                 "terminal",
                 "hooks.on_first_boot",
                 "hooks.on_every_boot",
@@ -452,11 +526,11 @@ hooks:
         };
         assert_eq!(home_file.path, "/home/orgo/b.txt");
         assert_eq!(home_file.owner.as_deref(), Some("orgo"));
-        let Action::Services(services) = &steps[8].action else {
-            panic!("a services step");
+        let Action::Service(service) = &steps[8].action else {
+            panic!("a service step");
         };
-        assert_eq!(services[0].restart, RestartPolicy::OnFailure);
-        assert_eq!(services[0].user.as_deref(), Some("orgo"));
+        assert_eq!(service.restart, RestartPolicy::OnFailure);
+        assert_eq!(service.user.as_deref(), Some("orgo"));
         assert!(
             matches!(&steps[6].action, Action::File(f) if f.source == Content::Http("https://example.com/c".into()))
         );
@@ -505,6 +579,64 @@ hooks:
             }
         );
         assert_eq!(checks[0].every_ms, 15_000);
+    }
+
+    #[test]
+    fn services_that_take_a_secret_start_again_with_it_at_launch() {
+        let t = Template::from_yaml(
+            "api_version: orgo.ai/v1\nname: t@1.0.0\nsecrets: [{ name: token }]\napps:\n  - name: a\n    services:\n      - { name: plain, run: x }\n      - { name: keyed, run: y, env: { TOKEN: { secret: token }, MODE: m } }\n",
+        )
+        .expect("valid");
+        let Action::Service(built) = &build_steps(&t)[1].action else {
+            panic!("a service step");
+        };
+        assert!(!built.env.contains_key("TOKEN"), "no secret at build time");
+        let secrets = BTreeMap::from([("token".to_owned(), "s3cr3t".to_owned())]);
+        let again = services_with_secrets(&t, &secrets);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].0, "apps[0].services[1]");
+        assert_eq!(
+            again[0].1.env.get("TOKEN").map(String::as_str),
+            Some("s3cr3t")
+        );
+        assert_eq!(again[0].1.env.get("MODE").map(String::as_str), Some("m"));
+    }
+
+    #[test]
+    fn fetch_scripts_quote_and_never_clobber_a_clone_destination() {
+        let file = |source, owner: Option<&str>, group: Option<&str>| FileStep {
+            path: "/opt/it's here".into(),
+            source,
+            mode: Some(0o750),
+            owner: owner.map(Into::into),
+            group: group.map(Into::into),
+        };
+        let http = fetch_script(&file(
+            Content::Http("https://e.x/a b".into()),
+            None,
+            Some("staff"),
+        ))
+        .expect("http fetches");
+        assert!(
+            http.contains(r"curl -fsSL --retry 3 -o '/opt/it'\''s here' 'https://e.x/a b'"),
+            "{http}"
+        );
+        assert!(http.contains("chmod 750 "), "{http}");
+        assert!(
+            http.contains(r"chgrp -R 'staff' '/opt/it'\''s here'"),
+            "{http}"
+        );
+        let git = fetch_script(&file(
+            Content::Git("git://e.x/r".into()),
+            Some("orgo"),
+            None,
+        ))
+        .expect("git clones");
+        assert!(git.contains("git clone --depth 1 'https://e.x/r'"), "{git}");
+        assert!(git.contains("exists and is not empty"), "{git}");
+        assert!(!git.contains("rm -rf"), "{git}");
+        assert!(git.contains("chown -R 'orgo': "), "{git}");
+        assert!(fetch_script(&file(Content::Inline("x".into()), None, None)).is_none());
     }
 
     #[test]

@@ -32,11 +32,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use crate::qmp::Qmp;
-use crate::vmm::version_output;
 use crate::vmm::{
     Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
     VmConfig, VmInfo, VmState, Vmm,
 };
+use crate::vmm::{process_alive, version_output};
 
 const BACKEND: &str = "qemu";
 /// The file QEMU writes its process id to, in the VM's run directory.
@@ -493,12 +493,11 @@ impl Vm for QemuVm {
             // Attached: not our child, so wait for its /proc entry to go.
             None => {
                 if let Some(pid) = self.pid {
-                    let proc = PathBuf::from(format!("/proc/{pid}"));
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    while proc.exists() && tokio::time::Instant::now() < deadline {
+                    while process_alive(pid) && tokio::time::Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    if proc.exists() {
+                    if process_alive(pid) {
                         return Err(RuntimeError::Timeout {
                             what: format!("QEMU (pid {pid}) to quit"),
                             seconds: 10,

@@ -46,7 +46,22 @@ impl Qmp {
             reader: BufReader::new(read),
             writer,
         };
-        let greeting = qmp.read_message().await?;
+        // QEMU takes one QMP client at a time: a socket another client
+        // holds accepts the connection but sends no greeting.
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(500));
+        let greeting = tokio::time::timeout(left, qmp.read_message())
+            .await
+            .map_err(|_| {
+                qmp_error(
+                    "greeting",
+                    format!(
+                        "no greeting on `{}`: another client holds the QMP socket",
+                        path.display()
+                    ),
+                )
+            })??;
         if greeting.get("QMP").is_none() {
             return Err(qmp_error("greeting", format!("unexpected `{greeting}`")));
         }

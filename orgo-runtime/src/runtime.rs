@@ -28,8 +28,11 @@ use crate::plan::{self, Action, Content, FileStep, Step};
 use crate::qemu::USER_NET_IP;
 use crate::qemu_backend::Qemu;
 use crate::vault::Vault;
+use std::os::unix::fs::DirBuilderExt as _;
+
 use crate::vmm::{
-    Accel, AgentEndpoint, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm, VmConfig, Vmm,
+    Accel, AgentEndpoint, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm, VmConfig,
+    Vmm, process_alive,
 };
 
 /// The computer record's format version.
@@ -140,6 +143,7 @@ pub struct LaunchOptions {
 /// A launched computer, as recorded in `computer.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ComputerRecord {
     /// Format version.
     pub orgo_computer: u32,
@@ -177,6 +181,7 @@ pub struct ComputerStatus {
 
 /// A failed build step, as [`RuntimeError::Build`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StepFailure {
     /// The template field of the step.
     pub field: String,
@@ -281,6 +286,17 @@ impl Runtime {
         let scratch = self.inner.store.scratch_dir().await.map_err(store_error)?;
         let works = self.boots_under_kvm(&image, &scratch).await;
         let _ = std::fs::remove_dir_all(&scratch);
+        let works = match works {
+            Ok(works) => works,
+            // Not an answer about KVM: TCG for now, and probe again next time.
+            Err(error) => {
+                log(BuildEvent::Status(format!(
+                    "the KVM probe could not run ({}); using tcg",
+                    chain(&error)
+                )));
+                return Ok(Accel::Tcg);
+            }
+        };
         let accel = if works { Accel::Kvm } else { Accel::Tcg };
         log(BuildEvent::Status(format!("KVM probe: using {accel}")));
         if let Some(dir) = cached.parent() {
@@ -290,17 +306,16 @@ impl Runtime {
         Ok(accel)
     }
 
-    async fn boots_under_kvm(&self, image: &ImageManifest, scratch: &Path) -> bool {
-        let Ok(paths) = self.image_paths(image) else {
-            return false;
-        };
+    /// Whether the base image boots under KVM to a guest agent that
+    /// answers; an error if the probe itself could not be set up.
+    async fn boots_under_kvm(
+        &self,
+        image: &ImageManifest,
+        scratch: &Path,
+    ) -> Result<bool, RuntimeError> {
+        let paths = self.image_paths(image)?;
         let disk = scratch.join("probe.qcow2");
-        if create_overlay(&paths.rootfs, DiskFormat::Raw, &disk, None)
-            .await
-            .is_err()
-        {
-            return false;
-        }
+        create_overlay(&paths.rootfs, DiskFormat::Raw, &disk, None).await?;
         let qemu = Qemu::with_binary(&self.inner.config.qemu, Accel::Kvm);
         let config = VmConfig {
             id: "kvm-probe".into(),
@@ -318,14 +333,16 @@ impl Runtime {
             network: Network::None,
             run_dir: scratch.join("run"),
         };
+        // QEMU refusing KVM, or a guest that does not come up under it, is
+        // the answer: no.
         let Ok(vm) = qemu.boot(&config).await else {
-            return false;
+            return Ok(false);
         };
-        let ok = connect_agent(vm.agent_endpoint(), Duration::from_secs(45))
+        let answered = connect_agent(vm.agent_endpoint(), Duration::from_secs(45))
             .await
             .is_ok();
         let _ = vm.shutdown().await;
-        ok
+        Ok(answered)
     }
 
     /// The VMM that made snapshots named `backend` (`qemu-tcg`,
@@ -385,11 +402,7 @@ impl Runtime {
             .config
             .agent
             .clone()
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: "guest agent to build the base image with: give a static `orgo-agent` \
-                   (`RuntimeConfig::agent`; the CLI's `--agent` or `ORGO_AGENT`; Python's `agent=`)"
-                    .into(),
-            })?;
+            .ok_or(RuntimeError::MissingAgent)?;
         let recipe = BaseImageRecipe::resolve(&agent).map_err(RuntimeError::Image)?;
         let recipe_digest: Digest = recipe.digest().parse().map_err(|_| RuntimeError::Vmm {
             backend: "orgo",
@@ -536,7 +549,7 @@ impl Runtime {
                 &paths.rootfs,
                 DiskFormat::Raw,
                 &disk,
-                Some(shape.disk_gb << 30),
+                Some(disk_bytes(shape.disk_gb)?),
             )
             .await?;
             let memory = scratch.join("memory");
@@ -637,30 +650,39 @@ impl Runtime {
         options: LaunchOptions,
         log: BuildLog<'_>,
     ) -> Result<Computer, RuntimeError> {
-        // Before anything is built or started: every required secret.
+        // Before anything is built or started: every required secret, and
+        // the extra environment's names.
         let secrets = options
             .vault
             .resolve(template)
             .map_err(RuntimeError::Vault)?;
+        if let Some(key) = options.env.keys().find(|k| !plan::is_env_name(k)) {
+            return Err(RuntimeError::Invalid {
+                what: format!(
+                    "launch environment variable `{key}`: a name is letters, digits and `_`, not starting with a digit"
+                ),
+            });
+        }
         let digest = template.digest();
         if let Some(built) = self.inner.cache.get(&digest).await.map_err(store_error)?
             && let Some(warm) = self.take(PoolKey::of(&built, &options)).await
         {
             let key = warm.key;
-            let id = warm.id.clone();
+            let guard = Unlaunched::new(self, &warm.id);
             let launched = self
                 .personalize(warm, template, &options, secrets, log)
                 .await;
-            if launched.is_err() {
-                self.discard(&id).await;
-            }
+            guard.settle(launched.is_ok()).await;
             self.refill(digest, key);
             return launched;
         }
         let id = new_id();
-        let built = self.build_as(Some(&id), template, log).await?;
-        let key = PoolKey::of(&built, &options);
+        // A launch cancelled from here on (its future dropped) leaves no
+        // lease or directory behind.
+        let guard = Unlaunched::new(self, &id);
         let launched = async {
+            let built = self.build_as(Some(&id), template, log).await?;
+            let key = PoolKey::of(&built, &options);
             let restoring = Instant::now();
             let warm = self.restore_vm(&id, &built, key).await?;
             log(BuildEvent::Status(format!(
@@ -671,11 +693,31 @@ impl Runtime {
                 .await
         }
         .await;
-        if launched.is_err() {
-            self.discard(&id).await;
+        guard.settle(launched.is_ok()).await;
+        if let Ok(computer) = &launched {
+            let key = PoolKey {
+                snapshot: computer.record.snapshot,
+                cpus: computer.record.cpus,
+                memory_mib: computer.record.memory_mib,
+            };
+            self.refill(digest, key);
         }
-        self.refill(digest, key);
         launched
+    }
+
+    /// The ids of the computers parked by [`Runtime::prewarm`] and not yet
+    /// taken.
+    pub fn parked(&self) -> Vec<String> {
+        let pool = self
+            .inner
+            .pool
+            .lock()
+            .expect("the pool's lock is never poisoned");
+        pool.parked
+            .values()
+            .flatten()
+            .map(|w| w.id.clone())
+            .collect()
     }
 
     /// Tops the pool for `key` up to [`RuntimeConfig::warm_pool`] in the
@@ -703,7 +745,12 @@ impl Runtime {
         let manifest = &built.manifest;
         let vmm = self.vmm(&manifest.backend)?;
         let dir = self.computer_dir(id);
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        // Owner only: the disk layer will hold the computer's secrets.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create", &dir))?;
         let mut snapshot = BTreeMap::new();
         for (role, blob) in &manifest.blobs {
             snapshot.insert(role.clone(), self.inner.store.blob_path(&blob.digest));
@@ -712,7 +759,7 @@ impl Runtime {
             .remove("disk")
             .ok_or_else(|| missing_role("disk"))?;
         let disk = dir.join("disk.qcow2");
-        let size = manifest.hardware.disk_gb << 30;
+        let size = disk_bytes(manifest.hardware.disk_gb)?;
         create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)).await?;
         let config = RestoreConfig {
             id: id.to_owned(),
@@ -784,9 +831,15 @@ impl Runtime {
         env.extend(options.env.clone());
         call(&agent, move |a| a.set_env(env, QUICK)).await?;
         let environment = started.elapsed() - identity;
-        let mut quiet = |_: BuildEvent| {};
+        for (field, spec) in plan::services_with_secrets(template, &secrets) {
+            let step = Step {
+                field,
+                action: Action::Service(spec),
+            };
+            run_step(&agent, &step, None, log).await?;
+        }
         for step in plan::launch_steps(template) {
-            run_step(&agent, &step, Some(&secrets), &mut quiet).await?;
+            run_step(&agent, &step, Some(&secrets), log).await?;
         }
         let checks = plan::health_checks(template);
         if !checks.is_empty() {
@@ -850,22 +903,40 @@ impl Runtime {
                     return Ok(());
                 }
                 *pool.filling.entry(key).or_default() += 1;
-                new_id()
+                (new_id(), pool.generation)
             };
+            let (id, generation) = id;
             let parked = self.park(&id, &template, key).await;
-            let mut pool = self
-                .inner
-                .pool
-                .lock()
-                .expect("the pool's lock is never poisoned");
-            if let Some(n) = pool.filling.get_mut(&key) {
-                *n -= 1;
+            let drained = {
+                let mut pool = self
+                    .inner
+                    .pool
+                    .lock()
+                    .expect("the pool's lock is never poisoned");
+                if let Some(n) = pool.filling.get_mut(&key) {
+                    *n -= 1;
+                }
+                let warm = parked?;
+                if pool.generation == generation {
+                    pool.parked.entry(key).or_default().push(warm);
+                    None
+                } else {
+                    Some(warm)
+                }
+            };
+            // Drained while it was being parked: it goes too.
+            if let Some(warm) = drained {
+                let id = warm.id.clone();
+                let _ = warm.vm.shutdown().await;
+                drop(warm);
+                self.discard(&id).await;
+                return Ok(());
             }
-            pool.parked.entry(key).or_default().push(parked?);
         }
     }
 
     async fn park(&self, id: &str, template: &Digest, key: PoolKey) -> Result<Warm, RuntimeError> {
+        let guard = Unlaunched::new(self, id);
         let parked = async {
             let built = self
                 .inner
@@ -884,9 +955,7 @@ impl Runtime {
             Ok(warm)
         }
         .await;
-        if parked.is_err() {
-            self.discard(id).await;
-        }
+        guard.settle(parked.is_ok()).await;
         parked
     }
 
@@ -918,6 +987,7 @@ impl Runtime {
                 .pool
                 .lock()
                 .expect("the pool's lock is never poisoned");
+            pool.generation += 1;
             pool.parked.drain().flat_map(|(_, v)| v).collect()
         };
         for warm in parked {
@@ -940,6 +1010,36 @@ impl Runtime {
 
     fn computer_dir(&self, id: &str) -> PathBuf {
         self.computers_dir().join(id)
+    }
+
+    /// The directory of computer `id`, which must look like an id (it
+    /// becomes part of a path).
+    fn existing_dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        let hex = id.strip_prefix("c-").unwrap_or_default();
+        if hex.len() != 12
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(RuntimeError::NotFound {
+                what: format!("computer `{id}` (ids look like `c-0123456789ab`)"),
+            });
+        }
+        Ok(self.computer_dir(id))
+    }
+
+    /// Where computer `id`'s agent listens: QEMU's is a socket in its
+    /// directory; another backend's is asked of the VMM.
+    async fn agent_endpoint(
+        &self,
+        record: &ComputerRecord,
+        dir: &Path,
+    ) -> Result<AgentEndpoint, RuntimeError> {
+        if record.backend.starts_with("qemu") {
+            return Ok(AgentEndpoint::Serial(dir.join("agent.sock")));
+        }
+        let vm = self.vmm(&record.backend)?.attach(&record.id, dir).await?;
+        Ok(vm.agent_endpoint())
     }
 
     /// Every computer launched from this home, running or not.
@@ -968,8 +1068,12 @@ impl Runtime {
 
     /// Connects to running computer `id` (launched by this process or any
     /// other from the same home).
+    ///
+    /// QEMU serves one host connection to a computer's agent at a time: a
+    /// process that holds a [`Computer`] of it (from a launch or a connect)
+    /// keeps others waiting until it stops, detaches or drops it.
     pub async fn connect(&self, id: &str) -> Result<Computer, RuntimeError> {
-        let dir = self.computer_dir(id);
+        let dir = self.existing_dir(id)?;
         let record = read_record(&dir)?;
         if !record.pid.is_some_and(process_alive) {
             return Err(RuntimeError::NotFound {
@@ -978,7 +1082,8 @@ impl Runtime {
                 ),
             });
         }
-        let agent = connect_agent(AgentEndpoint::Serial(dir.join("agent.sock")), QUICK).await?;
+        let endpoint = self.agent_endpoint(&record, &dir).await?;
+        let agent = connect_agent(endpoint, QUICK).await?;
         Ok(Computer {
             runtime: self.clone(),
             record,
@@ -993,18 +1098,23 @@ impl Runtime {
     /// up. A failing `on_shutdown` does not keep the computer running: it is
     /// stopped and cleaned up, then the failure is returned.
     pub async fn stop(&self, id: &str) -> Result<Option<String>, RuntimeError> {
-        let dir = self.computer_dir(id);
+        let dir = self.existing_dir(id)?;
         let record = read_record(&dir)?;
         let mut hook = Ok(None);
         if record.pid.is_some_and(process_alive) {
-            let vm = self.vmm(&record.backend)?.attach(id, &dir).await?;
-            // An agent that does not answer does not keep the VM up.
-            if let Ok(agent) =
-                connect_agent(AgentEndpoint::Serial(dir.join("agent.sock")), QUICK).await
-            {
-                hook = graceful_stop(&agent, record.on_shutdown.clone()).await;
+            let vm = match self.vmm(&record.backend)?.attach(id, &dir).await {
+                Ok(vm) => Some(vm),
+                // It exited meanwhile: only the cleanup is left to do.
+                Err(_) if !record.pid.is_some_and(process_alive) => None,
+                Err(error) => return Err(error),
+            };
+            if let Some(vm) = vm {
+                // An agent that does not answer does not keep the VM up.
+                if let Ok(agent) = connect_agent(vm.agent_endpoint(), QUICK).await {
+                    hook = graceful_stop(&agent, record.on_shutdown.clone()).await;
+                }
+                vm.shutdown().await?;
             }
-            vm.shutdown().await?;
         }
         self.cleanup(id).await?;
         hook
@@ -1196,6 +1306,9 @@ impl PoolKey {
 struct Pool {
     parked: std::collections::HashMap<PoolKey, Vec<Warm>>,
     filling: std::collections::HashMap<PoolKey, usize>,
+    /// Bumped by [`Runtime::drain`]: a fill that started before a drain
+    /// does not park what it made.
+    generation: u64,
 }
 
 impl Drop for Inner {
@@ -1213,24 +1326,66 @@ impl Drop for Inner {
         }
         let ids: Vec<String> = parked.iter().map(|w| w.id.clone()).collect();
         drop(parked);
-        let cache = self.cache.clone();
-        let dirs: Vec<PathBuf> = ids
-            .iter()
-            .map(|id| self.config.home.join("computers").join(id))
-            .collect();
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            for (id, dir) in ids.iter().zip(dirs) {
-                let _ = rt.block_on(cache.release(id));
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        });
-        let _ = cleanup.join();
+        let home = self.config.home.join("computers");
+        release_blocking(
+            &self.cache,
+            ids.into_iter().map(|id| (home.join(&id), id)).collect(),
+        );
+    }
+}
+
+/// Frees the leases and removes the directories of computers that never
+/// launched, from synchronous code (a `Drop`): on a thread of its own, as
+/// this may run inside an async runtime, which cannot block on another.
+fn release_blocking(cache: &BuildCache, computers: Vec<(PathBuf, String)>) {
+    let cache = cache.clone();
+    let cleanup = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        for (dir, id) in computers {
+            let _ = rt.block_on(cache.release(&id));
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
+    let _ = cleanup.join();
+}
+
+/// A computer being launched or parked: unless settled as launched, its
+/// lease and directory are removed, also when the launch's future is
+/// dropped half-way (its VM dies with its handle).
+struct Unlaunched {
+    runtime: Runtime,
+    id: Option<String>,
+}
+
+impl Unlaunched {
+    fn new(runtime: &Runtime, id: &str) -> Unlaunched {
+        Unlaunched {
+            runtime: runtime.clone(),
+            id: Some(id.to_owned()),
+        }
+    }
+
+    /// Keeps the computer if it launched; else removes what it left.
+    async fn settle(mut self, launched: bool) {
+        if let Some(id) = self.id.take()
+            && !launched
+        {
+            self.runtime.discard(&id).await;
+        }
+    }
+}
+
+impl Drop for Unlaunched {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let dir = self.runtime.computer_dir(&id);
+            release_blocking(&self.runtime.inner.cache, vec![(dir, id)]);
+        }
     }
 }
 
@@ -1267,7 +1422,8 @@ fn build_shape(template: &Template) -> HardwareShape {
     }
 }
 
-/// Runs one step; a failure names the step's field.
+/// Runs one step; every failure, the agent's included, names the step's
+/// field.
 async fn run_step(
     agent: &Arc<AgentClient>,
     step: &Step,
@@ -1281,15 +1437,21 @@ async fn run_step(
             output: tail(output),
         })
     };
+    let agent_failed = |error: RuntimeError| match error {
+        RuntimeError::Agent(e) => failed(format!("failed in the guest agent: {e}"), b""),
+        other => other,
+    };
     match &step.action {
         Action::Shell(script) => {
             let exec = Exec {
                 timeout_ms: Some(STEP_TIMEOUT.as_millis() as u64),
                 ..Exec::shell(format!("set -e\n{script}"))
             };
-            let (status, output) = stream_exec(agent, exec, log).await?;
-            if !status.success() {
-                return Err(failed(describe(&status, false), &output));
+            let ran = stream_op(agent, orgo_agent::Op::Exec(exec), log)
+                .await
+                .map_err(agent_failed)?;
+            if !ran.status.success() || ran.timed_out {
+                return Err(failed(describe(&ran.status, ran.timed_out), &ran.output));
             }
         }
         Action::Hook { name, script } => {
@@ -1301,34 +1463,25 @@ async fn run_step(
                 cwd: None,
                 user: None,
             };
-            let out = call(agent, move |a| {
-                a.run_hook(hook, Duration::from_secs(660), |_, _| {})
-            })
-            .await?;
-            if !out.output.is_empty() {
-                log(BuildEvent::Output {
-                    stream: Stream::Stdout,
-                    data: out.output.clone(),
-                });
-            }
-            if !out.status.success() {
-                return Err(failed(describe(&out.status, out.timed_out), &out.output));
+            let ran = stream_op(agent, orgo_agent::Op::RunHook(hook), log)
+                .await
+                .map_err(agent_failed)?;
+            if !ran.status.success() || ran.timed_out {
+                return Err(failed(describe(&ran.status, ran.timed_out), &ran.output));
             }
         }
         Action::File(file) => write_file_step(agent, step, file, secrets, log).await?,
-        Action::Services(services) => {
-            for spec in services.clone() {
-                let name = spec.name.clone();
-                call(agent, move |a| a.start_service(spec, QUICK))
-                    .await
-                    .map_err(|e| failed(format!("service `{name}` did not start: {e}"), b""))?;
-            }
+        Action::Service(spec) => {
+            let spec = spec.clone();
+            call(agent, move |a| a.start_service(spec, QUICK))
+                .await
+                .map_err(|e| failed(format!("did not start: {}", chain(&e)), b""))?;
         }
         Action::Terminals(sessions) => {
             let sessions = sessions.clone();
             call(agent, move |a| a.create_terminals(sessions, QUICK))
                 .await
-                .map_err(|e| failed(format!("the sessions were not created: {e}"), b""))?;
+                .map_err(|e| failed(format!("were not created: {}", chain(&e)), b""))?;
         }
     }
     Ok(())
@@ -1356,36 +1509,13 @@ async fn write_file_step(
             Some(value) => value.clone().into_bytes(),
             None => return Err(failed(format!("secret `{name}` has no value"), b"")),
         },
-        Content::Http(url) | Content::Git(url) => {
-            let fetch = match &file.source {
-                Content::Http(_) => format!(
-                    "mkdir -p \"$(dirname {dest})\"\ncurl -fsSL --retry 3 -o {dest} {url}",
-                    dest = quote(&file.path),
-                    url = quote(url)
-                ),
-                _ => format!(
-                    "command -v git >/dev/null || {{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends git; }}\n\
-                     rm -rf {dest}\ngit clone --depth 1 {url} {dest}",
-                    dest = quote(&file.path),
-                    url = quote(&url.replacen("git://", "https://", 1))
-                ),
-            };
-            let mut script = format!("set -e\n{fetch}\n");
-            if let Some(mode) = file.mode {
-                script.push_str(&format!("chmod {mode:o} {}\n", quote(&file.path)));
-            }
-            if let Some(owner) = &file.owner {
-                let group = file.group.as_deref().unwrap_or(owner);
-                script.push_str(&format!(
-                    "chown -R {}:{} {}\n",
-                    quote(owner),
-                    quote(group),
-                    quote(&file.path)
-                ));
-            }
-            let (status, output) = stream_exec(agent, Exec::shell(script), log).await?;
-            if !status.success() {
-                return Err(failed(describe(&status, false), &output));
+        Content::Http(_) | Content::Git(_) => {
+            let script = plan::fetch_script(file).expect("http and git sources have a script");
+            let ran = stream_op(agent, orgo_agent::Op::Exec(Exec::shell(script)), log)
+                .await
+                .map_err(|e| failed(format!("failed in the guest agent: {}", chain(&e)), b""))?;
+            if !ran.status.success() {
+                return Err(failed(describe(&ran.status, ran.timed_out), &ran.output));
             }
             return Ok(());
         }
@@ -1415,20 +1545,41 @@ async fn write_file_step(
         )
     })
     .await
-    .map_err(|e| failed(format!("cannot write `{}`: {e}", file.path), b""))
+    .map_err(|e| failed(format!("cannot write `{}`: {}", file.path, chain(&e)), b""))
 }
 
-/// Runs `exec`, streaming its output to `log`; returns how it ended and its
-/// output (stdout and stderr interleaved).
-async fn stream_exec(
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How a streamed exec or hook ended, and its output (the tail).
+struct Ran {
+    status: orgo_agent::ExitStatus,
+    timed_out: bool,
+    output: Vec<u8>,
+}
+
+/// Sends an exec or a hook, streaming its output to `log` as it comes.
+/// The host waits a minute longer than the guest's own timeout, so the
+/// guest's answer (killed, timed out) is what is reported.
+async fn stream_op(
     agent: &Arc<AgentClient>,
-    exec: Exec,
+    op: orgo_agent::Op,
     log: BuildLog<'_>,
-) -> Result<(orgo_agent::ExitStatus, Vec<u8>), RuntimeError> {
+) -> Result<Ran, RuntimeError> {
     let agent = Arc::clone(agent);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let wait = STEP_TIMEOUT + Duration::from_secs(60);
     let job = tokio::task::spawn_blocking(move || {
-        agent.request_streaming(orgo_agent::Op::Exec(exec), STEP_TIMEOUT, |stream, data| {
+        agent.request_streaming(op, wait, |stream, data| {
             let _ = tx.send((stream, data.to_vec()));
         })
     });
@@ -1441,7 +1592,19 @@ async fn stream_exec(
         log(BuildEvent::Output { stream, data });
     }
     match joined(job).await?.map_err(RuntimeError::Agent)? {
-        orgo_agent::Reply::Exit { status, .. } => Ok((status, output)),
+        orgo_agent::Reply::Exit { status, timed_out } => Ok(Ran {
+            status,
+            timed_out,
+            output,
+        }),
+        // The hook's reply repeats its output, which was streamed already.
+        orgo_agent::Reply::Hook {
+            status, timed_out, ..
+        } => Ok(Ran {
+            status,
+            timed_out,
+            output,
+        }),
         other => Err(RuntimeError::Agent(AgentError::Unexpected {
             op: "exec",
             reply: format!("{other:?}"),
@@ -1466,11 +1629,6 @@ fn describe(status: &orgo_agent::ExitStatus, timed_out: bool) -> String {
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "failed".into(),
     }
-}
-
-/// A path or word as one single-quoted shell word.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The base image's 2 GiB root file system grows to the disk the template
@@ -1622,16 +1780,17 @@ fn read_record(dir: &Path) -> Result<ComputerRecord, RuntimeError> {
     Ok(record)
 }
 
-/// Whether process `pid` exists (and is not a zombie).
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
+/// The largest disk a computer gets (64 TiB).
+const MAX_DISK_GB: u64 = 64 * 1024;
+
+/// `hardware.disk_gb` in bytes, if it is a size a disk can have.
+fn disk_bytes(gb: u64) -> Result<u64, RuntimeError> {
+    if gb > MAX_DISK_GB {
+        return Err(RuntimeError::Invalid {
+            what: format!("`hardware.disk_gb` of `{gb}` is over the largest disk, `{MAX_DISK_GB}`"),
+        });
     }
+    Ok(gb << 30)
 }
 
 fn missing_role(role: &str) -> RuntimeError {

@@ -290,8 +290,21 @@ pub enum RuntimeError {
     #[error("the base image failed")]
     Image(#[source] crate::image::ImageError),
     /// A secret is missing or the vault is unreadable.
-    #[error("the secrets vault failed")]
-    Vault(#[source] crate::vault::VaultError),
+    #[error(transparent)]
+    Vault(crate::vault::VaultError),
+    /// A build needs the base image, and no guest agent was given to build
+    /// it with.
+    #[error(
+        "no guest agent to build the base image with: give a static `orgo-agent` \
+         (`RuntimeConfig::agent`; the CLI's `--agent` or `ORGO_AGENT`; Python's `agent=`)"
+    )]
+    MissingAgent,
+    /// A value given to the runtime is not one it can use.
+    #[error("invalid {what}")]
+    Invalid {
+        /// What and why.
+        what: String,
+    },
     /// Something named does not exist.
     #[error("no {what}")]
     NotFound {
@@ -322,4 +335,16 @@ pub(crate) async fn version_output(
         });
     }
     Ok(text)
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }

@@ -98,16 +98,6 @@ hooks:
     .unwrap()
 }
 
-/// Computer directories without a record: parked, not launched.
-fn parked_ids() -> Vec<String> {
-    std::fs::read_dir(home().join("computers"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.join("computer.json").exists())
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect()
-}
-
 async fn sh(computer: &Computer, script: &str) -> String {
     let out = computer.exec(Exec::shell(script), T).await.unwrap();
     assert!(
@@ -158,7 +148,7 @@ async fn build_once_launch_two_exec_and_stop() {
             "files[1]",
             "files[2]",
             "apps[0].install",
-            "apps[*].services",
+            "apps[0].services[0]",
             "hooks.on_first_boot",
             "hooks.on_pre_snapshot",
         ]
@@ -240,7 +230,7 @@ async fn build_once_launch_two_exec_and_stop() {
     // A computer restored ahead and parked: the launch takes it and gives
     // it its own identity and secrets like any other.
     runtime.prewarm(&template, 1).await.unwrap();
-    let parked = parked_ids();
+    let parked = runtime.parked();
     assert_eq!(parked.len(), 1, "one parked computer: {parked:?}");
     let mut log_c = |_: BuildEvent| {};
     let c = runtime
@@ -274,9 +264,14 @@ async fn build_once_launch_two_exec_and_stop() {
     );
     d.stop().await.unwrap();
     runtime.prewarm(&template, 1).await.unwrap();
-    assert_eq!(parked_ids().len(), 1);
+    assert_eq!(runtime.parked().len(), 1);
+    let parked = runtime.parked();
     runtime.drain().await;
-    assert!(parked_ids().is_empty(), "drain stops parked computers");
+    assert!(runtime.parked().is_empty(), "drain stops parked computers");
+    assert!(
+        !home().join("computers").join(&parked[0]).exists(),
+        "and removes their files"
+    );
 
     // Listed, and reachable from another handle (what `orgo exec` does).
     let listed: Vec<String> = runtime
@@ -358,4 +353,50 @@ async fn a_missing_secret_stops_the_launch_before_anything_starts() {
         panic!("a missing secret, not {error:?}");
     };
     assert_eq!(names, &[("secrets[0]".to_owned(), "api_key".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_on_resume_fails_the_launch_and_leaves_nothing() {
+    let runtime = runtime().await;
+    let template = Template::from_yaml(&format!(
+        "api_version: orgo.ai/v1\nname: resume-fails@1.0.0\nenv: {{ NONCE: \"{}\" }}\nhooks:\n  on_resume: echo cannot resume; exit 4\n",
+        nonce()
+    ))
+    .unwrap();
+    let (events, mut log) = recorder();
+    let error = runtime
+        .launch(&template, LaunchOptions::default(), &mut log)
+        .await
+        .unwrap_err();
+    let RuntimeError::Build(failure) = &error else {
+        panic!("a step failure, not {error:?}");
+    };
+    assert_eq!(failure.field, "hooks.on_resume");
+    assert_eq!(failure.reason, "exited with status 4");
+    assert!(failure.output.contains("cannot resume"), "{failure:?}");
+    // The hook's output streamed into the launch's log as it ran.
+    assert!(events.lock().unwrap().iter().any(|e| matches!(
+        e,
+        BuildEvent::Output { data, .. } if String::from_utf8_lossy(data).contains("cannot resume")
+    )));
+    // The computer it restored (named in the log) left no files or lease.
+    let id = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|e| match e {
+            BuildEvent::Status(text) if text.contains(": restored") => {
+                text.split(':').next().map(str::to_owned)
+            }
+            _ => None,
+        })
+        .expect("the launch restored a computer before its hook failed");
+    assert!(!home().join("computers").join(&id).exists(), "{id}'s files");
+    let lease = orgo_snapshot::RefKey::new(&format!("leases/{id}")).unwrap();
+    use orgo_snapshot::RefService as _;
+    assert_eq!(
+        runtime.store().get_ref(&lease).await.unwrap(),
+        None,
+        "{id}'s lease"
+    );
 }

@@ -18,6 +18,29 @@ use orgo_template::{Template, TemplateRef};
 
 use crate::{Failure, emit};
 
+/// `orgo exec`'s exit status when orgo itself fails (not the command).
+pub(crate) const EXEC_FAILED: u8 = 125;
+
+/// Runs `work` to its end, or until SIGINT or SIGTERM: then it is dropped,
+/// which stops what it started (VMs, a half-made launch), and the command
+/// fails as interrupted. (Left alone, the signal would end the process
+/// with no cleanup, and VMs, which run in their own process groups so that
+/// a launched computer outlives `orgo launch`, would stay.)
+fn until_signal<T>(
+    tokio: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Failure> {
+    tokio.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Failure::Input(format!("cannot watch for SIGTERM: {e}")))?;
+        tokio::select! {
+            done = work => Ok(done),
+            _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+            _ = term.recv() => Err(Failure::Interrupted),
+        }
+    })
+}
+
 /// What the runtime commands share.
 #[derive(Args, Clone)]
 pub(crate) struct RuntimeArgs {
@@ -125,6 +148,20 @@ fn runtime_error(error: RuntimeError) -> Failure {
     }
 }
 
+/// A failed step's output, on stderr, for steps whose output was not
+/// streamed (`on_shutdown`).
+fn print_step_output(error: &RuntimeError) {
+    if let RuntimeError::Build(step) = error
+        && !step.output.is_empty()
+    {
+        eprintln!("orgo: output of `{}`:", step.field);
+        eprint!("{}", step.output);
+        if !step.output.ends_with('\n') {
+            eprintln!();
+        }
+    }
+}
+
 /// A template from a file, or from the registry when the argument is a ref
 /// (`name@version`) and no such file exists.
 fn template(
@@ -173,9 +210,7 @@ pub(crate) fn build(
     let template = template(&tokio, &runtime, &args.template)?;
     let started = Instant::now();
     let mut log = progress();
-    let built = tokio
-        .block_on(runtime.build(&template, &mut log))
-        .map_err(runtime_error)?;
+    let built = until_signal(&tokio, runtime.build(&template, &mut log))?.map_err(runtime_error)?;
     let how = if built.built_here {
         format!("built in {:.1} s", started.elapsed().as_secs_f64())
     } else {
@@ -212,8 +247,7 @@ pub(crate) fn launch(
     };
     let started = Instant::now();
     let mut log = progress();
-    let computer = tokio
-        .block_on(runtime.launch(&template, options, &mut log))
+    let computer = until_signal(&tokio, runtime.launch(&template, options, &mut log))?
         .map_err(runtime_error)?;
     eprintln!(
         "orgo: launched {} from {} in {} ms",
@@ -246,8 +280,7 @@ pub(crate) fn exec(root: Option<PathBuf>, rt: &RuntimeArgs, args: ExecArgs) -> R
             orgo_runtime::Stream::Stderr => std::io::stderr().lock().write_all(data),
         };
     };
-    let status = tokio
-        .block_on(computer.exec_streaming(exec, wait, &mut pass))
+    let status = until_signal(&tokio, computer.exec_streaming(exec, wait, &mut pass))?
         .map_err(runtime_error)?;
     Ok(match (status.code, status.signal) {
         (Some(code), _) => u8::try_from(code).unwrap_or(1),
@@ -305,6 +338,8 @@ fn age(secs: u64) -> String {
 
 pub(crate) fn stop(root: Option<PathBuf>, rt: &RuntimeArgs, args: StopArgs) -> Result<(), Failure> {
     let (tokio, runtime) = open(root, rt)?;
+    // Every id is stopped; each failure is reported as it happens, and the
+    // last one decides the exit status.
     let mut failed = None;
     for id in &args.ids {
         match tokio.block_on(runtime.stop(id)) {
@@ -315,7 +350,10 @@ pub(crate) fn stop(root: Option<PathBuf>, rt: &RuntimeArgs, args: StopArgs) -> R
                 emit(&format!("{id}\n"));
             }
             Err(error) => {
-                failed = Some(runtime_error(error));
+                print_step_output(&error);
+                if let Some(previous) = failed.replace(runtime_error(error)) {
+                    crate::fail(previous);
+                }
             }
         }
     }

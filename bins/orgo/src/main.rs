@@ -138,6 +138,8 @@ enum Failure {
     Store(orgo_snapshot::StoreError),
     /// Another library failed (building an image); exit 2.
     Error(Box<dyn std::error::Error + Send + Sync>),
+    /// SIGINT or SIGTERM arrived; what was under way was undone; exit 130.
+    Interrupted,
 }
 
 impl Failure {
@@ -177,30 +179,46 @@ fn main() -> ExitCode {
         Command::Image(command) => image::run(cli.store, command),
         Command::Build(args) => computer::build(cli.store, &cli.runtime, args),
         Command::Launch(args) => computer::launch(cli.store, &cli.runtime, args),
+        // The command's own exit code passes through; orgo's failures exit
+        // 125 (as `docker run` does), apart from any code a command returns.
         Command::Exec(args) => match computer::exec(cli.store, &cli.runtime, args) {
             Ok(code) => return ExitCode::from(code),
-            Err(failure) => Err(failure),
+            Err(failure) => {
+                fail(failure);
+                return ExitCode::from(computer::EXEC_FAILED);
+            }
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Invalid) => ExitCode::from(1),
-        Err(Failure::Unreadable) => ExitCode::from(2),
-        Err(Failure::Input(message)) => {
+        Err(failure) => fail(failure),
+    }
+}
+
+/// Prints what ended the command; returns its exit status.
+fn fail(failure: Failure) -> ExitCode {
+    match failure {
+        Failure::Invalid => ExitCode::from(1),
+        Failure::Interrupted => {
+            eprintln!("error: interrupted");
+            ExitCode::from(130)
+        }
+        Failure::Unreadable => ExitCode::from(2),
+        Failure::Input(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::No(message)) => {
+        Failure::No(message) => {
             eprintln!("error: {message}");
             ExitCode::from(1)
         }
-        Err(Failure::Store(error)) => {
+        Failure::Store(error) => {
             print_error_chain(&error);
             ExitCode::from(store::exit_code(&error))
         }
-        Err(Failure::Error(error)) => {
+        Failure::Error(error) => {
             print_error_chain(&*error);
             ExitCode::from(2)
         }
