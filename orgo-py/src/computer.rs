@@ -113,10 +113,7 @@ fn command(cmd: &Bound<'_, PyAny>) -> PyResult<Exec> {
     let not_argv = || {
         PyTypeError::new_err(format!(
             "cmd must be a str (a shell command) or a list of str (an argv), not `{}`",
-            cmd.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            crate::convert::type_name(cmd)
         ))
     };
     if cmd.cast::<PyBytes>().is_ok() {

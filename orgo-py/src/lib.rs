@@ -225,11 +225,7 @@ fn strings(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
     let iter = value.try_iter().map_err(|_| {
         PyTypeError::new_err(format!(
             "{what} must be a list of str, not `{}`",
-            value
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            crate::convert::type_name(value)
         ))
     })?;
     iter.map(|item| {
@@ -238,10 +234,7 @@ fn strings(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
             .map_err(|_| {
                 PyTypeError::new_err(format!(
                     "{what} must be str, not `{}`",
-                    item.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
+                    crate::convert::type_name(&item)
                 ))
             })
             .and_then(|s| Ok(s.to_cow()?.into_owned()))

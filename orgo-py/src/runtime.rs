@@ -567,11 +567,7 @@ pub(crate) fn string_map(
     let mapping = value.cast::<PyMapping>().map_err(|_| {
         PyTypeError::new_err(format!(
             "{what} must be a dict of str to str, not `{}`",
-            value
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            crate::convert::type_name(value)
         ))
     })?;
     for pair in mapping.items()?.iter() {

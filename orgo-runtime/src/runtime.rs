@@ -1430,13 +1430,7 @@ async fn run_step(
     secrets: Option<&BTreeMap<String, String>>,
     log: BuildLog<'_>,
 ) -> Result<(), RuntimeError> {
-    let failed = |reason: String, output: &[u8]| {
-        RuntimeError::Build(StepFailure {
-            field: step.field.clone(),
-            reason,
-            output: tail(output),
-        })
-    };
+    let failed = |reason: String, output: &[u8]| step_failed(step, reason, output);
     let agent_failed = |error: RuntimeError| match error {
         RuntimeError::Agent(e) => failed(format!("failed in the guest agent: {e}"), b""),
         other => other,
@@ -1494,13 +1488,7 @@ async fn write_file_step(
     secrets: Option<&BTreeMap<String, String>>,
     log: BuildLog<'_>,
 ) -> Result<(), RuntimeError> {
-    let failed = |reason: String, output: &[u8]| {
-        RuntimeError::Build(StepFailure {
-            field: step.field.clone(),
-            reason,
-            output: tail(output),
-        })
-    };
+    let failed = |reason: String, output: &[u8]| step_failed(step, reason, output);
     let content = match &file.source {
         Content::Inline(text) => text.clone().into_bytes(),
         Content::HostFile(path) => std::fs::read(path)
@@ -1546,6 +1534,15 @@ async fn write_file_step(
     })
     .await
     .map_err(|e| failed(format!("cannot write `{}`: {}", file.path, chain(&e)), b""))
+}
+
+/// `step` failed, for `reason`, after printing `output`.
+fn step_failed(step: &Step, reason: String, output: &[u8]) -> RuntimeError {
+    RuntimeError::Build(StepFailure {
+        field: step.field.clone(),
+        reason,
+        output: tail(output),
+    })
 }
 
 /// An error and its causes on one line.

@@ -18,11 +18,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::static_agent;
+use common::{nonce, static_agent, test_home as home};
 use orgo_runtime::{
     Accel, BuildEvent, Computer, Exec, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, Vault,
     VaultError,
@@ -31,27 +30,12 @@ use orgo_template::Template;
 
 const T: Duration = Duration::from_secs(120);
 
-fn home() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/orgo-test-home")
-}
-
 async fn runtime() -> Runtime {
     let agent = tokio::task::spawn_blocking(static_agent).await.unwrap();
     let mut config = RuntimeConfig::new(home());
     config.agent = Some(agent);
     config.accel = Some(Accel::Tcg);
     Runtime::open(config).await.unwrap()
-}
-
-fn nonce() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 /// The test template; `host_file` is copied in by a `file://` source.

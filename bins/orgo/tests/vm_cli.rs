@@ -13,46 +13,21 @@
     reason = "helpers of tests: an unwrap that fails is the test failing"
 )]
 
-use std::path::{Path, PathBuf};
+// The static agent, the test store and nonces, shared with the runtime's
+// VM tests.
+#[path = "../../../orgo-runtime/tests/common/mod.rs"]
+mod common;
+
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-/// The workspace's root.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The store the VM tests share (the base image is cached there).
-fn home() -> PathBuf {
-    workspace().join("target/orgo-test-home")
-}
-
-/// Builds the static guest agent once per test binary (its own target
-/// directory: no lock on ours), as `orgo-runtime/tests/common` does.
-fn static_agent() -> &'static Path {
-    static AGENT: OnceLock<PathBuf> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        let target_dir = workspace().join("target/agent-static");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace())
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "-q", "--locked", "-p", "orgo-agent", "--release"])
-            .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-            .arg(&target_dir)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the static agent failed");
-        target_dir.join("x86_64-unknown-linux-gnu/release/orgo-agent")
-    })
-}
+use common::{nonce, static_agent, test_home, workspace};
 
 /// Runs `orgo ARGS` on the shared store, under TCG, with the static agent.
 fn orgo(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orgo"))
         .args(args)
         .current_dir(workspace())
-        .env("ORGO_HOME", home())
+        .env("ORGO_HOME", test_home())
         .env("ORGO_ACCEL", "tcg")
         .env("ORGO_AGENT", static_agent())
         .env_remove("ORGO_CLOUD_HYPERVISOR")
@@ -78,18 +53,6 @@ fn assert_ok(out: &Output, what: &str) {
         "{what} failed; stderr:\n{}",
         stderr(out)
     );
-}
-
-/// A value no earlier run has used: the templates' digests are fresh.
-fn nonce() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 /// Writes `text` to `name` in `dir`; returns its path as orgo's argument.
