@@ -1170,7 +1170,8 @@ async fn graceful_stop(
     }
 }
 
-/// A running computer.
+/// A running computer. Stop it ([`Computer::stop`]) or leave it running
+/// ([`Computer::detach`]); dropped otherwise, it is killed and cleaned up.
 #[derive(Debug)]
 pub struct Computer {
     runtime: Runtime,
@@ -1249,8 +1250,11 @@ impl Computer {
     /// Stops it (see [`Runtime::stop`]); returns what `on_shutdown` printed.
     pub async fn stop(mut self) -> Result<Option<String>, RuntimeError> {
         let Some(vm) = self.vm.take() else {
-            drop(self.agent);
-            return self.runtime.stop(&self.record.id).await;
+            // Connected, not launched here: close our channel, so the stop
+            // can open its own.
+            let (runtime, id) = (self.runtime.clone(), self.record.id.clone());
+            drop(self);
+            return runtime.stop(&id).await;
         };
         // Ours: through our own handle and channel.
         let hook = graceful_stop(&self.agent, self.record.on_shutdown.clone()).await;
@@ -1263,6 +1267,20 @@ impl Computer {
     pub fn detach(mut self) {
         if let Some(vm) = self.vm.take() {
             vm.detach();
+        }
+    }
+}
+
+impl Drop for Computer {
+    /// A computer launched here and neither stopped nor detached dies with
+    /// its handle: its VM is killed (no `on_shutdown`), its lease and files
+    /// go. A connected handle leaves the computer as it was.
+    fn drop(&mut self) {
+        if let Some(vm) = self.vm.take() {
+            drop(vm);
+            let id = self.record.id.clone();
+            let dir = self.runtime.computer_dir(&id);
+            release_blocking(&self.runtime.inner.cache, vec![(dir, id)]);
         }
     }
 }

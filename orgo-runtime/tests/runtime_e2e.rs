@@ -247,6 +247,27 @@ async fn build_once_launch_two_exec_and_stop() {
         "MemTotal {total_kib} KiB after growing to 2 GiB"
     );
     d.stop().await.unwrap();
+
+    // A handle dropped without stop or detach takes its computer with it.
+    let mut log_e = |_: BuildEvent| {};
+    let e = runtime
+        .launch(&template, options("key-e"), &mut log_e)
+        .await
+        .unwrap();
+    let (e_id, e_pid) = (e.id().to_owned(), e.record().pid.unwrap());
+    drop(e);
+    assert!(!home().join("computers").join(&e_id).exists());
+    for _ in 0..500 {
+        if !std::path::Path::new(&format!("/proc/{e_pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = std::fs::read_to_string(format!("/proc/{e_pid}/stat")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.contains(") Z"),
+        "its QEMU is gone: {state}"
+    );
     runtime.prewarm(&template, 1).await.unwrap();
     assert_eq!(runtime.parked().len(), 1);
     let parked = runtime.parked();
