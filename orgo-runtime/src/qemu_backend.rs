@@ -36,7 +36,7 @@ use crate::vmm::{
     Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
     VmConfig, VmInfo, VmState, Vmm,
 };
-use crate::vmm::{process_alive, version_output};
+use crate::vmm::{io, process_alive, version_output};
 
 const BACKEND: &str = "qemu";
 /// The file QEMU writes its process id to, in the VM's run directory.
@@ -820,11 +820,6 @@ fn unsupported_path(path: &Path) -> RuntimeError {
             path.display()
         ),
     }
-}
-
-fn io(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> RuntimeError {
-    let path = path.as_ref().to_owned();
-    move |source| RuntimeError::Io { op, path, source }
 }
 
 /// Adds QEMU's own last words (its stderr log) to an error.

@@ -32,7 +32,7 @@ use std::os::unix::fs::DirBuilderExt as _;
 
 use crate::vmm::{
     Accel, AgentEndpoint, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm, VmConfig,
-    Vmm, process_alive,
+    Vmm, io, process_alive,
 };
 
 /// The computer record's format version.
@@ -1818,9 +1818,4 @@ fn missing_role(role: &str) -> RuntimeError {
 
 fn store_error(error: StoreError) -> RuntimeError {
     RuntimeError::Store(Box::new(error))
-}
-
-fn io(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> RuntimeError {
-    let path = path.as_ref().to_owned();
-    move |source| RuntimeError::Io { op, path, source }
 }

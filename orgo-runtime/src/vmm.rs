@@ -348,3 +348,12 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A failed file operation as [`RuntimeError::Io`], for `map_err`.
+pub(crate) fn io(
+    op: &'static str,
+    path: impl AsRef<Path>,
+) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.as_ref().to_owned();
+    move |source| RuntimeError::Io { op, path, source }
+}

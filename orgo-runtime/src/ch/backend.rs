@@ -17,7 +17,7 @@ use super::process::{VmmProcess, api_error};
 use super::{BACKEND, roles};
 use crate::vmm::{
     Accel, AgentEndpoint, Capabilities, RestoreConfig, RuntimeError, Vm, VmConfig, VmInfo, VmState,
-    Vmm, version_output,
+    Vmm, io, version_output,
 };
 
 /// The Cloud Hypervisor backend: one `cloud-hypervisor --api-socket`
@@ -62,11 +62,6 @@ impl CloudHypervisor {
             None => VmmProcess::spawn(&self.binary, &paths.api, &paths.log).await,
         }
     }
-}
-
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
-    let path = path.to_owned();
-    move |source| RuntimeError::Io { op, path, source }
 }
 
 fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
