@@ -205,6 +205,9 @@ struct Inner {
     cache: BuildCache,
     registry: Registry,
     accel: tokio::sync::OnceCell<Accel>,
+    /// The base image's recipe, resolved (from apt's package lists, which
+    /// takes seconds) once per runtime.
+    recipe: tokio::sync::OnceCell<(BaseImageRecipe, Digest)>,
     pool: std::sync::Mutex<Pool>,
 }
 
@@ -221,6 +224,7 @@ impl Runtime {
                 store,
                 config,
                 accel,
+                recipe: tokio::sync::OnceCell::new(),
                 pool: std::sync::Mutex::new(Pool::default()),
             }),
         })
@@ -403,12 +407,12 @@ impl Runtime {
             .agent
             .clone()
             .ok_or(RuntimeError::MissingAgent)?;
-        let recipe = BaseImageRecipe::resolve(&agent).map_err(RuntimeError::Image)?;
-        let recipe_digest: Digest = recipe.digest().parse().map_err(|_| RuntimeError::Vmm {
-            backend: "orgo",
-            op: "base image".into(),
-            message: format!("the recipe digest `{}` does not parse", recipe.digest()),
-        })?;
+        let (recipe, recipe_digest) = self
+            .inner
+            .recipe
+            .get_or_try_init(|| resolve_recipe(agent.clone()))
+            .await?
+            .clone();
         let cache = &self.inner.cache;
         if let Some(found) = cache
             .base_image(&recipe_digest)
@@ -1670,6 +1674,22 @@ async fn connect_agent(
         .await?
         .map(Arc::new)
         .map_err(RuntimeError::Agent)
+}
+
+/// The default base-image recipe for `agent` and its digest (apt is asked,
+/// on a blocking thread).
+async fn resolve_recipe(agent: PathBuf) -> Result<(BaseImageRecipe, Digest), RuntimeError> {
+    let recipe = joined(tokio::task::spawn_blocking(move || {
+        BaseImageRecipe::resolve(&agent)
+    }))
+    .await?
+    .map_err(RuntimeError::Image)?;
+    let digest = recipe.digest().parse().map_err(|_| RuntimeError::Vmm {
+        backend: "orgo",
+        op: "base image".into(),
+        message: format!("the recipe digest `{}` does not parse", recipe.digest()),
+    })?;
+    Ok((recipe, digest))
 }
 
 /// Gives the guest fresh entropy from the host's CSPRNG, the host's clock,
