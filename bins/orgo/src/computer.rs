@@ -26,7 +26,7 @@ pub(crate) const EXEC_FAILED: u8 = 125;
 /// fails as interrupted. (Left alone, the signal would end the process
 /// with no cleanup, and VMs, which run in their own process groups so that
 /// a launched computer outlives `orgo launch`, would stay.)
-fn until_signal<T>(
+pub(crate) fn until_signal<T>(
     tokio: &tokio::runtime::Runtime,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, Failure> {
@@ -109,6 +109,14 @@ fn open(
     root: Option<PathBuf>,
     args: &RuntimeArgs,
 ) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    open_with_agent(root, args.agent.clone())
+}
+
+/// [`open`] with the agent given (else `ORGO_AGENT`).
+pub(crate) fn open_with_agent(
+    root: Option<PathBuf>,
+    agent: Option<PathBuf>,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
     let home = root.or_else(LocalStore::default_root).ok_or_else(|| {
         Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into())
     })?;
@@ -118,10 +126,7 @@ fn open(
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
     let mut config = RuntimeConfig::new(home);
-    config.agent = args
-        .agent
-        .clone()
-        .or_else(|| std::env::var_os("ORGO_AGENT").map(PathBuf::from));
+    config.agent = agent.or_else(|| std::env::var_os("ORGO_AGENT").map(PathBuf::from));
     config.accel = match std::env::var("ORGO_ACCEL").as_deref() {
         Ok("kvm") => Some(orgo_runtime::Accel::Kvm),
         Ok("tcg") => Some(orgo_runtime::Accel::Tcg),
@@ -141,7 +146,7 @@ fn open(
     Ok((tokio, runtime))
 }
 
-fn runtime_error(error: RuntimeError) -> Failure {
+pub(crate) fn runtime_error(error: RuntimeError) -> Failure {
     match error {
         RuntimeError::NotFound { what } => Failure::No(format!("no {what}")),
         other => Failure::error(other),
