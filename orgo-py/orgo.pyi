@@ -39,6 +39,7 @@ __all__ = [
     "OrgoError",
     "SecretError",
     "Template",
+    "UnsupportedError",
     "ValidationError",
     "build",
     "connect",
@@ -86,6 +87,15 @@ class SecretError(OrgoError):
 class NotFoundError(OrgoError):
     """Something named does not exist: a computer, a published template, a
     file in the computer, or the guest agent a base image build needs."""
+
+class UnsupportedError(OrgoError):
+    """This host cannot run the template as written: it sets fields this
+    runtime cannot honour here (a GPU, a region, a desktop, an egress
+    policy, ...). Raised before anything is built or started."""
+
+    fields: Dict[str, str]
+    """Each field's path (``hardware.gpu``, ``apps[0].ports[0]``) and what
+    is missing."""
 
 @final
 class Diagnostic:

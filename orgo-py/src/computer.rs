@@ -154,7 +154,10 @@ impl PyComputer {
     /// The digest of the golden snapshot it was restored from.
     #[getter]
     fn snapshot_digest(&self) -> String {
-        self.record.snapshot.to_string()
+        // A launched computer's record always names its snapshot.
+        self.record
+            .snapshot
+            .map_or_else(String::new, |d| d.to_string())
     }
 
     /// Its vCPUs.

@@ -14,7 +14,7 @@
 //!   else, `orgo.OrgoError` with the whole chain of causes in its message.
 
 use orgo_runtime::ErrorCode;
-use orgo_runtime::{AgentError, RuntimeError, StepFailure, VaultError};
+use orgo_runtime::{AgentError, ErrorChain, RuntimeError, StepFailure, VaultError};
 use orgo_template::{Diagnostic, Segment, TemplateError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -63,6 +63,16 @@ pyo3::create_exception!(
     OrgoError,
     "Something named does not exist: a computer, a published template, a file\n\
      in the computer, or the guest agent a base image build needs."
+);
+
+pyo3::create_exception!(
+    orgo,
+    UnsupportedError,
+    OrgoError,
+    "This host cannot run the template as written: it sets fields this\n\
+     runtime cannot honour here (a GPU, a region, a desktop, an egress policy,\n\
+     ...). `fields` maps each field's path (`hardware.gpu`, `apps[0].ports[0]`)\n\
+     to what is missing. Raised before anything is built or started."
 );
 
 /// One problem in a template: the field it is about, what is wrong, and
@@ -206,6 +216,30 @@ const OUTPUT_LINES: usize = 20;
 pub(crate) fn runtime_error(py: Python<'_>, error: RuntimeError) -> PyErr {
     match error {
         RuntimeError::Build(step) => build_error(py, step),
+        RuntimeError::Step {
+            ref field,
+            ref what,
+            ref source,
+        } => build_error(
+            py,
+            StepFailure::new(
+                field.clone(),
+                format!("{what}: {}", ErrorChain(&**source)),
+                String::new(),
+            ),
+        ),
+        RuntimeError::Unsupportable(ref problems) => {
+            let exception = UnsupportedError::new_err(ErrorChain(&error).to_string());
+            let fields = pyo3::types::PyDict::new(py);
+            let attached = problems
+                .iter()
+                .try_for_each(|p| fields.set_item(&p.field, &p.missing))
+                .and_then(|()| exception.value(py).setattr("fields", fields));
+            match attached {
+                Ok(()) => exception,
+                Err(failure) => failure,
+            }
+        }
         RuntimeError::Vault(vault) => secret_error(py, vault),
         RuntimeError::NotFound { what } => NotFoundError::new_err(format!("no {what}")),
         RuntimeError::Agent(AgentError::Guest {
@@ -213,7 +247,7 @@ pub(crate) fn runtime_error(py: Python<'_>, error: RuntimeError) -> PyErr {
             message,
             ..
         }) => NotFoundError::new_err(message),
-        other => OrgoError::new_err(chain(&other)),
+        other => OrgoError::new_err(ErrorChain(&other).to_string()),
     }
 }
 
@@ -248,7 +282,7 @@ fn secret_error(py: Python<'_>, error: VaultError) -> PyErr {
         VaultError::Missing { names } => names.iter().map(|(_, name)| name.clone()).collect(),
         _ => Vec::new(),
     };
-    let mut message = chain(&error);
+    let mut message = ErrorChain(&error).to_string();
     if !missing.is_empty() {
         let them = if missing.len() == 1 { "it" } else { "them" };
         message.push_str(&format!(" (or pass {them} in `secrets=`)"));
@@ -260,20 +294,4 @@ fn secret_error(py: Python<'_>, error: VaultError) -> PyErr {
         Ok(()) => error,
         Err(failure) => failure,
     }
-}
-
-/// An error and its causes: `the guest agent failed: agent channel i/o failed: Broken pipe`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        // Some errors repeat their source's text in their own.
-        if !text.ends_with(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -475,7 +475,7 @@ mod orgo {
     use crate::computer::{PyComputer, PyExecResult};
 
     #[pymodule_export]
-    use crate::errors::{BuildError, NotFoundError, SecretError};
+    use crate::errors::{BuildError, NotFoundError, SecretError, UnsupportedError};
 
     #[pymodule_export]
     use super::PyTemplate;
@@ -515,6 +515,7 @@ mod orgo {
                 "OrgoError",
                 "SecretError",
                 "Template",
+                "UnsupportedError",
                 "ValidationError",
                 "build",
                 "connect",

@@ -12,10 +12,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use orgo_runtime::{
-    Accel, BuildEvent, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, SECRET_ENV_PREFIX,
+    BuildEvent, ErrorChain, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, SECRET_ENV_PREFIX,
     Stream, VAULT_FILE, Vault,
 };
-use orgo_snapshot::{Built, LocalStore};
+use orgo_snapshot::Built;
 use orgo_template::{Template, TemplateRef};
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
@@ -47,53 +47,45 @@ pub(crate) fn tokio() -> PyResult<&'static tokio::runtime::Runtime> {
     Ok(runtime)
 }
 
-/// What opens an orgo runtime: its home, agent and accelerator.
+/// What opens an orgo runtime: [`RuntimeConfig::from_env`], with the home
+/// and agent given to the call over the environment's.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Setup {
-    home: PathBuf,
+    home: Option<PathBuf>,
     agent: Option<PathBuf>,
-    accel: Option<Accel>,
 }
 
 impl Setup {
-    /// `home` and `agent` as given, else from the environment: `$ORGO_HOME`,
-    /// `$XDG_DATA_HOME/orgo`, `~/.local/share/orgo`; `$ORGO_AGENT`; and
-    /// `$ORGO_ACCEL` (`kvm` or `tcg`; unset: probed once per host).
+    /// `home` and `agent` as given, else from the environment (see
+    /// `RuntimeConfig::from_env`: `$ORGO_HOME`, `$XDG_DATA_HOME/orgo`,
+    /// `~/.local/share/orgo`; `$ORGO_AGENT`, else the embedded agent;
+    /// `$ORGO_ACCEL`; `$ORGO_CLOUD_HYPERVISOR`; `$ORGO_WARM_POOL`; ...).
     pub(crate) fn new(
         home: Option<&Bound<'_, PyAny>>,
         agent: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Setup> {
-        let home = match home {
-            Some(home) => PathBuf::from(crate::local_path(home)?),
-            None => LocalStore::default_root().ok_or_else(|| {
-                errors::orgo_error(
-                    "no orgo home: set `ORGO_HOME` or `HOME`, or pass `home=`".into(),
-                    None,
-                )
-            })?,
+        let path = |value: Option<&Bound<'_, PyAny>>| -> PyResult<Option<PathBuf>> {
+            value
+                .map(|v| crate::local_path(v).map(PathBuf::from))
+                .transpose()
         };
-        let agent = match agent {
-            Some(agent) => Some(PathBuf::from(crate::local_path(agent)?)),
-            None => std::env::var_os("ORGO_AGENT")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+        let setup = Setup {
+            home: path(home)?,
+            agent: path(agent)?,
         };
-        let accel = match std::env::var_os("ORGO_ACCEL") {
-            None => None,
-            Some(v) if v.is_empty() => None,
-            Some(v) if v == "kvm" => Some(Accel::Kvm),
-            Some(v) if v == "tcg" => Some(Accel::Tcg),
-            Some(other) => {
-                return Err(errors::orgo_error(
-                    format!(
-                        "`ORGO_ACCEL` is `{}`; expected `kvm` or `tcg`",
-                        other.to_string_lossy()
-                    ),
-                    None,
-                ));
-            }
-        };
-        Ok(Setup { home, agent, accel })
+        // Refused now, not at the first build: a bad variable.
+        setup
+            .config()
+            .map_err(|e| errors::orgo_error(ErrorChain(&e).to_string(), None))?;
+        Ok(setup)
+    }
+
+    fn config(&self) -> Result<RuntimeConfig, RuntimeError> {
+        let mut config = RuntimeConfig::from_env(self.home.clone())?;
+        if self.agent.is_some() {
+            config.agent.clone_from(&self.agent);
+        }
+        Ok(config)
     }
 
     /// The orgo runtime of this setup: one per setup and process, opened
@@ -109,10 +101,7 @@ impl Setup {
         if let Some(runtime) = found {
             return Ok(runtime);
         }
-        let mut config = RuntimeConfig::new(&self.home);
-        config.agent.clone_from(&self.agent);
-        config.accel = self.accel;
-        let runtime = Runtime::open(config).await?;
+        let runtime = Runtime::open(self.config()?).await?;
         OPEN.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((self, runtime.clone()));
@@ -647,10 +636,9 @@ pub(crate) fn launch(
     // The secrets, then the build: interruptible.
     let (runtime, template, vault) =
         wait(py, Some(&cancel), Interrupt::Allowed, move || async move {
-            let home = setup.home.clone();
             let runtime = setup.open().await?;
             let template = source.resolve(&runtime).await?;
-            let vault = vault(&home, secrets)?;
+            let vault = vault(runtime.store().root(), secrets)?;
             vault.resolve(&template).map_err(RuntimeError::Vault)?;
             let mut log = forward(on_log, shared);
             runtime.build(&template, &mut log).await?;

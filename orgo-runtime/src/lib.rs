@@ -8,7 +8,12 @@
 //!   [`Runtime::launch`] restores a computer from it on its own disk layer,
 //!   gives it its identity, environment, secrets ([`Vault`]) and runtime
 //!   files, and runs its hooks. [`Runtime::prewarm`] parks computers
-//!   restored ahead for launches to take.
+//!   restored ahead for launches to take. [`Runtime::check`] says which
+//!   fields of a template this host cannot honour: builds and launches
+//!   refuse those instead of ignoring them.
+//! - [`RuntimeConfig`] sets it up, in code or from the environment
+//!   ([`RuntimeConfig::from_env`]). The guest agent the base image needs is
+//!   embedded in this library.
 //! - [`BaseImageRecipe`] names everything a base image is made of; its
 //!   [`digest`](BaseImageRecipe::digest) names the image, and
 //!   [`build_base`] builds it (kernel and busybox from Debian packages, root
@@ -17,9 +22,18 @@
 //! - [`Vmm`] and [`Vm`] are the backend traits: [`Qemu`] (QMP; golden RAM in
 //!   a shared file, device state by migration with `x-ignore-shared`,
 //!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
-//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]).
+//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]). Snapshots record
+//!   the backend that made them as a [`BackendKind`].
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
 //!   socket or Cloud Hypervisor's hybrid vsock.
+//!
+//! The modules: `config` and `error`; `runtime` (the front door) over
+//! `builder` (builds), `launch` (launches and the warm `pool`), `computer`
+//! (a running computer's handle), `home` (computer records, orphans);
+//! `images` and `accel` (the base image in the store, the KVM probe);
+//! `steps`, `plan` and `guest` (a template's steps through the agent);
+//! `support` (no silent field); `backend/{qemu, ch}`; `image` (the base
+//! image recipe and build).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -27,9 +41,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let template = orgo_template::Template::from_yaml("api_version: orgo.ai/v1\nname: box@1.0.0\nbuild: { apt: [jq] }\n")?;
-//! let mut config = RuntimeConfig::new("/var/lib/orgo");
-//! config.agent = Some("target/agent-static/orgo-agent".into());
-//! let runtime = Runtime::open(config).await?;
+//! let runtime = Runtime::open(RuntimeConfig::from_env(None)?).await?;
 //! runtime.build(&template, &mut |event| eprintln!("{event:?}")).await?;
 //! let computer = runtime.launch(&template, LaunchOptions::default(), &mut |_| {}).await?;
 //! let out = computer.exec(Exec::argv(["jq", "--version"]), Duration::from_secs(10)).await?;
@@ -39,37 +51,52 @@
 //! # }
 //! ```
 
+mod accel;
 mod agent;
-pub mod ch;
+mod backend;
+mod builder;
+mod computer;
+mod config;
+mod disk;
+mod embedded;
+mod error;
+mod guest;
+mod home;
+mod host_tools;
 mod image;
-mod initramfs;
+mod images;
+mod launch;
 mod plan;
-mod qemu;
-mod qemu_backend;
-mod qmp;
+mod pool;
+mod process;
 mod runtime;
+mod steps;
+mod support;
 mod vault;
-mod vmlinux;
 mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
-pub use ch::{ChVm, CloudHypervisor, VmmPool};
+pub use backend::ch;
+pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
+pub use backend::qemu::{Qemu, USER_NET_IP};
+pub use computer::Computer;
+pub use config::{Backend, RuntimeConfig};
+pub use error::{ErrorChain, RuntimeError, StepFailure};
+pub use home::{ComputerRecord, ComputerState, ComputerStatus, RecordState};
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
     KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,
-    sha256_file,
+    extract_vmlinux, sha256_file,
 };
+pub use launch::LaunchOptions;
 /// The agent protocol's types that the runtime's API uses.
 pub use orgo_agent::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
-pub use qemu::{QemuConfig, QemuError, QemuVm, USER_NET_IP};
-pub use qemu_backend::Qemu;
-pub use runtime::{
-    Backend, BuildEvent, BuildLog, Computer, ComputerRecord, ComputerStatus, LaunchOptions,
-    Runtime, RuntimeConfig, StepFailure,
-};
+pub use process::process_alive;
+pub use runtime::Runtime;
+pub use steps::{BuildEvent, BuildLog};
+pub use support::Unsupported;
 pub use vault::{ENV_PREFIX as SECRET_ENV_PREFIX, VAULT_FILE, Vault, VaultError};
-pub use vmlinux::extract_vmlinux;
 pub use vmm::{
-    Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
+    Accel, AgentEndpoint, BackendKind, Capabilities, Disk, DiskFormat, Network, RestoreConfig, Vm,
     VmConfig, VmInfo, VmState, Vmm,
 };

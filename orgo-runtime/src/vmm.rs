@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::agent::AgentError;
+use crate::error::RuntimeError;
 
 /// What a backend can do on this host, from [`Vmm::probe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
-    /// The backend's name (`qemu`, `cloud-hypervisor`).
-    pub backend: &'static str,
+    /// The backend, with its accelerator.
+    pub backend: BackendKind,
     /// The VMM's version, as it reports it.
     pub version: String,
     /// Hardware virtualization (`kvm`) or software emulation (`tcg`).
@@ -31,7 +31,7 @@ pub struct Capabilities {
 }
 
 /// How guest instructions run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Accel {
     /// Hardware virtualization through `/dev/kvm`.
     Kvm,
@@ -45,6 +45,68 @@ impl fmt::Display for Accel {
             Self::Kvm => "kvm",
             Self::Tcg => "tcg",
         })
+    }
+}
+
+/// Which VMM, and for QEMU which accelerator, made a snapshot and can
+/// restore it. Snapshot manifests record it by [name](BackendKind::as_str)
+/// (`qemu-tcg`, `qemu-kvm`, `cloud-hypervisor`), parsed here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// QEMU, with its accelerator.
+    Qemu(Accel),
+    /// Cloud Hypervisor.
+    CloudHypervisor,
+}
+
+impl BackendKind {
+    /// The name snapshots record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qemu(Accel::Tcg) => "qemu-tcg",
+            Self::Qemu(Accel::Kvm) => "qemu-kvm",
+            Self::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+
+    /// The VMM's name, for messages (`qemu`, `cloud-hypervisor`).
+    pub fn vmm(self) -> &'static str {
+        match self {
+            Self::Qemu(_) => "qemu",
+            Self::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = RuntimeError;
+
+    fn from_str(name: &str) -> Result<Self, RuntimeError> {
+        match name {
+            "qemu-tcg" => Ok(Self::Qemu(Accel::Tcg)),
+            "qemu-kvm" => Ok(Self::Qemu(Accel::Kvm)),
+            "cloud-hypervisor" => Ok(Self::CloudHypervisor),
+            other => Err(RuntimeError::UnknownBackend(other.to_owned())),
+        }
+    }
+}
+
+impl serde::Serialize for BackendKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BackendKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -66,6 +128,16 @@ pub enum DiskFormat {
     Raw,
     /// A qcow2 image, usually a copy-on-write overlay over a raw golden disk.
     Qcow2,
+}
+
+impl DiskFormat {
+    /// The format's name, as QEMU and `qemu-img` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+        }
+    }
 }
 
 /// The guest's network.
@@ -176,8 +248,8 @@ pub struct VmInfo {
 /// A VMM backend.
 #[async_trait]
 pub trait Vmm: Send + Sync + fmt::Debug {
-    /// The backend's name.
-    fn name(&self) -> &'static str;
+    /// Which backend this is (for QEMU, with its accelerator).
+    fn kind(&self) -> BackendKind;
 
     /// What the backend can do here; an error if it cannot run at all.
     async fn probe(&self) -> Result<Capabilities, RuntimeError>;
@@ -227,92 +299,6 @@ pub trait Vm: Send + Sync + fmt::Debug {
     fn detach(self: Box<Self>);
 }
 
-/// Everything that can go wrong in the runtime.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeError {
-    /// A VMM process could not be started.
-    #[error("cannot start `{binary}`")]
-    Spawn {
-        /// The binary.
-        binary: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file operation failed.
-    #[error("{op} `{}`", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The VMM refused or failed a request.
-    #[error("{backend} `{op}` failed: {message}")]
-    Vmm {
-        /// The backend.
-        backend: &'static str,
-        /// The request (`vm.boot`, `migrate`, ...).
-        op: String,
-        /// What the VMM said.
-        message: String,
-    },
-    /// A configuration this backend cannot express.
-    #[error("{backend} cannot {what}")]
-    Unsupported {
-        /// The backend.
-        backend: &'static str,
-        /// What was asked.
-        what: String,
-    },
-    /// Something did not happen in time.
-    #[error("timed out after {seconds} s waiting for {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// How long.
-        seconds: u64,
-    },
-    /// The guest agent failed.
-    #[error("the guest agent failed")]
-    Agent(#[source] AgentError),
-    /// A step of a build (or of a launch, or `on_shutdown`) failed.
-    #[error("`{}` {}", .0.field, .0.reason)]
-    Build(crate::runtime::StepFailure),
-    /// The store failed.
-    #[error("the store failed")]
-    Store(#[source] Box<orgo_snapshot::StoreError>),
-    /// The base image could not be built.
-    #[error("the base image failed")]
-    Image(#[source] crate::image::ImageError),
-    /// A secret is missing or the vault is unreadable.
-    #[error(transparent)]
-    Vault(crate::vault::VaultError),
-    /// A build needs the base image, and no guest agent was given to build
-    /// it with.
-    #[error(
-        "no guest agent to build the base image with: give a static `orgo-agent` \
-         (`RuntimeConfig::agent`; the CLI's `--agent` or `ORGO_AGENT`; Python's `agent=`)"
-    )]
-    MissingAgent,
-    /// A value given to the runtime is not one it can use.
-    #[error("invalid {what}")]
-    Invalid {
-        /// What and why.
-        what: String,
-    },
-    /// Something named does not exist.
-    #[error("no {what}")]
-    NotFound {
-        /// What was looked for (`computer `c-1234``).
-        what: String,
-    },
-}
-
 /// What `binary --version` prints; an error if it cannot run or fails.
 pub(crate) async fn version_output(
     backend: &'static str,
@@ -335,25 +321,4 @@ pub(crate) async fn version_output(
         });
     }
     Ok(text)
-}
-
-/// Whether process `pid` runs (exists and is not a zombie).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// A failed file operation as [`RuntimeError::Io`], for `map_err`.
-pub(crate) fn io(
-    op: &'static str,
-    path: impl AsRef<Path>,
-) -> impl FnOnce(std::io::Error) -> RuntimeError {
-    let path = path.as_ref().to_owned();
-    move |source| RuntimeError::Io { op, path, source }
 }

@@ -300,7 +300,7 @@ async fn probe_reports_the_version_and_needs_kvm() {
         .probe()
         .await
         .unwrap();
-    assert_eq!(caps.backend, "cloud-hypervisor");
+    assert_eq!(caps.backend, orgo_runtime::BackendKind::CloudHypervisor);
     assert_eq!(caps.version, simulator::VERSION.trim_start_matches('v'));
     assert!(caps.lazy_restore);
     let r = CloudHypervisor::new(SIMULATOR)
@@ -324,16 +324,7 @@ async fn a_missing_binary_is_a_spawn_error() {
     assert!(matches!(r, Err(RuntimeError::Spawn { .. })));
 }
 
-/// Whether process `pid` runs (a zombie, exited but not reaped, does not).
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
-}
+use orgo_runtime::process_alive as running;
 
 /// Whether process `pid` is gone within a few seconds.
 async fn gone(pid: u32) -> bool {

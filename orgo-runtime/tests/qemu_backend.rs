@@ -79,7 +79,10 @@ async fn golden_snapshot_restores_into_independent_clones() {
     let work = tempfile::tempdir().unwrap();
     let qemu = Qemu::new(Accel::Tcg);
     let caps = qemu.probe().await.unwrap();
-    assert_eq!((caps.backend, caps.accel), ("qemu", Accel::Tcg));
+    assert_eq!(
+        (caps.backend, caps.accel),
+        (orgo_runtime::BackendKind::Qemu(Accel::Tcg), Accel::Tcg)
+    );
 
     // The golden VM: its own layer over the base disk, its RAM in a file.
     let golden_disk = work.path().join("golden.qcow2");

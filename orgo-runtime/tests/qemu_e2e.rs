@@ -23,7 +23,10 @@ use common::{image_dir, static_agent};
 use orgo_agent::{
     Backoff, Event, Exec, HealthSpec, Hook, OnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
 };
-use orgo_runtime::{AgentClient, BaseImageRecipe, QemuConfig, QemuVm, build_base};
+use orgo_runtime::{
+    Accel, AgentClient, BaseImageRecipe, Disk, DiskFormat, KERNEL_CMDLINE, Network, Qemu,
+    USER_NET_IP, VmConfig, Vmm as _, build_base, process_alive,
+};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -70,11 +73,40 @@ fn base_image_boots_and_the_agent_does_its_work() {
         .sum();
 
     let run_dir = std::env::temp_dir().join(format!("orgo-e2e-{}", std::process::id()));
-    let mut vm = QemuVm::spawn(&QemuConfig::for_image(&image, &run_dir)).unwrap();
-    let agent = vm
-        .connect_agent(Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}\n--- console ---\n{}", vm.console()));
-    let boot_to_ready = vm.started().elapsed();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let disk = run_dir.join("disk.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(image.rootfs())
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(made.success(), "qemu-img create failed");
+    let config = VmConfig {
+        id: "e2e".into(),
+        cpus: 1,
+        memory_mib: 512,
+        kernel: image.vmlinuz(),
+        initrd: Some(image.initrd()),
+        cmdline: format!("{KERNEL_CMDLINE} {USER_NET_IP}"),
+        disk: Disk {
+            path: disk,
+            format: DiskFormat::Qcow2,
+            read_only: false,
+        },
+        memory_file: None,
+        network: Network::User,
+        run_dir: run_dir.clone(),
+    };
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    let vm = tokio.block_on(Qemu::new(Accel::Tcg).boot(&config)).unwrap();
+    let socket = run_dir.join("agent.sock");
+    let console = || std::fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
+    let agent = AgentClient::connect_serial(&socket, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n--- console ---\n{}", console()));
+    let boot_to_ready = started.elapsed();
+    let qemu_pid = tokio.block_on(vm.info()).unwrap().pid.unwrap();
     assert!(agent.ready().pid1);
 
     // exec
@@ -231,9 +263,8 @@ fn base_image_boots_and_the_agent_does_its_work() {
 
     // another host: the first closes its channel, the next is served
     drop(agent);
-    let agent = vm
-        .connect_agent(T)
-        .unwrap_or_else(|e| panic!("{e}\n--- console ---\n{}", vm.console()));
+    let agent = AgentClient::connect_serial(&socket, T)
+        .unwrap_or_else(|e| panic!("{e}\n--- console ---\n{}", console()));
     assert_eq!(sh(&agent, "echo again").trim(), "again");
 
     // a new identity, its machine-id derived from the host's bytes
@@ -260,11 +291,15 @@ fn base_image_boots_and_the_agent_does_its_work() {
     assert!(skew.abs() <= 5, "guest clock is {skew} s off");
 
     agent.shutdown(T).unwrap();
-    let exited = vm.wait_exit(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while process_alive(qemu_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
-        exited.is_some(),
+        !process_alive(qemu_pid),
         "QEMU did not exit after the guest powered off"
     );
+    drop(vm);
     let _ = std::fs::remove_dir_all(&run_dir);
 
     eprintln!(

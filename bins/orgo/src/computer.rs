@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use orgo_runtime::{
-    BuildEvent, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, SECRET_ENV_PREFIX, VAULT_FILE,
-    Vault,
+    BuildEvent, ErrorChain, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, SECRET_ENV_PREFIX,
+    VAULT_FILE, Vault,
 };
-use orgo_snapshot::LocalStore;
 use orgo_template::{Template, TemplateRef};
 
 use crate::{Failure, emit};
@@ -45,7 +44,7 @@ pub(crate) fn until_signal<T>(
 #[derive(Args, Clone)]
 pub(crate) struct RuntimeArgs {
     /// The static `orgo-agent` to build the base image with, when it must
-    /// be built (default: `$ORGO_AGENT`).
+    /// be built (default: `$ORGO_AGENT`, else the agent built into orgo).
     #[arg(long, global = true, value_name = "BIN")]
     agent: Option<PathBuf>,
 }
@@ -55,6 +54,10 @@ pub(crate) struct BuildArgs {
     /// A template file (`-` reads stdin) or a published ref
     /// (`[namespace/]name@version`).
     template: String,
+    /// Only say whether this host can run the template: every field it
+    /// cannot honour here, and what is missing. Builds nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -117,28 +120,19 @@ pub(crate) fn open_with_agent(
     root: Option<PathBuf>,
     agent: Option<PathBuf>,
 ) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
-    let home = root.or_else(LocalStore::default_root).ok_or_else(|| {
-        Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into())
-    })?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
-    let mut config = RuntimeConfig::new(home);
-    config.agent = agent.or_else(|| std::env::var_os("ORGO_AGENT").map(PathBuf::from));
-    config.accel = match std::env::var("ORGO_ACCEL").as_deref() {
-        Ok("kvm") => Some(orgo_runtime::Accel::Kvm),
-        Ok("tcg") => Some(orgo_runtime::Accel::Tcg),
-        Ok(other) => {
-            return Err(Failure::Input(format!(
-                "`ORGO_ACCEL` is `{other}`; expected `kvm` or `tcg`"
-            )));
-        }
-        Err(_) => None,
-    };
-    if let Some(binary) = std::env::var_os("ORGO_CLOUD_HYPERVISOR") {
-        config.backend = orgo_runtime::Backend::CloudHypervisor(binary.into());
+    let mut config = RuntimeConfig::from_env(root).map_err(|e| match e {
+        RuntimeError::Env {
+            name: "ORGO_HOME", ..
+        } => Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into()),
+        other => Failure::Input(ErrorChain(&other).to_string()),
+    })?;
+    if agent.is_some() {
+        config.agent = agent;
     }
     let runtime = tokio
         .block_on(Runtime::open(config))
@@ -213,6 +207,15 @@ pub(crate) fn build(
 ) -> Result<(), Failure> {
     let (tokio, runtime) = open(root, rt)?;
     let template = template(&tokio, &runtime, &args.template)?;
+    if args.check {
+        runtime.check(&template).map_err(runtime_error)?;
+        emit(&format!(
+            "{}: this host can run `{}`\n",
+            args.template,
+            template.digest()
+        ));
+        return Ok(());
+    }
     let started = Instant::now();
     let mut log = progress();
     let built = until_signal(&tokio, runtime.build(&template, &mut log))?.map_err(runtime_error)?;
@@ -306,13 +309,13 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
     }
     for c in computers {
         let r = &c.record;
-        let status = if c.running { "running" } else { "exited" };
+        let status = c.state.as_str();
         if args.json {
             out.push_str(&format!(
                 "{}\n",
                 serde_json::json!({
                     "id": r.id, "template": r.template, "template_digest": r.template_digest.to_string(),
-                    "snapshot": r.snapshot.to_string(), "status": status, "cpus": r.cpus,
+                    "snapshot": r.snapshot.map(|d| d.to_string()), "status": status, "cpus": r.cpus,
                     "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
                 })
             ));

@@ -227,12 +227,7 @@ fn fail(failure: Failure) -> ExitCode {
 
 /// `error: <top>` then one `caused by: <source>` line per cause.
 fn print_error_chain(error: &dyn std::error::Error) {
-    eprintln!("error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
+    eprintln!("error: {:#}", orgo_runtime::ErrorChain(error));
 }
 
 fn emit(text: &str) {

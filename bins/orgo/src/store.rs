@@ -130,6 +130,20 @@ pub(crate) fn verify(root: Option<PathBuf>) -> Result<(), Failure> {
 }
 
 pub(crate) fn gc(root: Option<PathBuf>) -> Result<(), Failure> {
+    // First the computers that launches killed half-way left behind: their
+    // VMMs, leases and files.
+    let (tokio, computers) = crate::computer::open_with_agent(root.clone(), None)?;
+    let orphans = tokio
+        .block_on(computers.sweep())
+        .map_err(crate::computer::runtime_error)?;
+    if !orphans.is_empty() {
+        emit(&format!(
+            "removed {}: {}\n",
+            plural(orphans.len() as u64, "orphaned computer"),
+            orphans.join(" ")
+        ));
+    }
+    drop((tokio, computers));
     let (runtime, store) = open(root)?;
     let report = runtime
         .block_on(orgo_snapshot::gc(&store))

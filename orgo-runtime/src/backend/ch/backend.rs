@@ -15,9 +15,10 @@ use super::convert::{self, CloneSpec, RunPaths};
 use super::pool::VmmPool;
 use super::process::{VmmProcess, api_error};
 use super::{BACKEND, roles};
+use crate::error::{RuntimeError, io};
 use crate::vmm::{
-    Accel, AgentEndpoint, Capabilities, RestoreConfig, RuntimeError, Vm, VmConfig, VmInfo, VmState,
-    Vmm, io, version_output,
+    Accel, AgentEndpoint, BackendKind, Capabilities, RestoreConfig, Vm, VmConfig, VmInfo, VmState,
+    Vmm, version_output,
 };
 
 /// The Cloud Hypervisor backend: one `cloud-hypervisor --api-socket`
@@ -175,8 +176,8 @@ fn write_restore_dir(
 
 #[async_trait]
 impl Vmm for CloudHypervisor {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn kind(&self) -> BackendKind {
+        BackendKind::CloudHypervisor
     }
 
     async fn probe(&self) -> Result<Capabilities, RuntimeError> {
@@ -191,7 +192,7 @@ impl Vmm for CloudHypervisor {
         let text = version_output(BACKEND, &self.binary).await?;
         let version = text.split_whitespace().last().unwrap_or_default();
         Ok(Capabilities {
-            backend: BACKEND,
+            backend: BackendKind::CloudHypervisor,
             version: version.trim_start_matches('v').to_owned(),
             accel: Accel::Kvm,
             lazy_restore: true,

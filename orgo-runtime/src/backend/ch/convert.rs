@@ -9,7 +9,8 @@ use cloud_hypervisor_client::models;
 use serde_json::Value;
 
 use super::BACKEND;
-use crate::vmm::{Disk, DiskFormat, Network, RuntimeError, VmConfig, VmInfo, VmState};
+use crate::error::RuntimeError;
+use crate::vmm::{Disk, DiskFormat, Network, VmConfig, VmInfo, VmState};
 
 /// The id of the one memory zone every VM gets.
 pub(crate) const MEMORY_ZONE_ID: &str = "mem0";

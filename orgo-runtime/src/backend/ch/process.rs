@@ -10,7 +10,8 @@ use cloud_hypervisor_client::{SocketBasedApiClient, socket_based_api_client};
 use tokio::process::{Child, Command};
 
 use super::BACKEND;
-use crate::vmm::RuntimeError;
+use crate::error::RuntimeError;
+use crate::process::process_alive;
 
 /// How long a new VMM process may take to answer `vmm.ping`.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,20 +83,6 @@ fn api_message(error: ApiError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// Whether process `pid` runs: it has a `/proc` entry and is not a zombie
-/// (an exited process its parent has not reaped yet, which may never
-/// happen once the parent is gone).
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `pid (comm) state ...`: the name may hold spaces and parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
 impl VmmProcess {
@@ -202,7 +189,7 @@ impl VmmProcess {
                 ),
             });
         }
-        if !running(pid) {
+        if !process_alive(pid) {
             return Err(RuntimeError::Vmm {
                 backend: BACKEND,
                 op: "vmm.ping".to_owned(),
@@ -291,7 +278,7 @@ impl VmmProcess {
     /// Waits for the attached process to be gone.
     async fn wait_gone(&self, timeout: Duration) -> Result<(), RuntimeError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while running(self.pid) {
+        while process_alive(self.pid) {
             if tokio::time::Instant::now() >= deadline {
                 return Err(RuntimeError::Timeout {
                     what: format!("the VMM process `{}` to exit", self.pid),

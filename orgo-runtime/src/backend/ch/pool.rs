@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::process::VmmProcess;
-use crate::vmm::RuntimeError;
+use crate::error::RuntimeError;
 
 /// Idle VMM processes (no VM yet), up to a target size. A backend
 /// [`with_pool`](super::CloudHypervisor::with_pool) takes one per boot or

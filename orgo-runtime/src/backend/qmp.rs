@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::vmm::RuntimeError;
+use crate::error::RuntimeError;
 
 /// The longest QMP line accepted (a `query-*` answer is a few KiB).
 const MAX_LINE: usize = 1 << 20;

@@ -18,6 +18,11 @@
 //! place whole: `<out>/<recipe hex digest>/` either holds a complete image or
 //! does not exist. The same recipe is built once.
 
+mod initramfs;
+mod vmlinux;
+
+pub use vmlinux::extract_vmlinux;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
@@ -393,7 +398,7 @@ fn build_into(
     let vmlinuz = fs::read(&vmlinuz_src).map_err(io_err("read", &vmlinuz_src))?;
     fs::write(tmp.join("vmlinuz"), &vmlinuz).map_err(io_err("write", &tmp.join("vmlinuz")))?;
     progress.step("kernel: extracting vmlinux from the LZ4 payload");
-    let vmlinux = crate::vmlinux::extract_vmlinux(&vmlinuz).map_err(ImageError::Kernel)?;
+    let vmlinux = vmlinux::extract_vmlinux(&vmlinuz).map_err(ImageError::Kernel)?;
     fs::write(tmp.join("vmlinux"), vmlinux).map_err(io_err("write", &tmp.join("vmlinux")))?;
 
     progress.step(&format!(
@@ -406,7 +411,7 @@ fn build_into(
     let busybox = fs::read(busybox_tree.join("bin/busybox"))
         .map_err(io_err("read", &busybox_tree.join("bin/busybox")))?;
     let modules_dir = kernel_tree.join(format!("lib/modules/{release}"));
-    let initrd = crate::initramfs::build(&busybox, &modules_dir, INITRAMFS_MODULES)?;
+    let initrd = initramfs::build(&busybox, &modules_dir, INITRAMFS_MODULES)?;
     fs::write(tmp.join("initrd.cpio"), initrd)
         .map_err(io_err("write", &tmp.join("initrd.cpio")))?;
     let _ = fs::remove_dir_all(&kernel_tree);

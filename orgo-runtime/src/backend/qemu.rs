@@ -31,12 +31,17 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use crate::qmp::Qmp;
+use super::qmp::Qmp;
+use crate::error::{RuntimeError, io};
+use crate::process::process_alive;
+use crate::vmm::version_output;
 use crate::vmm::{
-    Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
-    VmConfig, VmInfo, VmState, Vmm,
+    Accel, AgentEndpoint, BackendKind, Capabilities, Disk, Network, RestoreConfig, Vm, VmConfig,
+    VmInfo, VmState, Vmm,
 };
-use crate::vmm::{io, process_alive, version_output};
+
+/// The QEMU user-network settings the agent applies (`orgo.ip=`).
+pub const USER_NET_IP: &str = "orgo.ip=10.0.2.15/24,10.0.2.2,10.0.2.3";
 
 const BACKEND: &str = "qemu";
 /// The file QEMU writes its process id to, in the VM's run directory.
@@ -157,8 +162,8 @@ impl Qemu {
 
 #[async_trait]
 impl Vmm for Qemu {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu(self.accel)
     }
 
     async fn probe(&self) -> Result<Capabilities, RuntimeError> {
@@ -178,7 +183,7 @@ impl Vmm for Qemu {
                 .map_err(io("open", "/dev/kvm"))?;
         }
         Ok(Capabilities {
-            backend: BACKEND,
+            backend: self.kind(),
             version,
             accel: self.accel,
             lazy_restore: true,
@@ -680,10 +685,7 @@ fn machine_args(
             ),
         ]);
     }
-    let format = match disk.format {
-        DiskFormat::Raw => "raw",
-        DiskFormat::Qcow2 => "qcow2",
-    };
+    let format = disk.format.as_str();
     push(&[
         "-drive",
         &format!(
@@ -707,6 +709,11 @@ fn machine_args(
         ),
         "-device",
         "virtio-rng-pci",
+        // A new generation id on every start, restores included: the guest
+        // kernel reseeds its random generator when it changes, so clones of
+        // one snapshot do not share their random streams.
+        "-device",
+        "vmgenid,guid=auto",
         "-serial",
         &format!("file:{}", option_value(&run_dir.join("console.log"))?),
         "-qmp",
@@ -839,6 +846,7 @@ fn with_log(error: RuntimeError, run_dir: &Path) -> RuntimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::DiskFormat;
 
     fn config() -> VmConfig {
         VmConfig {

@@ -1,0 +1,120 @@
+//! The VMM backends ([`qemu`], [`ch`]) and which one the runtime uses: the
+//! configured [`Backend`] for builds, and for each snapshot the backend
+//! that made it ([`BackendKind`]).
+
+pub mod ch;
+pub(crate) mod qemu;
+mod qmp;
+
+use std::path::Path;
+
+use orgo_snapshot::LocalStore;
+
+use crate::accel::AccelProbe;
+use crate::config::{Backend, RuntimeConfig};
+use crate::error::RuntimeError;
+use crate::image::KERNEL_CMDLINE;
+use crate::images::BaseImages;
+use crate::steps::BuildLog;
+use crate::vmm::{Accel, BackendKind, Network, Vmm};
+
+use self::ch::CloudHypervisor;
+use self::qemu::{Qemu, USER_NET_IP};
+
+/// The configured backend, and QEMU's accelerator.
+#[derive(Debug)]
+pub(crate) struct Backends {
+    backend: Backend,
+    qemu: std::path::PathBuf,
+    accel: AccelProbe,
+}
+
+/// How a backend boots a builder VM.
+pub(crate) struct Flavor {
+    /// The backend, as snapshots record it.
+    pub(crate) kind: BackendKind,
+    /// The image's kernel role (`vmlinuz` for QEMU, `vmlinux` for Cloud
+    /// Hypervisor).
+    pub(crate) kernel: &'static str,
+    pub(crate) network: Network,
+    pub(crate) cmdline: String,
+}
+
+impl Backends {
+    pub(crate) fn new(config: &RuntimeConfig, home: &Path) -> Backends {
+        Backends {
+            backend: config.backend.clone(),
+            qemu: config.qemu.clone(),
+            accel: AccelProbe::new(config.accel, config.qemu.clone(), home),
+        }
+    }
+
+    /// QEMU's accelerator here (see [`AccelProbe`]).
+    pub(crate) async fn accel(
+        &self,
+        images: &BaseImages,
+        store: &LocalStore,
+        log: BuildLog<'_>,
+    ) -> Result<Accel, RuntimeError> {
+        self.accel.get(images, store, log).await
+    }
+
+    /// The VMM that made snapshots of `kind` and restores them. QEMU's
+    /// clones' disks skip flushes: a computer's disk layer is removed when
+    /// it stops, and nothing survives a host crash anyway.
+    pub(crate) fn vmm(&self, kind: BackendKind) -> Result<Box<dyn Vmm>, RuntimeError> {
+        match (kind, &self.backend) {
+            (BackendKind::Qemu(accel), Backend::Qemu) => Ok(Box::new(
+                Qemu::with_binary(&self.qemu, accel).with_ephemeral_clones(),
+            )),
+            (BackendKind::CloudHypervisor, Backend::CloudHypervisor(binary)) => {
+                Ok(Box::new(CloudHypervisor::new(binary)))
+            }
+            (other, configured) => Err(RuntimeError::Unsupported {
+                backend: match configured {
+                    Backend::Qemu => "qemu",
+                    Backend::CloudHypervisor(_) => "cloud-hypervisor",
+                },
+                what: format!("run a snapshot made by `{other}`"),
+            }),
+        }
+    }
+
+    /// What a build boots with.
+    pub(crate) async fn flavor(
+        &self,
+        images: &BaseImages,
+        store: &LocalStore,
+        log: BuildLog<'_>,
+    ) -> Result<Flavor, RuntimeError> {
+        match &self.backend {
+            Backend::Qemu => {
+                crate::host_tools::check(crate::host_tools::VM_TOOLS)?;
+                Ok(Flavor {
+                    kind: BackendKind::Qemu(self.accel(images, store, log).await?),
+                    kernel: "vmlinuz",
+                    network: Network::User,
+                    cmdline: format!("{KERNEL_CMDLINE} {USER_NET_IP}"),
+                })
+            }
+            Backend::CloudHypervisor(binary) => {
+                CloudHypervisor::new(binary).probe().await?;
+                Ok(Flavor {
+                    kind: BackendKind::CloudHypervisor,
+                    kernel: "vmlinux",
+                    network: Network::None,
+                    cmdline: KERNEL_CMDLINE.into(),
+                })
+            }
+        }
+    }
+}
+
+/// The network a restored computer of `kind` gets: QEMU's user-mode NAT;
+/// none yet under Cloud Hypervisor (a tap is the host's to set up).
+pub(crate) fn clone_network(kind: BackendKind) -> Network {
+    match kind {
+        BackendKind::Qemu(_) => Network::User,
+        BackendKind::CloudHypervisor => Network::None,
+    }
+}

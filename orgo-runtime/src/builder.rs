@@ -1,0 +1,187 @@
+//! Builds: a template's golden snapshot, made once per digest (also across
+//! processes, through the store's [`BuildCache`]): boot the base image, run
+//! the template's steps through the agent, pause, snapshot, store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use orgo_snapshot::{
+    BuildCache, BuildFailure, Built, HardwareShape, LocalStore, SnapshotArtifacts, StoreError,
+};
+use orgo_template::Template;
+
+use crate::backend::Backends;
+use crate::disk::{create_overlay, disk_bytes};
+use crate::error::{RuntimeError, store_error};
+use crate::guest::{self, BOOT_TIMEOUT, QUICK, call};
+use crate::images::BaseImages;
+use crate::plan;
+use crate::steps::{BuildEvent, BuildLog, run_step};
+use crate::vmm::{Disk, DiskFormat, VmConfig};
+
+/// What builds need: the store, its build cache, the base images and the
+/// backends.
+#[derive(Debug)]
+pub(crate) struct Builder {
+    pub(crate) store: LocalStore,
+    pub(crate) cache: BuildCache,
+    pub(crate) images: BaseImages,
+    pub(crate) backends: Backends,
+}
+
+impl Builder {
+    /// `template`'s golden snapshot, built now unless it is in the cache;
+    /// with `lease`, leased to that computer in the same step (so a gc
+    /// between the build and the launch cannot take it).
+    pub(crate) async fn build(
+        &self,
+        lease: Option<&str>,
+        template: &Template,
+        log: BuildLog<'_>,
+    ) -> Result<Built, RuntimeError> {
+        let digest = template.digest();
+        let mut failed = None;
+        let mut scratch = None;
+        let build = async {
+            match self.snapshot(template, log, &mut scratch).await {
+                Ok(artifacts) => Ok(artifacts),
+                Err(error) => {
+                    let failure = BuildFailure {
+                        message: crate::ErrorChain(&error).to_string(),
+                        log: match &error {
+                            RuntimeError::Build(step) => step.output.clone(),
+                            _ => String::new(),
+                        },
+                    };
+                    failed = Some(error);
+                    Err(failure)
+                }
+            }
+        };
+        let outcome = match lease {
+            Some(id) => self.cache.lease_or_build(id, &digest, || build).await,
+            None => self.cache.get_or_build(&digest, || build).await,
+        };
+        // What the store did not take in: logs, sockets, a failed build's files.
+        if let Some(dir) = scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        match outcome {
+            Ok(built) => Ok(built),
+            // Ours: the typed error, with the step and its output.
+            Err(StoreError::BuildFailed { .. }) if failed.is_some() => {
+                Err(failed.expect("checked by the guard"))
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// Boots the base image, runs the template's steps, snapshots the VM;
+    /// the files are in a scratch directory (named in `scratch_dir` for
+    /// the caller to remove once the store has taken them).
+    async fn snapshot(
+        &self,
+        template: &Template,
+        log: BuildLog<'_>,
+        scratch_dir: &mut Option<PathBuf>,
+    ) -> Result<SnapshotArtifacts, RuntimeError> {
+        let started = Instant::now();
+        let flavor = self.backends.flavor(&self.images, &self.store, log).await?;
+        let (image_digest, image) = self.images.get(log).await?;
+        let paths = self.images.paths(&image)?;
+        let shape = build_shape(template);
+        let scratch = self.store.scratch_dir().await.map_err(store_error)?;
+        *scratch_dir = Some(scratch.clone());
+        let disk = scratch.join("disk.qcow2");
+        create_overlay(
+            &paths.rootfs,
+            DiskFormat::Raw,
+            &disk,
+            Some(disk_bytes(shape.disk_gb)?),
+        )
+        .await?;
+        let config = VmConfig {
+            id: format!("build-{}", &template.digest().hex()[..12]),
+            cpus: shape.cpu,
+            memory_mib: shape.memory_mib,
+            kernel: self.images.blob(&image, flavor.kernel)?,
+            initrd: Some(paths.initrd.clone()),
+            cmdline: flavor.cmdline.clone(),
+            disk: Disk {
+                path: disk.clone(),
+                format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+            memory_file: Some(scratch.join("memory")),
+            network: flavor.network.clone(),
+            run_dir: scratch.join("run"),
+        };
+        log(BuildEvent::Status(format!(
+            "booting the builder VM ({} vCPU, {} MiB, {})",
+            shape.cpu, shape.memory_mib, flavor.kind
+        )));
+        let vm = self.backends.vmm(flavor.kind)?.boot(&config).await?;
+        let agent = guest::connect(vm.agent_endpoint(), BOOT_TIMEOUT).await?;
+        log(BuildEvent::Status(format!(
+            "the guest is up after {:.1} s",
+            started.elapsed().as_secs_f64()
+        )));
+        let env = plan::environment(&template.env, &BTreeMap::new());
+        call(&agent, move |a| a.set_env(env, QUICK)).await?;
+        guest::grow_root_filesystem(&agent).await?;
+        let mut steps = plan::build_steps(template);
+        steps.extend(plan::pre_snapshot(template));
+        let total = steps.len();
+        for (i, step) in steps.iter().enumerate() {
+            log(BuildEvent::Step {
+                field: step.field.clone(),
+                index: i + 1,
+                total,
+            });
+            run_step(&agent, step, None, log).await?;
+        }
+        // Nothing may be in flight on the channel when the state is saved.
+        drop(agent);
+        log(BuildEvent::Status("capturing the golden snapshot".into()));
+        vm.pause().await?;
+        let mut files = vm.snapshot(&scratch.join("snapshot")).await?;
+        vm.shutdown().await?;
+        files.insert("disk".into(), disk);
+        let kernel = image
+            .blobs
+            .get(flavor.kernel)
+            .map(|b| b.digest)
+            .ok_or_else(|| RuntimeError::MissingRole {
+                what: "base image",
+                role: flavor.kernel.to_owned(),
+            })?;
+        log(BuildEvent::Status(format!(
+            "storing the snapshot ({:.1} s so far)",
+            started.elapsed().as_secs_f64()
+        )));
+        Ok(SnapshotArtifacts {
+            files,
+            hardware: shape,
+            backend: flavor.kind.as_str().to_owned(),
+            base_image: image_digest,
+            kernel,
+        })
+    }
+}
+
+/// The hardware a template builds with: its own, else the defaults; the
+/// disk at least the base image's 2 GiB.
+fn build_shape(template: &Template) -> HardwareShape {
+    let hw = &template.hardware;
+    HardwareShape {
+        cpu: hw.cpu.unwrap_or(plan::DEFAULT_CPUS),
+        memory_mib: hw
+            .ram_gb
+            .map_or(plan::DEFAULT_MEMORY_MIB, |gb| u64::from(gb) * 1024),
+        disk_gb: hw
+            .disk_gb
+            .unwrap_or(0)
+            .max(crate::image::ROOTFS_MIB.div_ceil(1024)),
+    }
+}

@@ -1,0 +1,262 @@
+//! The runtime's errors, and the one printer of an error's chain of causes
+//! that the CLI and the Python bindings share.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::agent::AgentError;
+
+/// Everything that can go wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A process could not be started.
+    #[error("cannot start `{binary}`")]
+    Spawn {
+        /// The binary.
+        binary: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file operation failed.
+    #[error("{op} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM refused or failed a request.
+    #[error("{backend} `{op}` failed: {message}")]
+    Vmm {
+        /// The backend.
+        backend: &'static str,
+        /// The request (`vm.boot`, `migrate`, ...).
+        op: String,
+        /// What the VMM said.
+        message: String,
+    },
+    /// `qemu-img` failed.
+    #[error("`qemu-img {op}` failed: {message}")]
+    QemuImg {
+        /// The subcommand.
+        op: &'static str,
+        /// What it printed.
+        message: String,
+    },
+    /// A configuration this backend cannot express.
+    #[error("{backend} cannot {what}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// What was asked.
+        what: String,
+    },
+    /// The template asks for what this host cannot give: each field, and
+    /// what is missing.
+    #[error("this host cannot run the template:{}", list(.0))]
+    Unsupportable(Vec<crate::support::Unsupported>),
+    /// Something did not happen in time.
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        seconds: u64,
+    },
+    /// The guest agent failed.
+    #[error("the guest agent failed")]
+    Agent(#[source] AgentError),
+    /// A step of a build (or of a launch, or `on_shutdown`) ran and failed.
+    #[error("`{}` {}", .0.field, .0.reason)]
+    Build(StepFailure),
+    /// A step of a build (or of a launch) could not be carried out.
+    #[error("`{field}` {what}")]
+    Step {
+        /// The step's template field (`apps[0].services[1]`).
+        field: String,
+        /// What did not happen (`did not start`).
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<RuntimeError>,
+    },
+    /// The guest did not take hot-added vCPUs or memory.
+    #[error("the guest did not take the hot-added vCPUs or memory: {stderr}")]
+    HotAdd {
+        /// What the onlining script printed.
+        stderr: String,
+    },
+    /// The host's random source failed.
+    #[error("no entropy from the host")]
+    Entropy(#[source] getrandom::Error),
+    /// A worker thread of the runtime panicked or was cancelled.
+    #[error("the {what} thread failed")]
+    Thread {
+        /// What the thread did.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A snapshot or image manifest lacks a file the runtime needs.
+    #[error("the {what} manifest has no `{role}` file")]
+    MissingRole {
+        /// Which manifest (`snapshot`, `base image`).
+        what: &'static str,
+        /// The file's role.
+        role: String,
+    },
+    /// A snapshot names a backend this runtime does not know.
+    #[error("unknown backend `{0}`")]
+    UnknownBackend(String),
+    /// A computer's record cannot be read.
+    #[error("cannot read the record of computer `{id}`: {reason}")]
+    Record {
+        /// The computer.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[source] Box<orgo_snapshot::StoreError>),
+    /// The base image could not be built.
+    #[error("the base image failed")]
+    Image(#[source] crate::image::ImageError),
+    /// A secret is missing or the vault is unreadable.
+    #[error(transparent)]
+    Vault(crate::vault::VaultError),
+    /// The guest agent could not be put where the base image build reads
+    /// it.
+    #[error("cannot install the embedded guest agent under `{}`", home.display())]
+    EmbeddedAgent {
+        /// The orgo home.
+        home: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The environment configures the runtime with a value it cannot use.
+    #[error("`{name}` is `{value}`; expected {expected}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it may be.
+        expected: &'static str,
+    },
+    /// A value given to the runtime is not one it can use.
+    #[error("invalid {what}")]
+    Invalid {
+        /// What and why.
+        what: String,
+    },
+    /// Something named does not exist.
+    #[error("no {what}")]
+    NotFound {
+        /// What was looked for (`computer `c-1234``).
+        what: String,
+    },
+}
+
+/// A failed build step, as [`RuntimeError::Build`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StepFailure {
+    /// The template field of the step.
+    pub field: String,
+    /// What happened (`exited with status 2`).
+    pub reason: String,
+    /// The step's output (the tail).
+    pub output: String,
+}
+
+impl StepFailure {
+    /// A failure of step `field`, for `reason`, after printing `output`.
+    pub fn new(field: String, reason: String, output: String) -> StepFailure {
+        StepFailure {
+            field,
+            reason,
+            output,
+        }
+    }
+}
+
+fn list(items: &[crate::support::Unsupported]) -> String {
+    items.iter().map(|u| format!("\n  {u}")).collect()
+}
+
+/// An error and its causes, for people: `{}` writes them on one line
+/// (`the guest agent failed: agent channel i/o failed: Broken pipe`),
+/// `{:#}` one per line (`...` then `  caused by: ...`). A cause whose text
+/// its parent already ends with is not repeated.
+///
+/// ```
+/// let error = std::io::Error::other("disk full");
+/// let wrapped = orgo_runtime::RuntimeError::Io {
+///     op: "write",
+///     path: "/tmp/x".into(),
+///     source: error,
+/// };
+/// let chain = orgo_runtime::ErrorChain(&wrapped);
+/// assert_eq!(chain.to_string(), "write `/tmp/x`: disk full");
+/// assert_eq!(format!("{chain:#}"), "write `/tmp/x`\n  caused by: disk full");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !said.ends_with(&text) {
+                if f.alternate() {
+                    write!(f, "\n  caused by: {text}")?;
+                } else {
+                    write!(f, ": {text}")?;
+                }
+            }
+            said = text;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A failed file operation as [`RuntimeError::Io`], for `map_err`.
+pub(crate) fn io(
+    op: &'static str,
+    path: impl AsRef<Path>,
+) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.as_ref().to_owned();
+    move |source| RuntimeError::Io { op, path, source }
+}
+
+/// A store failure.
+pub(crate) fn store_error(error: orgo_snapshot::StoreError) -> RuntimeError {
+    RuntimeError::Store(Box::new(error))
+}
+
+/// The result of a worker thread.
+pub(crate) async fn joined<T>(
+    what: &'static str,
+    job: tokio::task::JoinHandle<T>,
+) -> Result<T, RuntimeError> {
+    job.await
+        .map_err(|source| RuntimeError::Thread { what, source })
+}

@@ -1,0 +1,380 @@
+//! The computers of an orgo home: `<home>/computers/<id>/`, each with its
+//! record (`computer.json`), its copy-on-write disk layer and the VMM's
+//! sockets and logs.
+//!
+//! A computer is recorded before anything is done for it: a launch first
+//! creates its directory with a record in state `launching` naming the
+//! process that launches it (made in a temporary directory and renamed
+//! into place, so a directory never lacks its record), then leases the
+//! snapshot, restores the VM, and only then marks it `running` with its
+//! VMM's pid. A launcher killed half-way (`kill -9`) leaves a record whose
+//! owner is dead: an *orphan*, which [`Home::statuses`] reports and
+//! [`Runtime::sweep`](crate::Runtime::sweep) removes (its VMM killed, its
+//! lease released, its files removed).
+
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orgo_template::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RuntimeError, io};
+use crate::process::{Owner, process_alive};
+use crate::vmm::BackendKind;
+
+/// The computer record's format version.
+const RECORD_VERSION: u32 = 2;
+/// The largest computer record read.
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+const RECORD_FILE: &str = "computer.json";
+/// Temporary directories of launches that have not recorded yet.
+const TMP_PREFIX: &str = ".tmp-";
+/// A temporary directory older than this is a dead launch's.
+const TMP_GRACE: Duration = Duration::from_secs(60);
+
+/// Where a computer is in its life, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Being launched by its owner process.
+    Launching,
+    /// Restored ahead and parked in its owner's warm pool.
+    Parked,
+    /// Launched: its VMM runs on its own.
+    Running,
+}
+
+/// A computer, as recorded in `computer.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ComputerRecord {
+    /// Format version.
+    pub orgo_computer: u32,
+    /// The computer's id.
+    pub id: String,
+    /// Where it is in its life.
+    pub state: RecordState,
+    /// The template's `name@version`.
+    pub template: String,
+    /// The template's digest.
+    pub template_digest: Digest,
+    /// The snapshot manifest it was restored from (once it is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Digest>,
+    /// The backend that runs it (once it is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// The VMM's process id, once it runs.
+    pub pid: Option<u32>,
+    /// When it was launched (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// The `on_shutdown` hook, run by [`Runtime::stop`](crate::Runtime::stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_shutdown: Option<String>,
+    /// The process launching it (`launching`, `parked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) owner: Option<Owner>,
+}
+
+impl ComputerRecord {
+    /// A record of a computer about to be launched (or parked) by this
+    /// process.
+    pub(crate) fn launching(id: &str, template: &orgo_template::Template) -> ComputerRecord {
+        let identity = &template.template;
+        ComputerRecord {
+            orgo_computer: RECORD_VERSION,
+            id: id.to_owned(),
+            state: RecordState::Launching,
+            template: format!("{}@{}", identity.name, identity.version),
+            template_digest: template.digest(),
+            snapshot: None,
+            backend: None,
+            cpus: 0,
+            memory_mib: 0,
+            pid: None,
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            on_shutdown: template.hooks.on_shutdown.clone(),
+            owner: Some(Owner::current()),
+        }
+    }
+}
+
+/// A computer listed by [`Runtime::computers`](crate::Runtime::computers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputerStatus {
+    /// Its record.
+    pub record: ComputerRecord,
+    /// What it is now.
+    pub state: ComputerState,
+    /// Whether its VMM process still runs.
+    pub running: bool,
+}
+
+/// What a computer is now: its record, checked against the host's
+/// processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ComputerState {
+    /// Launched, and its VMM runs.
+    Running,
+    /// Launched, and its VMM has exited (`stop` cleans up).
+    Exited,
+    /// Being launched by a live process.
+    Launching,
+    /// Parked in a live process's warm pool.
+    Parked,
+    /// Left behind by a launch whose process died: `Runtime::sweep` (the
+    /// CLI's `orgo store gc`) removes it.
+    Orphaned,
+}
+
+impl ComputerState {
+    /// Its name, as `orgo ps` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exited => "exited",
+            Self::Launching => "launching",
+            Self::Parked => "parked",
+            Self::Orphaned => "orphaned",
+        }
+    }
+}
+
+impl ComputerStatus {
+    fn of(record: ComputerRecord) -> ComputerStatus {
+        let running = record.pid.is_some_and(process_alive);
+        let owned = record.owner.is_some_and(|o| o.alive());
+        let state = match (record.state, owned) {
+            (RecordState::Running, _) if running => ComputerState::Running,
+            (RecordState::Running, _) => ComputerState::Exited,
+            (RecordState::Launching, true) => ComputerState::Launching,
+            (RecordState::Parked, true) => ComputerState::Parked,
+            (_, false) => ComputerState::Orphaned,
+        };
+        ComputerStatus {
+            record,
+            state,
+            running,
+        }
+    }
+}
+
+/// The computers' directories of one home.
+#[derive(Debug, Clone)]
+pub(crate) struct Home {
+    computers: PathBuf,
+}
+
+impl Home {
+    pub(crate) fn new(home: &Path) -> Home {
+        Home {
+            computers: home.join("computers"),
+        }
+    }
+
+    /// The directory of computer `id` (which may not exist).
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
+        self.computers.join(id)
+    }
+
+    /// The directory of computer `id`, which must look like an id (it
+    /// becomes part of a path).
+    pub(crate) fn existing_dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        let hex = id.strip_prefix("c-").unwrap_or_default();
+        if hex.len() != 12
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(RuntimeError::NotFound {
+                what: format!("computer `{id}` (ids look like `c-0123456789ab`)"),
+            });
+        }
+        Ok(self.dir(id))
+    }
+
+    /// Creates computer `record.id`'s directory (owner only: its disk layer
+    /// will hold the computer's secrets) with its record in it, at once.
+    pub(crate) fn create(&self, record: &ComputerRecord) -> Result<PathBuf, RuntimeError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.computers)
+            .map_err(io("create", &self.computers))?;
+        let tmp = self
+            .computers
+            .join(format!("{TMP_PREFIX}{}-{}", record.id, std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(io("create", &tmp))?;
+        write_record(&tmp, record)?;
+        let dir = self.dir(&record.id);
+        std::fs::rename(&tmp, &dir).map_err(io("rename", &dir))?;
+        Ok(dir)
+    }
+
+    /// Replaces computer `record.id`'s record.
+    pub(crate) fn update(&self, record: &ComputerRecord) -> Result<(), RuntimeError> {
+        write_record(&self.dir(&record.id), record)
+    }
+
+    /// Computer `id`'s record.
+    pub(crate) fn read(&self, id: &str) -> Result<ComputerRecord, RuntimeError> {
+        read_record(&self.existing_dir(id)?, id)
+    }
+
+    /// Every computer of this home, with what it is now, oldest first.
+    pub(crate) fn statuses(&self) -> Result<Vec<ComputerStatus>, RuntimeError> {
+        let mut out = Vec::new();
+        for (id, dir) in self.entries()? {
+            // A stop removing it meanwhile.
+            let Ok(record) = read_record(&dir, &id) else {
+                continue;
+            };
+            out.push(ComputerStatus::of(record));
+        }
+        out.sort_by(|a, b| {
+            (a.record.created_unix, &a.record.id).cmp(&(b.record.created_unix, &b.record.id))
+        });
+        Ok(out)
+    }
+
+    /// The ids of orphaned computers, and removes the temporary
+    /// directories of launches that died before recording.
+    pub(crate) fn orphans(&self) -> Result<Vec<String>, RuntimeError> {
+        if let Ok(entries) = std::fs::read_dir(&self.computers) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > TMP_GRACE);
+                if name.to_string_lossy().starts_with(TMP_PREFIX) && old {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(self
+            .statuses()?
+            .into_iter()
+            .filter(|s| s.state == ComputerState::Orphaned)
+            .map(|s| s.record.id)
+            .collect())
+    }
+
+    /// Kills whatever VMM still runs in computer `id`'s directory (any
+    /// process whose command line names the directory), and removes it.
+    pub(crate) fn remove_orphan(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        kill_processes_of(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &dir)(e)),
+        }
+    }
+
+    /// Removes computer `id`'s directory.
+    pub(crate) fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id);
+        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))
+    }
+
+    fn entries(&self) -> Result<Vec<(String, PathBuf)>, RuntimeError> {
+        let entries = match std::fs::read_dir(&self.computers) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read", &self.computers)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("read", &self.computers))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(TMP_PREFIX) {
+                out.push((name, entry.path()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Kills every process whose command line names `dir` (a VMM whose
+/// sockets, pidfile or disk are in it), and waits a moment for them to go.
+fn kill_processes_of(dir: &Path) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut killed = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if crate::process::kill_if_mentions(pid, dir) {
+            killed.push(pid);
+        }
+    }
+    for _ in 0..200 {
+        if !killed.iter().any(|&pid| process_alive(pid)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn write_record(dir: &Path, record: &ComputerRecord) -> Result<(), RuntimeError> {
+    let path = dir.join(RECORD_FILE);
+    let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(record).expect("a record serializes");
+    std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+}
+
+fn read_record(dir: &Path, id: &str) -> Result<ComputerRecord, RuntimeError> {
+    let path = dir.join(RECORD_FILE);
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RuntimeError::NotFound {
+                what: format!("computer `{id}`"),
+            });
+        }
+        Err(e) => return Err(io("read", &path)(e)),
+    };
+    let invalid = |reason: String| RuntimeError::Record {
+        id: id.to_owned(),
+        reason,
+    };
+    if meta.len() > MAX_RECORD_BYTES {
+        return Err(invalid(format!("it is over {MAX_RECORD_BYTES} bytes")));
+    }
+    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    let version: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("it is not JSON: {e}")))?;
+    match version
+        .get("orgo_computer")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(v) if v == u64::from(RECORD_VERSION) => {}
+        other => {
+            return Err(invalid(format!(
+                "it has format version `{}`; this orgo reads `{RECORD_VERSION}`",
+                other.map_or("none".into(), |v| v.to_string())
+            )));
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("it is not a record: {e}")))
+}

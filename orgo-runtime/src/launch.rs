@@ -1,0 +1,399 @@
+//! Launches: a computer restored from its template's golden snapshot (or
+//! taken from the warm pool), then personalized: its own identity, the
+//! environment and secrets, the runtime files, `on_every_boot` and
+//! `on_resume`, the health checks.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use orgo_agent::Exec;
+use orgo_snapshot::Built;
+use orgo_template::Template;
+
+use crate::computer::Computer;
+use crate::disk::{create_overlay, disk_bytes};
+use crate::error::{RuntimeError, store_error};
+use crate::guest::{self, QUICK, RESTORE_TIMEOUT, call};
+use crate::home::{ComputerRecord, RecordState};
+use crate::plan::{self, Action, Step};
+use crate::pool::{PoolKey, Warm};
+use crate::runtime::Runtime;
+use crate::steps::{BuildEvent, BuildLog, run_step};
+use crate::vault::Vault;
+use crate::vmm::{BackendKind, Disk, DiskFormat, RestoreConfig};
+
+/// Launch-time choices.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// vCPUs (default: the template's; at least the snapshot's).
+    pub cpus: Option<u32>,
+    /// Guest memory in MiB (default: the template's; the snapshot's size is
+    /// the floor, and a smaller value is raised to it).
+    pub memory_mib: Option<u64>,
+    /// Extra environment, over the template's.
+    pub env: BTreeMap<String, String>,
+    /// Where secrets come from.
+    pub vault: Vault,
+}
+
+/// Launches a computer from `template` (see [`Runtime::launch`]).
+pub(crate) async fn launch(
+    runtime: &Runtime,
+    template: &Template,
+    options: LaunchOptions,
+    log: BuildLog<'_>,
+) -> Result<Computer, RuntimeError> {
+    // Before anything is built or started: every required secret, and the
+    // extra environment's names.
+    let secrets = options
+        .vault
+        .resolve(template)
+        .map_err(RuntimeError::Vault)?;
+    if let Some(key) = options.env.keys().find(|k| !plan::is_env_name(k)) {
+        return Err(RuntimeError::Invalid {
+            what: format!(
+                "launch environment variable `{key}`: a name is letters, digits and `_`, not starting with a digit"
+            ),
+        });
+    }
+    let inner = runtime.inner();
+    let digest = template.digest();
+    if let Some(built) = inner
+        .builder
+        .cache
+        .get(&digest)
+        .await
+        .map_err(store_error)?
+        && let Some(warm) = take(runtime, PoolKey::of(&built, &options)).await
+    {
+        let key = warm.key;
+        let guard = Unlaunched::new(runtime, &warm.id);
+        let launched = personalize(runtime, warm, template, &options, secrets, log).await;
+        guard.settle(launched.is_ok()).await;
+        refill(runtime, template, key);
+        return launched;
+    }
+    let id = new_id();
+    inner
+        .home
+        .create(&ComputerRecord::launching(&id, template))?;
+    // A launch cancelled from here on (its future dropped) leaves no lease
+    // or directory behind.
+    let guard = Unlaunched::new(runtime, &id);
+    let launched = async {
+        let built = inner.builder.build(Some(&id), template, log).await?;
+        let key = PoolKey::of(&built, &options);
+        let restoring = Instant::now();
+        let warm = restore(runtime, &id, template, &built, key).await?;
+        log(BuildEvent::Status(format!(
+            "{id}: restored, agent answering, in {} ms",
+            restoring.elapsed().as_millis()
+        )));
+        personalize(runtime, warm, template, &options, secrets, log).await
+    }
+    .await;
+    guard.settle(launched.is_ok()).await;
+    if let Ok(computer) = &launched {
+        let record = computer.record();
+        if let Some(snapshot) = record.snapshot {
+            let key = PoolKey {
+                snapshot,
+                cpus: record.cpus,
+                memory_mib: record.memory_mib,
+            };
+            refill(runtime, template, key);
+        }
+    }
+    launched
+}
+
+/// Restores `built` into VM `id` (recorded already) with its own disk
+/// layer, and connects to its agent: a computer without its identity yet.
+async fn restore(
+    runtime: &Runtime,
+    id: &str,
+    template: &Template,
+    built: &Built,
+    key: PoolKey,
+) -> Result<Warm, RuntimeError> {
+    let inner = runtime.inner();
+    let manifest = &built.manifest;
+    let kind: BackendKind = manifest.backend.parse()?;
+    let vmm = inner.builder.backends.vmm(kind)?;
+    let mut record = ComputerRecord::launching(id, template);
+    record.snapshot = Some(built.digest);
+    record.backend = Some(kind);
+    record.cpus = key.cpus;
+    record.memory_mib = key.memory_mib;
+    inner.home.update(&record)?;
+    let dir = inner.home.dir(id);
+    let mut snapshot = BTreeMap::new();
+    for (role, blob) in &manifest.blobs {
+        snapshot.insert(role.clone(), inner.builder.store.blob_path(&blob.digest));
+    }
+    let golden = snapshot
+        .remove("disk")
+        .ok_or_else(|| RuntimeError::MissingRole {
+            what: "snapshot",
+            role: "disk".into(),
+        })?;
+    let disk = dir.join("disk.qcow2");
+    let size = disk_bytes(manifest.hardware.disk_gb)?;
+    create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)).await?;
+    let config = RestoreConfig {
+        id: id.to_owned(),
+        snapshot,
+        disk: Disk {
+            path: disk,
+            format: DiskFormat::Qcow2,
+            read_only: false,
+        },
+        cpus: key.cpus,
+        memory_mib: key.memory_mib,
+        network: crate::backend::clone_network(kind),
+        run_dir: dir,
+    };
+    let vm = vmm.restore(&config).await?;
+    let pid = vm.info().await?.pid;
+    let agent = guest::connect(vm.agent_endpoint(), RESTORE_TIMEOUT).await?;
+    let floor = manifest.hardware;
+    if key.cpus > floor.cpu || key.memory_mib > floor.memory_mib {
+        let script = plan::online_hot_added(key.cpus, key.memory_mib);
+        let out = call(&agent, move |a| a.exec(Exec::shell(script), QUICK)).await?;
+        if !out.status.success() {
+            return Err(RuntimeError::HotAdd {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+    }
+    Ok(Warm {
+        id: id.to_owned(),
+        built: built.clone(),
+        key,
+        vm,
+        agent,
+        pid,
+    })
+}
+
+/// Makes a restored VM the computer: its own identity (entropy, clock,
+/// machine-id, hostname), the environment and secrets, the runtime files,
+/// `on_every_boot` and `on_resume`, the health checks; then records it as
+/// running.
+async fn personalize(
+    runtime: &Runtime,
+    warm: Warm,
+    template: &Template,
+    options: &LaunchOptions,
+    secrets: BTreeMap<String, String>,
+    log: BuildLog<'_>,
+) -> Result<Computer, RuntimeError> {
+    let started = Instant::now();
+    let Warm {
+        id,
+        built,
+        key,
+        vm,
+        agent,
+        pid,
+    } = warm;
+    guest::reset_identity(&agent, &id).await?;
+    let identity = started.elapsed();
+    let mut env = plan::environment(&template.env, &secrets);
+    env.extend(options.env.clone());
+    call(&agent, move |a| a.set_env(env, QUICK)).await?;
+    let environment = started.elapsed() - identity;
+    for (field, spec) in plan::services_with_secrets(template, &secrets) {
+        let step = Step {
+            field,
+            action: Action::Service(spec),
+        };
+        run_step(&agent, &step, None, log).await?;
+    }
+    for step in plan::launch_steps(template) {
+        run_step(&agent, &step, Some(&secrets), log).await?;
+    }
+    let checks = plan::health_checks(template);
+    if !checks.is_empty() {
+        call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
+    }
+    log(BuildEvent::Status(format!(
+        "{id}: identity {} ms, environment {} ms, files, hooks and health checks {} ms",
+        identity.as_millis(),
+        environment.as_millis(),
+        (started.elapsed() - identity - environment).as_millis()
+    )));
+    let mut record = ComputerRecord::launching(&id, template);
+    record.state = RecordState::Running;
+    record.owner = None;
+    record.snapshot = Some(built.digest);
+    record.backend = Some(built.manifest.backend.parse()?);
+    record.cpus = key.cpus;
+    record.memory_mib = key.memory_mib;
+    record.pid = pid;
+    runtime.inner().home.update(&record)?;
+    Ok(Computer::launched(runtime.clone(), record, agent, vm))
+}
+
+/// Restores `count` computers of `template` ahead (see
+/// [`Runtime::prewarm`]).
+pub(crate) async fn prewarm(
+    runtime: &Runtime,
+    template: &Template,
+    count: usize,
+) -> Result<(), RuntimeError> {
+    let built = runtime.build(template, &mut |_| {}).await?;
+    let key = PoolKey::of(&built, &LaunchOptions::default());
+    fill(runtime, template, key, count).await
+}
+
+/// Tops the pool for `key` up to `RuntimeConfig::warm_pool` in the
+/// background.
+fn refill(runtime: &Runtime, template: &Template, key: PoolKey) {
+    let count = runtime.inner().config.warm_pool;
+    if count == 0 {
+        return;
+    }
+    let (runtime, template) = (runtime.clone(), template.clone());
+    tokio::spawn(async move {
+        // A failure leaves the pool short; launches then restore cold.
+        let _ = fill(&runtime, &template, key, count).await;
+    });
+}
+
+async fn fill(
+    runtime: &Runtime,
+    template: &Template,
+    key: PoolKey,
+    count: usize,
+) -> Result<(), RuntimeError> {
+    let pool = &runtime.inner().pool;
+    while let Some(claim) = pool.claim(key, count) {
+        let parked = park(runtime, template, key).await;
+        let (warm, error) = match parked {
+            Ok(warm) => (Some(warm), None),
+            Err(error) => (None, Some(error)),
+        };
+        // Drained while it was being parked: it goes too.
+        if let Some(warm) = pool.settle(claim, warm) {
+            let id = warm.id.clone();
+            let _ = warm.vm.shutdown().await;
+            drop(warm);
+            discard(runtime, &id).await;
+            return Ok(());
+        }
+        if let Some(error) = error {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+async fn park(runtime: &Runtime, template: &Template, key: PoolKey) -> Result<Warm, RuntimeError> {
+    let inner = runtime.inner();
+    let id = new_id();
+    let mut record = ComputerRecord::launching(&id, template);
+    record.state = RecordState::Parked;
+    inner.home.create(&record)?;
+    let guard = Unlaunched::new(runtime, &id);
+    let parked = async {
+        let built = inner
+            .builder
+            .cache
+            .lease(&id, &template.digest())
+            .await
+            .map_err(store_error)?;
+        let warm = restore(runtime, &id, template, &built, key).await?;
+        let mut record = ComputerRecord::launching(&id, template);
+        record.state = RecordState::Parked;
+        record.snapshot = Some(built.digest);
+        record.backend = Some(built.manifest.backend.parse()?);
+        record.cpus = key.cpus;
+        record.memory_mib = key.memory_mib;
+        record.pid = warm.pid;
+        inner.home.update(&record)?;
+        // Its identity now (the take sets the clock and fresh entropy
+        // again), and a shell run once: under TCG, code the guest has not
+        // run since the restore is translated on its first run, and that
+        // is the launch's cost otherwise.
+        guest::reset_identity(&warm.agent, &id).await?;
+        call(&warm.agent, |a| a.exec(Exec::shell(":"), QUICK)).await?;
+        warm.vm.pause().await?;
+        Ok(warm)
+    }
+    .await;
+    guard.settle(parked.is_ok()).await;
+    parked
+}
+
+/// A parked computer for `key`, resumed; `None` if none is parked.
+async fn take(runtime: &Runtime, key: PoolKey) -> Option<Warm> {
+    loop {
+        let warm = runtime.inner().pool.take(key)?;
+        if warm.vm.resume().await.is_ok() {
+            return Some(warm);
+        }
+        let id = warm.id.clone();
+        drop(warm);
+        discard(runtime, &id).await;
+    }
+}
+
+/// Stops every parked computer and frees its lease and files.
+pub(crate) async fn drain(runtime: &Runtime) {
+    for warm in runtime.inner().pool.drain() {
+        let id = warm.id.clone();
+        let _ = warm.vm.shutdown().await;
+        drop(warm);
+        discard(runtime, &id).await;
+    }
+}
+
+/// Removes what a computer that never launched left: its lease and files.
+async fn discard(runtime: &Runtime, id: &str) {
+    let inner = runtime.inner();
+    let _ = inner.builder.cache.release(id).await;
+    let _ = std::fs::remove_dir_all(inner.home.dir(id));
+}
+
+/// A fresh computer id: `c-` and 12 hex digits from the OS's CSPRNG.
+fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS has a random source");
+    format!("c-{}", hex::encode(bytes))
+}
+
+/// A computer being launched or parked: unless settled as launched, its
+/// lease and directory are removed, also when the launch's future is
+/// dropped half-way (its VM dies with its handle).
+struct Unlaunched {
+    runtime: Runtime,
+    id: Option<String>,
+}
+
+impl Unlaunched {
+    fn new(runtime: &Runtime, id: &str) -> Unlaunched {
+        Unlaunched {
+            runtime: runtime.clone(),
+            id: Some(id.to_owned()),
+        }
+    }
+
+    /// Keeps the computer if it launched; else removes what it left.
+    async fn settle(mut self, launched: bool) {
+        if let Some(id) = self.id.take()
+            && !launched
+        {
+            discard(&self.runtime, &id).await;
+        }
+    }
+}
+
+impl Drop for Unlaunched {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let dir = self.runtime.inner().home.dir(&id);
+            crate::runtime::release_blocking(&self.runtime.inner().builder.cache, vec![(dir, id)]);
+        }
+    }
+}
