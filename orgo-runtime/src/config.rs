@@ -176,8 +176,10 @@ mod tests {
                 ..
             })
         ));
-        let given =
-            RuntimeConfig::from_vars(Some("/g".into()), |_| Some("/e".into())).expect("valid");
+        let given = RuntimeConfig::from_vars(Some("/g".into()), |name| {
+            (name == "ORGO_HOME").then(|| "/e".to_owned())
+        })
+        .expect("valid");
         assert_eq!(given.home, PathBuf::from("/g"));
     }
 
