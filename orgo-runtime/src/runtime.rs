@@ -583,7 +583,7 @@ impl Runtime {
                 "the guest is up after {:.1} s",
                 started.elapsed().as_secs_f64()
             )));
-            let env = plan::environment(&template.env, &BTreeMap::new());
+            let env = plan::environment(template.env(), &BTreeMap::new());
             call(&agent, move |a| a.set_env(env, QUICK)).await?;
             grow_root_filesystem(&agent).await?;
             let mut steps = plan::build_steps(template);
@@ -831,7 +831,7 @@ impl Runtime {
         } = warm;
         reset_identity(&agent, &id).await?;
         let identity = started.elapsed();
-        let mut env = plan::environment(&template.env, &secrets);
+        let mut env = plan::environment(template.env(), &secrets);
         env.extend(options.env.clone());
         call(&agent, move |a| a.set_env(env, QUICK)).await?;
         let environment = started.elapsed() - identity;
@@ -858,7 +858,11 @@ impl Runtime {
         let record = ComputerRecord {
             orgo_computer: RECORD_VERSION,
             id: id.clone(),
-            template: format!("{}@{}", template.template.name, template.template.version),
+            template: format!(
+                "{}@{}",
+                template.template().name,
+                template.template().version
+            ),
             template_digest: template.digest(),
             snapshot: built.digest,
             backend: built.manifest.backend.clone(),
@@ -868,7 +872,7 @@ impl Runtime {
             created_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            on_shutdown: template.hooks.on_shutdown.clone(),
+            on_shutdown: template.hooks().on_shutdown.clone(),
         };
         write_record(&self.computer_dir(&id), &record)?;
         Ok(Computer {
@@ -1431,7 +1435,7 @@ struct ImagePaths {
 /// The hardware a template builds with: its own, else the defaults; the
 /// disk at least the base image's 2 GiB.
 fn build_shape(template: &Template) -> HardwareShape {
-    let hw = &template.hardware;
+    let hw = template.hardware();
     HardwareShape {
         cpu: hw.cpu.unwrap_or(plan::DEFAULT_CPUS),
         memory_mib: hw
