@@ -172,3 +172,73 @@ pub async fn get_manifest(
 pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(text: &[u8]) -> BlobInfo {
+        BlobInfo {
+            digest: Digest::of(text),
+            size: text.len() as u64,
+        }
+    }
+
+    fn samples() -> [Manifest; 2] {
+        [
+            Manifest::Snapshot(SnapshotManifest {
+                template: Digest::of(b"template"),
+                blobs: BTreeMap::from([
+                    ("memory".to_owned(), blob(b"memory")),
+                    ("disk".to_owned(), blob(b"disk")),
+                ]),
+                hardware: HardwareShape {
+                    cpu: 2,
+                    memory_mib: 1024,
+                    disk_gb: 8,
+                },
+                backend: "qemu".to_owned(),
+                base_image: Digest::of(b"base"),
+                kernel: Digest::of(b"kernel"),
+                created_at: "2025-01-02T03:04:05Z".to_owned(),
+            }),
+            Manifest::BaseImage(ImageManifest {
+                recipe: Digest::of(b"recipe"),
+                blobs: BTreeMap::from([("rootfs".to_owned(), blob(b"rootfs"))]),
+                created_at: "2025-01-02T03:04:05Z".to_owned(),
+            }),
+        ]
+    }
+
+    /// The bytes, and so the digests, of manifests stay what earlier
+    /// versions of orgo wrote: stores keep them by digest.
+    #[test]
+    fn manifest_bytes_are_stable() {
+        let written = samples().map(|m| String::from_utf8(m.to_bytes()).expect("JSON is UTF-8"));
+        assert_eq!(
+            written,
+            [
+                concat!(
+                    r#"{"backend":"qemu","base_image":"sha256:cae662172fd450bb0cd710a769079c05bfc5d8e35efa6576edc7d0377afdd4a2","#,
+                    r#""blobs":{"disk":{"digest":"sha256:1044dec7206e8d7c9fbb4ae8f766668406d2567fc7fc1a160a9d4700fcf8f8e9","size":4},"#,
+                    r#""memory":{"digest":"sha256:c064fbca9d9de8dd9bb0624984403b28d0da807a69365d4f7fb09123ecb0c405","size":6}},"#,
+                    r#""created_at":"2025-01-02T03:04:05Z","hardware":{"cpu":2,"disk_gb":8,"memory_mib":1024},"#,
+                    r#""kernel":"sha256:6923dd1bc0460082c5d55a831908c24a282860b7f1cd6c2b79cf1bc8857c639c","kind":"snapshot","#,
+                    r#""orgo_manifest":1,"template":"sha256:5cde0f1298f41f7d1c8b907a36992a7a513225a2615bd6e307bf1a9149b06b40"}"#,
+                ),
+                concat!(
+                    r#"{"blobs":{"rootfs":{"digest":"sha256:3c47ef972d531d524daa15fa33dd885dd23de6221bbd10a29eb42ecfcf2ef422","size":6}},"#,
+                    r#""created_at":"2025-01-02T03:04:05Z","kind":"base_image","orgo_manifest":1,"#,
+                    r#""recipe":"sha256:e1d8e552330911f9f779f85b6f2c00a15e790dcc3fbb3b28f5da1d660a30c5b8"}"#,
+                ),
+            ]
+        );
+        for manifest in samples() {
+            let bytes = manifest.to_bytes();
+            assert_eq!(
+                Manifest::from_bytes(&bytes, "sample").expect("reads back"),
+                manifest
+            );
+        }
+    }
+}
