@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use orgo_snapshot::{Version, VersionedFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -36,7 +37,7 @@ use crate::vmm::{
     Accel, AgentEndpoint, Capabilities, Disk, DiskFormat, Network, RestoreConfig, RuntimeError, Vm,
     VmConfig, VmInfo, VmState, Vmm,
 };
-use crate::vmm::{io, process_alive, version_output};
+use crate::vmm::{io, process_alive, version_output, versioned};
 
 const BACKEND: &str = "qemu";
 /// The file QEMU writes its process id to, in the VM's run directory.
@@ -44,6 +45,12 @@ const PID_FILE: &str = "qemu.pid";
 /// The snapshot `meta` file's format version.
 const META_VERSION: u32 = 1;
 const MAX_META_BYTES: u64 = 64 * 1024;
+/// The snapshot `meta` file: `orgo_qemu_snapshot` [`META_VERSION`].0.
+const META: VersionedFormat = VersionedFormat::new(
+    "orgo_qemu_snapshot",
+    Version::new(META_VERSION, 0),
+    MAX_META_BYTES,
+);
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most vCPUs a golden VM's clones can grow to (`-smp maxcpus`).
 const MAX_CPUS: u32 = 16;
@@ -213,7 +220,7 @@ impl Vmm for Qemu {
                 })
         };
         let (meta_path, memory, state) = (file("meta")?, file("memory")?, file("state")?);
-        let meta = Meta::read(&meta_path).await?;
+        let meta = Meta::read(&meta_path)?;
         if meta.accel != self.accel.to_string() {
             return Err(RuntimeError::Unsupported {
                 backend: BACKEND,
@@ -456,7 +463,6 @@ impl Vm for QemuVm {
         }
         self.handed_over.store(true, Ordering::SeqCst);
         let meta = Meta {
-            orgo_qemu_snapshot: META_VERSION,
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel: self.accel.to_string(),
@@ -465,7 +471,7 @@ impl Vm for QemuVm {
         let meta_path = dir.join("meta.json");
         tokio::fs::write(
             &meta_path,
-            serde_json::to_vec(&meta).expect("meta serializes"),
+            serde_json::to_vec(&META.to_value(&meta)).expect("meta serializes"),
         )
         .await
         .map_err(io("write", &meta_path))?;
@@ -514,11 +520,10 @@ impl Vm for QemuVm {
     }
 }
 
-/// What a restore must match, written beside the device state.
+/// What a restore must match, written beside the device state (as a
+/// [`META`] file).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Meta {
-    orgo_qemu_snapshot: u32,
     memory_mib: u64,
     cpus: u32,
     accel: String,
@@ -528,29 +533,10 @@ struct Meta {
 }
 
 impl Meta {
-    async fn read(path: &Path) -> Result<Self, RuntimeError> {
-        let len = tokio::fs::metadata(path)
-            .await
-            .map_err(io("read", path))?
-            .len();
-        let invalid = |message: String| RuntimeError::Vmm {
-            backend: BACKEND,
-            op: "restore".into(),
-            message: format!("`{}`: {message}", path.display()),
-        };
-        if len > MAX_META_BYTES {
-            return Err(invalid(format!("{len} bytes is over {MAX_META_BYTES}")));
-        }
-        let bytes = tokio::fs::read(path).await.map_err(io("read", path))?;
-        let meta: Meta =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a snapshot: {e}")))?;
-        if meta.orgo_qemu_snapshot != META_VERSION {
-            return Err(invalid(format!(
-                "format version `{}`; this orgo reads `{META_VERSION}`",
-                meta.orgo_qemu_snapshot
-            )));
-        }
-        Ok(meta)
+    /// Reads `meta.json` (at most [`MAX_META_BYTES`], a small blocking read).
+    fn read(path: &Path) -> Result<Self, RuntimeError> {
+        META.read_file(path)
+            .map_err(versioned("read", "QEMU snapshot metadata"))
     }
 }
 
@@ -904,7 +890,6 @@ mod tests {
             run_dir: "/run/vm2".into(),
         };
         let meta = Meta {
-            orgo_qemu_snapshot: META_VERSION,
             memory_mib: 512,
             cpus: 2,
             accel: "tcg".into(),
@@ -941,5 +926,34 @@ mod tests {
         ));
         assert!(shell_quote(Path::new("/tmp/it's")).is_err());
         assert_eq!(shell_quote(Path::new("/tmp/x")).expect("plain"), "'/tmp/x'");
+    }
+
+    /// `meta.json` is read by the versioned rule; one written before it
+    /// (the version field inline) still reads.
+    #[test]
+    fn snapshot_meta_is_read_by_the_version_rule() {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let path = dir.path().join("meta.json");
+        let earlier =
+            r#"{"orgo_qemu_snapshot":1,"memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true}"#;
+        std::fs::write(&path, earlier).expect("written");
+        let meta = Meta::read(&path).expect("reads");
+        assert_eq!((meta.memory_mib, meta.cpus, meta.hotplug), (512, 2, true));
+        let written = serde_json::to_string(&META.to_value(&meta)).expect("JSON");
+        assert_eq!(written, earlier, "written as before");
+
+        std::fs::write(&path, r#"{"orgo_qemu_snapshot":2,"memory":"512M"}"#).expect("written");
+        match Meta::read(&path) {
+            Err(RuntimeError::InvalidFile { source, .. }) => assert!(
+                source.to_string().contains("written by a newer orgo"),
+                "{source}"
+            ),
+            other => panic!("expected an invalid file, got {other:?}"),
+        }
+        let missing = Meta::read(&dir.path().join("missing.json"));
+        assert!(
+            matches!(missing, Err(RuntimeError::Io { .. })),
+            "{missing:?}"
+        );
     }
 }

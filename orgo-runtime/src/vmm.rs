@@ -299,6 +299,17 @@ pub enum RuntimeError {
          (`RuntimeConfig::agent`; the CLI's `--agent` or `ORGO_AGENT`; Python's `agent=`)"
     )]
     MissingAgent,
+    /// A file orgo wrote and reads back (a snapshot's metadata, a VMM
+    /// record) is not one it can read: too large, not JSON, of another
+    /// format version, or malformed.
+    #[error("invalid {what}")]
+    InvalidFile {
+        /// What the file is (`QEMU snapshot metadata`, ...).
+        what: &'static str,
+        /// What is wrong with it; it names the file.
+        #[source]
+        source: orgo_snapshot::VersionedError,
+    },
     /// A value given to the runtime is not one it can use.
     #[error("invalid {what}")]
     Invalid {
@@ -356,4 +367,17 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let path = path.as_ref().to_owned();
     move |source| RuntimeError::Io { op, path, source }
+}
+
+/// The error of reading a versioned file ([`orgo_snapshot::VersionedFormat`]):
+/// an I/O error is [`RuntimeError::Io`] (`op` says what was being done), any
+/// other [`RuntimeError::InvalidFile`] of `what`.
+pub(crate) fn versioned(
+    op: &'static str,
+    what: &'static str,
+) -> impl FnOnce(orgo_snapshot::VersionedError) -> RuntimeError {
+    move |error| match error {
+        orgo_snapshot::VersionedError::Io { path, source } => RuntimeError::Io { op, path, source },
+        source => RuntimeError::InvalidFile { what, source },
+    }
 }
