@@ -109,7 +109,8 @@ impl fmt::Display for Version {
 /// let newer = META.from_slice::<Meta>(br#"{"orgo_meta": 2, "cpus": 2}"#, "meta.json");
 /// assert_eq!(
 ///     newer.unwrap_err().to_string(),
-///     "`meta.json` has format version `2.0`, written by a newer orgo; this orgo reads major version `1`",
+///     "`meta.json` has format version `2.0`, written by a newer orgo; \
+///      this orgo reads major version `1` (it writes `1.0`)",
 /// );
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -366,7 +367,8 @@ pub enum VersionedError {
     },
     /// The file's major version is not the one this orgo reads.
     #[error(
-        "`{file}` has format version `{found}`, written by {} orgo; this orgo reads major version `{}`",
+        "`{file}` has format version `{found}`, written by {} orgo; this orgo reads major version \
+         `{}` (it writes `{supported}`)",
         if *newer { "a newer" } else { "an older" },
         supported.major
     )]
