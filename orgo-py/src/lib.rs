@@ -134,13 +134,13 @@ impl PyTemplate {
     /// The template's name (`template.name`).
     #[getter]
     fn name(&self) -> &str {
-        self.inner.template.name.as_str()
+        self.inner.template().name.as_str()
     }
 
     /// The template's version (`template.version`), as semver text.
     #[getter]
     fn version(&self) -> String {
-        self.inner.template.version.to_string()
+        self.inner.template().version.to_string()
     }
 
     /// The canonical form as YAML, fields in the reference's order.

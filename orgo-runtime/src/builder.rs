@@ -127,7 +127,7 @@ impl Builder {
             "the guest is up after {:.1} s",
             started.elapsed().as_secs_f64()
         )));
-        let env = plan::environment(&template.env, &BTreeMap::new());
+        let env = plan::environment(template.env(), &BTreeMap::new());
         call(&agent, move |a| a.set_env(env, QUICK)).await?;
         guest::grow_root_filesystem(&agent).await?;
         let mut steps = plan::build_steps(template);
@@ -173,7 +173,7 @@ impl Builder {
 /// The hardware a template builds with: its own, else the defaults; the
 /// disk at least the base image's 2 GiB.
 fn build_shape(template: &Template) -> HardwareShape {
-    let hw = &template.hardware;
+    let hw = template.hardware();
     HardwareShape {
         cpu: hw.cpu.unwrap_or(plan::DEFAULT_CPUS),
         memory_mib: hw

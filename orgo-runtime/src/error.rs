@@ -115,12 +115,13 @@ pub enum RuntimeError {
     #[error("unknown backend `{0}`")]
     UnknownBackend(String),
     /// A computer's record cannot be read.
-    #[error("cannot read the record of computer `{id}`: {reason}")]
+    #[error("cannot read the record of computer `{id}`")]
     Record {
         /// The computer.
         id: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: orgo_snapshot::VersionedError,
     },
     /// The store failed.
     #[error("the store failed")]
@@ -150,6 +151,17 @@ pub enum RuntimeError {
         value: String,
         /// What it may be.
         expected: &'static str,
+    },
+    /// A file orgo wrote and reads back (a snapshot's metadata, a VMM
+    /// record) is not one it can read: too large, not JSON, of another
+    /// format version, or malformed.
+    #[error("invalid {what}")]
+    InvalidFile {
+        /// What the file is (`QEMU snapshot metadata`, ...).
+        what: &'static str,
+        /// What is wrong with it; it names the file.
+        #[source]
+        source: orgo_snapshot::VersionedError,
     },
     /// A value given to the runtime is not one it can use.
     #[error("invalid {what}")]
@@ -245,6 +257,19 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let path = path.as_ref().to_owned();
     move |source| RuntimeError::Io { op, path, source }
+}
+
+/// The error of reading a versioned file ([`orgo_snapshot::VersionedFormat`]):
+/// an I/O error is [`RuntimeError::Io`] (`op` says what was being done), any
+/// other [`RuntimeError::InvalidFile`] of `what`.
+pub(crate) fn versioned(
+    op: &'static str,
+    what: &'static str,
+) -> impl FnOnce(orgo_snapshot::VersionedError) -> RuntimeError {
+    move |error| match error {
+        orgo_snapshot::VersionedError::Io { path, source } => RuntimeError::Io { op, path, source },
+        source => RuntimeError::InvalidFile { what, source },
+    }
 }
 
 /// A store failure.

@@ -16,6 +16,7 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use orgo_snapshot::{Version, VersionedError, VersionedFormat};
 use orgo_template::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +24,9 @@ use crate::error::{RuntimeError, io};
 use crate::process::{Owner, process_alive};
 use crate::vmm::BackendKind;
 
-/// The computer record's format version.
-const RECORD_VERSION: u32 = 2;
-/// The largest computer record read.
-const MAX_RECORD_BYTES: u64 = 1 << 20;
+/// The computer record: `"orgo_computer": 2` (2: recorded before the VM
+/// starts, with its state and owner), at most 1 MiB.
+const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 0), 1 << 20);
 const RECORD_FILE: &str = "computer.json";
 /// Temporary directories of launches that have not recorded yet.
 const TMP_PREFIX: &str = ".tmp-";
@@ -49,8 +49,6 @@ pub enum RecordState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ComputerRecord {
-    /// Format version.
-    pub orgo_computer: u32,
     /// The computer's id.
     pub id: String,
     /// Where it is in its life.
@@ -85,9 +83,8 @@ impl ComputerRecord {
     /// A record of a computer about to be launched (or parked) by this
     /// process.
     pub(crate) fn launching(id: &str, template: &orgo_template::Template) -> ComputerRecord {
-        let identity = &template.template;
+        let identity = template.template();
         ComputerRecord {
-            orgo_computer: RECORD_VERSION,
             id: id.to_owned(),
             state: RecordState::Launching,
             template: format!("{}@{}", identity.name, identity.version),
@@ -100,7 +97,7 @@ impl ComputerRecord {
             created_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            on_shutdown: template.hooks.on_shutdown.clone(),
+            on_shutdown: template.hooks().on_shutdown.clone(),
             owner: Some(Owner::current()),
         }
     }
@@ -338,43 +335,27 @@ fn kill_processes_of(dir: &Path) {
 fn write_record(dir: &Path, record: &ComputerRecord) -> Result<(), RuntimeError> {
     let path = dir.join(RECORD_FILE);
     let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
-    let bytes = serde_json::to_vec_pretty(record).expect("a record serializes");
+    let bytes = serde_json::to_vec_pretty(&RECORD.to_value(record)).expect("a record serializes");
     std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("rename", &path))
 }
 
 fn read_record(dir: &Path, id: &str) -> Result<ComputerRecord, RuntimeError> {
     let path = dir.join(RECORD_FILE);
-    let meta = match std::fs::metadata(&path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RuntimeError::NotFound {
+    RECORD.read_file(&path).map_err(|error| match error {
+        VersionedError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            RuntimeError::NotFound {
                 what: format!("computer `{id}`"),
-            });
+            }
         }
-        Err(e) => return Err(io("read", &path)(e)),
-    };
-    let invalid = |reason: String| RuntimeError::Record {
-        id: id.to_owned(),
-        reason,
-    };
-    if meta.len() > MAX_RECORD_BYTES {
-        return Err(invalid(format!("it is over {MAX_RECORD_BYTES} bytes")));
-    }
-    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
-    let version: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("it is not JSON: {e}")))?;
-    match version
-        .get("orgo_computer")
-        .and_then(serde_json::Value::as_u64)
-    {
-        Some(v) if v == u64::from(RECORD_VERSION) => {}
-        other => {
-            return Err(invalid(format!(
-                "it has format version `{}`; this orgo reads `{RECORD_VERSION}`",
-                other.map_or("none".into(), |v| v.to_string())
-            )));
-        }
-    }
-    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("it is not a record: {e}")))
+        VersionedError::Io { path, source } => RuntimeError::Io {
+            op: "read",
+            path,
+            source,
+        },
+        source => RuntimeError::Record {
+            id: id.to_owned(),
+            source,
+        },
+    })
 }

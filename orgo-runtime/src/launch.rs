@@ -199,7 +199,7 @@ async fn personalize(
     } = warm;
     guest::reset_identity(&agent, &id).await?;
     let identity = started.elapsed();
-    let mut env = plan::environment(&template.env, &secrets);
+    let mut env = plan::environment(template.env(), &secrets);
     env.extend(options.env.clone());
     call(&agent, move |a| a.set_env(env, QUICK)).await?;
     let environment = started.elapsed() - identity;

@@ -97,7 +97,7 @@ pub(crate) enum Content {
 /// just before the snapshot (see [`pre_snapshot`]).
 pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
     let mut steps = Vec::new();
-    let build = &template.build;
+    let build = template.build();
     if !build.apt.is_empty() {
         steps.push(shell(
             "build.apt",
@@ -139,12 +139,12 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
         steps.push(shell(&format!("build.run[{i}]"), run.clone()));
     }
     steps.extend(file_steps(template, When::Build));
-    for (i, app) in template.apps.iter().enumerate() {
+    for (i, app) in template.apps().iter().enumerate() {
         if let Some(install) = &app.install {
             steps.push(shell(&format!("apps[{i}].install"), install.clone()));
         }
     }
-    for (i, app) in template.apps.iter().enumerate() {
+    for (i, app) in template.apps().iter().enumerate() {
         for (j, service) in app.services.iter().enumerate() {
             steps.push(Step {
                 field: format!("apps[{i}].services[{j}]"),
@@ -152,13 +152,13 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
             });
         }
     }
-    if !template.terminal.is_empty() {
+    if !template.terminal().is_empty() {
         steps.push(Step {
             field: "terminal".into(),
-            action: Action::Terminals(template.terminal.iter().map(terminal).collect()),
+            action: Action::Terminals(template.terminal().iter().map(terminal).collect()),
         });
     }
-    let hooks = &template.hooks;
+    let hooks = template.hooks();
     for (name, script) in [
         ("on_first_boot", &hooks.on_first_boot),
         ("on_every_boot", &hooks.on_every_boot),
@@ -173,7 +173,7 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
 /// `hooks.on_pre_snapshot`, the build's last step, if set.
 pub(crate) fn pre_snapshot(template: &Template) -> Option<Step> {
     template
-        .hooks
+        .hooks()
         .on_pre_snapshot
         .as_ref()
         .map(|script| hook("on_pre_snapshot", script))
@@ -183,7 +183,7 @@ pub(crate) fn pre_snapshot(template: &Template) -> Option<Step> {
 /// `when: runtime` files, `on_every_boot`, then `on_resume`.
 pub(crate) fn launch_steps(template: &Template) -> Vec<Step> {
     let mut steps = file_steps(template, When::Runtime);
-    let hooks = &template.hooks;
+    let hooks = template.hooks();
     for (name, script) in [
         ("on_every_boot", &hooks.on_every_boot),
         ("on_resume", &hooks.on_resume),
@@ -225,7 +225,7 @@ pub(crate) fn is_env_name(name: &str) -> bool {
 /// The health checks of every app that has one.
 pub(crate) fn health_checks(template: &Template) -> Vec<HealthSpec> {
     template
-        .apps
+        .apps()
         .iter()
         .filter_map(|app| {
             let health = app.health.as_ref()?;
@@ -294,7 +294,7 @@ pub(crate) fn services_with_secrets(
     secrets: &BTreeMap<String, String>,
 ) -> Vec<(String, ServiceSpec)> {
     let mut out = Vec::new();
-    for (i, app) in template.apps.iter().enumerate() {
+    for (i, app) in template.apps().iter().enumerate() {
         for (j, service) in app.services.iter().enumerate() {
             if service
                 .env
@@ -388,7 +388,7 @@ fn terminal(session: &TerminalSession) -> TerminalSpec {
 
 fn file_steps(template: &Template, when: When) -> Vec<Step> {
     template
-        .files
+        .files()
         .iter()
         .enumerate()
         .filter(|(_, file)| file.when == when)
@@ -556,12 +556,12 @@ hooks:
     #[test]
     fn secrets_fill_the_environment_only_when_given() {
         let t = template(FULL);
-        let none = environment(&t.env, &BTreeMap::new());
+        let none = environment(t.env(), &BTreeMap::new());
         assert_eq!(none.get("MODE").map(String::as_str), Some("prod"));
         assert!(!none.contains_key("API_KEY"));
         let given = BTreeMap::from([("api_key".to_owned(), "s3cr3t".to_owned())]);
         assert_eq!(
-            environment(&t.env, &given)
+            environment(t.env(), &given)
                 .get("API_KEY")
                 .map(String::as_str),
             Some("s3cr3t")

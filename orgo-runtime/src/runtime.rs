@@ -301,9 +301,8 @@ impl Runtime {
             }
         }
         let record = status.record;
-        let backend = record.backend.ok_or_else(|| RuntimeError::Record {
-            id: id.to_owned(),
-            reason: "a running computer's record names no backend".into(),
+        let backend = record.backend.ok_or_else(|| RuntimeError::Invalid {
+            what: format!("record of computer `{id}`: running, and it names no backend"),
         })?;
         let dir = self.inner.home.dir(id);
         let alive = || record.pid.is_some_and(crate::process::process_alive);

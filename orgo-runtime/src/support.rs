@@ -54,7 +54,7 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             missing: missing.to_owned(),
         });
     };
-    let hw = &template.hardware;
+    let hw = template.hardware();
     if hw.gpu.is_some_and(|g| g != Gpu::None) {
         refuse(
             "hardware.gpu".into(),
@@ -98,7 +98,7 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     if hw.bandwidth_mbps.is_some() {
         refuse("hardware.bandwidth_mbps".into(), NETWORK);
     }
-    for (i, file) in template.files.iter().enumerate() {
+    for (i, file) in template.files().iter().enumerate() {
         if let FileSource::From(url) = &file.source
             && url.scheme() == "s3"
         {
@@ -108,7 +108,7 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             );
         }
     }
-    for (i, app) in template.apps.iter().enumerate() {
+    for (i, app) in template.apps().iter().enumerate() {
         for j in 0..app.ports.len() {
             refuse(format!("apps[{i}].ports[{j}]"), NETWORK);
         }
@@ -121,19 +121,19 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             refuse(format!("apps[{i}].autostart[{j}]"), DESKTOP);
         }
     }
-    for i in 0..template.triggers.len() {
+    for i in 0..template.triggers().len() {
         refuse(format!("triggers[{i}]"), AUTOMATION);
     }
-    if template.telemetry.is_some() {
+    if template.telemetry().is_some() {
         refuse("telemetry".into(), AUTOMATION);
     }
-    if template.egress_policy.is_some() {
+    if template.egress_policy().is_some() {
         refuse("egress_policy".into(), NETWORK);
     }
-    for i in 0..template.streaming.len() {
+    for i in 0..template.streaming().len() {
         refuse(format!("streaming[{i}]"), DESKTOP);
     }
-    if template.desktop.is_some() {
+    if template.desktop().is_some() {
         refuse("desktop".into(), DESKTOP);
     }
     out

@@ -115,7 +115,7 @@ impl Vault {
     pub fn resolve(&self, template: &Template) -> Result<BTreeMap<String, String>, VaultError> {
         let mut found = BTreeMap::new();
         let mut missing = Vec::new();
-        for (i, secret) in template.secrets.iter().enumerate() {
+        for (i, secret) in template.secrets().iter().enumerate() {
             match self.values.get(secret.name.as_str()) {
                 Some(value) => {
                     found.insert(secret.name.as_str().to_owned(), value.clone());

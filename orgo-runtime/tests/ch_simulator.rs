@@ -443,7 +443,12 @@ async fn attach_without_a_vm_names_what_is_missing() {
 
     // A record that is not one.
     std::fs::write(&record, b"not json").unwrap();
-    assert_eq!(vmm_op(backend.attach("golden", &empty).await), "attach");
+    let error = backend.attach("golden", &empty).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidFile { source, .. }
+            if source.to_string().contains(&format!("`{}`", record.display()))),
+        "{error:?}"
+    );
 
     // A VM whose owning handle was dropped: killed, so its record is
     // stale and the error names the API socket nothing answers on.
@@ -477,6 +482,17 @@ async fn attach_without_a_vm_names_what_is_missing() {
     // A record naming another process than the one on the socket.
     let record = config.run_dir.join("vmm.json");
     let original = std::fs::read(&record).unwrap();
+    // A record written before records had a version field still attaches.
+    let mut unversioned: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    assert!(
+        unversioned
+            .as_object_mut()
+            .unwrap()
+            .remove("orgo_vmm_record")
+            .is_some()
+    );
+    std::fs::write(&record, serde_json::to_vec(&unversioned).unwrap()).unwrap();
+    drop(backend.attach("golden", &config.run_dir).await.unwrap());
     let mut json: serde_json::Value = serde_json::from_slice(&original).unwrap();
     json["pid"] = (pid + 1).into();
     std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();

@@ -548,7 +548,7 @@ async fn gc_keeps_what_is_reachable(s: Subject) {
         registry.publish(ns.clone(), t).await.expect("publish");
         cache
             .get_or_build(&t.digest(), || {
-                artifacts(&dir, base, t.template.version.to_string())
+                artifacts(&dir, base, t.template().version.to_string())
             })
             .await
             .expect("build");

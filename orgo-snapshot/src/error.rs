@@ -43,7 +43,7 @@ pub enum StoreError {
         /// The digest that was refused.
         new: Digest,
     },
-    /// A stored record (ref, manifest, failure record) is malformed.
+    /// A stored record (ref, failure record) is malformed.
     #[error("invalid {what} at `{location}`: {reason}")]
     Invalid {
         /// `manifest`, `ref`, `store layout`, ...
@@ -53,6 +53,10 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A stored manifest cannot be read: too large, not JSON, of another
+    /// format version, or malformed.
+    #[error("invalid manifest")]
+    Manifest(#[source] crate::versioned::VersionedError),
     /// A ref points at a template, manifest or blob that is not in the store.
     #[error("`{key}` points at `{digest}`, which is not in the store")]
     Dangling {

@@ -49,7 +49,9 @@
 //! | `leases/<computer id>` | the snapshot a running computer was launched from |
 //!
 //! Manifests are blobs too: JSON with sorted keys and a version field
-//! (`"orgo_manifest": 1`), refused unparsed above [`MAX_MANIFEST_BYTES`].
+//! (`"orgo_manifest": 1`), refused unparsed above [`MAX_MANIFEST_BYTES`] and
+//! read by the version rule of [`versioned`], the one reader of orgo's
+//! versioned JSON files.
 //!
 //! # Crash safety
 //!
@@ -73,6 +75,7 @@ mod manifest;
 mod memory;
 mod registry;
 mod service;
+pub mod versioned;
 
 pub use crate::cache::{BuildCache, BuildFailure, Built, FailureRecord, SnapshotArtifacts};
 pub use crate::error::StoreError;
@@ -88,3 +91,4 @@ pub use crate::service::{
     BlobInfo, BlobReader, BlobService, LockGuard, LockMode, LockService, PutMode, RefKey,
     RefService, Store,
 };
+pub use crate::versioned::{Version, VersionedError, VersionedFormat};

@@ -8,12 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::service::{BlobInfo, BlobService, read_small};
+use crate::versioned::{Version, VersionedFormat};
 
 /// The manifest format's version, written in every manifest as
-/// `"orgo_manifest": 1`; a manifest of any other version is refused.
+/// `"orgo_manifest": 1`; manifests are read by the rule of
+/// [`crate::versioned`].
 pub const MANIFEST_VERSION: u32 = 1;
 /// Manifests larger than this are refused before they are parsed.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// The format of manifests: `orgo_manifest` [`MANIFEST_VERSION`].0, at most
+/// [`MAX_MANIFEST_BYTES`].
+const FORMAT: VersionedFormat = VersionedFormat::new(
+    "orgo_manifest",
+    Version::new(MANIFEST_VERSION, 0),
+    MAX_MANIFEST_BYTES,
+);
 
 /// A stored manifest, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +38,6 @@ pub enum Manifest {
 
 /// What restores a template's golden snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotManifest {
     /// The digest of the canonical template it was built from.
     pub template: Digest,
@@ -50,7 +59,6 @@ pub struct SnapshotManifest {
 
 /// The hardware a snapshot was captured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HardwareShape {
     /// vCPUs.
     pub cpu: u32,
@@ -62,7 +70,6 @@ pub struct HardwareShape {
 
 /// A base image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ImageManifest {
     /// The digest of the recipe it was built from.
     pub recipe: Digest,
@@ -70,13 +77,6 @@ pub struct ImageManifest {
     pub blobs: BTreeMap<String, BlobInfo>,
     /// When it was built (RFC 3339, UTC).
     pub created_at: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    orgo_manifest: u32,
-    #[serde(flatten)]
-    manifest: T,
 }
 
 impl Manifest {
@@ -91,47 +91,18 @@ impl Manifest {
     /// The canonical bytes: RFC 8785-compatible JSON (sorted keys, no
     /// whitespace) with the version field.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let value = serde_json::to_value(Envelope {
-            orgo_manifest: MANIFEST_VERSION,
-            manifest: self,
-        })
-        .expect("manifests serialize to JSON without fail");
         // serde_json's Map keeps insertion order here; sort for one
         // spelling per manifest, so equal manifests share a digest.
-        serde_json::to_vec(&sorted(value)).expect("JSON values serialize without fail")
+        serde_json::to_vec(&sorted(FORMAT.to_value(self)))
+            .expect("JSON values serialize without fail")
     }
 
-    /// Parses stored bytes, checking the size cap and version first.
+    /// Parses stored bytes by the rule of [`crate::versioned`]: the size
+    /// cap, then the version, then the body.
     pub fn from_bytes(bytes: &[u8], location: &str) -> Result<Self, StoreError> {
-        let invalid = |reason: String| StoreError::Invalid {
-            what: "manifest",
-            location: location.to_owned(),
-            reason,
-        };
-        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(invalid(format!(
-                "{} bytes is over the limit of {MAX_MANIFEST_BYTES}",
-                bytes.len()
-            )));
-        }
-        #[derive(Deserialize)]
-        struct Version {
-            orgo_manifest: Option<u32>,
-        }
-        let version: Version =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
-        match version.orgo_manifest {
-            Some(MANIFEST_VERSION) => {}
-            Some(v) => {
-                return Err(invalid(format!(
-                    "format version `{v}`; this orgo reads `{MANIFEST_VERSION}`"
-                )));
-            }
-            None => return Err(invalid("no `orgo_manifest` version field".into())),
-        }
-        let envelope: Envelope<Manifest> =
-            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-        Ok(envelope.manifest)
+        FORMAT
+            .from_slice(bytes, location)
+            .map_err(StoreError::Manifest)
     }
 }
 
@@ -171,4 +142,108 @@ pub async fn get_manifest(
 /// Now, as RFC 3339 UTC with seconds.
 pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(text: &[u8]) -> BlobInfo {
+        BlobInfo {
+            digest: Digest::of(text),
+            size: text.len() as u64,
+        }
+    }
+
+    fn samples() -> [Manifest; 2] {
+        [
+            Manifest::Snapshot(SnapshotManifest {
+                template: Digest::of(b"template"),
+                blobs: BTreeMap::from([
+                    ("memory".to_owned(), blob(b"memory")),
+                    ("disk".to_owned(), blob(b"disk")),
+                ]),
+                hardware: HardwareShape {
+                    cpu: 2,
+                    memory_mib: 1024,
+                    disk_gb: 8,
+                },
+                backend: "qemu".to_owned(),
+                base_image: Digest::of(b"base"),
+                kernel: Digest::of(b"kernel"),
+                created_at: "2025-01-02T03:04:05Z".to_owned(),
+            }),
+            Manifest::BaseImage(ImageManifest {
+                recipe: Digest::of(b"recipe"),
+                blobs: BTreeMap::from([("rootfs".to_owned(), blob(b"rootfs"))]),
+                created_at: "2025-01-02T03:04:05Z".to_owned(),
+            }),
+        ]
+    }
+
+    /// The bytes, and so the digests, of manifests stay what earlier
+    /// versions of orgo wrote: stores keep them by digest.
+    #[test]
+    fn manifest_bytes_are_stable() {
+        let written = samples().map(|m| String::from_utf8(m.to_bytes()).expect("JSON is UTF-8"));
+        assert_eq!(
+            written,
+            [
+                concat!(
+                    r#"{"backend":"qemu","base_image":"sha256:cae662172fd450bb0cd710a769079c05bfc5d8e35efa6576edc7d0377afdd4a2","#,
+                    r#""blobs":{"disk":{"digest":"sha256:1044dec7206e8d7c9fbb4ae8f766668406d2567fc7fc1a160a9d4700fcf8f8e9","size":4},"#,
+                    r#""memory":{"digest":"sha256:c064fbca9d9de8dd9bb0624984403b28d0da807a69365d4f7fb09123ecb0c405","size":6}},"#,
+                    r#""created_at":"2025-01-02T03:04:05Z","hardware":{"cpu":2,"disk_gb":8,"memory_mib":1024},"#,
+                    r#""kernel":"sha256:6923dd1bc0460082c5d55a831908c24a282860b7f1cd6c2b79cf1bc8857c639c","kind":"snapshot","#,
+                    r#""orgo_manifest":1,"template":"sha256:5cde0f1298f41f7d1c8b907a36992a7a513225a2615bd6e307bf1a9149b06b40"}"#,
+                ),
+                concat!(
+                    r#"{"blobs":{"rootfs":{"digest":"sha256:3c47ef972d531d524daa15fa33dd885dd23de6221bbd10a29eb42ecfcf2ef422","size":6}},"#,
+                    r#""created_at":"2025-01-02T03:04:05Z","kind":"base_image","orgo_manifest":1,"#,
+                    r#""recipe":"sha256:e1d8e552330911f9f779f85b6f2c00a15e790dcc3fbb3b28f5da1d660a30c5b8"}"#,
+                ),
+            ]
+        );
+        for manifest in samples() {
+            let bytes = manifest.to_bytes();
+            assert_eq!(
+                Manifest::from_bytes(&bytes, "sample").expect("reads back"),
+                manifest
+            );
+        }
+    }
+
+    /// Manifests are read by the versioned rule: a field this orgo does not
+    /// know is an error in a manifest of its version, and ignored in one of
+    /// a newer minor; another major is refused before its body is read.
+    #[test]
+    fn manifests_are_read_by_the_version_rule() {
+        use crate::versioned::VersionedError;
+
+        let [snapshot, _] = samples();
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&snapshot.to_bytes()).expect("JSON");
+        value["hardware"]["gpus"] = 1.into();
+        let extra = serde_json::to_vec(&value).expect("JSON");
+        match Manifest::from_bytes(&extra, "m") {
+            Err(StoreError::Manifest(VersionedError::UnknownField { field, .. })) => {
+                assert_eq!(field, "hardware.gpus");
+            }
+            other => panic!("expected an unknown field, got {other:?}"),
+        }
+        value["orgo_manifest"] = "1.1".into();
+        let newer_minor = serde_json::to_vec(&value).expect("JSON");
+        assert_eq!(
+            Manifest::from_bytes(&newer_minor, "m").expect("a newer minor reads"),
+            snapshot
+        );
+        let newer_major = br#"{"orgo_manifest": 2, "kind": "snapshot_v2"}"#;
+        assert!(matches!(
+            Manifest::from_bytes(newer_major, "m"),
+            Err(StoreError::Manifest(VersionedError::UnsupportedMajor {
+                newer: true,
+                ..
+            }))
+        ));
+    }
 }

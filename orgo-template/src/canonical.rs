@@ -15,51 +15,139 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A validated `orgo.ai/v1` template in canonical form.
+///
+/// Only this crate's pipeline ([`crate::Document::normalize`],
+/// [`Template::parse`] and the other readers) makes one, and its sections are
+/// read through accessors: a template cannot be changed after validation, so
+/// its [`Template::digest`] always names a valid template.
+///
+/// ```compile_fail,E0616
+/// let mut template = orgo_template::Template::from_yaml("api_version: orgo.ai/v1\nname: x@1.0.0\n")?;
+/// template.hardware.cpu = Some(3); // error: field `hardware` is private
+/// # Ok::<(), orgo_template::TemplateError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Template {
     /// Always `orgo.ai/v1`.
-    pub api_version: ApiVersion,
+    pub(crate) api_version: ApiVersion,
     /// Identity and provenance.
-    pub template: Identity,
+    pub(crate) template: Identity,
     /// Resource shape.
-    pub hardware: Hardware,
+    pub(crate) hardware: Hardware,
     /// Secrets the template needs at launch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<Secret>,
+    pub(crate) secrets: Vec<Secret>,
     /// Environment variables, by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, EnvValue>,
+    pub(crate) env: BTreeMap<String, EnvValue>,
     /// Build steps.
     #[serde(skip_serializing_if = "Build::is_empty")]
-    pub build: Build,
+    pub(crate) build: Build,
     /// Files written into the VM.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<File>,
+    pub(crate) files: Vec<File>,
     /// Apps with services and health checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub apps: Vec<App>,
+    pub(crate) apps: Vec<App>,
     /// Reactive automation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub triggers: Vec<Trigger>,
+    pub(crate) triggers: Vec<Trigger>,
     /// tmux sessions created at first boot.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub terminal: Vec<TerminalSession>,
+    pub(crate) terminal: Vec<TerminalSession>,
     /// Lifecycle hooks.
     #[serde(skip_serializing_if = "Hooks::is_empty")]
-    pub hooks: Hooks,
+    pub(crate) hooks: Hooks,
     /// Metrics and logs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<Telemetry>,
+    pub(crate) telemetry: Option<Telemetry>,
     /// Network rules.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_policy: Option<EgressPolicy>,
+    pub(crate) egress_policy: Option<EgressPolicy>,
     /// Outbound streams.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub streaming: Vec<Stream>,
+    pub(crate) streaming: Vec<Stream>,
     /// Desktop settings.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub desktop: Option<Desktop>,
+    pub(crate) desktop: Option<Desktop>,
+}
+
+impl Template {
+    /// The format version: always `orgo.ai/v1`.
+    pub fn api_version(&self) -> ApiVersion {
+        self.api_version
+    }
+
+    /// Identity and provenance: name, version, publisher and the like.
+    pub fn template(&self) -> &Identity {
+        &self.template
+    }
+
+    /// The resource shape.
+    pub fn hardware(&self) -> &Hardware {
+        &self.hardware
+    }
+
+    /// The secrets the template needs at launch, in document order.
+    pub fn secrets(&self) -> &[Secret] {
+        &self.secrets
+    }
+
+    /// The environment variables, by name.
+    pub fn env(&self) -> &BTreeMap<String, EnvValue> {
+        &self.env
+    }
+
+    /// The build steps.
+    pub fn build(&self) -> &Build {
+        &self.build
+    }
+
+    /// The files written into the VM, in document order.
+    pub fn files(&self) -> &[File] {
+        &self.files
+    }
+
+    /// The apps, with their services and health checks, in document order.
+    pub fn apps(&self) -> &[App] {
+        &self.apps
+    }
+
+    /// The reactive automation, in document order.
+    pub fn triggers(&self) -> &[Trigger] {
+        &self.triggers
+    }
+
+    /// The tmux sessions created at first boot, in document order.
+    pub fn terminal(&self) -> &[TerminalSession] {
+        &self.terminal
+    }
+
+    /// The lifecycle hooks.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// Metrics and logs, when set.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_ref()
+    }
+
+    /// The network rules, when set.
+    pub fn egress_policy(&self) -> Option<&EgressPolicy> {
+        self.egress_policy.as_ref()
+    }
+
+    /// The outbound streams, in document order.
+    pub fn streaming(&self) -> &[Stream] {
+        &self.streaming
+    }
+
+    /// The desktop settings, when set.
+    pub fn desktop(&self) -> Option<&Desktop> {
+        self.desktop.as_ref()
+    }
 }
 
 /// The format version; `orgo.ai/v1` is the only one.

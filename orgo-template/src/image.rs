@@ -31,8 +31,8 @@ use crate::{Template, jcs};
 /// assert_eq!(web.cache_key(), base.npm_install(["pnpm"]).cache_key());
 ///
 /// let template = data.to_template("data-science", "1.0.0", &json!({"cpu": 4, "ram_gb": 8}))?;
-/// assert_eq!(template.build.apt, ["curl", "jq"]);
-/// assert_eq!(template.build.run, ["mkdir -p /workspace", "cd /workspace && make"]);
+/// assert_eq!(template.build().apt, ["curl", "jq"]);
+/// assert_eq!(template.build().run, ["mkdir -p /workspace", "cd /workspace && make"]);
 /// # Ok::<(), orgo_template::TemplateError>(())
 /// ```
 ///

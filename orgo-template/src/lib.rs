@@ -12,8 +12,8 @@
 //! files:
 //!   /opt/welcome.txt: "${var.greeting}"
 //! "#)?;
-//! assert_eq!(template.template.name.as_str(), "my-workstation");
-//! assert_eq!(template.hardware.cpu, Some(2));
+//! assert_eq!(template.template().name.as_str(), "my-workstation");
+//! assert_eq!(template.hardware().cpu, Some(2));
 //! assert!(template.digest().to_string().starts_with("sha256:"));
 //!
 //! let err = Template::from_yaml("api_version: orgo.ai/v1\nname: x@1.0.0\ncpu: 3\nhardwares: {}\n")
@@ -344,7 +344,7 @@ impl Template {
     ///     "name": "from-memory@1.0.0",
     ///     "hardware": {"cpu": 2},
     /// }))?;
-    /// assert_eq!(template.hardware.cpu, Some(2));
+    /// assert_eq!(template.hardware().cpu, Some(2));
     ///
     /// let err = Template::from_value(&json!({"api_version": "orgo.ai/v1", "name": "x@1.0.0", "cpu": 3}))
     ///     .unwrap_err();

@@ -570,7 +570,7 @@ fn escaped_reference_is_a_literal() {
     different(&escaped, &resolved);
     let template = parse(&escaped);
     assert_eq!(
-        template.hooks.on_resume.as_deref(),
+        template.hooks().on_resume.as_deref(),
         Some("echo ${var.x}"),
         "{}",
         template.canonical_json()

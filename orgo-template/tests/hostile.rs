@@ -48,7 +48,7 @@ fn a_large_string_within_the_limit_is_kept_whole() {
     let content = "x".repeat(3 << 20);
     let doc = format!("api_version: orgo.ai/v1\nname: x@1.0.0\nfiles:\n  /opt/x: \"{content}\"\n");
     let template = Template::from_yaml(&doc).unwrap();
-    match &template.files[0].source {
+    match &template.files()[0].source {
         orgo_template::FileSource::Inline(text) => assert_eq!(text.len(), content.len()),
         other => panic!("unexpected source {other:?}"),
     }
@@ -66,7 +66,7 @@ fn a_long_var_chain_resolves() {
     doc.push_str(&format!("  v{}: end\n", n - 1));
     let template = Template::from_yaml(&doc).unwrap();
     assert_eq!(
-        template.env["OUT"],
+        template.env()["OUT"],
         orgo_template::EnvValue::Literal("end".into())
     );
 }
@@ -129,7 +129,7 @@ fn text_without_references_is_not_charged_as_expansion() {
     });
     let template = Template::from_json(&doc.to_string()).unwrap();
     assert_eq!(
-        template.files[0].source,
+        template.files()[0].source,
         orgo_template::FileSource::Inline(script)
     );
 }

@@ -62,16 +62,16 @@ fn every_method_returns_a_new_image_and_leaves_its_receiver_alone() {
 #[test]
 fn the_image_writes_build_env_and_files() {
     let template = template(&sample());
-    assert_eq!(template.build.apt, ["curl", "jq"]);
-    assert_eq!(template.build.pip, ["requests", "pandas"]);
-    assert_eq!(template.build.npm, ["pnpm"]);
+    assert_eq!(template.build().apt, ["curl", "jq"]);
+    assert_eq!(template.build().pip, ["requests", "pandas"]);
+    assert_eq!(template.build().npm, ["pnpm"]);
     assert_eq!(
-        template.build.run,
+        template.build().run,
         ["mkdir -p /workspace", "cd /workspace && make -j"]
     );
-    assert_eq!(template.env.len(), 1);
+    assert_eq!(template.env().len(), 1);
     let files: Vec<(String, String)> = template
-        .files
+        .files()
         .iter()
         .map(|f| {
             let source = match &f.source {
@@ -96,8 +96,8 @@ fn the_image_writes_build_env_and_files() {
             ),
         ]
     );
-    assert_eq!(template.template.name.as_str(), "sample");
-    assert_eq!(template.hardware.cpu, Some(2));
+    assert_eq!(template.template().name.as_str(), "sample");
+    assert_eq!(template.hardware().cpu, Some(2));
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn name_version_and_hardware_are_not_in_the_cache_key_but_are_in_the_digest() {
         .to_template("two", "2.0.0", &json!({"cpu": 8}))
         .expect("valid");
     assert_ne!(a.digest(), b.digest());
-    assert_eq!(a.hardware.cpu, None);
+    assert_eq!(a.hardware().cpu, None);
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn workdir_applies_to_later_commands_only_and_quotes_for_the_shell() {
         .run_commands(["last"]);
     assert_eq!(image.working_dir(), Some("/b"));
     assert_eq!(
-        template(&image).build.run,
+        template(&image).build().run,
         [
             "before",
             "mkdir -p '/my dir'",
@@ -230,11 +230,11 @@ fn strings_are_literal() {
         .add_file("/opt/a", "${var.x} $${y} ${HOME}")
         .run_commands(["echo ${env.PATH}"]);
     let template = template(&image);
-    match &template.files[0].source {
+    match &template.files()[0].source {
         FileSource::Inline(text) => assert_eq!(text, "${var.x} $${y} ${HOME}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(template.build.run, ["echo ${env.PATH}"]);
+    assert_eq!(template.build().run, ["echo ${env.PATH}"]);
 }
 
 #[test]

@@ -26,13 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use orgo_snapshot::{Version, VersionedFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use super::qmp::Qmp;
-use crate::error::{RuntimeError, io};
+use crate::error::{RuntimeError, io, versioned};
 use crate::process::process_alive;
 use crate::vmm::version_output;
 use crate::vmm::{
@@ -46,9 +47,17 @@ pub const USER_NET_IP: &str = "orgo.ip=10.0.2.15/24,10.0.2.2,10.0.2.3";
 const BACKEND: &str = "qemu";
 /// The file QEMU writes its process id to, in the VM's run directory.
 const PID_FILE: &str = "qemu.pid";
-/// The snapshot `meta` file's format version.
-const META_VERSION: u32 = 1;
+/// The snapshot `meta` file's format version. 2: golden VMs have a
+/// `vmgenid` device, which a snapshot of version 1 lacks (its device state
+/// would not load).
+const META_VERSION: u32 = 2;
 const MAX_META_BYTES: u64 = 64 * 1024;
+/// The snapshot `meta` file: `orgo_qemu_snapshot` [`META_VERSION`].0.
+const META: VersionedFormat = VersionedFormat::new(
+    "orgo_qemu_snapshot",
+    Version::new(META_VERSION, 0),
+    MAX_META_BYTES,
+);
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most vCPUs a golden VM's clones can grow to (`-smp maxcpus`).
 const MAX_CPUS: u32 = 16;
@@ -218,7 +227,7 @@ impl Vmm for Qemu {
                 })
         };
         let (meta_path, memory, state) = (file("meta")?, file("memory")?, file("state")?);
-        let meta = Meta::read(&meta_path).await?;
+        let meta = Meta::read(&meta_path)?;
         if meta.accel != self.accel.to_string() {
             return Err(RuntimeError::Unsupported {
                 backend: BACKEND,
@@ -461,7 +470,6 @@ impl Vm for QemuVm {
         }
         self.handed_over.store(true, Ordering::SeqCst);
         let meta = Meta {
-            orgo_qemu_snapshot: META_VERSION,
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel: self.accel.to_string(),
@@ -470,7 +478,7 @@ impl Vm for QemuVm {
         let meta_path = dir.join("meta.json");
         tokio::fs::write(
             &meta_path,
-            serde_json::to_vec(&meta).expect("meta serializes"),
+            serde_json::to_vec(&META.to_value(&meta)).expect("meta serializes"),
         )
         .await
         .map_err(io("write", &meta_path))?;
@@ -519,11 +527,10 @@ impl Vm for QemuVm {
     }
 }
 
-/// What a restore must match, written beside the device state.
+/// What a restore must match, written beside the device state (as a
+/// [`META`] file).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Meta {
-    orgo_qemu_snapshot: u32,
     memory_mib: u64,
     cpus: u32,
     accel: String,
@@ -533,29 +540,10 @@ struct Meta {
 }
 
 impl Meta {
-    async fn read(path: &Path) -> Result<Self, RuntimeError> {
-        let len = tokio::fs::metadata(path)
-            .await
-            .map_err(io("read", path))?
-            .len();
-        let invalid = |message: String| RuntimeError::Vmm {
-            backend: BACKEND,
-            op: "restore".into(),
-            message: format!("`{}`: {message}", path.display()),
-        };
-        if len > MAX_META_BYTES {
-            return Err(invalid(format!("{len} bytes is over {MAX_META_BYTES}")));
-        }
-        let bytes = tokio::fs::read(path).await.map_err(io("read", path))?;
-        let meta: Meta =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a snapshot: {e}")))?;
-        if meta.orgo_qemu_snapshot != META_VERSION {
-            return Err(invalid(format!(
-                "format version `{}`; this orgo reads `{META_VERSION}`",
-                meta.orgo_qemu_snapshot
-            )));
-        }
-        Ok(meta)
+    /// Reads `meta.json` (at most [`MAX_META_BYTES`], a small blocking read).
+    fn read(path: &Path) -> Result<Self, RuntimeError> {
+        META.read_file(path)
+            .map_err(versioned("read", "QEMU snapshot metadata"))
     }
 }
 
@@ -912,7 +900,6 @@ mod tests {
             run_dir: "/run/vm2".into(),
         };
         let meta = Meta {
-            orgo_qemu_snapshot: META_VERSION,
             memory_mib: 512,
             cpus: 2,
             accel: "tcg".into(),
@@ -949,5 +936,34 @@ mod tests {
         ));
         assert!(shell_quote(Path::new("/tmp/it's")).is_err());
         assert_eq!(shell_quote(Path::new("/tmp/x")).expect("plain"), "'/tmp/x'");
+    }
+
+    /// `meta.json` is read by the versioned rule; one written before it
+    /// (the version field inline) still reads.
+    #[test]
+    fn snapshot_meta_is_read_by_the_version_rule() {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let path = dir.path().join("meta.json");
+        let earlier =
+            r#"{"orgo_qemu_snapshot":1,"memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true}"#;
+        std::fs::write(&path, earlier).expect("written");
+        let meta = Meta::read(&path).expect("reads");
+        assert_eq!((meta.memory_mib, meta.cpus, meta.hotplug), (512, 2, true));
+        let written = serde_json::to_string(&META.to_value(&meta)).expect("JSON");
+        assert_eq!(written, earlier, "written as before");
+
+        std::fs::write(&path, r#"{"orgo_qemu_snapshot":2,"memory":"512M"}"#).expect("written");
+        match Meta::read(&path) {
+            Err(RuntimeError::InvalidFile { source, .. }) => assert!(
+                source.to_string().contains("written by a newer orgo"),
+                "{source}"
+            ),
+            other => panic!("expected an invalid file, got {other:?}"),
+        }
+        let missing = Meta::read(&dir.path().join("missing.json"));
+        assert!(
+            matches!(missing, Err(RuntimeError::Io { .. })),
+            "{missing:?}"
+        );
     }
 }

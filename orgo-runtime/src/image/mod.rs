@@ -29,6 +29,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use orgo_snapshot::{Version, VersionedError, VersionedFormat};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -40,6 +41,14 @@ pub const MANIFEST_VERSION: u32 = 1;
 
 /// The largest `manifest.json` read back (64 KiB).
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 10;
+
+/// The format of `manifest.json`: a [`BaseImage`] with `version`
+/// [`MANIFEST_VERSION`].0, at most [`MAX_MANIFEST_BYTES`].
+const MANIFEST: VersionedFormat = VersionedFormat::new(
+    "version",
+    Version::new(MANIFEST_VERSION, 0),
+    MAX_MANIFEST_BYTES,
+);
 
 /// Modules the initramfs loads (with their dependencies).
 pub const INITRAMFS_MODULES: &[&str] = &[
@@ -121,13 +130,15 @@ pub enum ImageError {
         /// The recipe's.
         expected: String,
     },
-    /// A cached image's manifest is unreadable.
-    #[error("bad manifest `{path}`: {message}")]
-    Manifest {
+    /// A cached image's manifest is too large, not JSON, of another format
+    /// version, or malformed.
+    #[error("bad base-image manifest")]
+    Manifest(#[source] VersionedError),
+    /// A cached image's manifest names another recipe than its directory.
+    #[error("bad manifest `{path}`: its recipe is not the one its directory names")]
+    ManifestRecipe {
         /// The manifest.
         path: String,
-        /// What is wrong.
-        message: String,
     },
 }
 
@@ -261,13 +272,6 @@ impl BaseImage {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Manifest {
-    version: u32,
-    #[serde(flatten)]
-    image: BaseImage,
-}
-
 /// Where a build reports what it is doing.
 pub trait Progress {
     /// One step begins.
@@ -287,37 +291,20 @@ pub fn cached_base(
 ) -> Result<Option<BaseImage>, ImageError> {
     let dir = out_dir.join(recipe.digest_hex());
     let path = dir.join("manifest.json");
-    let file = match fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", &path)(e)),
+    let image: BaseImage = match MANIFEST.read_file(&path) {
+        Ok(image) => image,
+        Err(VersionedError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(VersionedError::Io { source, .. }) => return Err(io_err("read", &path)(source)),
+        Err(e) => return Err(ImageError::Manifest(e)),
     };
-    let mut text = Vec::new();
-    file.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(io_err("read", &path))?;
-    let bad = |message: String| ImageError::Manifest {
-        path: path.display().to_string(),
-        message,
-    };
-    if text.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(bad(format!("over {MAX_MANIFEST_BYTES} bytes")));
+    if image.recipe != *recipe {
+        return Err(ImageError::ManifestRecipe {
+            path: path.display().to_string(),
+        });
     }
-    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-    let version = value.get("version").and_then(serde_json::Value::as_u64);
-    if version != Some(u64::from(MANIFEST_VERSION)) {
-        return Err(bad(format!(
-            "version `{version:?}`, expected `{MANIFEST_VERSION}`"
-        )));
-    }
-    let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-    if manifest.image.recipe != *recipe {
-        return Err(bad("its recipe is not the one its directory names".into()));
-    }
-    Ok(Some(BaseImage {
-        dir,
-        ..manifest.image
-    }))
+    Ok(Some(BaseImage { dir, ..image }))
 }
 
 /// Builds the base image of `recipe` into `out_dir/<digest hex>/`, or returns
@@ -466,12 +453,9 @@ fn build_into(
         kernel_release: release,
         files,
     };
-    let manifest = Manifest {
-        version: MANIFEST_VERSION,
-        image: image.clone(),
-    };
     let path = tmp.join("manifest.json");
-    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
+    let json = serde_json::to_vec_pretty(&MANIFEST.to_value(&image))
+        .expect("a manifest always serializes");
     fs::write(&path, json).map_err(io_err("write", &path))?;
     Ok(image)
 }
@@ -663,5 +647,89 @@ mod tests {
             Err(ImageError::Spawn { .. }) => eprintln!("skipped: no `apt-cache`"),
             other => panic!("expected a package error, got {other:?}"),
         }
+    }
+
+    fn recipe() -> BaseImageRecipe {
+        BaseImageRecipe {
+            builder: BUILDER_VERSION,
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            variant: "minbase".into(),
+            packages: vec!["bash".into()],
+            kernel_package: "linux-image-6.1.0-1-cloud-amd64".into(),
+            kernel_version: "6.1.1".into(),
+            busybox_version: "1:1.35.0-4+b3".into(),
+            agent_sha256: "00".repeat(32),
+            disk_mib: ROOTFS_MIB,
+        }
+    }
+
+    /// `manifest.json` is read by the versioned rule; a manifest written
+    /// before it (`"version": 1`, the image's fields beside it) still reads.
+    #[test]
+    fn cached_manifests_are_read_by_the_version_rule() {
+        let out = tempfile::tempdir().expect("a scratch directory");
+        let recipe = recipe();
+        let dir = out.path().join(recipe.digest_hex());
+        fs::create_dir_all(&dir).expect("the image directory");
+        let path = dir.join("manifest.json");
+        assert!(
+            cached_base(&recipe, out.path())
+                .expect("no image")
+                .is_none()
+        );
+
+        let mut written = serde_json::json!({
+            "version": 1,
+            "recipe": recipe,
+            "recipe_digest": recipe.digest(),
+            "kernel_release": "6.1.0-1-cloud-amd64",
+            "files": {"vmlinuz": "ab"},
+        });
+        fs::write(&path, serde_json::to_vec_pretty(&written).expect("JSON")).expect("written");
+        let image = cached_base(&recipe, out.path())
+            .expect("reads")
+            .expect("an image");
+        assert_eq!(image.dir, dir);
+        assert_eq!(image.kernel_release, "6.1.0-1-cloud-amd64");
+        assert_eq!(
+            serde_json::to_string_pretty(&MANIFEST.to_value(&image)).expect("JSON"),
+            serde_json::to_string_pretty(&written).expect("JSON"),
+            "written as before"
+        );
+
+        written["kernel_config"] = "x".into();
+        fs::write(&path, serde_json::to_vec(&written).expect("JSON")).expect("written");
+        match cached_base(&recipe, out.path()) {
+            Err(ImageError::Manifest(VersionedError::UnknownField { field, .. })) => {
+                assert_eq!(field, "kernel_config");
+            }
+            other => panic!("expected an unknown field, got {other:?}"),
+        }
+        written["version"] = 2.into();
+        fs::write(&path, serde_json::to_vec(&written).expect("JSON")).expect("written");
+        assert!(matches!(
+            cached_base(&recipe, out.path()),
+            Err(ImageError::Manifest(VersionedError::UnsupportedMajor {
+                newer: true,
+                ..
+            }))
+        ));
+
+        let mut other = recipe.clone();
+        other.disk_mib += 1;
+        fs::write(
+            &path,
+            serde_json::to_vec(&MANIFEST.to_value(&BaseImage {
+                recipe: other,
+                ..image
+            }))
+            .expect("JSON"),
+        )
+        .expect("written");
+        assert!(matches!(
+            cached_base(&recipe, out.path()),
+            Err(ImageError::ManifestRecipe { .. })
+        ));
     }
 }

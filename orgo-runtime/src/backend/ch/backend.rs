@@ -9,13 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloud_hypervisor_client::apis::DefaultApi;
 use cloud_hypervisor_client::models;
+use orgo_snapshot::{Version, VersionedFormat};
 use serde::{Deserialize, Serialize};
 
 use super::convert::{self, CloneSpec, RunPaths};
 use super::pool::VmmPool;
 use super::process::{VmmProcess, api_error};
 use super::{BACKEND, roles};
-use crate::error::{RuntimeError, io};
+use crate::error::{RuntimeError, io, versioned};
 use crate::vmm::{
     Accel, AgentEndpoint, BackendKind, Capabilities, RestoreConfig, Vm, VmConfig, VmInfo, VmState,
     Vmm, version_output,
@@ -75,10 +76,17 @@ fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
 /// How long [`Vmm::attach`] waits for each answer of the VMM.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The format of [`VmmRecord`] files: `orgo_vmm_record` 1.0, at most 64 KiB.
+/// Records written before it had a version read as 1.0, so a VM started by
+/// an earlier orgo can still be attached.
+const RECORD: VersionedFormat =
+    VersionedFormat::new("orgo_vmm_record", Version::new(1, 0), 64 << 10)
+        .unversioned_as(Version::new(1, 0));
+
 /// What [`Vmm::attach`] needs to find a VM's VMM again, kept in the VM's
-/// run directory ([`RunPaths::record`]) while the VM runs.
+/// run directory ([`RunPaths::record`]) while the VM runs, as a [`RECORD`]
+/// file.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct VmmRecord {
     /// The VM's id.
     id: String,
@@ -106,7 +114,8 @@ impl VmmRecord {
             api_socket: std::path::absolute(socket).map_err(io("cannot resolve", socket))?,
             memory_file: memory_file.map(Path::to_owned),
         };
-        let json = serde_json::to_vec_pretty(&record).expect("a record serializes");
+        let json =
+            serde_json::to_vec_pretty(&RECORD.to_value(&record)).expect("a record serializes");
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
@@ -115,12 +124,10 @@ impl VmmRecord {
     }
 
     fn read(path: &Path) -> Result<VmmRecord, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(io("cannot read the VMM record", path))?;
-        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Vmm {
-            backend: BACKEND,
-            op: "attach".to_owned(),
-            message: format!("`{}` is not a VMM record: {e}", path.display()),
-        })
+        RECORD.read_file(path).map_err(versioned(
+            "cannot read the VMM record",
+            "Cloud Hypervisor VMM record",
+        ))
     }
 }
 
