@@ -938,27 +938,33 @@ mod tests {
         assert_eq!(shell_quote(Path::new("/tmp/x")).expect("plain"), "'/tmp/x'");
     }
 
-    /// `meta.json` is read by the versioned rule; one written before it
-    /// (the version field inline) still reads.
+    /// `meta.json` is read by the versioned rule: this version reads and
+    /// writes back the same bytes; a snapshot of version 1 (no `vmgenid`
+    /// device) is refused as older, one of version 3 as newer.
     #[test]
     fn snapshot_meta_is_read_by_the_version_rule() {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let path = dir.path().join("meta.json");
-        let earlier =
-            r#"{"orgo_qemu_snapshot":1,"memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true}"#;
-        std::fs::write(&path, earlier).expect("written");
+        let current =
+            r#"{"orgo_qemu_snapshot":2,"memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true}"#;
+        std::fs::write(&path, current).expect("written");
         let meta = Meta::read(&path).expect("reads");
         assert_eq!((meta.memory_mib, meta.cpus, meta.hotplug), (512, 2, true));
         let written = serde_json::to_string(&META.to_value(&meta)).expect("JSON");
-        assert_eq!(written, earlier, "written as before");
+        assert_eq!(written, current, "written as read");
 
-        std::fs::write(&path, r#"{"orgo_qemu_snapshot":2,"memory":"512M"}"#).expect("written");
-        match Meta::read(&path) {
-            Err(RuntimeError::InvalidFile { source, .. }) => assert!(
-                source.to_string().contains("written by a newer orgo"),
-                "{source}"
-            ),
-            other => panic!("expected an invalid file, got {other:?}"),
+        for (version, said) in [
+            (1, "written by an older orgo"),
+            (3, "written by a newer orgo"),
+        ] {
+            let file = format!(r#"{{"orgo_qemu_snapshot":{version},"memory":"512M"}}"#);
+            std::fs::write(&path, file).expect("written");
+            match Meta::read(&path) {
+                Err(RuntimeError::InvalidFile { source, .. }) => {
+                    assert!(source.to_string().contains(said), "{source}")
+                }
+                other => panic!("expected an invalid file, got {other:?}"),
+            }
         }
         let missing = Meta::read(&dir.path().join("missing.json"));
         assert!(
