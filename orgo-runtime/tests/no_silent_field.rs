@@ -1,0 +1,655 @@
+//! No silent field: every field of the `orgo.ai/v1` schema is either carried
+//! out by this runtime, with a named end-to-end test that exercises it, or
+//! refused by `Runtime::check` (so `build` and `launch` fail) with its path.
+//!
+//! The fields come from the committed JSON Schema, walked here, so a field
+//! added to the format without a line in [`COVERAGE`] fails this test; a
+//! line naming a test that does not exist fails it too. Needs no VM.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: an unwrap that fails is the test failing"
+)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use orgo_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use orgo_template::Template;
+use serde_json::Value;
+
+/// What this runtime does with a field.
+enum Coverage {
+    /// Carried out; the end-to-end test (`file::function`, the file under
+    /// the workspace) that exercises it.
+    Tested(&'static str),
+    /// Refused on this host: a template document (YAML, besides `api_version`
+    /// and `name`) that sets the field, and the path the refusal names.
+    Refused(&'static str, &'static str),
+    /// Shapes the document, not the computer (identity, descriptions,
+    /// interpolation sugar): why.
+    Format(&'static str),
+}
+
+use Coverage::{Format, Refused, Tested};
+
+const E2E: &str = "orgo-runtime/tests/runtime_e2e.rs::build_once_launch_two_exec_and_stop";
+const FIELDS: &str = "orgo-runtime/tests/fields_e2e.rs";
+const AGENT: &str = "orgo-runtime/tests/qemu_e2e.rs::base_image_boots_and_the_agent_does_its_work";
+const DESCRIPTIVE: &str =
+    "descriptive: part of the digest and the published document, no behaviour in the computer";
+
+/// Every schema field, in the schema's own order of appearance.
+const COVERAGE: &[(&str, Coverage)] = &[
+    (
+        "api_version",
+        Format("the format's version, checked by the parser"),
+    ),
+    ("template", Format("the template's identity")),
+    ("template.name", Tested(E2E)),
+    ("template.version", Tested(E2E)),
+    ("template.description", Format(DESCRIPTIVE)),
+    ("template.publisher", Format(DESCRIPTIVE)),
+    ("template.license", Format(DESCRIPTIVE)),
+    ("template.homepage", Format(DESCRIPTIVE)),
+    ("template.source", Format(DESCRIPTIVE)),
+    (
+        "name",
+        Format("sugar for `template.name` and `template.version`"),
+    ),
+    ("cpu", Format("sugar for `hardware.cpu`")),
+    ("ram", Format("sugar for `hardware.ram_gb`")),
+    (
+        "display",
+        Format("sugar for `hardware.resolution`, refused below"),
+    ),
+    (
+        "wallpaper",
+        Format("sugar for `desktop.wallpaper`, refused below"),
+    ),
+    ("on_first_boot", Format("sugar for `hooks.on_first_boot`")),
+    (
+        "vars",
+        Format("interpolated away by normalization; tested through `env` in fields_e2e"),
+    ),
+    ("hardware", Format("a group of the fields below")),
+    (
+        "hardware.os",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::vars_hardware_and_an_unset_optional_secret"
+        )),
+    ),
+    (
+        "hardware.cpu",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::vars_hardware_and_an_unset_optional_secret"
+        )),
+    ),
+    (
+        "hardware.ram_gb",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::vars_hardware_and_an_unset_optional_secret"
+        )),
+    ),
+    (
+        "hardware.disk_gb",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::vars_hardware_and_an_unset_optional_secret"
+        )),
+    ),
+    (
+        "hardware.gpu",
+        Refused("hardware: { gpu: h100 }", "hardware.gpu"),
+    ),
+    (
+        "hardware.gpu_count",
+        Refused("hardware: { gpu: t4, gpu_count: 2 }", "hardware.gpu_count"),
+    ),
+    (
+        "hardware.resolution",
+        Refused(
+            "hardware: { resolution: 1024x768x24 }",
+            "hardware.resolution",
+        ),
+    ),
+    (
+        "hardware.auto_stop_minutes",
+        Refused(
+            "hardware: { auto_stop_minutes: 5 }",
+            "hardware.auto_stop_minutes",
+        ),
+    ),
+    (
+        "hardware.region",
+        Refused("hardware: { region: iad }", "hardware.region"),
+    ),
+    (
+        "hardware.audio",
+        Refused("hardware: { audio: true }", "hardware.audio"),
+    ),
+    (
+        "hardware.bandwidth_mbps",
+        Refused(
+            "hardware: { bandwidth_mbps: 100 }",
+            "hardware.bandwidth_mbps",
+        ),
+    ),
+    ("secrets", Tested(E2E)),
+    ("secrets[].name", Tested(E2E)),
+    (
+        "secrets[].required",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::vars_hardware_and_an_unset_optional_secret"
+        )),
+    ),
+    ("secrets[].description", Format(DESCRIPTIVE)),
+    ("env", Tested(E2E)),
+    ("env.*.secret", Tested(E2E)),
+    ("build", Format("a group of the fields below")),
+    ("build.apt", Tested(E2E)),
+    (
+        "build.pip",
+        Tested("orgo-runtime/tests/system_templates.rs::python_runs_uv_and_python"),
+    ),
+    (
+        "build.npm",
+        Tested("orgo-runtime/tests/system_templates.rs::claude_code_runs_its_cli"),
+    ),
+    ("build.run", Tested(E2E)),
+    ("files", Tested(E2E)),
+    ("files[].to", Tested(E2E)),
+    ("files[].inline", Tested(E2E)),
+    ("files[].from", Tested(E2E)),
+    ("files[].mode", Tested(E2E)),
+    (
+        "files[].owner",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::files_get_their_owner_group_and_mode"
+        )),
+    ),
+    (
+        "files[].group",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::files_get_their_owner_group_and_mode"
+        )),
+    ),
+    ("files[].when", Tested(E2E)),
+    ("apps", Tested(E2E)),
+    ("apps[].name", Tested(E2E)),
+    ("apps[].title", Format(DESCRIPTIVE)),
+    ("apps[].install", Tested(E2E)),
+    ("apps[].services", Tested(E2E)),
+    ("apps[].services[].name", Tested(E2E)),
+    ("apps[].services[].run", Tested(E2E)),
+    (
+        "apps[].services[].cwd",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_service_runs_as_its_user_in_its_cwd_with_its_env_and_log"
+        )),
+    ),
+    (
+        "apps[].services[].user",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_service_runs_as_its_user_in_its_cwd_with_its_env_and_log"
+        )),
+    ),
+    (
+        "apps[].services[].env",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_service_runs_as_its_user_in_its_cwd_with_its_env_and_log"
+        )),
+    ),
+    (
+        "apps[].services[].env.*.secret",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_service_runs_as_its_user_in_its_cwd_with_its_env_and_log"
+        )),
+    ),
+    (
+        "apps[].services[].log",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_service_runs_as_its_user_in_its_cwd_with_its_env_and_log"
+        )),
+    ),
+    (
+        "apps[].services[].restart",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_failing_http_check_restarts_a_service_that_does_not_restart_itself"
+        )),
+    ),
+    ("apps[].services[].stop_signal", Tested(AGENT)),
+    ("apps[].health", Tested(E2E)),
+    (
+        "apps[].health.type",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.url",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_failing_http_check_restarts_a_service_that_does_not_restart_itself"
+        )),
+    ),
+    (
+        "apps[].health.host",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.port",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.command",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.process",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.every",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.timeout",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::a_failing_http_check_restarts_a_service_that_does_not_restart_itself"
+        )),
+    ),
+    (
+        "apps[].health.retries",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::tcp_process_and_command_checks_act_only_when_they_fail"
+        )),
+    ),
+    (
+        "apps[].health.on_fail",
+        Refused(
+            "apps: [{ name: a, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s, on_fail: alert } }]",
+            "apps[0].health.on_fail",
+        ),
+    ),
+    (
+        "apps[].ports",
+        Refused(
+            "apps: [{ name: a, ports: [{ internal: 8000 }] }]",
+            "apps[0].ports[0]",
+        ),
+    ),
+    (
+        "apps[].ports[].internal",
+        Refused(
+            "apps: [{ name: a, ports: [{ internal: 8000 }] }]",
+            "apps[0].ports[0]",
+        ),
+    ),
+    (
+        "apps[].ports[].external",
+        Refused(
+            "apps: [{ name: a, ports: [{ internal: 8000, external: 8000 }] }]",
+            "apps[0].ports[0]",
+        ),
+    ),
+    (
+        "apps[].ports[].protocol",
+        Refused(
+            "apps: [{ name: a, ports: [{ internal: 8000, protocol: udp }] }]",
+            "apps[0].ports[0]",
+        ),
+    ),
+    (
+        "apps[].ports[].public",
+        Refused(
+            "apps: [{ name: a, ports: [{ internal: 8000, public: true }] }]",
+            "apps[0].ports[0]",
+        ),
+    ),
+    (
+        "apps[].autostart",
+        Refused(
+            "apps: [{ name: a, autostart: [{ run: xterm }] }]",
+            "apps[0].autostart[0]",
+        ),
+    ),
+    (
+        "apps[].autostart[].run",
+        Refused(
+            "apps: [{ name: a, autostart: [{ run: xterm }] }]",
+            "apps[0].autostart[0]",
+        ),
+    ),
+    (
+        "apps[].autostart[].delay",
+        Refused(
+            "apps: [{ name: a, autostart: [{ run: xterm, delay: 3 }] }]",
+            "apps[0].autostart[0]",
+        ),
+    ),
+    ("triggers", Refused(TRIGGER, "triggers[0]")),
+    ("triggers[].name", Refused(TRIGGER, "triggers[0]")),
+    ("triggers[].source", Refused(TRIGGER, "triggers[0]")),
+    ("triggers[].source.type", Refused(TRIGGER, "triggers[0]")),
+    ("triggers[].source.cron", Refused(TRIGGER, "triggers[0]")),
+    (
+        "triggers[].source.path",
+        Refused(FILE_TRIGGER, "triggers[0]"),
+    ),
+    (
+        "triggers[].source.events",
+        Refused(FILE_TRIGGER, "triggers[0]"),
+    ),
+    (
+        "triggers[].source.app",
+        Refused(HEALTH_TRIGGER, "triggers[0]"),
+    ),
+    ("triggers[].actions", Refused(TRIGGER, "triggers[0]")),
+    ("triggers[].actions[].run", Refused(TRIGGER, "triggers[0]")),
+    (
+        "triggers[].actions[].restart_service",
+        Refused(HEALTH_TRIGGER, "triggers[0]"),
+    ),
+    (
+        "triggers[].actions[].alert",
+        Refused(FILE_TRIGGER, "triggers[0]"),
+    ),
+    ("triggers[].dedup", Refused(FILE_TRIGGER, "triggers[0]")),
+    (
+        "terminal",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::terminal_sessions_and_on_every_boot"
+        )),
+    ),
+    (
+        "terminal[].name",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::terminal_sessions_and_on_every_boot"
+        )),
+    ),
+    (
+        "terminal[].title",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::terminal_sessions_and_on_every_boot"
+        )),
+    ),
+    (
+        "terminal[].cwd",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::terminal_sessions_and_on_every_boot"
+        )),
+    ),
+    (
+        "terminal[].run",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::terminal_sessions_and_on_every_boot"
+        )),
+    ),
+    ("hooks", Format("a group of the fields below")),
+    ("hooks.on_first_boot", Tested(E2E)),
+    (
+        "hooks.on_every_boot",
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::terminal_sessions_and_on_every_boot"
+        )),
+    ),
+    ("hooks.on_pre_snapshot", Tested(E2E)),
+    ("hooks.on_resume", Tested(E2E)),
+    ("hooks.on_shutdown", Tested(E2E)),
+    (
+        "telemetry",
+        Refused("telemetry: { metrics: true }", "telemetry"),
+    ),
+    (
+        "telemetry.metrics",
+        Refused("telemetry: { metrics: true }", "telemetry"),
+    ),
+    (
+        "telemetry.logs",
+        Refused("telemetry: { logs: [/var/log/app.log] }", "telemetry"),
+    ),
+    (
+        "telemetry.otel_endpoint",
+        Refused(
+            "telemetry: { otel_endpoint: 'http://127.0.0.1:4318' }",
+            "telemetry",
+        ),
+    ),
+    ("egress_policy", Refused(EGRESS, "egress_policy")),
+    ("egress_policy.mode", Refused(EGRESS, "egress_policy")),
+    ("egress_policy.rules", Refused(EGRESS, "egress_policy")),
+    ("streaming", Refused(STREAM, "streaming[0]")),
+    ("streaming[].name", Refused(STREAM, "streaming[0]")),
+    ("streaming[].url", Refused(STREAM, "streaming[0]")),
+    ("streaming[].key", Refused(STREAM, "streaming[0]")),
+    (
+        "streaming[].key.secret",
+        Refused(
+            "secrets: [{ name: k }]\nstreaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: { secret: k } }]",
+            "streaming[0]",
+        ),
+    ),
+    ("streaming[].autostart", Refused(STREAM, "streaming[0]")),
+    (
+        "desktop",
+        Refused(
+            "desktop: { wallpaper: 'https://example.com/w.png' }",
+            "desktop",
+        ),
+    ),
+    (
+        "desktop.wallpaper",
+        Refused("wallpaper: 'https://example.com/w.png'", "desktop"),
+    ),
+];
+
+const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* * * * *' }, actions: [{ run: 'true' }] }]";
+const FILE_TRIGGER: &str = "triggers: [{ name: t, source: { type: file, path: /srv, events: [create] }, actions: [{ alert: changed }], dedup: 5s }]";
+const HEALTH_TRIGGER: &str = "apps: [{ name: web, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s } }]\ntriggers: [{ name: t, source: { type: health, app: web }, actions: [{ restart_service: s }] }]";
+const EGRESS: &str = "egress_policy: { mode: allow, rules: [api.github.com] }";
+const STREAM: &str =
+    "streaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: abc, autostart: true }]";
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate lives in the workspace")
+}
+
+/// Every field path of the committed schema (`apps[].ports[].public`,
+/// `env.*.secret`), following `$ref`s, alternatives, items and maps.
+fn schema_fields() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(workspace().join("orgo-template/schema/orgo.ai-v1.schema.json"))
+            .unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    let mut out = BTreeSet::new();
+    walk(&schema, &schema, "", 0, &mut out);
+    out
+}
+
+fn walk(root: &Value, node: &Value, path: &str, depth: usize, out: &mut BTreeSet<String>) {
+    assert!(depth < 32, "the schema nests too deep at `{path}`");
+    if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let name = reference.rsplit('/').next().unwrap();
+        walk(root, &root["$defs"][name], path, depth + 1, out);
+        return;
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for alternative in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            walk(root, alternative, path, depth + 1, out);
+        }
+    }
+    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+        for (name, sub) in properties {
+            let field = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            out.insert(field.clone());
+            walk(root, sub, &field, depth + 1, out);
+        }
+    }
+    if let Some(items) = node.get("items").filter(|i| i.is_object()) {
+        walk(root, items, &format!("{path}[]"), depth + 1, out);
+    }
+    if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        walk(root, values, &format!("{path}.*"), depth + 1, out);
+    }
+}
+
+#[test]
+fn every_schema_field_has_exactly_one_line() {
+    let fields = schema_fields();
+    assert!(
+        fields.len() > 100,
+        "the walk found the schema's fields: {fields:?}"
+    );
+    let listed: Vec<&str> = COVERAGE.iter().map(|(f, _)| *f).collect();
+    let missing: Vec<&String> = fields
+        .iter()
+        .filter(|f| !listed.contains(&f.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "fields with no line in COVERAGE (carry them out with a test, or refuse them in `support.rs`): {missing:?}"
+    );
+    let stale: Vec<&&str> = listed.iter().filter(|f| !fields.contains(**f)).collect();
+    assert!(
+        stale.is_empty(),
+        "lines for fields the schema lacks: {stale:?}"
+    );
+    let unique: BTreeSet<&&str> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "a field listed twice");
+}
+
+#[test]
+fn every_tested_field_names_a_test_that_exists() {
+    for (field, coverage) in COVERAGE {
+        let Tested(test) = coverage else { continue };
+        let (file, function) = test.split_once("::").unwrap_or((test, ""));
+        assert!(
+            !function.is_empty(),
+            "`{field}`: `{test}` names no function"
+        );
+        let source = std::fs::read_to_string(workspace().join(file))
+            .unwrap_or_else(|e| panic!("`{field}`: cannot read `{file}`: {e}"));
+        assert!(
+            source.contains(&format!("fn {function}(")),
+            "`{field}`: `{file}` has no test `{function}`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_refused_field_is_named_by_the_check() {
+    let home = tempfile::tempdir().unwrap();
+    let runtime = Runtime::open(RuntimeConfig::new(home.path()))
+        .await
+        .unwrap();
+    for (field, coverage) in COVERAGE {
+        let Refused(document, path) = coverage else {
+            continue;
+        };
+        let yaml = format!("api_version: orgo.ai/v1\nname: refused@1.0.0\n{document}\n");
+        let template = Template::from_yaml(&yaml)
+            .unwrap_or_else(|e| panic!("`{field}`: the sample does not parse: {e}\n{yaml}"));
+        match runtime.check(&template) {
+            Err(RuntimeError::Unsupportable(problems)) => assert!(
+                problems.iter().any(|p| p.field == *path),
+                "`{field}`: the check names {:?}, not `{path}`",
+                problems.iter().map(|p| &p.field).collect::<Vec<_>>()
+            ),
+            other => panic!("`{field}`: expected a refusal naming `{path}`, got {other:?}"),
+        }
+        // `build` refuses it the same way, before anything is built.
+        let built = runtime
+            .build(&template, &mut |_| panic!("nothing is built"))
+            .await;
+        assert!(
+            matches!(built, Err(RuntimeError::Unsupportable(_))),
+            "`{field}`: build went ahead"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_template_of_carried_out_fields_passes_the_check() {
+    let home = tempfile::tempdir().unwrap();
+    let runtime = Runtime::open(RuntimeConfig::new(home.path()))
+        .await
+        .unwrap();
+    let examples = workspace().join("examples/hello.yaml");
+    let template = Template::from_yaml(&std::fs::read_to_string(examples).unwrap()).unwrap();
+    runtime.check(&template).unwrap();
+}
+
+#[tokio::test]
+async fn the_region_is_enforced_against_the_hosts() {
+    let home = tempfile::tempdir().unwrap();
+    let template =
+        Template::from_yaml("api_version: orgo.ai/v1\nname: r@1.0.0\nhardware: { region: iad }\n")
+            .unwrap();
+    let us = Template::from_yaml(
+        "api_version: orgo.ai/v1\nname: r@1.0.0\nhardware: { region: auto-us }\n",
+    )
+    .unwrap();
+    for (host, template, runs) in [
+        (None, &template, false),
+        (Some("sjc"), &template, false),
+        (Some("iad"), &template, true),
+        (Some("lax"), &us, true),
+    ] {
+        let mut config = RuntimeConfig::new(home.path());
+        config.region = host.map(str::to_owned);
+        let runtime = Runtime::open(config).await.unwrap();
+        let checked = runtime.check(template);
+        assert_eq!(checked.is_ok(), runs, "host {host:?}: {checked:?}");
+        if let Err(error) = checked {
+            assert!(error.to_string().contains("`hardware.region`"), "{error}");
+        }
+    }
+}
