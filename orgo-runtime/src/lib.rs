@@ -60,7 +60,7 @@ pub use image::{
     sha256_file,
 };
 /// The agent protocol's types that the runtime's API uses.
-pub use orgo_agent::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
+pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
 pub use qemu::{QemuConfig, QemuError, QemuVm, USER_NET_IP};
 pub use qemu_backend::Qemu;
 pub use runtime::{

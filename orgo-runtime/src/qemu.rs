@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::image::{BaseImage, KERNEL_CMDLINE};
-use orgo_agent::SERIAL_PORT_NAME;
+use orgo_agent_protocol::SERIAL_PORT_NAME;
 
 /// The QEMU user-network settings the agent applies (`orgo.ip=`).
 pub const USER_NET_IP: &str = "orgo.ip=10.0.2.15/24,10.0.2.2,10.0.2.3";

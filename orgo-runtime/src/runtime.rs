@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use orgo_agent::{Exec, Hook, Stream};
+use orgo_agent_protocol::{Exec, Hook, Stream};
 use orgo_snapshot::{
     BuildCache, BuildFailure, Built, HardwareShape, ImageManifest, LocalStore, LockMode,
     LockService as _, RefKey, Registry, SnapshotArtifacts, StoreError,
@@ -1208,19 +1208,23 @@ impl Computer {
         exec: Exec,
         timeout: Duration,
         on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
-    ) -> Result<orgo_agent::ExitStatus, RuntimeError> {
+    ) -> Result<orgo_agent_protocol::ExitStatus, RuntimeError> {
         let agent = Arc::clone(&self.agent);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let job = tokio::task::spawn_blocking(move || {
-            agent.request_streaming(orgo_agent::Op::Exec(exec), timeout, |stream, data| {
-                let _ = tx.send((stream, data.to_vec()));
-            })
+            agent.request_streaming(
+                orgo_agent_protocol::Op::Exec(exec),
+                timeout,
+                |stream, data| {
+                    let _ = tx.send((stream, data.to_vec()));
+                },
+            )
         });
         while let Some((stream, data)) = rx.recv().await {
             on_output(stream, &data);
         }
         match joined(job).await?.map_err(RuntimeError::Agent)? {
-            orgo_agent::Reply::Exit { status, .. } => Ok(status),
+            orgo_agent_protocol::Reply::Exit { status, .. } => Ok(status),
             other => Err(RuntimeError::Agent(AgentError::Unexpected {
                 op: "exec",
                 reply: format!("{other:?}"),
@@ -1463,7 +1467,7 @@ async fn run_step(
                 timeout_ms: Some(STEP_TIMEOUT.as_millis() as u64),
                 ..Exec::shell(format!("set -e\n{script}"))
             };
-            let ran = stream_op(agent, orgo_agent::Op::Exec(exec), log)
+            let ran = stream_op(agent, orgo_agent_protocol::Op::Exec(exec), log)
                 .await
                 .map_err(agent_failed)?;
             if !ran.status.success() || ran.timed_out {
@@ -1479,7 +1483,7 @@ async fn run_step(
                 cwd: None,
                 user: None,
             };
-            let ran = stream_op(agent, orgo_agent::Op::RunHook(hook), log)
+            let ran = stream_op(agent, orgo_agent_protocol::Op::RunHook(hook), log)
                 .await
                 .map_err(agent_failed)?;
             if !ran.status.success() || ran.timed_out {
@@ -1521,9 +1525,13 @@ async fn write_file_step(
         },
         Content::Http(_) | Content::Git(_) => {
             let script = plan::fetch_script(file).expect("http and git sources have a script");
-            let ran = stream_op(agent, orgo_agent::Op::Exec(Exec::shell(script)), log)
-                .await
-                .map_err(|e| failed(format!("failed in the guest agent: {}", chain(&e)), b""))?;
+            let ran = stream_op(
+                agent,
+                orgo_agent_protocol::Op::Exec(Exec::shell(script)),
+                log,
+            )
+            .await
+            .map_err(|e| failed(format!("failed in the guest agent: {}", chain(&e)), b""))?;
             if !ran.status.success() {
                 return Err(failed(describe(&ran.status, ran.timed_out), &ran.output));
             }
@@ -1581,7 +1589,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 /// How a streamed exec or hook ended, and its output (the tail).
 struct Ran {
-    status: orgo_agent::ExitStatus,
+    status: orgo_agent_protocol::ExitStatus,
     timed_out: bool,
     output: Vec<u8>,
 }
@@ -1591,7 +1599,7 @@ struct Ran {
 /// guest's answer (killed, timed out) is what is reported.
 async fn stream_op(
     agent: &Arc<AgentClient>,
-    op: orgo_agent::Op,
+    op: orgo_agent_protocol::Op,
     log: BuildLog<'_>,
 ) -> Result<Ran, RuntimeError> {
     let agent = Arc::clone(agent);
@@ -1611,13 +1619,13 @@ async fn stream_op(
         log(BuildEvent::Output { stream, data });
     }
     match joined(job).await?.map_err(RuntimeError::Agent)? {
-        orgo_agent::Reply::Exit { status, timed_out } => Ok(Ran {
+        orgo_agent_protocol::Reply::Exit { status, timed_out } => Ok(Ran {
             status,
             timed_out,
             output,
         }),
         // The hook's reply repeats its output, which was streamed already.
-        orgo_agent::Reply::Hook {
+        orgo_agent_protocol::Reply::Hook {
             status, timed_out, ..
         } => Ok(Ran {
             status,
@@ -1639,7 +1647,7 @@ fn tail(output: &[u8]) -> String {
     String::from_utf8_lossy(&output[start..]).into_owned()
 }
 
-fn describe(status: &orgo_agent::ExitStatus, timed_out: bool) -> String {
+fn describe(status: &orgo_agent_protocol::ExitStatus, timed_out: bool) -> String {
     if timed_out {
         return "timed out".into();
     }
