@@ -20,6 +20,9 @@
 //!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]).
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
 //!   socket or Cloud Hypervisor's hybrid vsock.
+//! - The static `orgo-agent` is embedded in this crate (its `build.rs`
+//!   builds it; `ORGO_AGENT_EMBED=/path/to/orgo-agent` at build time embeds
+//!   that file instead); [`agent_binary`] writes it out once under a home.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -41,6 +44,7 @@
 
 mod agent;
 pub mod ch;
+mod embedded;
 mod image;
 mod initramfs;
 mod plan;
@@ -54,6 +58,7 @@ mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
 pub use ch::{ChVm, CloudHypervisor, VmmPool};
+pub use embedded::agent_binary;
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
     KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,
