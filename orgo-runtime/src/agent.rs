@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use orgo_agent::{
+use orgo_agent_protocol::{
     AgentMessage, Bytes, ErrorCode, Event, Exec, ExitStatus, FrameReader, HEADER_BYTES, HealthSpec,
     Hook, Identity, MAX_FILE_BYTES, MAX_FRAME_BYTES, Op, PROTOCOL_VERSION, ReadyInfo, Reply,
     Request, ServiceSpec, ServiceStatus, Stream, TerminalSpec, encode,

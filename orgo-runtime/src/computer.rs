@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orgo_agent::{ExitStatus, Hook, Op, Reply, Stream};
+use orgo_agent_protocol::{ExitStatus, Hook, Op, Reply, Stream};
 
 use crate::agent::{AgentClient, AgentError, ExecOutput};
 use crate::error::{RuntimeError, StepFailure, joined};
@@ -69,7 +69,7 @@ impl Computer {
     /// Runs a command and collects its output.
     pub async fn exec(
         &self,
-        exec: orgo_agent::Exec,
+        exec: orgo_agent_protocol::Exec,
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
         call(&self.agent, move |a| a.exec(exec, timeout)).await
@@ -78,7 +78,7 @@ impl Computer {
     /// Runs a command, passing its output to `on_output` as it comes.
     pub async fn exec_streaming(
         &self,
-        exec: orgo_agent::Exec,
+        exec: orgo_agent_protocol::Exec,
         timeout: Duration,
         on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<ExitStatus, RuntimeError> {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orgo_agent::Exec;
+use orgo_agent_protocol::Exec;
 
 use crate::agent::{AgentClient, AgentError};
 use crate::error::{RuntimeError, joined};

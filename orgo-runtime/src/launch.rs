@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use orgo_agent::Exec;
+use orgo_agent_protocol::Exec;
 use orgo_snapshot::Built;
 use orgo_template::Template;
 

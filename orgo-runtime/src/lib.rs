@@ -26,6 +26,9 @@
 //!   the backend that made them as a [`BackendKind`].
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
 //!   socket or Cloud Hypervisor's hybrid vsock.
+//! - The static `orgo-agent` is embedded in this crate (its `build.rs`
+//!   builds it; `ORGO_AGENT_EMBED=/path/to/orgo-agent` at build time embeds
+//!   that file instead); [`agent_binary`] writes it out once under a home.
 //!
 //! The modules: `config` and `error`; `runtime` (the front door) over
 //! `builder` (builds), `launch` (launches and the warm `pool`), `computer`
@@ -81,6 +84,7 @@ pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
 pub use computer::Computer;
 pub use config::{Backend, RuntimeConfig};
+pub use embedded::agent_binary;
 pub use error::{ErrorChain, RuntimeError, StepFailure};
 pub use home::{ComputerRecord, ComputerState, ComputerStatus, RecordState};
 pub use image::{
@@ -90,7 +94,7 @@ pub use image::{
 };
 pub use launch::LaunchOptions;
 /// The agent protocol's types that the runtime's API uses.
-pub use orgo_agent::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
+pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
 pub use process::process_alive;
 pub use runtime::Runtime;
 pub use steps::{BuildEvent, BuildLog};

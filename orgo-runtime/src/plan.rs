@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use orgo_agent::{
+use orgo_agent_protocol::{
     Backoff, HealthSpec, OnFail as AgentOnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
 };
 use orgo_template::{

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orgo_agent::{Exec, ExitStatus, Hook, Op, Reply, Stream};
+use orgo_agent_protocol::{Exec, ExitStatus, Hook, Op, Reply, Stream};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::error::{RuntimeError, StepFailure, joined};

@@ -12,9 +12,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use orgo_agent::{
-    Agent, AgentConfig, AgentMessage, ErrorCode, Exec, FrameReader, Op, PROTOCOL_VERSION,
-    ReadyInfo, Reply, Request, Server, write_frame,
+use orgo_agent::{Agent, AgentConfig, Server};
+use orgo_agent_protocol::{
+    AgentMessage, ErrorCode, Exec, FrameReader, Op, PROTOCOL_VERSION, ReadyInfo, Reply, Request,
+    write_frame,
 };
 use orgo_runtime::{AgentClient, AgentError};
 
@@ -54,7 +55,10 @@ fn hybrid_vsock_handshake_then_the_protocol() {
         server.serve(s, Box::new(writer), true);
     });
     let client = AgentClient::connect_hybrid_vsock(&socket, 1024, T).unwrap();
-    assert_eq!(client.ready().protocol, orgo_agent::PROTOCOL_VERSION);
+    assert_eq!(
+        client.ready().protocol,
+        orgo_agent_protocol::PROTOCOL_VERSION
+    );
     let out = client.exec(Exec::argv(["echo", "over vsock"]), T).unwrap();
     assert_eq!(out.stdout, b"over vsock\n");
     let _ = std::fs::remove_dir_all(&root);
@@ -199,27 +203,28 @@ fn an_oversize_request_is_refused_at_once_and_not_sent() {
     let client = AgentClient::handshake(host, T).unwrap();
     // The fake answers nothing but hello: a request that was sent would
     // time out instead.
-    let file = vec![0u8; orgo_agent::MAX_FILE_BYTES as usize + 1];
+    let file = vec![0u8; orgo_agent_protocol::MAX_FILE_BYTES as usize + 1];
     match client.write_file("/big", &file, None, None, None, T) {
         Err(AgentError::TooLarge { op, bytes, limit }) => {
             assert_eq!(op, "write_file");
             assert_eq!(
                 (bytes, limit),
-                (file.len() as u64, orgo_agent::MAX_FILE_BYTES)
+                (file.len() as u64, orgo_agent_protocol::MAX_FILE_BYTES)
             );
         }
         other => panic!("expected `TooLarge`, got {other:?}"),
     }
     let mut exec = Exec::argv(["cat"]);
-    exec.stdin = Some(orgo_agent::Bytes(vec![
+    exec.stdin = Some(orgo_agent_protocol::Bytes(vec![
         0u8;
-        orgo_agent::MAX_FRAME_BYTES as usize
+        orgo_agent_protocol::MAX_FRAME_BYTES
+            as usize
     ]));
     match client.exec(exec, T) {
         Err(AgentError::TooLarge { op, bytes, limit }) => {
             assert_eq!(op, "exec");
             assert!(bytes > limit, "{bytes} <= {limit}");
-            assert_eq!(limit, u64::from(orgo_agent::MAX_FRAME_BYTES));
+            assert_eq!(limit, u64::from(orgo_agent_protocol::MAX_FRAME_BYTES));
         }
         other => panic!("expected `TooLarge`, got {other:?}"),
     }

@@ -37,7 +37,7 @@ async fn agent_exec(vm: &dyn Vm) -> String {
         let agent = AgentClient::connect_hybrid_vsock(&path, port, AGENT_TIMEOUT).unwrap();
         let out = agent
             .exec(
-                orgo_agent::Exec::argv(["uname", "-r"]),
+                orgo_agent_protocol::Exec::argv(["uname", "-r"]),
                 Duration::from_secs(30),
             )
             .unwrap();

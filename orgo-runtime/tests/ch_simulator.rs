@@ -112,7 +112,7 @@ async fn boot_pause_snapshot_restore_resize_shutdown() {
         vm.agent_endpoint(),
         AgentEndpoint::HybridVsock {
             path: vsock.clone(),
-            port: orgo_agent::VSOCK_PORT
+            port: orgo_agent_protocol::VSOCK_PORT
         }
     );
     assert!(vsock.exists(), "the VM binds its hybrid vsock socket");

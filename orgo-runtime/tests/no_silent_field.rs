@@ -34,7 +34,6 @@ enum Coverage {
 use Coverage::{Format, Refused, Tested};
 
 const E2E: &str = "orgo-runtime/tests/runtime_e2e.rs::build_once_launch_two_exec_and_stop";
-const FIELDS: &str = "orgo-runtime/tests/fields_e2e.rs";
 const AGENT: &str = "orgo-runtime/tests/qemu_e2e.rs::base_image_boots_and_the_agent_does_its_work";
 const DESCRIPTIVE: &str =
     "descriptive: part of the digest and the published document, no behaviour in the computer";
@@ -564,6 +563,15 @@ fn every_schema_field_has_exactly_one_line() {
     );
     let unique: BTreeSet<&&str> = listed.iter().collect();
     assert_eq!(unique.len(), listed.len(), "a field listed twice");
+}
+
+#[test]
+fn every_format_only_field_says_why() {
+    for (field, coverage) in COVERAGE {
+        if let Format(why) = coverage {
+            assert!(why.len() > 10, "`{field}`: say why it shapes no computer");
+        }
+    }
 }
 
 #[test]

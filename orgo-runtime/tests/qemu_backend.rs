@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{image_dir, static_agent};
-use orgo_agent::Exec;
+use orgo_agent_protocol::Exec;
 use orgo_runtime::{
     Accel, AgentClient, AgentEndpoint, BaseImageRecipe, Disk, DiskFormat, KERNEL_CMDLINE, Network,
     Qemu, RestoreConfig, USER_NET_IP, Vm, VmConfig, VmState, Vmm, build_base, sha256_file,

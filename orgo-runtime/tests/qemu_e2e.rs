@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{image_dir, static_agent};
-use orgo_agent::{
+use orgo_agent_protocol::{
     Backoff, Event, Exec, HealthSpec, Hook, OnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
 };
 use orgo_runtime::{

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::files::{FilePolicy, OpError, read_file, write_file};
-use crate::health::HealthChecks;
-use crate::process::Spawner;
-use crate::protocol::{
+use orgo_agent_protocol::{
     AgentMessage, Bytes, ErrorCode, Event, FrameError, FrameReader, Op, PROTOCOL_VERSION,
     ReadyInfo, Reply, Request, Stream, encode,
 };
+
+use crate::files::{FilePolicy, OpError, read_file, write_file};
+use crate::health::HealthChecks;
+use crate::process::Spawner;
 use crate::supervisor::Supervisor;
 
 /// How many frames wait for one host connection: past this (or

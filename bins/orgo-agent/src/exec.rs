@@ -9,9 +9,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use orgo_agent_protocol::{
+    Command, ErrorCode, Exec, ExitStatus, Hook, MAX_HOOK_OUTPUT_BYTES, Stream,
+};
+
 use crate::agent::{Agent, Responder};
 use crate::files::{OpError, lookup_user};
-use crate::protocol::{Command, ErrorCode, Exec, ExitStatus, Hook, MAX_HOOK_OUTPUT_BYTES, Stream};
 
 /// The shell that runs command lines: bash where there is one.
 pub(crate) fn shell(root: &Path) -> &'static str {
@@ -189,7 +192,7 @@ pub(crate) fn run(
     })
 }
 
-/// [`crate::Op::Exec`].
+/// [`Op::Exec`](orgo_agent_protocol::Op::Exec).
 pub(crate) fn exec(
     agent: &Arc<Agent>,
     responder: &Arc<Responder>,
@@ -213,7 +216,8 @@ pub(crate) fn exec(
     Ok((outcome.status, outcome.timed_out))
 }
 
-/// [`crate::Op::RunHook`]: the script under `set -e`, output captured.
+/// [`Op::RunHook`](orgo_agent_protocol::Op::RunHook): the script under `set -e`, output
+/// captured.
 pub(crate) fn hook(
     agent: &Arc<Agent>,
     responder: &Arc<Responder>,
@@ -229,7 +233,7 @@ pub(crate) fn hook(
     )?;
     let timeout = hook
         .timeout_ms
-        .unwrap_or(crate::protocol::DEFAULT_HOOK_TIMEOUT_MS);
+        .unwrap_or(orgo_agent_protocol::DEFAULT_HOOK_TIMEOUT_MS);
     run(
         agent,
         responder,

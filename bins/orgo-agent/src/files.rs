@@ -10,9 +10,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::protocol::{ErrorCode, MAX_FILE_BYTES};
+use orgo_agent_protocol::{ErrorCode, MAX_FILE_BYTES};
 
-/// A failed agent operation, sent back as [`crate::Reply::Error`].
+/// A failed agent operation, sent back as [`Reply::Error`](orgo_agent_protocol::Reply::Error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpError {
     /// Kind.

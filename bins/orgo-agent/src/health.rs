@@ -6,9 +6,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use orgo_agent_protocol::{Command, Event, HealthSpec, OnFail, Probe};
+
 use crate::agent::Agent;
 use crate::exec::{Prepared, prepare};
-use crate::protocol::{Command, Event, HealthSpec, OnFail, Probe};
 
 /// The running checks; replacing them bumps a generation that ends the old threads.
 #[derive(Default)]

@@ -8,12 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orgo_agent_protocol::{
+    Command, ErrorCode, Identity, SERIAL_PORT_NAME, TerminalSpec, VSOCK_PORT,
+};
 use rustix::mount::MountFlags;
 
 use crate::agent::{Agent, Server};
 use crate::exec::prepare;
 use crate::files::{OpError, write_file};
-use crate::protocol::{Command, ErrorCode, Identity, SERIAL_PORT_NAME, TerminalSpec, VSOCK_PORT};
 
 /// Where login shells read the environment the host sets.
 pub const PROFILE_ENV: &str = "/etc/profile.d/orgo.sh";
@@ -189,7 +191,8 @@ fn valid_env_name(name: &str) -> bool {
         && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
-/// [`crate::Op::SetEnv`]: `/etc/profile.d/orgo.sh`, and the agent's own environment.
+/// [`Op::SetEnv`](orgo_agent_protocol::Op::SetEnv): `/etc/profile.d/orgo.sh`, and the agent's
+/// own environment.
 pub(crate) fn set_env(agent: &Arc<Agent>, env: &BTreeMap<String, String>) -> Result<(), OpError> {
     if let Some(bad) = env.keys().find(|k| !valid_env_name(k)) {
         return Err(OpError::new(
@@ -226,7 +229,8 @@ pub(crate) fn set_env(agent: &Arc<Agent>, env: &BTreeMap<String, String>) -> Res
     Ok(())
 }
 
-/// [`crate::Op::CreateTerminals`]: `tmux new-session -d`, unless the session exists.
+/// [`Op::CreateTerminals`](orgo_agent_protocol::Op::CreateTerminals): `tmux new-session -d`,
+/// unless the session exists.
 pub(crate) fn create_terminals(
     agent: &Arc<Agent>,
     sessions: &[TerminalSpec],
@@ -300,8 +304,8 @@ pub fn ensure_machine_id(root: &Path) {
     }
 }
 
-/// [`crate::Op::ResetIdentity`]: mix the host's entropy into the pool, set
-/// the clock, then a new machine-id and hostname.
+/// [`Op::ResetIdentity`](orgo_agent_protocol::Op::ResetIdentity): mix the host's entropy into
+/// the pool, set the clock, then a new machine-id and hostname.
 ///
 /// The machine-id is derived from the host's bytes (see
 /// [`machine_id_from_entropy`]), not drawn from `/dev/urandom`: clones

@@ -6,7 +6,7 @@ fn main() {
         println!(
             "orgo-agent {} (protocol {})",
             env!("CARGO_PKG_VERSION"),
-            orgo_agent::PROTOCOL_VERSION
+            orgo_agent_protocol::PROTOCOL_VERSION
         );
         return;
     }

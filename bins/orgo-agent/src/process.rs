@@ -21,9 +21,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use orgo_agent_protocol::ExitStatus;
 use rustix::process::{Pid, Signal, WaitOptions};
-
-use crate::protocol::ExitStatus;
 
 type OnExit = Box<dyn FnOnce(ExitStatus) + Send>;
 

@@ -7,15 +7,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use orgo_agent_protocol::{
+    Command, ErrorCode, Event, ExitStatus, RestartPolicy, ServiceSpec, ServiceState, ServiceStatus,
+};
 use rustix::process::Signal;
 
 use crate::agent::Agent;
 use crate::exec::prepare;
 use crate::files::OpError;
 use crate::process::{signal_by_name, signal_group};
-use crate::protocol::{
-    Command, ErrorCode, Event, ExitStatus, RestartPolicy, ServiceSpec, ServiceState, ServiceStatus,
-};
 
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -693,7 +693,7 @@ fn machine_args(
         "-device",
         &format!(
             "virtserialport,chardev=agent,name={}",
-            orgo_agent::SERIAL_PORT_NAME
+            orgo_agent_protocol::SERIAL_PORT_NAME
         ),
         "-device",
         "virtio-rng-pci",

@@ -392,7 +392,7 @@ impl Vm for ChVm {
     fn agent_endpoint(&self) -> AgentEndpoint {
         AgentEndpoint::HybridVsock {
             path: self.vsock.clone(),
-            port: orgo_agent::VSOCK_PORT,
+            port: orgo_agent_protocol::VSOCK_PORT,
         }
     }
 
