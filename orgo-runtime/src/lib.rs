@@ -18,6 +18,8 @@
 //!   a shared file, device state by migration with `x-ignore-shared`,
 //!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
 //!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]).
+//! - [`check_host_tools`] finds the host binaries ([`HostTool::VMS`],
+//!   [`HostTool::BASE_IMAGE`]) that are not installed, all at once.
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
 //!   socket or Cloud Hypervisor's hybrid vsock.
 //!
@@ -41,6 +43,7 @@
 
 mod agent;
 pub mod ch;
+mod host_tools;
 mod image;
 mod initramfs;
 mod plan;
@@ -54,6 +57,7 @@ mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
 pub use ch::{ChVm, CloudHypervisor, VmmPool};
+pub use host_tools::{HostTool, MissingTools, check_host_tools};
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
     KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,

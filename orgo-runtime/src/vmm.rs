@@ -299,6 +299,9 @@ pub enum RuntimeError {
          (`RuntimeConfig::agent`; the CLI's `--agent` or `ORGO_AGENT`; Python's `agent=`)"
     )]
     MissingAgent,
+    /// Host binaries the runtime spawns are not installed.
+    #[error(transparent)]
+    MissingTools(crate::host_tools::MissingTools),
     /// A value given to the runtime is not one it can use.
     #[error("invalid {what}")]
     Invalid {
