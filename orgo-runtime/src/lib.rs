@@ -18,6 +18,9 @@
 //!   a shared file, device state by migration with `x-ignore-shared`,
 //!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
 //!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]).
+//! - [`system_templates`] are the curated templates (`system/python@1.0.0`,
+//!   `system/nodejs@1.0.0`, `system/claude-code@1.0.0`), compiled in from
+//!   the repository's `templates/system/`; [`system_template`] resolves one.
 //! - [`check_host_tools`] finds the host binaries ([`HostTool::VMS`],
 //!   [`HostTool::BASE_IMAGE`]) that are not installed, all at once.
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
@@ -51,6 +54,7 @@ mod qemu;
 mod qemu_backend;
 mod qmp;
 mod runtime;
+mod system;
 mod vault;
 mod vmlinux;
 mod vmm;
@@ -71,6 +75,7 @@ pub use runtime::{
     Backend, BuildEvent, BuildLog, Computer, ComputerRecord, ComputerStatus, LaunchOptions,
     Runtime, RuntimeConfig, StepFailure,
 };
+pub use system::{SYSTEM_NAMESPACE, SystemTemplate, system_template, system_templates};
 pub use vault::{ENV_PREFIX as SECRET_ENV_PREFIX, VAULT_FILE, Vault, VaultError};
 pub use vmlinux::extract_vmlinux;
 pub use vmm::{
