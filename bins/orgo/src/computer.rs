@@ -167,8 +167,9 @@ fn print_step_output(error: &RuntimeError) {
     }
 }
 
-/// A template from a file, or from the registry when the argument is a ref
-/// (`name@version`) and no such file exists.
+/// A template from a file, or, when the argument is a ref
+/// (`[namespace/]name@version`) and no such file exists, a curated one
+/// (`system/...`) or one from the registry.
 fn template(
     tokio: &tokio::runtime::Runtime,
     runtime: &Runtime,
@@ -178,6 +179,9 @@ fn template(
         return crate::load(arg, false);
     }
     let reference = parse_ref(arg)?;
+    if let Some(curated) = crate::store::curated(&reference) {
+        return curated;
+    }
     tokio
         .block_on(runtime.resolve(&reference))
         .map_err(runtime_error)
