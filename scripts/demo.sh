@@ -10,17 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-command -v qemu-img >/dev/null || need+=(qemu-utils)
-command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
-command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
-[ -e /bin/busybox ] || need+=(busybox-static)
-if [ ${#need[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${need[@]}" ca-certificates
-fi
+# QEMU (the emulator and qemu-img at one version), mmdebstrap, mkfs.ext4,
+# busybox-static, fresh package lists.
+scripts/install-deps.sh
 
 echo "== building orgo and the static guest agent" >&2
 cargo build -q --release --locked -p orgo

@@ -19,6 +19,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// Host binaries the runtime spawns are not installed.
+    #[error(transparent)]
+    MissingTools(crate::host_tools::MissingTools),
     /// A file operation failed.
     #[error("{op} `{}`", path.display())]
     Io {

@@ -88,7 +88,7 @@ impl BaseImages {
         {
             return Ok(found);
         }
-        crate::host_tools::check(crate::host_tools::IMAGE_TOOLS)?;
+        crate::host_tools::require(crate::HostTool::BASE_IMAGE)?;
         log(BuildEvent::Status(
             "building the base image (once per recipe; a few minutes)".into(),
         ));

@@ -119,6 +119,9 @@ async fn restore(
     let inner = runtime.inner();
     let manifest = &built.manifest;
     let kind: BackendKind = manifest.backend.parse()?;
+    if let BackendKind::Qemu(_) = kind {
+        inner.builder.backends.require_qemu_tools()?;
+    }
     let vmm = inner.builder.backends.vmm(kind)?;
     let mut record = ComputerRecord::launching(id, template);
     record.snapshot = Some(built.digest);

@@ -24,6 +24,11 @@
 //!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
 //!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]). Snapshots record
 //!   the backend that made them as a [`BackendKind`].
+//! - [`system_templates`] are the curated templates (`system/python@1.0.0`,
+//!   `system/nodejs@1.0.0`, `system/claude-code@1.0.0`), compiled in from
+//!   the repository's `templates/system/`; [`system_template`] resolves one.
+//! - [`check_host_tools`] finds the host binaries ([`HostTool::VMS`],
+//!   [`HostTool::BASE_IMAGE`]) that are not installed, all at once.
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
 //!   socket or Cloud Hypervisor's hybrid vsock.
 //! - The static `orgo-agent` is embedded in this crate (its `build.rs`
@@ -75,6 +80,7 @@ mod process;
 mod runtime;
 mod steps;
 mod support;
+mod system;
 mod vault;
 mod vmm;
 
@@ -87,6 +93,7 @@ pub use config::{Backend, RuntimeConfig};
 pub use embedded::agent_binary;
 pub use error::{ErrorChain, RuntimeError, StepFailure};
 pub use home::{ComputerRecord, ComputerState, ComputerStatus, RecordState};
+pub use host_tools::{HostTool, MissingTools, check_host_tools};
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
     KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,
@@ -99,6 +106,7 @@ pub use process::process_alive;
 pub use runtime::Runtime;
 pub use steps::{BuildEvent, BuildLog};
 pub use support::Unsupported;
+pub use system::{SYSTEM_NAMESPACE, SystemTemplate, system_template, system_templates};
 pub use vault::{ENV_PREFIX as SECRET_ENV_PREFIX, VAULT_FILE, Vault, VaultError};
 pub use vmm::{
     Accel, AgentEndpoint, BackendKind, Capabilities, Disk, DiskFormat, Network, RestoreConfig, Vm,

@@ -80,6 +80,9 @@ impl Runtime {
     /// The template `reference` points at: a curated `system` template, or
     /// one published in the store.
     pub async fn resolve(&self, reference: &TemplateRef) -> Result<Template, RuntimeError> {
+        if let Some(curated) = crate::system::system_template(reference) {
+            return Ok(curated);
+        }
         self.inner
             .registry
             .resolve(reference)

@@ -161,8 +161,9 @@ fn print_step_output(error: &RuntimeError) {
     }
 }
 
-/// A template from a file, or from the registry when the argument is a ref
-/// (`name@version`) and no such file exists.
+/// A template from a file, or, when the argument is a ref
+/// (`[namespace/]name@version`) and no such file exists, a curated one
+/// (`system/...`) or one from the registry.
 fn template(
     tokio: &tokio::runtime::Runtime,
     runtime: &Runtime,
@@ -172,6 +173,7 @@ fn template(
         return crate::load(arg, false);
     }
     let reference = parse_ref(arg)?;
+    // `Runtime::resolve` knows the curated `system/` templates too.
     tokio
         .block_on(runtime.resolve(&reference))
         .map_err(runtime_error)

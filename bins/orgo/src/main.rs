@@ -65,7 +65,8 @@ enum Command {
     },
     /// Print the JSON Schema of the format (sugar and canonical forms).
     Schema,
-    /// Publish a template as `NAMESPACE/name@version`; versions are immutable.
+    /// Publish a template as `NAMESPACE/name@version`; versions are
+    /// immutable, and `system` holds only the curated templates.
     Publish {
         /// Template file; `-` reads stdin.
         file: String,
@@ -76,12 +77,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List published templates (all namespaces, or one), with their digests.
+    /// List templates (all namespaces, or one) with their digests: the
+    /// curated ones (`system`) and those published in the store.
     Templates {
         /// Only this namespace.
         namespace: Option<String>,
     },
-    /// Print the digest a ref (`[namespace/]name@version`) is published under.
+    /// Print the digest of a ref (`[namespace/]name@version`): a curated
+    /// template (`system/...`) or a published one.
     Resolve {
         /// The ref; the namespace defaults to `default`.
         reference: String,

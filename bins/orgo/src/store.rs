@@ -1,11 +1,17 @@
 //! The store commands: `publish`, `templates`, `resolve`, `store verify`,
 //! `store gc`, over the local store.
+//!
+//! The `system` namespace is not the store's: it holds the curated
+//! templates compiled into orgo (`templates/system/`). `templates` lists
+//! them, `resolve` (and `build` and `launch`) find them there, and
+//! `publish` refuses the namespace.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use orgo_runtime::{SYSTEM_NAMESPACE, system_template, system_templates};
 use orgo_snapshot::{LocalStore, Registry, Store, StoreError};
-use orgo_template::{Name, TemplateRef};
+use orgo_template::{Name, Template, TemplateRef};
 
 use crate::{Failure, OutputFormat, emit};
 
@@ -41,6 +47,13 @@ pub(crate) fn publish(
     json: bool,
 ) -> Result<(), Failure> {
     let ns = namespace(ns)?;
+    if ns.as_str() == SYSTEM_NAMESPACE {
+        return Err(Failure::Input(format!(
+            "`{SYSTEM_NAMESPACE}` is the namespace of orgo's curated templates, which are \
+             files in its repository (`templates/{SYSTEM_NAMESPACE}/`), not published; \
+             publish in another namespace"
+        )));
+    }
     let template = crate::load(file, json)?;
     let (runtime, store) = open(root)?;
     let published = runtime
@@ -60,16 +73,50 @@ pub(crate) fn publish(
 
 pub(crate) fn templates(root: Option<PathBuf>, ns: Option<&str>) -> Result<(), Failure> {
     let ns = ns.map(namespace).transpose()?;
-    let (runtime, store) = open(root)?;
-    let listed = runtime
-        .block_on(registry(&store).list(ns.as_ref()))
-        .map_err(Failure::Store)?;
+    let system = |ns: &Name| ns.as_str() == SYSTEM_NAMESPACE;
+    let mut listed: Vec<(TemplateRef, String)> = Vec::new();
+    if ns.as_ref().is_none_or(system) {
+        listed.extend(
+            system_templates()
+                .into_iter()
+                .map(|t| (t.reference(), t.template.digest().to_string())),
+        );
+    }
+    if !ns.as_ref().is_some_and(system) {
+        let (runtime, store) = open(root)?;
+        let published = runtime
+            .block_on(registry(&store).list(ns.as_ref()))
+            .map_err(Failure::Store)?;
+        // A `system/` ref in the store (published before the namespace was
+        // reserved) is shadowed by the curated templates: not listed.
+        listed.extend(
+            published
+                .into_iter()
+                .filter(|(reference, _)| !system(reference.namespace()))
+                .map(|(reference, digest)| (reference, digest.to_string())),
+        );
+    }
+    listed.sort_by(|(a, _), (b, _)| {
+        (a.namespace(), a.name(), a.version()).cmp(&(b.namespace(), b.name(), b.version()))
+    });
     let mut out = String::new();
     for (reference, digest) in listed {
         out.push_str(&format!("{reference} {digest}\n"));
     }
     emit(&out);
     Ok(())
+}
+
+/// The curated template `reference` names, for a ref in the `system`
+/// namespace (an error when there is none); `None` for other namespaces.
+pub(crate) fn curated(reference: &TemplateRef) -> Option<Result<Template, Failure>> {
+    (reference.namespace().as_str() == SYSTEM_NAMESPACE).then(|| {
+        system_template(reference).ok_or_else(|| {
+            Failure::No(format!(
+                "`{reference}` is not a curated template; `orgo templates {SYSTEM_NAMESPACE}` lists them"
+            ))
+        })
+    })
 }
 
 pub(crate) fn resolve(
@@ -80,6 +127,15 @@ pub(crate) fn resolve(
     let reference: TemplateRef = reference
         .parse()
         .map_err(|e: orgo_template::TemplateError| Failure::Input(e.to_string()))?;
+    if let Some(template) = curated(&reference) {
+        let template = template?;
+        emit(&match format {
+            None => format!("{}\n", template.digest()),
+            Some(OutputFormat::Yaml) => template.to_yaml(),
+            Some(OutputFormat::Json) => format!("{}\n", template.canonical_json()),
+        });
+        return Ok(());
+    }
     let (runtime, store) = open(root)?;
     let registry = registry(&store);
     let not_found = || Failure::No(format!("`{reference}` is not published"));

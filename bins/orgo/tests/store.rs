@@ -104,9 +104,46 @@ fn missing_refs_and_bad_input() {
         Some(1),
         "an invalid template is not published"
     );
-    assert!(String::from_utf8_lossy(&orgo(store, &["templates"]).stdout).is_empty());
+    let listed = String::from_utf8(orgo(store, &["templates"]).stdout).unwrap();
+    assert!(
+        listed.lines().all(|l| l.starts_with("system/")),
+        "only the curated templates: {listed}"
+    );
     insta::assert_snapshot!(
         [&missing, &bad_ref, &bad_ns]
+            .map(|o| text(o, store))
+            .join("---\n")
+    );
+}
+
+/// The curated templates: listed, resolved and launched by ref without a
+/// store of their own, never published. Their digests are in the snapshot:
+/// a curated version is immutable, so a change to one of its files shows
+/// here and needs a new version.
+#[test]
+fn system_templates_are_listed_and_resolved_and_not_publishable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let listed = orgo(store, &["templates", "system"]);
+    assert_eq!(listed.status.code(), Some(0));
+    let resolved = orgo(store, &["resolve", "system/python@1.0.0"]);
+    assert_eq!(resolved.status.code(), Some(0));
+    let digest = orgo(store, &["digest", "templates/system/python.yaml"]);
+    assert_eq!(resolved.stdout, digest.stdout);
+    let yaml = orgo(
+        store,
+        &["resolve", "system/nodejs@1.0.0", "--format", "yaml"],
+    );
+    let normalized = orgo(store, &["normalize", "templates/system/nodejs.yaml"]);
+    assert_eq!(yaml.stdout, normalized.stdout);
+    let unknown = orgo(store, &["resolve", "system/ruby@1.0.0"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let publish = orgo(store, &["publish", "--namespace", "system", APP]);
+    assert_eq!(publish.status.code(), Some(2));
+    assert_eq!(orgo(store, &["publish", APP]).status.code(), Some(0));
+    let all = orgo(store, &["templates"]);
+    insta::assert_snapshot!(
+        [&listed, &resolved, &unknown, &publish, &all]
             .map(|o| text(o, store))
             .join("---\n")
     );

@@ -13,6 +13,7 @@ use orgo_snapshot::LocalStore;
 use crate::accel::AccelProbe;
 use crate::config::{Backend, RuntimeConfig};
 use crate::error::RuntimeError;
+use crate::host_tools::HostTool;
 use crate::image::KERNEL_CMDLINE;
 use crate::images::BaseImages;
 use crate::steps::BuildLog;
@@ -80,6 +81,18 @@ impl Backends {
         }
     }
 
+    /// The host binaries QEMU's builds and launches spawn, all present (a
+    /// configured QEMU binary given by path is checked by spawning it).
+    pub(crate) fn require_qemu_tools(&self) -> Result<(), RuntimeError> {
+        let bare = self.qemu.components().count() == 1;
+        let tools: Vec<HostTool> = HostTool::VMS
+            .iter()
+            .filter(|t| bare || t.binary != "qemu-system-x86_64")
+            .copied()
+            .collect();
+        crate::host_tools::require(&tools)
+    }
+
     /// What a build boots with.
     pub(crate) async fn flavor(
         &self,
@@ -89,7 +102,7 @@ impl Backends {
     ) -> Result<Flavor, RuntimeError> {
         match &self.backend {
             Backend::Qemu => {
-                crate::host_tools::check(crate::host_tools::VM_TOOLS)?;
+                self.require_qemu_tools()?;
                 Ok(Flavor {
                     kind: BackendKind::Qemu(self.accel(images, store, log).await?),
                     kernel: "vmlinuz",
