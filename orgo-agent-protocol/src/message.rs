@@ -309,6 +309,9 @@ pub struct HealthSpec {
 pub struct TerminalSpec {
     /// Session name.
     pub name: String,
+    /// The session's window name, a label for people (default: tmux's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,

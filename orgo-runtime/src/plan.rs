@@ -380,6 +380,7 @@ fn quote(text: &str) -> String {
 fn terminal(session: &TerminalSession) -> TerminalSpec {
     TerminalSpec {
         name: session.name.to_string(),
+        title: session.title.clone(),
         cwd: session.cwd.as_deref().map(home),
         run: session.run.clone(),
         user: None,

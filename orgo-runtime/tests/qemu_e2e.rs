@@ -241,6 +241,7 @@ fn base_image_boots_and_the_agent_does_its_work() {
         .create_terminals(
             vec![TerminalSpec {
                 name: "main".into(),
+                title: None,
                 cwd: Some("/tmp".into()),
                 run: None,
                 user: Some("orgo".into()),

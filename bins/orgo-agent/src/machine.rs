@@ -247,6 +247,9 @@ pub(crate) fn create_terminals(
             continue;
         }
         let mut args = argv(&["tmux", "new-session", "-d", "-s", &s.name]);
+        if let Some(title) = &s.title {
+            args.extend(argv(&["-n", title]));
+        }
         if let Some(cwd) = &s.cwd {
             args.extend(argv(&["-c", cwd]));
         }
@@ -279,6 +282,23 @@ fn new_machine_id() -> std::io::Result<String> {
     Ok(format_machine_id(bytes))
 }
 
+/// `RNDRESEEDCRNG`: `_IO('R', 0x07)` in `linux/random.h`.
+const RNDRESEEDCRNG: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(b'R', 0x07);
+
+/// Reseeds the kernel's CRNG from its input pool now (needs
+/// `CAP_SYS_ADMIN`; the agent is PID 1 and root).
+#[allow(
+    unsafe_code,
+    reason = "an ioctl; rustix has no safe wrapper for `RNDRESEEDCRNG`"
+)]
+fn reseed_crng(urandom: &fs::File) -> std::io::Result<()> {
+    // SAFETY: `RNDRESEEDCRNG` takes no argument and reads or writes no
+    // memory of this process; `NoArg` passes none, and the opcode is the
+    // kernel's for exactly that request on a random device.
+    unsafe { rustix::ioctl::ioctl(urandom, rustix::ioctl::NoArg::<RNDRESEEDCRNG>::new()) }
+        .map_err(std::io::Error::from)
+}
+
 /// A clone's machine-id, from the entropy the host sent it: the first 128
 /// bits of SHA-256 over a label and the bytes. The host sends each clone
 /// its own random bytes, so clones differ; the same bytes give the same id.
@@ -304,19 +324,18 @@ pub fn ensure_machine_id(root: &Path) {
     }
 }
 
-/// [`Op::ResetIdentity`](orgo_agent_protocol::Op::ResetIdentity): mix the host's entropy into
-/// the pool, set the clock, then a new machine-id and hostname.
+/// [`Op::ResetIdentity`](orgo_agent_protocol::Op::ResetIdentity): mix the
+/// host's entropy into the pool and reseed the kernel's random generator
+/// from it, set the clock, then a new machine-id and hostname.
 ///
-/// The machine-id is derived from the host's bytes (see
-/// [`machine_id_from_entropy`]), not drawn from `/dev/urandom`: clones
-/// restored from one snapshot share the kernel's random state, and nothing
-/// here reseeds it. The bytes are also written to `/dev/urandom`, which on
-/// Linux 6.1 only mixes them into the input pool: it neither credits entropy
-/// nor reseeds the CRNG, whose output stays the same in every clone until
-/// its next scheduled reseed (up to a minute). Forcing a reseed takes the
-/// `RNDRESEEDCRNG` ioctl (`unsafe` to call; this crate forbids `unsafe`) or,
-/// the proper way, a vmgenid device on restore, whose new generation id the
-/// kernel answers by reseeding at once; the runtime is to add that device.
+/// Clones restored from one snapshot share the kernel's random state: until
+/// it is reseeded, every clone's `/dev/urandom` gives the same bytes. Writing
+/// the host's bytes to `/dev/urandom` only mixes them into the input pool
+/// (Linux 6.1), so the agent then asks for a reseed at once
+/// (`RNDRESEEDCRNG`). A kernel with a vmgenid driver reseeds by itself on a
+/// restore (QEMU gives golden VMs a `vmgenid` device); Debian's cloud kernel
+/// has none. The machine-id is derived from the host's bytes (see
+/// [`machine_id_from_entropy`]).
 pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<(), OpError> {
     if identity.entropy.0.len() < 32 {
         return Err(OpError::new(
@@ -334,11 +353,14 @@ pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<
         ));
     }
     if agent.config().machine {
-        fs::OpenOptions::new()
+        let mut urandom = fs::OpenOptions::new()
             .write(true)
             .open("/dev/urandom")
-            .and_then(|mut f| f.write_all(&identity.entropy.0))
+            .map_err(|e| OpError::io("cannot open `/dev/urandom`", &e))?;
+        urandom
+            .write_all(&identity.entropy.0)
             .map_err(|e| OpError::io("cannot write `/dev/urandom`", &e))?;
+        reseed_crng(&urandom).map_err(|e| OpError::io("cannot reseed the kernel's CRNG", &e))?;
         let secs = i64::try_from(identity.unix_secs)
             .map_err(|_| OpError::new(ErrorCode::BadRequest, "`unix_secs` is out of range"))?;
         rustix::time::clock_settime(
