@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: install what orgo needs (Debian/Ubuntu,
-# as root), build orgo and the static guest agent, build the golden
+# as root), build orgo (the static guest agent is built into it), build the golden
 # snapshot of examples/hello.yaml, launch a computer from it, run commands
 # in it, list it, stop it.
 #
@@ -14,13 +14,12 @@ cd "$(dirname "$0")/.."
 # busybox-static, fresh package lists.
 scripts/install-deps.sh
 
-echo "== building orgo and the static guest agent" >&2
+echo "== building orgo (with the static guest agent built in)" >&2
 cargo build -q --release --locked -p orgo
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --locked -p orgo-agent \
-    --target x86_64-unknown-linux-gnu --target-dir target/agent-static
-export ORGO_AGENT="$PWD/target/agent-static/x86_64-unknown-linux-gnu/release/orgo-agent"
 orgo=target/release/orgo
 
+echo "== orgo build --check examples/hello.yaml" >&2
+$orgo build --check examples/hello.yaml
 echo "== orgo build examples/hello.yaml" >&2
 $orgo build examples/hello.yaml
 echo "== orgo launch examples/hello.yaml" >&2
