@@ -9,17 +9,19 @@ use orgo_agent_protocol::{ExitStatus, Hook, Op, Reply, Stream};
 
 use crate::agent::{AgentClient, AgentError, ExecOutput};
 use crate::error::{RuntimeError, StepFailure, joined};
-use crate::guest::{QUICK, call};
+use crate::guest::{self, QUICK, call};
 use crate::home::ComputerRecord;
-use crate::runtime::Runtime;
+use crate::home::{ComputerState, ComputerStatus};
+use crate::shared::{Shared, release_blocking};
 use crate::steps::{describe, tail};
 use crate::vmm::Vm;
+use crate::vmm::{AgentEndpoint, BackendKind};
 
 /// A running computer. Stop it ([`Computer::stop`]) or leave it running
 /// ([`Computer::detach`]); dropped otherwise, it is killed and cleaned up.
 #[derive(Debug)]
 pub struct Computer {
-    runtime: Runtime,
+    shared: Arc<Shared>,
     record: ComputerRecord,
     agent: Arc<AgentClient>,
     /// The VM's handle, when this process launched it.
@@ -29,13 +31,13 @@ pub struct Computer {
 impl Computer {
     /// A computer this process launched.
     pub(crate) fn launched(
-        runtime: Runtime,
+        shared: Arc<Shared>,
         record: ComputerRecord,
         agent: Arc<AgentClient>,
         vm: Box<dyn Vm>,
     ) -> Computer {
         Computer {
-            runtime,
+            shared,
             record,
             agent,
             vm: Some(vm),
@@ -44,12 +46,12 @@ impl Computer {
 
     /// A computer another handle launched, connected to.
     pub(crate) fn connected(
-        runtime: Runtime,
+        shared: Arc<Shared>,
         record: ComputerRecord,
         agent: Arc<AgentClient>,
     ) -> Computer {
         Computer {
-            runtime,
+            shared,
             record,
             agent,
             vm: None,
@@ -124,19 +126,19 @@ impl Computer {
         .await
     }
 
-    /// Stops it (see [`Runtime::stop`]); returns what `on_shutdown` printed.
+    /// Stops it (see [`Runtime::stop`](crate::Runtime::stop)); returns what `on_shutdown` printed.
     pub async fn stop(mut self) -> Result<Option<String>, RuntimeError> {
         let Some(vm) = self.vm.take() else {
             // Connected, not launched here: close our channel, so the stop
             // can open its own.
-            let (runtime, id) = (self.runtime.clone(), self.record.id.clone());
+            let (shared, id) = (Arc::clone(&self.shared), self.record.id.clone());
             drop(self);
-            return runtime.stop(&id).await;
+            return stop(&shared, &id).await;
         };
         // Ours: through our own handle and channel.
         let hook = graceful_stop(&self.agent, self.record.on_shutdown.clone()).await;
         vm.shutdown().await?;
-        self.runtime.cleanup(&self.record.id).await?;
+        self.shared.cleanup(&self.record.id).await?;
         hook
     }
 
@@ -156,8 +158,8 @@ impl Drop for Computer {
         if let Some(vm) = self.vm.take() {
             drop(vm);
             let id = self.record.id.clone();
-            let inner = self.runtime.inner();
-            crate::runtime::release_blocking(&inner.builder.cache, vec![(inner.home.dir(&id), id)]);
+            let shared = &self.shared;
+            release_blocking(&shared.builder.cache, vec![(shared.home.dir(&id), id)]);
         }
     }
 }
@@ -203,4 +205,127 @@ pub(crate) async fn graceful_stop(
         })),
         Some(Err(e)) => Err(e),
     }
+}
+
+/// Connects to running computer `id` (see
+/// [`Runtime::connect`](crate::Runtime::connect)).
+pub(crate) async fn connect(shared: &Arc<Shared>, id: &str) -> Result<Computer, RuntimeError> {
+    let status = status_of(shared, id)?;
+    let backend = match (status.state, status.record.backend) {
+        (ComputerState::Running, Some(backend)) => backend,
+        (ComputerState::Exited, _) => {
+            return Err(RuntimeError::NotFound {
+                what: format!(
+                    "running computer `{id}` (it has exited; `orgo stop {id}` cleans up)"
+                ),
+            });
+        }
+        (state, _) => {
+            return Err(RuntimeError::NotFound {
+                what: format!("running computer `{id}` (it is {})", state.as_str()),
+            });
+        }
+    };
+    let endpoint = agent_endpoint(shared, id, backend).await?;
+    let agent = guest::connect(endpoint, QUICK).await?;
+    Ok(Computer::connected(
+        Arc::clone(shared),
+        status.record,
+        agent,
+    ))
+}
+
+/// Stops computer `id` (see [`Runtime::stop`](crate::Runtime::stop)).
+pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String>, RuntimeError> {
+    let status = status_of(shared, id)?;
+    match status.state {
+        ComputerState::Running => {}
+        ComputerState::Exited => {
+            shared.cleanup(id).await?;
+            return Ok(None);
+        }
+        ComputerState::Orphaned => {
+            remove_orphan(shared, id).await?;
+            return Ok(None);
+        }
+        state @ (ComputerState::Launching | ComputerState::Parked) => {
+            return Err(RuntimeError::Invalid {
+                what: format!(
+                    "stop of computer `{id}`: it is {} by another process",
+                    match state {
+                        ComputerState::Parked => "parked",
+                        _ => "being launched",
+                    }
+                ),
+            });
+        }
+    }
+    let record = status.record;
+    let backend = record.backend.ok_or_else(|| RuntimeError::Invalid {
+        what: format!("record of computer `{id}`: running, and it names no backend"),
+    })?;
+    let dir = shared.home.dir(id);
+    let alive = || record.pid.is_some_and(crate::process::process_alive);
+    let mut hook = Ok(None);
+    let vm = match shared.builder.backends.vmm(backend)?.attach(id, &dir).await {
+        Ok(vm) => Some(vm),
+        // It exited meanwhile: only the cleanup is left to do.
+        Err(_) if !alive() => None,
+        Err(error) => return Err(error),
+    };
+    if let Some(vm) = vm {
+        // An agent that does not answer does not keep the VM up.
+        if let Ok(agent) = guest::connect(vm.agent_endpoint(), QUICK).await {
+            hook = graceful_stop(&agent, record.on_shutdown.clone()).await;
+        }
+        vm.shutdown().await?;
+    }
+    shared.cleanup(id).await?;
+    hook
+}
+
+/// Removes orphan `id`: kills its VMM, releases its lease, removes its
+/// files.
+pub(crate) async fn remove_orphan(shared: &Shared, id: &str) -> Result<(), RuntimeError> {
+    shared.home.remove_orphan(id)?;
+    shared
+        .builder
+        .cache
+        .release(id)
+        .await
+        .map(drop)
+        .map_err(crate::error::store_error)
+}
+
+/// Computer `id` as it is now.
+fn status_of(shared: &Shared, id: &str) -> Result<ComputerStatus, RuntimeError> {
+    shared.home.existing_dir(id)?;
+    shared
+        .home
+        .statuses()?
+        .into_iter()
+        .find(|s| s.record.id == id)
+        .ok_or_else(|| RuntimeError::NotFound {
+            what: format!("computer `{id}`"),
+        })
+}
+
+/// Where computer `id`'s agent listens: QEMU's is a socket in its
+/// directory; another backend's is asked of the VMM.
+async fn agent_endpoint(
+    shared: &Shared,
+    id: &str,
+    backend: BackendKind,
+) -> Result<AgentEndpoint, RuntimeError> {
+    let dir = shared.home.dir(id);
+    if let BackendKind::Qemu(_) = backend {
+        return Ok(AgentEndpoint::Serial(dir.join("agent.sock")));
+    }
+    let vm = shared
+        .builder
+        .backends
+        .vmm(backend)?
+        .attach(id, &dir)
+        .await?;
+    Ok(vm.agent_endpoint())
 }

@@ -225,11 +225,6 @@ impl Home {
         write_record(&self.dir(&record.id), record)
     }
 
-    /// Computer `id`'s record.
-    pub(crate) fn read(&self, id: &str) -> Result<ComputerRecord, RuntimeError> {
-        read_record(&self.existing_dir(id)?, id)
-    }
-
     /// Every computer of this home, with what it is now, oldest first.
     pub(crate) fn statuses(&self) -> Result<Vec<ComputerStatus>, RuntimeError> {
         let mut out = Vec::new();

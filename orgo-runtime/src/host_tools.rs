@@ -118,10 +118,10 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// [`check_host_tools`] against this process's `PATH`, as a runtime error.
-pub(crate) fn require(tools: &[HostTool]) -> Result<(), crate::RuntimeError> {
+/// [`check_host_tools`] against this process's `PATH`.
+pub(crate) fn require(tools: &[HostTool]) -> Result<(), MissingTools> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    check_host_tools(tools, &path).map_err(crate::RuntimeError::MissingTools)
+    check_host_tools(tools, &path)
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ impl BaseImages {
         {
             return Ok(found);
         }
-        crate::host_tools::require(crate::HostTool::BASE_IMAGE)?;
+        crate::host_tools::require(crate::host_tools::HostTool::BASE_IMAGE)
+            .map_err(RuntimeError::MissingTools)?;
         log(BuildEvent::Status(
             "building the base image (once per recipe; a few minutes)".into(),
         ));

@@ -4,6 +4,7 @@
 //! `on_resume`, the health checks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use orgo_agent_protocol::Exec;
@@ -17,7 +18,7 @@ use crate::guest::{self, QUICK, RESTORE_TIMEOUT, call};
 use crate::home::{ComputerRecord, RecordState};
 use crate::plan::{self, Action, Step};
 use crate::pool::{PoolKey, Warm};
-use crate::runtime::Runtime;
+use crate::shared::{Shared, release_blocking};
 use crate::steps::{BuildEvent, BuildLog, run_step};
 use crate::vault::Vault;
 use crate::vmm::{BackendKind, Disk, DiskFormat, RestoreConfig};
@@ -36,9 +37,22 @@ pub struct LaunchOptions {
     pub vault: Vault,
 }
 
-/// Launches a computer from `template` (see [`Runtime::launch`]).
+/// The shape `options` ask for, raised to the snapshot's (its floor).
+fn pool_key(built: &Built, options: &LaunchOptions) -> PoolKey {
+    let floor = built.manifest.hardware;
+    PoolKey {
+        snapshot: built.digest,
+        cpus: options.cpus.unwrap_or(floor.cpu).max(floor.cpu),
+        memory_mib: options
+            .memory_mib
+            .unwrap_or(floor.memory_mib)
+            .max(floor.memory_mib),
+    }
+}
+
+/// Launches a computer from `template` (see [`Runtime::launch`](crate::Runtime::launch)).
 pub(crate) async fn launch(
-    runtime: &Runtime,
+    shared: &Arc<Shared>,
     template: &Template,
     options: LaunchOptions,
     log: BuildLog<'_>,
@@ -56,7 +70,7 @@ pub(crate) async fn launch(
             ),
         });
     }
-    let inner = runtime.inner();
+    let inner = shared;
     let digest = template.digest();
     if let Some(built) = inner
         .builder
@@ -64,13 +78,13 @@ pub(crate) async fn launch(
         .get(&digest)
         .await
         .map_err(store_error)?
-        && let Some(warm) = take(runtime, PoolKey::of(&built, &options)).await
+        && let Some(warm) = take(shared, pool_key(&built, &options)).await
     {
         let key = warm.key;
-        let guard = Unlaunched::new(runtime, &warm.id);
-        let launched = personalize(runtime, warm, template, &options, secrets, log).await;
+        let guard = Unlaunched::new(shared, &warm.id);
+        let launched = personalize(shared, warm, template, &options, secrets, log).await;
         guard.settle(launched.is_ok()).await;
-        refill(runtime, template, key);
+        refill(shared, template, key);
         return launched;
     }
     let id = new_id();
@@ -79,17 +93,17 @@ pub(crate) async fn launch(
         .create(&ComputerRecord::launching(&id, template))?;
     // A launch cancelled from here on (its future dropped) leaves no lease
     // or directory behind.
-    let guard = Unlaunched::new(runtime, &id);
+    let guard = Unlaunched::new(shared, &id);
     let launched = async {
         let built = inner.builder.build(Some(&id), template, log).await?;
-        let key = PoolKey::of(&built, &options);
+        let key = pool_key(&built, &options);
         let restoring = Instant::now();
-        let warm = restore(runtime, &id, template, &built, key).await?;
+        let warm = restore(shared, &id, template, &built, key).await?;
         log(BuildEvent::Status(format!(
             "{id}: restored, agent answering, in {} ms",
             restoring.elapsed().as_millis()
         )));
-        personalize(runtime, warm, template, &options, secrets, log).await
+        personalize(shared, warm, template, &options, secrets, log).await
     }
     .await;
     guard.settle(launched.is_ok()).await;
@@ -101,7 +115,7 @@ pub(crate) async fn launch(
                 cpus: record.cpus,
                 memory_mib: record.memory_mib,
             };
-            refill(runtime, template, key);
+            refill(shared, template, key);
         }
     }
     launched
@@ -110,13 +124,13 @@ pub(crate) async fn launch(
 /// Restores `built` into VM `id` (recorded already) with its own disk
 /// layer, and connects to its agent: a computer without its identity yet.
 async fn restore(
-    runtime: &Runtime,
+    shared: &Arc<Shared>,
     id: &str,
     template: &Template,
     built: &Built,
     key: PoolKey,
 ) -> Result<Warm, RuntimeError> {
-    let inner = runtime.inner();
+    let inner = shared;
     let manifest = &built.manifest;
     let kind: BackendKind = manifest.backend.parse()?;
     if let BackendKind::Qemu(_) = kind {
@@ -184,7 +198,7 @@ async fn restore(
 /// `on_every_boot` and `on_resume`, the health checks; then records it as
 /// running.
 async fn personalize(
-    runtime: &Runtime,
+    shared: &Arc<Shared>,
     warm: Warm,
     template: &Template,
     options: &LaunchOptions,
@@ -234,45 +248,45 @@ async fn personalize(
     record.cpus = key.cpus;
     record.memory_mib = key.memory_mib;
     record.pid = pid;
-    runtime.inner().home.update(&record)?;
-    Ok(Computer::launched(runtime.clone(), record, agent, vm))
+    shared.home.update(&record)?;
+    Ok(Computer::launched(Arc::clone(shared), record, agent, vm))
 }
 
 /// Restores `count` computers of `template` ahead (see
-/// [`Runtime::prewarm`]).
+/// [`Runtime::prewarm`](crate::Runtime::prewarm)).
 pub(crate) async fn prewarm(
-    runtime: &Runtime,
+    shared: &Arc<Shared>,
     template: &Template,
     count: usize,
 ) -> Result<(), RuntimeError> {
-    let built = runtime.build(template, &mut |_| {}).await?;
-    let key = PoolKey::of(&built, &LaunchOptions::default());
-    fill(runtime, template, key, count).await
+    let built = shared.builder.build(None, template, &mut |_| {}).await?;
+    let key = pool_key(&built, &LaunchOptions::default());
+    fill(shared, template, key, count).await
 }
 
 /// Tops the pool for `key` up to `RuntimeConfig::warm_pool` in the
 /// background.
-fn refill(runtime: &Runtime, template: &Template, key: PoolKey) {
-    let count = runtime.inner().config.warm_pool;
+fn refill(shared: &Arc<Shared>, template: &Template, key: PoolKey) {
+    let count = shared.config.warm_pool;
     if count == 0 {
         return;
     }
-    let (runtime, template) = (runtime.clone(), template.clone());
+    let (shared, template) = (Arc::clone(shared), template.clone());
     tokio::spawn(async move {
         // A failure leaves the pool short; launches then restore cold.
-        let _ = fill(&runtime, &template, key, count).await;
+        let _ = fill(&shared, &template, key, count).await;
     });
 }
 
 async fn fill(
-    runtime: &Runtime,
+    shared: &Arc<Shared>,
     template: &Template,
     key: PoolKey,
     count: usize,
 ) -> Result<(), RuntimeError> {
-    let pool = &runtime.inner().pool;
+    let pool = &shared.pool;
     while let Some(claim) = pool.claim(key, count) {
-        let parked = park(runtime, template, key).await;
+        let parked = park(shared, template, key).await;
         let (warm, error) = match parked {
             Ok(warm) => (Some(warm), None),
             Err(error) => (None, Some(error)),
@@ -282,7 +296,7 @@ async fn fill(
             let id = warm.id.clone();
             let _ = warm.vm.shutdown().await;
             drop(warm);
-            discard(runtime, &id).await;
+            discard(shared, &id).await;
             return Ok(());
         }
         if let Some(error) = error {
@@ -292,13 +306,17 @@ async fn fill(
     Ok(())
 }
 
-async fn park(runtime: &Runtime, template: &Template, key: PoolKey) -> Result<Warm, RuntimeError> {
-    let inner = runtime.inner();
+async fn park(
+    shared: &Arc<Shared>,
+    template: &Template,
+    key: PoolKey,
+) -> Result<Warm, RuntimeError> {
+    let inner = shared;
     let id = new_id();
     let mut record = ComputerRecord::launching(&id, template);
     record.state = RecordState::Parked;
     inner.home.create(&record)?;
-    let guard = Unlaunched::new(runtime, &id);
+    let guard = Unlaunched::new(shared, &id);
     let parked = async {
         let built = inner
             .builder
@@ -306,7 +324,7 @@ async fn park(runtime: &Runtime, template: &Template, key: PoolKey) -> Result<Wa
             .lease(&id, &template.digest())
             .await
             .map_err(store_error)?;
-        let warm = restore(runtime, &id, template, &built, key).await?;
+        let warm = restore(shared, &id, template, &built, key).await?;
         let mut record = ComputerRecord::launching(&id, template);
         record.state = RecordState::Parked;
         record.snapshot = Some(built.digest);
@@ -330,31 +348,31 @@ async fn park(runtime: &Runtime, template: &Template, key: PoolKey) -> Result<Wa
 }
 
 /// A parked computer for `key`, resumed; `None` if none is parked.
-async fn take(runtime: &Runtime, key: PoolKey) -> Option<Warm> {
+async fn take(shared: &Arc<Shared>, key: PoolKey) -> Option<Warm> {
     loop {
-        let warm = runtime.inner().pool.take(key)?;
+        let warm = shared.pool.take(key)?;
         if warm.vm.resume().await.is_ok() {
             return Some(warm);
         }
         let id = warm.id.clone();
         drop(warm);
-        discard(runtime, &id).await;
+        discard(shared, &id).await;
     }
 }
 
 /// Stops every parked computer and frees its lease and files.
-pub(crate) async fn drain(runtime: &Runtime) {
-    for warm in runtime.inner().pool.drain() {
+pub(crate) async fn drain(shared: &Arc<Shared>) {
+    for warm in shared.pool.drain() {
         let id = warm.id.clone();
         let _ = warm.vm.shutdown().await;
         drop(warm);
-        discard(runtime, &id).await;
+        discard(shared, &id).await;
     }
 }
 
 /// Removes what a computer that never launched left: its lease and files.
-async fn discard(runtime: &Runtime, id: &str) {
-    let inner = runtime.inner();
+async fn discard(shared: &Arc<Shared>, id: &str) {
+    let inner = shared;
     let _ = inner.builder.cache.release(id).await;
     let _ = std::fs::remove_dir_all(inner.home.dir(id));
 }
@@ -370,14 +388,14 @@ fn new_id() -> String {
 /// lease and directory are removed, also when the launch's future is
 /// dropped half-way (its VM dies with its handle).
 struct Unlaunched {
-    runtime: Runtime,
+    shared: Arc<Shared>,
     id: Option<String>,
 }
 
 impl Unlaunched {
-    fn new(runtime: &Runtime, id: &str) -> Unlaunched {
+    fn new(shared: &Arc<Shared>, id: &str) -> Unlaunched {
         Unlaunched {
-            runtime: runtime.clone(),
+            shared: Arc::clone(shared),
             id: Some(id.to_owned()),
         }
     }
@@ -387,7 +405,7 @@ impl Unlaunched {
         if let Some(id) = self.id.take()
             && !launched
         {
-            discard(&self.runtime, &id).await;
+            discard(&self.shared, &id).await;
         }
     }
 }
@@ -395,8 +413,8 @@ impl Unlaunched {
 impl Drop for Unlaunched {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            let dir = self.runtime.inner().home.dir(&id);
-            crate::runtime::release_blocking(&self.runtime.inner().builder.cache, vec![(dir, id)]);
+            let dir = self.shared.home.dir(&id);
+            release_blocking(&self.shared.builder.cache, vec![(dir, id)]);
         }
     }
 }

@@ -36,11 +36,11 @@
 //!   that file instead); [`agent_binary`] writes it out once under a home.
 //!
 //! The modules: `config` and `error`; `runtime` (the front door) over
-//! `builder` (builds), `launch` (launches and the warm `pool`), `computer`
+//! `shared` (what its handles share), `builder` (builds), `launch` (launches and the warm `pool`), `computer`
 //! (a running computer's handle), `home` (computer records, orphans);
-//! `images` and `accel` (the base image in the store, the KVM probe);
+//! `images` (the base image in the store);
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
-//! `support` (no silent field); `backend/{qemu, ch}`; `image` (the base
+//! `support` (no silent field); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build).
 //!
 //! ```no_run
@@ -59,7 +59,6 @@
 //! # }
 //! ```
 
-mod accel;
 mod agent;
 mod backend;
 mod builder;
@@ -78,6 +77,7 @@ mod plan;
 mod pool;
 mod process;
 mod runtime;
+mod shared;
 mod steps;
 mod support;
 mod system;

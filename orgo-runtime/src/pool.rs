@@ -12,7 +12,6 @@ use orgo_snapshot::Built;
 use orgo_template::Digest;
 
 use crate::agent::AgentClient;
-use crate::launch::LaunchOptions;
 use crate::vmm::Vm;
 
 /// A restored computer before its identity: parked in the pool, or about to
@@ -33,21 +32,6 @@ pub(crate) struct PoolKey {
     pub(crate) snapshot: Digest,
     pub(crate) cpus: u32,
     pub(crate) memory_mib: u64,
-}
-
-impl PoolKey {
-    /// The shape `options` ask for, raised to the snapshot's (its floor).
-    pub(crate) fn of(built: &Built, options: &LaunchOptions) -> PoolKey {
-        let floor = built.manifest.hardware;
-        PoolKey {
-            snapshot: built.digest,
-            cpus: options.cpus.unwrap_or(floor.cpu).max(floor.cpu),
-            memory_mib: options
-                .memory_mib
-                .unwrap_or(floor.memory_mib)
-                .max(floor.memory_mib),
-        }
-    }
 }
 
 /// The parked computers, and the fills under way.

@@ -1,14 +1,13 @@
-//! [`Runtime`]: the front door. It owns the parts that do the work (the
-//! [`Builder`], the [`Home`] of computer records, the warm [`Pool`]) and
-//! hands each call to the module that holds it: builds to [`crate::builder`],
-//! launches and the pool to [`crate::launch`], a running computer to
-//! [`Computer`].
+//! [`Runtime`]: the front door. It holds the parts that do the work
+//! ([`crate::shared`]: the builder, the home of computer records, the warm
+//! pool) and hands each call to the module that owns it: builds to
+//! [`crate::builder`], launches and the pool to [`crate::launch`], a
+//! computer's connect and stop to [`crate::computer`].
 //!
 //! A computer outlives the process that launched it when that process
 //! [detaches](Computer::detach) it (the CLI does); any process can then
 //! [connect](Runtime::connect) to it and [stop](Runtime::stop) it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use orgo_snapshot::{BuildCache, Built, ImageManifest, LocalStore, Registry};
@@ -16,33 +15,23 @@ use orgo_template::{Digest, Template, TemplateRef};
 
 use crate::backend::Backends;
 use crate::builder::Builder;
-use crate::computer::{Computer, graceful_stop};
+use crate::computer::{self, Computer};
 use crate::config::RuntimeConfig;
 use crate::error::{RuntimeError, store_error};
-use crate::guest::{self, QUICK};
-use crate::home::{ComputerState, ComputerStatus, Home};
+use crate::home::{ComputerStatus, Home};
 use crate::images::BaseImages;
 use crate::launch::{self, LaunchOptions};
 use crate::pool::Pool;
+use crate::shared::Shared;
 use crate::steps::BuildLog;
 use crate::support::{self, HostFacts};
-use crate::vmm::{Accel, AgentEndpoint, BackendKind};
+use crate::vmm::Accel;
 
 /// The runtime: a store, a VMM and the computers launched here. Cheap to
 /// clone.
 #[derive(Debug, Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
-}
-
-/// What a runtime owns.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) config: RuntimeConfig,
-    pub(crate) registry: Registry,
-    pub(crate) builder: Builder,
-    pub(crate) home: Home,
-    pub(crate) pool: Pool,
+    shared: Arc<Shared>,
 }
 
 impl Runtime {
@@ -58,7 +47,7 @@ impl Runtime {
             cache,
         };
         Ok(Runtime {
-            inner: Arc::new(Inner {
+            shared: Arc::new(Shared {
                 registry: Registry::new(shared),
                 home: Home::new(&config.home),
                 pool: Pool::default(),
@@ -68,13 +57,9 @@ impl Runtime {
         })
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
-    }
-
     /// The store.
     pub fn store(&self) -> &LocalStore {
-        &self.inner.builder.store
+        &self.shared.builder.store
     }
 
     /// The template `reference` points at: a curated `system` template, or
@@ -83,7 +68,7 @@ impl Runtime {
         if let Some(curated) = crate::system::system_template(reference) {
             return Ok(curated);
         }
-        self.inner
+        self.shared
             .registry
             .resolve(reference)
             .await
@@ -99,7 +84,7 @@ impl Runtime {
     /// the guest does not come up (a nested, paravirtualized KVM fails
     /// unmodified guests), the answer is TCG.
     pub async fn accel(&self, log: BuildLog<'_>) -> Result<Accel, RuntimeError> {
-        let b = &self.inner.builder;
+        let b = &self.shared.builder;
         b.backends.accel(&b.images, &b.store, log).await
     }
 
@@ -109,7 +94,7 @@ impl Runtime {
         &self,
         log: BuildLog<'_>,
     ) -> Result<(Digest, ImageManifest), RuntimeError> {
-        self.inner.builder.images.get(log).await
+        self.shared.builder.images.get(log).await
     }
 
     /// Whether this host can run `template`: every field it sets that this
@@ -118,7 +103,7 @@ impl Runtime {
     /// [`launch`](Self::launch) ask this first; it builds nothing.
     pub fn check(&self, template: &Template) -> Result<(), RuntimeError> {
         let host = HostFacts {
-            region: self.inner.config.region.clone(),
+            region: self.shared.config.region.clone(),
         };
         let problems = support::unsupported(template, &host);
         if problems.is_empty() {
@@ -137,7 +122,7 @@ impl Runtime {
         log: BuildLog<'_>,
     ) -> Result<Built, RuntimeError> {
         self.check(template)?;
-        self.inner.builder.build(None, template, log).await
+        self.shared.builder.build(None, template, log).await
     }
 
     /// Launches a computer from `template`'s golden snapshot, building it
@@ -153,7 +138,7 @@ impl Runtime {
         log: BuildLog<'_>,
     ) -> Result<Computer, RuntimeError> {
         self.check(template)?;
-        launch::launch(self, template, options, log).await
+        launch::launch(&self.shared, template, options, log).await
     }
 
     /// Restores `count` computers of `template` ahead of time (building it
@@ -166,24 +151,24 @@ impl Runtime {
     /// launch from the pool starts a refill in the background.
     pub async fn prewarm(&self, template: &Template, count: usize) -> Result<(), RuntimeError> {
         self.check(template)?;
-        launch::prewarm(self, template, count).await
+        launch::prewarm(&self.shared, template, count).await
     }
 
     /// The ids of the computers parked by [`Runtime::prewarm`] and not yet
     /// taken.
     pub fn parked(&self) -> Vec<String> {
-        self.inner.pool.ids()
+        self.shared.pool.ids()
     }
 
     /// Stops every parked computer and frees its lease and files.
     pub async fn drain(&self) {
-        launch::drain(self).await;
+        launch::drain(&self.shared).await;
     }
 
     /// Every computer of this home (launched, being launched, parked or
     /// orphaned), oldest first.
     pub fn computers(&self) -> Result<Vec<ComputerStatus>, RuntimeError> {
-        self.inner.home.statuses()
+        self.shared.home.statuses()
     }
 
     /// Removes the computers left behind by launches whose process died
@@ -191,38 +176,11 @@ impl Runtime {
     /// removes their files. Returns their ids. Safe while other processes
     /// launch: a computer whose launcher runs is not touched.
     pub async fn sweep(&self) -> Result<Vec<String>, RuntimeError> {
-        let orphans = self.inner.home.orphans()?;
+        let orphans = self.shared.home.orphans()?;
         for id in &orphans {
-            self.inner.home.remove_orphan(id)?;
-            self.inner
-                .builder
-                .cache
-                .release(id)
-                .await
-                .map_err(store_error)?;
+            computer::remove_orphan(&self.shared, id).await?;
         }
         Ok(orphans)
-    }
-
-    /// Where computer `id`'s agent listens: QEMU's is a socket in its
-    /// directory; another backend's is asked of the VMM.
-    async fn agent_endpoint(
-        &self,
-        id: &str,
-        backend: BackendKind,
-    ) -> Result<AgentEndpoint, RuntimeError> {
-        let dir = self.inner.home.dir(id);
-        if let BackendKind::Qemu(_) = backend {
-            return Ok(AgentEndpoint::Serial(dir.join("agent.sock")));
-        }
-        let vm = self
-            .inner
-            .builder
-            .backends
-            .vmm(backend)?
-            .attach(id, &dir)
-            .await?;
-        Ok(vm.agent_endpoint())
     }
 
     /// Connects to running computer `id` (launched by this process or any
@@ -232,37 +190,7 @@ impl Runtime {
     /// process that holds a [`Computer`] of it (from a launch or a connect)
     /// keeps others waiting until it stops, detaches or drops it.
     pub async fn connect(&self, id: &str) -> Result<Computer, RuntimeError> {
-        let record = self.inner.home.read(id)?;
-        let status = self.status_of(id)?;
-        let backend = match (status.state, record.backend) {
-            (ComputerState::Running, Some(backend)) => backend,
-            (ComputerState::Exited, _) => {
-                return Err(RuntimeError::NotFound {
-                    what: format!(
-                        "running computer `{id}` (it has exited; `orgo stop {id}` cleans up)"
-                    ),
-                });
-            }
-            (state, _) => {
-                return Err(RuntimeError::NotFound {
-                    what: format!("running computer `{id}` (it is {})", state.as_str()),
-                });
-            }
-        };
-        let endpoint = self.agent_endpoint(id, backend).await?;
-        let agent = guest::connect(endpoint, QUICK).await?;
-        Ok(Computer::connected(self.clone(), record, agent))
-    }
-
-    fn status_of(&self, id: &str) -> Result<ComputerStatus, RuntimeError> {
-        self.inner
-            .home
-            .statuses()?
-            .into_iter()
-            .find(|s| s.record.id == id)
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: format!("computer `{id}`"),
-            })
+        computer::connect(&self.shared, id).await
     }
 
     /// Stops computer `id`: runs `on_shutdown`, powers the guest off, stops
@@ -273,113 +201,6 @@ impl Runtime {
     /// the failure is returned. A computer a live process is still
     /// launching or keeps parked is not touched.
     pub async fn stop(&self, id: &str) -> Result<Option<String>, RuntimeError> {
-        self.inner.home.existing_dir(id)?;
-        let status = self.status_of(id)?;
-        match status.state {
-            ComputerState::Running => {}
-            ComputerState::Exited => {
-                self.cleanup(id).await?;
-                return Ok(None);
-            }
-            ComputerState::Orphaned => {
-                self.inner.home.remove_orphan(id)?;
-                self.inner
-                    .builder
-                    .cache
-                    .release(id)
-                    .await
-                    .map_err(store_error)?;
-                return Ok(None);
-            }
-            state @ (ComputerState::Launching | ComputerState::Parked) => {
-                return Err(RuntimeError::Invalid {
-                    what: format!(
-                        "stop of computer `{id}`: it is {} by another process",
-                        match state {
-                            ComputerState::Parked => "parked",
-                            _ => "being launched",
-                        }
-                    ),
-                });
-            }
-        }
-        let record = status.record;
-        let backend = record.backend.ok_or_else(|| RuntimeError::Invalid {
-            what: format!("record of computer `{id}`: running, and it names no backend"),
-        })?;
-        let dir = self.inner.home.dir(id);
-        let alive = || record.pid.is_some_and(crate::process::process_alive);
-        let mut hook = Ok(None);
-        let vm = match self
-            .inner
-            .builder
-            .backends
-            .vmm(backend)?
-            .attach(id, &dir)
-            .await
-        {
-            Ok(vm) => Some(vm),
-            // It exited meanwhile: only the cleanup is left to do.
-            Err(_) if !alive() => None,
-            Err(error) => return Err(error),
-        };
-        if let Some(vm) = vm {
-            // An agent that does not answer does not keep the VM up.
-            if let Ok(agent) = guest::connect(vm.agent_endpoint(), QUICK).await {
-                hook = graceful_stop(&agent, record.on_shutdown.clone()).await;
-            }
-            vm.shutdown().await?;
-        }
-        self.cleanup(id).await?;
-        hook
+        computer::stop(&self.shared, id).await
     }
-
-    /// Ends computer `id`'s lease and removes its files.
-    pub(crate) async fn cleanup(&self, id: &str) -> Result<(), RuntimeError> {
-        self.inner
-            .builder
-            .cache
-            .release(id)
-            .await
-            .map_err(store_error)?;
-        self.inner.home.remove(id)
-    }
-}
-
-impl Drop for Inner {
-    /// Parked computers die with their handles; their leases and files
-    /// are removed here (on a thread of its own: this may run inside an
-    /// async runtime, which cannot block on another).
-    fn drop(&mut self) {
-        let parked = self.pool.drain_owned();
-        if parked.is_empty() {
-            return;
-        }
-        let ids: Vec<String> = parked.iter().map(|w| w.id.clone()).collect();
-        drop(parked);
-        release_blocking(
-            &self.builder.cache,
-            ids.into_iter().map(|id| (self.home.dir(&id), id)).collect(),
-        );
-    }
-}
-
-/// Frees the leases and removes the directories of computers that never
-/// launched, from synchronous code (a `Drop`): on a thread of its own, as
-/// this may run inside an async runtime, which cannot block on another.
-pub(crate) fn release_blocking(cache: &BuildCache, computers: Vec<(PathBuf, String)>) {
-    let cache = cache.clone();
-    let cleanup = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        for (dir, id) in computers {
-            let _ = rt.block_on(cache.release(&id));
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    });
-    let _ = cleanup.join();
 }

@@ -2,6 +2,7 @@
 //! configured [`Backend`] for builds, and for each snapshot the backend
 //! that made it ([`BackendKind`]).
 
+mod accel;
 pub mod ch;
 pub(crate) mod qemu;
 mod qmp;
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use orgo_snapshot::LocalStore;
 
-use crate::accel::AccelProbe;
+use self::accel::AccelProbe;
 use crate::config::{Backend, RuntimeConfig};
 use crate::error::RuntimeError;
 use crate::host_tools::HostTool;
@@ -90,7 +91,7 @@ impl Backends {
             .filter(|t| bare || t.binary != "qemu-system-x86_64")
             .copied()
             .collect();
-        crate::host_tools::require(&tools)
+        crate::host_tools::require(&tools).map_err(RuntimeError::MissingTools)
     }
 
     /// What a build boots with.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use orgo_snapshot::{ImageManifest, LocalStore};
 use orgo_template::Digest;
 
-use crate::backend::qemu::Qemu;
+use super::qemu::Qemu;
 use crate::disk::create_overlay;
 use crate::error::{ErrorChain, RuntimeError, store_error};
 use crate::guest;
