@@ -91,7 +91,7 @@ apps:
         user: root
     health:
       type: process
-      process: httpd
+      process: busybox
       every: 1s
       retries: 1
       on_fail: restart_service:up-marker
@@ -271,7 +271,8 @@ async fn tcp_process_and_command_checks_act_only_when_they_fail() {
         "restarted",
     )
     .await;
-    // httpd runs: the process check never fails, its marker started once.
+    // httpd (`busybox`) runs: the process check never fails, its marker
+    // started once.
     assert_eq!(sh(&c, "wc -l < /var/tmp/up-starts").await.trim(), "1");
     c.stop().await.unwrap();
 }
