@@ -9,9 +9,10 @@
 //! - a cache-hit `build`;
 //! - a build's overhead beyond the template's own steps.
 //!
-//! `cargo bench -p orgo-benches --bench launch`. Needs root, QEMU and the
-//! static agent in `ORGO_AGENT`; the store is `ORGO_BENCH_HOME`, else
-//! `target/orgo-test-home` (where the tests keep the base image).
+//! `cargo bench -p orgo-benches --bench launch`. Needs root and QEMU; the
+//! agent is the one built into orgo-runtime (`ORGO_AGENT` overrides it);
+//! the store is `ORGO_BENCH_HOME`, else `target/orgo-test-home` (where the
+//! tests keep the base image).
 
 #![allow(clippy::unwrap_used, reason = "a bench: a failure ends it")]
 
@@ -65,11 +66,7 @@ async fn launch_and_exec(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let agent = std::env::var_os("ORGO_AGENT")
-        .map(PathBuf::from)
-        .expect("set ORGO_AGENT to a static orgo-agent (see orgo-runtime/tests/common/mod.rs)");
-    let mut config = RuntimeConfig::new(home());
-    config.agent = Some(agent);
+    let mut config = RuntimeConfig::from_env(Some(home())).unwrap();
     config.accel = Some(Accel::Tcg);
     let runtime = Runtime::open(config).await.unwrap();
 
