@@ -8,7 +8,7 @@
 # for a first base image mmdebstrap and Debian's mirror). It finds the
 # repository from its own path and reads, from the environment passed on
 # here: ORGO_TEST_HOME (default target/orgo-test-home), ORGO_AGENT (default:
-# built with cargo into target/agent-static) and ORGO_ACCEL (default tcg).
+# the agent built into the extension) and ORGO_ACCEL (default tcg).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"

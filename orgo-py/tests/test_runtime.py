@@ -5,8 +5,8 @@ environment, `on_resume` and `on_shutdown` hooks) is built once per session;
 its nonce makes each session really build it. The orgo home is
 `target/orgo-test-home` (shared with the Rust end-to-end tests, which build
 the base image there once), or `$ORGO_TEST_HOME`; the accelerator is TCG
-unless `$ORGO_ACCEL` says otherwise; the static agent is `$ORGO_AGENT`, else
-built with cargo as the Rust tests build it.
+unless `$ORGO_ACCEL` says otherwise; the static agent is the one built into
+the extension (as a user's `pip install` gets it), or `$ORGO_AGENT`.
 
 Needs root, QEMU and, for the first base image, mmdebstrap and Debian's
 package mirror.
@@ -15,7 +15,6 @@ package mirror.
 import gc
 import os
 import pathlib
-import subprocess
 import threading
 import time
 
@@ -48,31 +47,15 @@ def nonce():
     return f"{os.getpid()}-{time.time_ns()}"
 
 
-def static_agent():
-    """`$ORGO_AGENT`, else the static agent built as the Rust VM tests build it."""
-    given = os.environ.get("ORGO_AGENT")
-    if given:
-        return pathlib.Path(given)
-    target = REPO / "target" / "agent-static"
-    subprocess.run(
-        [os.environ.get("CARGO", "cargo"), "build", "-q", "--locked", "-p", "orgo-agent",
-         "--release", "--target", "x86_64-unknown-linux-gnu", "--target-dir", str(target)],
-        cwd=REPO,
-        env={**os.environ, "RUSTFLAGS": "-C target-feature=+crt-static"},
-        check=True,
-    )
-    return target / "x86_64-unknown-linux-gnu" / "release" / "orgo-agent"
-
-
 @pytest.fixture(scope="session")
 def where():
-    """The keywords every call takes: the test home and the agent. Sets
-    `ORGO_ACCEL=tcg` for the session unless it is set."""
+    """The keywords every call takes: the test home. Sets `ORGO_ACCEL=tcg`
+    for the session unless it is set."""
     home = pathlib.Path(os.environ.get("ORGO_TEST_HOME") or REPO / "target" / "orgo-test-home")
     with pytest.MonkeyPatch.context() as mp:
         if not os.environ.get("ORGO_ACCEL"):
             mp.setenv("ORGO_ACCEL", "tcg")
-        yield {"home": home, "agent": static_agent()}
+        yield {"home": home}
 
 
 @pytest.fixture(scope="session")
