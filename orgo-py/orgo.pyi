@@ -434,8 +434,10 @@ def build(
     ``home`` is the orgo home (default ``$ORGO_HOME``, else
     ``$XDG_DATA_HOME/orgo``, else ``~/.local/share/orgo``); ``agent`` the
     static ``orgo-agent`` the base image is built with when the home has none
-    yet (default ``$ORGO_AGENT``). ``$ORGO_ACCEL`` (``kvm`` or ``tcg``) skips
-    the once-per-host KVM probe."""
+    yet (default ``$ORGO_AGENT``, else the one built into this package). The
+    environment configures the rest as for the CLI (``$ORGO_ACCEL``,
+    ``$ORGO_CLOUD_HYPERVISOR``, ``$ORGO_WARM_POOL``, ``$ORGO_REGION``, ...).
+    A template with fields this host cannot honour raises ``UnsupportedError``."""
 
 def launch(
     template: _TemplateSource,

@@ -520,7 +520,9 @@ impl PyBuildResult {
 /// `home` is the orgo home (default `$ORGO_HOME`, else
 /// `$XDG_DATA_HOME/orgo`, else `~/.local/share/orgo`); `agent` the static
 /// `orgo-agent` the base image is built with when the home has none
-/// (default `$ORGO_AGENT`). `$ORGO_ACCEL` (`kvm` or `tcg`) skips the KVM probe.
+/// (default `$ORGO_AGENT`, else the one built into this package). The
+/// environment configures the rest as for the CLI (`$ORGO_ACCEL`,
+/// `$ORGO_CLOUD_HYPERVISOR`, `$ORGO_WARM_POOL`, `$ORGO_REGION`, ...).
 #[pyfunction]
 #[pyo3(signature = (template, *, on_log = None, home = None, agent = None))]
 pub(crate) fn build(
