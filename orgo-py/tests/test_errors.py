@@ -176,3 +176,20 @@ def test_diagnostics_compare_by_value():
         return info.value.errors
 
     assert errors() == errors()
+
+
+def test_a_template_this_host_cannot_run_raises_unsupported_error(tmp_path):
+    template = orgo.Template.from_yaml(
+        "api_version: orgo.ai/v1\nname: gpu@1.0.0\n"
+        "hardware: { gpu: h100 }\n"
+        "egress_policy: { mode: allow, rules: [api.github.com] }\n"
+    )
+    with pytest.raises(orgo.UnsupportedError) as info:
+        orgo.build(template, home=tmp_path)
+    error = info.value
+    assert isinstance(error, orgo.OrgoError)
+    assert set(error.fields) == {"hardware.gpu", "egress_policy"}
+    assert "no GPU to pass through" in error.fields["hardware.gpu"]
+    assert "`hardware.gpu`" in str(error) and "`egress_policy`" in str(error)
+    # Nothing was built or started: the home holds no computer.
+    assert not (tmp_path / "computers").exists()
