@@ -28,6 +28,9 @@ pub(crate) struct Builder {
     pub(crate) cache: BuildCache,
     pub(crate) images: BaseImages,
     pub(crate) backends: Backends,
+    /// CA certificates builder VMs trust (see
+    /// [`RuntimeConfig::guest_ca_certs`](crate::RuntimeConfig::guest_ca_certs)).
+    pub(crate) guest_ca_certs: Option<PathBuf>,
 }
 
 impl Builder {
@@ -127,7 +130,14 @@ impl Builder {
             "the guest is up after {:.1} s",
             started.elapsed().as_secs_f64()
         )));
-        let env = plan::environment(template.env(), &BTreeMap::new());
+        let mut env = plan::environment(template.env(), &BTreeMap::new());
+        if let Some(certs) = &self.guest_ca_certs {
+            trust_cas(&agent, certs).await?;
+            for var in ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE"] {
+                env.entry(var.to_owned())
+                    .or_insert_with(|| SYSTEM_CA_BUNDLE.to_owned());
+            }
+        }
         call(&agent, move |a| a.set_env(env, QUICK)).await?;
         guest::grow_root_filesystem(&agent).await?;
         let mut steps = plan::build_steps(template);
@@ -168,6 +178,81 @@ impl Builder {
             kernel,
         })
     }
+}
+
+/// Debian's bundle of the CAs it trusts, which `update-ca-certificates`
+/// writes (Node and uv read their own lists unless pointed at it).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// At most this many certificate files, each at most this large.
+const MAX_CA_FILES: usize = 64;
+const MAX_CA_BYTES: u64 = 1 << 20;
+
+/// Installs the PEM certificates of `path` (a file, or the `*.crt` and
+/// `*.pem` files of a directory) into the guest's trust store.
+async fn trust_cas(
+    agent: &std::sync::Arc<crate::agent::AgentClient>,
+    path: &std::path::Path,
+) -> Result<(), RuntimeError> {
+    let failed = |reason: String| RuntimeError::GuestCa {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| failed(e.to_string()))?;
+        for entry in entries {
+            let file = entry.map_err(|e| failed(e.to_string()))?.path();
+            if file.extension().is_some_and(|e| e == "crt" || e == "pem") {
+                files.push(file);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_owned());
+    }
+    if files.is_empty() || files.len() > MAX_CA_FILES {
+        return Err(failed(format!(
+            "`{}` certificate files; between 1 and {MAX_CA_FILES} are taken",
+            files.len()
+        )));
+    }
+    for (i, file) in files.iter().enumerate() {
+        let size = std::fs::metadata(file)
+            .map_err(|e| failed(format!("`{}`: {e}", file.display())))?
+            .len();
+        if size > MAX_CA_BYTES {
+            return Err(failed(format!(
+                "`{}` is over {MAX_CA_BYTES} bytes",
+                file.display()
+            )));
+        }
+        let pem = std::fs::read(file).map_err(|e| failed(format!("`{}`: {e}", file.display())))?;
+        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(failed(format!(
+                "`{}` holds no PEM certificate",
+                file.display()
+            )));
+        }
+        let to = format!("/usr/local/share/ca-certificates/orgo-host-{i}.crt");
+        call(agent, move |a| {
+            a.write_file(&to, &pem, Some(0o644), None, None, QUICK)
+        })
+        .await?;
+    }
+    let out = call(agent, |a| {
+        a.exec(
+            orgo_agent_protocol::Exec::shell("update-ca-certificates"),
+            QUICK,
+        )
+    })
+    .await?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "`update-ca-certificates` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// The hardware a template builds with: its own, else the defaults; the

@@ -30,6 +30,14 @@ pub struct RuntimeConfig {
     /// `hardware.region` must name it (a template that names a region
     /// cannot run on a host without one).
     pub region: Option<String>,
+    /// CA certificates (PEM: a file, or a directory of `*.crt` and `*.pem`
+    /// files) that builder VMs trust besides Debian's: for build hosts
+    /// behind a TLS-intercepting proxy, where `apt`, `pip`, `npm` and
+    /// `curl` in the guest would otherwise refuse the proxy's
+    /// certificates. They are installed before the first step, so they are
+    /// in the snapshot too (not in the digest: like the network, they are
+    /// the host's).
+    pub guest_ca_certs: Option<PathBuf>,
 }
 
 /// Which VMM builds and runs computers.
@@ -58,6 +66,7 @@ impl RuntimeConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             warm_pool: 0,
             region: None,
+            guest_ca_certs: None,
         }
     }
 
@@ -73,6 +82,7 @@ impl RuntimeConfig {
     /// | `ORGO_CLOUD_HYPERVISOR` (the binary) | [`backend`](Self::backend) |
     /// | `ORGO_WARM_POOL` (a count) | [`warm_pool`](Self::warm_pool) |
     /// | `ORGO_REGION` | [`region`](Self::region) |
+    /// | `ORGO_GUEST_CA_CERTS` (a PEM file or a directory) | [`guest_ca_certs`](Self::guest_ca_certs) |
     ///
     /// `home`, when given, wins over the environment's.
     pub fn from_env(home: Option<PathBuf>) -> Result<RuntimeConfig, RuntimeError> {
@@ -124,6 +134,7 @@ impl RuntimeConfig {
             })?;
         }
         config.region = var("ORGO_REGION");
+        config.guest_ca_certs = var("ORGO_GUEST_CA_CERTS").map(PathBuf::from);
         Ok(config)
     }
 }
@@ -152,6 +163,7 @@ mod tests {
             ("ORGO_CLOUD_HYPERVISOR", "/ch"),
             ("ORGO_WARM_POOL", "2"),
             ("ORGO_REGION", "iad"),
+            ("ORGO_GUEST_CA_CERTS", "/c"),
         ])
         .expect("valid");
         assert_eq!(c.home, PathBuf::from("/h"));
@@ -161,6 +173,7 @@ mod tests {
         assert_eq!(c.backend, Backend::CloudHypervisor("/ch".into()));
         assert_eq!(c.warm_pool, 2);
         assert_eq!(c.region.as_deref(), Some("iad"));
+        assert_eq!(c.guest_ca_certs, Some(PathBuf::from("/c")));
     }
 
     #[test]

@@ -88,6 +88,15 @@ pub enum RuntimeError {
         #[source]
         source: Box<RuntimeError>,
     },
+    /// The host's CA certificates cannot be read, or the builder VM did not
+    /// take them.
+    #[error("cannot give the builder VM the CA certificates of `{}`: {reason}", path.display())]
+    GuestCa {
+        /// The configured file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The guest did not take hot-added vCPUs or memory.
     #[error("the guest did not take the hot-added vCPUs or memory: {stderr}")]
     HotAdd {

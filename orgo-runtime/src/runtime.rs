@@ -43,6 +43,7 @@ impl Runtime {
         let builder = Builder {
             images: BaseImages::new(store.clone(), cache.clone(), config.agent.clone()),
             backends: Backends::new(&config, &config.home),
+            guest_ca_certs: config.guest_ca_certs.clone(),
             store,
             cache,
         };

@@ -51,6 +51,8 @@ env:
   TOKEN: {{ secret: token }}
 build:
   apt: [busybox]
+  pip: [six]
+  npm: [left-pad]
 files:
   - {{ to: /srv/index.html, inline: "served\n", owner: orgo, group: orgo, mode: "0640" }}
 apps:
@@ -124,6 +126,7 @@ async fn launched() -> Computer {
     let mut config = RuntimeConfig::new(test_home());
     config.agent = Some(agent);
     config.accel = Some(Accel::Tcg);
+    config.guest_ca_certs = common::guest_ca_certs();
     let runtime = Runtime::open(config).await.unwrap();
     let options = LaunchOptions {
         vault: Vault::new().with([("svc_key".to_owned(), "key-of-the-service".to_owned())].into()),
@@ -297,5 +300,19 @@ async fn terminal_sessions_and_on_every_boot() {
     );
     // Once at the build's boot, once at this launch.
     assert_eq!(sh(&c, "wc -l < /var/tmp/every-boot").await.trim(), "2");
+    c.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_pip_and_npm_install_their_packages() {
+    let c = launched().await;
+    assert_eq!(
+        sh(&c, "python3 -c 'import six; print(six.__name__)'").await,
+        "six\n"
+    );
+    assert!(
+        sh(&c, "npm ls -g --depth=0").await.contains("left-pad@"),
+        "`build.npm` installs globally"
+    );
     c.stop().await.unwrap();
 }

@@ -153,11 +153,17 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("build.apt", Tested(E2E)),
     (
         "build.pip",
-        Tested("orgo-runtime/tests/system_templates.rs::python_runs_uv_and_python"),
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::build_pip_and_npm_install_their_packages"
+        )),
     ),
     (
         "build.npm",
-        Tested("orgo-runtime/tests/system_templates.rs::claude_code_runs_its_cli"),
+        Tested(concat!(
+            "orgo-runtime/tests/fields_e2e.rs",
+            "::build_pip_and_npm_install_their_packages"
+        )),
     ),
     ("build.run", Tested(E2E)),
     ("files", Tested(E2E)),

@@ -9,12 +9,9 @@
 //! shared with `runtime_e2e.rs` (the base image is built there once).
 //!
 //! A host behind a TLS-intercepting proxy trusts the proxy's CA, and the
-//! guest, whose HTTPS goes out through the host, must trust it too: when
-//! the host has locally added CA certificates (Debian's
-//! `/usr/local/share/ca-certificates/*.crt`), the template is built with a
-//! first `build.run` step that adds them to the guest's store, and with
-//! `NODE_EXTRA_CA_CERTS` pointing at that store (Node keeps its own list).
-//! Only then is the digest not the shipped one.
+//! guest, whose HTTPS goes out through the host, must trust it too: the
+//! runtime is given the host's locally added CA certificates
+//! (`RuntimeConfig::guest_ca_certs`), when it has any.
 
 #![allow(
     clippy::unwrap_used,
@@ -41,55 +38,13 @@ async fn runtime() -> Runtime {
     let mut config = RuntimeConfig::new(test_home());
     config.agent = Some(agent);
     config.accel = Some(Accel::Tcg);
+    config.guest_ca_certs = common::guest_ca_certs();
     Runtime::open(config).await.unwrap()
 }
 
-/// Where Debian keeps locally added CA certificates, on the host and in
-/// the guest.
-const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
-
-/// The curated template `reference`, with the host's locally added CA
-/// certificates trusted first when it has any (see the module's docs).
+/// The curated template `reference`, as shipped.
 fn template(reference: &str) -> Template {
-    let template = system_template(&reference.parse().unwrap()).unwrap();
-    let mut cas: Vec<String> = std::fs::read_dir(LOCAL_CAS)
-        .into_iter()
-        .flatten()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "crt"))
-        .map(|path| std::fs::read_to_string(path).unwrap())
-        .collect();
-    if cas.is_empty() {
-        return template;
-    }
-    cas.sort();
-    eprintln!(
-        "[{reference}] trusting the host's {} local CA certificates in the guest",
-        cas.len()
-    );
-    let mut step = String::new();
-    for (i, pem) in cas.iter().enumerate() {
-        step.push_str(&format!(
-            "cat > {LOCAL_CAS}/orgo-test-host-{i}.crt <<'ORGO_CA'\n{}\nORGO_CA\n",
-            pem.trim_end()
-        ));
-    }
-    step.push_str("update-ca-certificates\n");
-    let mut value = template.to_value();
-    value["build"]["run"]
-        .as_array_mut()
-        .unwrap()
-        .insert(0, step.into());
-    let env = value
-        .as_object_mut()
-        .unwrap()
-        .entry("env")
-        .or_insert_with(|| serde_json::json!({}));
-    env.as_object_mut().unwrap().insert(
-        "NODE_EXTRA_CA_CERTS".into(),
-        "/etc/ssl/certs/ca-certificates.crt".into(),
-    );
-    Template::from_value(&value).unwrap()
+    system_template(&reference.parse().unwrap()).unwrap()
 }
 
 /// Builds `template` (printing how long that took) and launches it.

@@ -64,3 +64,17 @@ pub(crate) fn nonce() -> String {
             .as_nanos()
     )
 }
+
+/// The host's locally added CA certificates (Debian's
+/// `/usr/local/share/ca-certificates`), if it has any: a host behind a
+/// TLS-intercepting proxy trusts the proxy's CA there, and builder VMs,
+/// whose HTTPS goes out through the host, must trust it too
+/// (`RuntimeConfig::guest_ca_certs`).
+pub(crate) fn guest_ca_certs() -> Option<PathBuf> {
+    let dir = PathBuf::from("/usr/local/share/ca-certificates");
+    let any = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "crt"));
+    any.then_some(dir)
+}
