@@ -239,10 +239,11 @@ async fn trust_cas(
         })
         .await?;
     }
+    // It rehashes every certificate: slow under TCG.
     let out = call(agent, |a| {
         a.exec(
             orgo_agent_protocol::Exec::shell("update-ca-certificates"),
-            QUICK,
+            std::time::Duration::from_secs(600),
         )
     })
     .await?;
