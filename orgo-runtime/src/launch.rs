@@ -150,7 +150,7 @@ async fn restore(
         },
         cpus: key.cpus,
         memory_mib: key.memory_mib,
-        network: crate::backend::clone_network(kind),
+        network: inner.builder.backends.clone_network(kind),
         run_dir: dir,
     };
     let vm = vmm.restore(&config).await?;
