@@ -353,7 +353,7 @@ pub(crate) async fn drain(runtime: &Runtime) {
 async fn discard(runtime: &Runtime, id: &str) {
     let inner = runtime.inner();
     let _ = inner.builder.cache.release(id).await;
-    let _ = std::fs::remove_dir_all(inner.home.dir(id));
+    let _ = crate::home::remove_dir(&inner.home.dir(id));
 }
 
 /// A fresh computer id: `c-` and 12 hex digits from the OS's CSPRNG.
