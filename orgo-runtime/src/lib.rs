@@ -22,8 +22,9 @@
 //! - [`Vmm`] and [`Vm`] are the backend traits: [`Qemu`] (QMP; golden RAM in
 //!   a shared file, device state by migration with `x-ignore-shared`,
 //!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
-//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]). Snapshots record
-//!   the backend that made them as a [`BackendKind`].
+//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]); [`Backend::Custom`]
+//!   runs any other (a test double, say). Snapshots record the backend that
+//!   made them as a [`BackendKind`].
 //! - [`AgentClient`] speaks the agent protocol over QEMU's virtio-serial
 //!   socket or Cloud Hypervisor's hybrid vsock.
 //!

@@ -7,9 +7,10 @@
 //! QEMU), pause and resume stop and continue it, and shutdown (or dropping
 //! the handle that restored it, unless detached) kills it.
 //!
-//! The one way it differs from a real VMM: its agent lives in the process
-//! that restored it, so a computer whose launcher died keeps its "VMM"
-//! process but no longer answers.
+//! Where it differs from a real VMM: its agent lives in the process that
+//! restored it, so a computer whose launcher died keeps its "VMM" process
+//! but no longer answers, and attach finds only this process's VMs; what
+//! the agent runs (execs, hooks) runs on this host, and outlives the VM.
 //!
 //! [`fake_snapshot`] puts a snapshot of a template in the store with fake
 //! files (the launch's `qemu-img create -u` never reads the disk), so a
@@ -111,7 +112,7 @@ impl FakeVmm {
             .collect()
     }
 
-    fn handle(self: &FakeVmm, machine: Arc<Machine>, owned: bool) -> Box<dyn Vm> {
+    fn handle(&self, machine: Arc<Machine>, owned: bool) -> Box<dyn Vm> {
         Box::new(FakeVm { machine, owned })
     }
 }
