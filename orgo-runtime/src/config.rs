@@ -3,9 +3,10 @@
 //! bindings both use).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::RuntimeError;
-use crate::vmm::Accel;
+use crate::vmm::{Accel, Vmm};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
@@ -41,7 +42,7 @@ pub struct RuntimeConfig {
 }
 
 /// Which VMM builds and runs computers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Backend {
     /// QEMU ([`RuntimeConfig::qemu`]): KVM where it works, TCG otherwise;
@@ -52,7 +53,28 @@ pub enum Backend {
     /// up), so build steps that download (apt, pip, npm, http files) need
     /// QEMU for now.
     CloudHypervisor(PathBuf),
+    /// Bring your own VMM (a test double, say): it builds snapshots of its
+    /// [`kind`](Vmm::kind) and restores those; snapshots of another kind are
+    /// refused. Builds boot the image's `vmlinuz` with
+    /// [`KERNEL_CMDLINE`](crate::KERNEL_CMDLINE) and
+    /// [`Network::User`](crate::Network::User), and so do its clones.
+    Custom(Arc<dyn Vmm>),
 }
+
+/// Two backends are equal when they name the same VMM: the same binary, or
+/// the very same custom VMM (`dyn Vmm` has no equality of its own).
+impl PartialEq for Backend {
+    fn eq(&self, other: &Backend) -> bool {
+        match (self, other) {
+            (Backend::Qemu, Backend::Qemu) => true,
+            (Backend::CloudHypervisor(a), Backend::CloudHypervisor(b)) => a == b,
+            (Backend::Custom(a), Backend::Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Backend {}
 
 impl RuntimeConfig {
     /// The defaults for `home`: the embedded agent, QEMU from `PATH`, the

@@ -10,7 +10,10 @@
 //! VMM's pid. A launcher killed half-way (`kill -9`) leaves a record whose
 //! owner is dead: an *orphan*, which [`Home::statuses`] reports and
 //! [`Runtime::sweep`](crate::Runtime::sweep) removes (its VMM killed, its
-//! lease released, its files removed).
+//! lease released, its files removed). A directory is removed by renaming it
+//! away first (to a temporary name of the removing process), so a process
+//! killed half-way through a removal never leaves files without their
+//! record; a sweep removes such leftovers once their process is gone.
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -242,16 +245,26 @@ impl Home {
     }
 
     /// The ids of orphaned computers, and removes the temporary
-    /// directories of launches that died before recording.
+    /// directories of processes that died before they were done with them
+    /// (a launch before it recorded, a removal half-way): at once when the
+    /// process their name ends with is gone, else after a grace period (its
+    /// pid may be another process's by now).
     pub(crate) fn orphans(&self) -> Result<Vec<String>, RuntimeError> {
         if let Ok(entries) = std::fs::read_dir(&self.computers) {
             for entry in entries.flatten() {
-                let name = entry.file_name();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+                    continue;
+                };
+                let dead = rest
+                    .rsplit_once('-')
+                    .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !process_alive(pid));
                 let old = entry
                     .metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().unwrap_or_default() > TMP_GRACE);
-                if name.to_string_lossy().starts_with(TMP_PREFIX) && old {
+                if dead || old {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
@@ -269,17 +282,17 @@ impl Home {
     pub(crate) fn remove_orphan(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.existing_dir(id)?;
         kill_processes_of(&dir);
-        match std::fs::remove_dir_all(&dir) {
+        match remove_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("remove", &dir)(e)),
         }
     }
 
-    /// Removes computer `id`'s directory.
+    /// Removes computer `id`'s directory (see [`remove_dir`]).
     pub(crate) fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
-        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))
+        remove_dir(&dir).map_err(io("remove", &dir))
     }
 
     fn entries(&self) -> Result<Vec<(String, PathBuf)>, RuntimeError> {
@@ -298,6 +311,18 @@ impl Home {
         }
         Ok(out)
     }
+}
+
+/// Removes a computer's directory, never leaving part of it without its
+/// record (which `ps` and sweeps go by): it is renamed first to a temporary
+/// name of this process, which a sweep removes once this process is gone
+/// if it is killed before the removal ends.
+pub(crate) fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let doomed = dir.with_file_name(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&doomed);
+    std::fs::rename(dir, &doomed)?;
+    std::fs::remove_dir_all(&doomed)
 }
 
 /// Kills every process whose command line names `dir` (a VMM whose
@@ -353,4 +378,54 @@ fn read_record(dir: &Path, id: &str) -> Result<ComputerRecord, RuntimeError> {
             source,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid no process has now.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("`true` runs");
+        child.wait().expect("the child is reaped");
+        child.id()
+    }
+
+    #[test]
+    fn a_sweep_removes_the_temporary_directories_of_dead_processes_at_once() {
+        let home = tempfile::tempdir().expect("a temporary directory");
+        let homes = Home::new(home.path());
+        let computers = home.path().join("computers");
+        // A removal killed half-way: the record went first.
+        let dead = computers.join(format!("{TMP_PREFIX}c-000000000001-{}", dead_pid()));
+        std::fs::create_dir_all(dead.join("root/etc")).expect("mkdir");
+        std::fs::write(dead.join("disk.qcow2"), b"layer").expect("write");
+        // This process's own, young: it may be about to rename it.
+        let ours = computers.join(format!("{TMP_PREFIX}c-000000000002-{}", std::process::id()));
+        std::fs::create_dir_all(&ours).expect("mkdir");
+        assert_eq!(homes.orphans().expect("a sweep"), Vec::<String>::new());
+        assert!(!dead.exists(), "a dead process's temporary directory goes");
+        assert!(ours.exists(), "a live process's young one stays");
+    }
+
+    #[test]
+    fn a_removed_directory_leaves_nothing() {
+        let home = tempfile::tempdir().expect("a temporary directory");
+        let dir = home.path().join("c-000000000003");
+        std::fs::create_dir_all(dir.join("root/etc")).expect("mkdir");
+        std::fs::write(dir.join(RECORD_FILE), b"{}").expect("write");
+        remove_dir(&dir).expect("removed");
+        let left: Vec<_> = std::fs::read_dir(home.path())
+            .expect("readable")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            remove_dir(&dir).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::NotFound)
+        );
+    }
 }

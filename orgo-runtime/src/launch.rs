@@ -167,7 +167,7 @@ async fn restore(
         },
         cpus: key.cpus,
         memory_mib: key.memory_mib,
-        network: crate::backend::clone_network(kind),
+        network: inner.builder.backends.clone_network(kind),
         run_dir: dir,
     };
     let vm = vmm.restore(&config).await?;
@@ -374,7 +374,7 @@ pub(crate) async fn drain(shared: &Arc<Shared>) {
 async fn discard(shared: &Arc<Shared>, id: &str) {
     let inner = shared;
     let _ = inner.builder.cache.release(id).await;
-    let _ = std::fs::remove_dir_all(inner.home.dir(id));
+    let _ = crate::home::remove_dir(&inner.home.dir(id));
 }
 
 /// A fresh computer id: `c-` and 12 hex digits from the OS's CSPRNG.

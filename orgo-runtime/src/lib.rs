@@ -22,8 +22,9 @@
 //! - [`Vmm`] and [`Vm`] are the backend traits: [`Qemu`] (QMP; golden RAM in
 //!   a shared file, device state by migration with `x-ignore-shared`,
 //!   restores that map the RAM copy-on-write) and [`CloudHypervisor`] (its
-//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]). Snapshots record
-//!   the backend that made them as a [`BackendKind`].
+//!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]); [`Backend::Custom`]
+//!   runs any other (a test double, say). Snapshots record the backend that
+//!   made them as a [`BackendKind`].
 //! - [`system_templates`] are the curated templates (`system/python@1.0.0`,
 //!   `system/nodejs@1.0.0`, `system/claude-code@1.0.0`), compiled in from
 //!   the repository's `templates/system/`; [`system_template`] resolves one.

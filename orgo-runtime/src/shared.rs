@@ -66,7 +66,7 @@ pub(crate) fn release_blocking(cache: &BuildCache, computers: Vec<(PathBuf, Stri
         };
         for (dir, id) in computers {
             let _ = rt.block_on(cache.release(&id));
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = crate::home::remove_dir(&dir);
         }
     });
     let _ = cleanup.join();

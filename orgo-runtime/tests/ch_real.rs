@@ -1,7 +1,8 @@
 //! The Cloud Hypervisor backend against the real binary, on a host with
-//! KVM. Skipped (with a notice) unless `CLOUD_HYPERVISOR_BIN` is set; then
-//! it needs `ORGO_CH_KERNEL` (an ELF `vmlinux`), `ORGO_CH_DISK` (a raw root
-//! disk whose init is `orgo-agent`), and optionally `ORGO_CH_INITRD` and
+//! KVM. Ignored unless asked for (`cargo test -p orgo-runtime --test ch_real
+//! -- --ignored`); then it needs `CLOUD_HYPERVISOR_BIN` (the binary),
+//! `ORGO_CH_KERNEL` (an ELF `vmlinux`), `ORGO_CH_DISK` (a raw root disk
+//! whose init is `orgo-agent`), and optionally `ORGO_CH_INITRD` and
 //! `ORGO_CH_CMDLINE` (default: the base image's command line).
 //!
 //! It boots a golden VM with a memory file, waits for the agent over hybrid
@@ -57,15 +58,11 @@ fn raw_copy(from: &Path, to: &Path) -> Disk {
 }
 
 #[tokio::test]
+#[ignore = "needs Cloud Hypervisor and KVM: set CLOUD_HYPERVISOR_BIN, ORGO_CH_KERNEL and ORGO_CH_DISK, run with --ignored"]
 async fn boot_snapshot_restore_with_the_real_binary() {
-    let Some(binary) = std::env::var_os("CLOUD_HYPERVISOR_BIN") else {
-        eprintln!(
-            "skipped: set CLOUD_HYPERVISOR_BIN (and ORGO_CH_KERNEL, ORGO_CH_DISK) to run Cloud Hypervisor"
-        );
-        return;
-    };
+    let binary = env_path("CLOUD_HYPERVISOR_BIN");
     let tmp = tempfile::TempDir::new().unwrap();
-    let backend = CloudHypervisor::new(PathBuf::from(binary));
+    let backend = CloudHypervisor::new(binary);
     let caps = backend.probe().await.unwrap();
     eprintln!("cloud-hypervisor {}", caps.version);
 

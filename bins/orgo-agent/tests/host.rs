@@ -456,11 +456,9 @@ fn no_output_follows_the_response_of_its_request() {
 }
 
 #[test]
+#[ignore = "needs root (to run a command as another user): run with --ignored as root"]
 fn exec_as_another_user() {
-    if !rustix_is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(rustix_is_root(), "this test needs root");
     let mut host = Host::start();
     let mut exec = Exec::argv(["id", "-u"]);
     exec.user = Some("nobody".into());

@@ -8,6 +8,7 @@ pub(crate) mod qemu;
 mod qmp;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use orgo_snapshot::LocalStore;
 
@@ -63,19 +64,28 @@ impl Backends {
 
     /// The VMM that made snapshots of `kind` and restores them. QEMU's
     /// clones' disks skip flushes: a computer's disk layer is removed when
-    /// it stops, and nothing survives a host crash anyway.
-    pub(crate) fn vmm(&self, kind: BackendKind) -> Result<Box<dyn Vmm>, RuntimeError> {
+    /// it stops, and nothing survives a host crash anyway. A custom VMM
+    /// serves the snapshots of its own kind.
+    pub(crate) fn vmm(&self, kind: BackendKind) -> Result<Arc<dyn Vmm>, RuntimeError> {
         match (kind, &self.backend) {
-            (BackendKind::Qemu(accel), Backend::Qemu) => Ok(Box::new(
+            (BackendKind::Qemu(accel), Backend::Qemu) => Ok(Arc::new(
                 Qemu::with_binary(&self.qemu, accel).with_ephemeral_clones(),
             )),
             (BackendKind::CloudHypervisor, Backend::CloudHypervisor(binary)) => {
-                Ok(Box::new(CloudHypervisor::new(binary)))
+                Ok(Arc::new(CloudHypervisor::new(binary)))
             }
+            (kind, Backend::Custom(vmm)) if kind == vmm.kind() => Ok(Arc::clone(vmm)),
+            (other, Backend::Custom(vmm)) => Err(RuntimeError::Unsupported {
+                backend: "the custom vmm",
+                what: format!(
+                    "run a snapshot made by `{other}` (it runs `{}`)",
+                    vmm.kind()
+                ),
+            }),
             (other, configured) => Err(RuntimeError::Unsupported {
                 backend: match configured {
-                    Backend::Qemu => "qemu",
                     Backend::CloudHypervisor(_) => "cloud-hypervisor",
+                    _ => "qemu",
                 },
                 what: format!("run a snapshot made by `{other}`"),
             }),
@@ -120,15 +130,25 @@ impl Backends {
                     cmdline: KERNEL_CMDLINE.into(),
                 })
             }
+            Backend::Custom(vmm) => {
+                vmm.probe().await?;
+                Ok(Flavor {
+                    kind: vmm.kind(),
+                    kernel: "vmlinuz",
+                    network: Network::User,
+                    cmdline: KERNEL_CMDLINE.into(),
+                })
+            }
         }
     }
-}
 
-/// The network a restored computer of `kind` gets: QEMU's user-mode NAT;
-/// none yet under Cloud Hypervisor (a tap is the host's to set up).
-pub(crate) fn clone_network(kind: BackendKind) -> Network {
-    match kind {
-        BackendKind::Qemu(_) => Network::User,
-        BackendKind::CloudHypervisor => Network::None,
+    /// The network a restored computer of `kind` gets: QEMU's user-mode
+    /// NAT; none yet under Cloud Hypervisor (a tap is the host's to set
+    /// up); a custom VMM's clones get what its builds boot with (user-mode).
+    pub(crate) fn clone_network(&self, kind: BackendKind) -> Network {
+        match (&self.backend, kind) {
+            (Backend::Custom(_), _) | (_, BackendKind::Qemu(_)) => Network::User,
+            (_, BackendKind::CloudHypervisor) => Network::None,
+        }
     }
 }

@@ -5,7 +5,6 @@
 #![allow(dead_code, reason = "each test binary uses some of these helpers")]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The workspace's root (the test crates live one or two levels down).
 pub(crate) fn workspace() -> PathBuf {
@@ -16,26 +15,10 @@ pub(crate) fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the static agent once per test binary (its own target
-/// directory: no lock on ours).
+/// The static agent built into orgo-runtime (as every user gets it),
+/// written out once under the test home.
 pub(crate) fn static_agent() -> PathBuf {
-    static AGENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    AGENT.get_or_init(build_static_agent).clone()
-}
-
-fn build_static_agent() -> PathBuf {
-    let target_dir = workspace().join("target/agent-static");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "-q", "--locked", "-p", "orgo-agent", "--release"])
-        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-        .arg(&target_dir)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the static agent failed");
-    target_dir.join("x86_64-unknown-linux-gnu/release/orgo-agent")
+    orgo_runtime::agent_binary(&test_home()).expect("the embedded agent is written out")
 }
 
 /// Where base images are cached: `$ORGO_HOME/images`, else `target/orgo-images`.
