@@ -70,9 +70,8 @@ pub(crate) async fn launch(
             ),
         });
     }
-    let inner = shared;
     let digest = template.digest();
-    if let Some(built) = inner
+    if let Some(built) = shared
         .builder
         .cache
         .get(&digest)
@@ -88,14 +87,14 @@ pub(crate) async fn launch(
         return launched;
     }
     let id = new_id();
-    inner
+    shared
         .home
         .create(&ComputerRecord::launching(&id, template))?;
     // A launch cancelled from here on (its future dropped) leaves no lease
     // or directory behind.
     let guard = Unlaunched::new(shared, &id);
     let launched = async {
-        let built = inner.builder.build(Some(&id), template, log).await?;
+        let built = shared.builder.build(Some(&id), template, log).await?;
         let key = pool_key(&built, &options);
         let restoring = Instant::now();
         let warm = restore(shared, &id, template, &built, key).await?;
@@ -130,23 +129,22 @@ async fn restore(
     built: &Built,
     key: PoolKey,
 ) -> Result<Warm, RuntimeError> {
-    let inner = shared;
     let manifest = &built.manifest;
     let kind: BackendKind = manifest.backend.parse()?;
     if let BackendKind::Qemu(_) = kind {
-        inner.builder.backends.require_qemu_tools()?;
+        shared.builder.backends.require_qemu_tools()?;
     }
-    let vmm = inner.builder.backends.vmm(kind)?;
+    let vmm = shared.builder.backends.vmm(kind)?;
     let mut record = ComputerRecord::launching(id, template);
     record.snapshot = Some(built.digest);
     record.backend = Some(kind);
     record.cpus = key.cpus;
     record.memory_mib = key.memory_mib;
-    inner.home.update(&record)?;
-    let dir = inner.home.dir(id);
+    shared.home.update(&record)?;
+    let dir = shared.home.dir(id);
     let mut snapshot = BTreeMap::new();
     for (role, blob) in &manifest.blobs {
-        snapshot.insert(role.clone(), inner.builder.store.blob_path(&blob.digest));
+        snapshot.insert(role.clone(), shared.builder.store.blob_path(&blob.digest));
     }
     let golden = snapshot
         .remove("disk")
@@ -167,7 +165,7 @@ async fn restore(
         },
         cpus: key.cpus,
         memory_mib: key.memory_mib,
-        network: inner.builder.backends.clone_network(kind),
+        network: shared.builder.backends.clone_network(kind),
         run_dir: dir,
     };
     let vm = vmm.restore(&config).await?;
@@ -311,14 +309,13 @@ async fn park(
     template: &Template,
     key: PoolKey,
 ) -> Result<Warm, RuntimeError> {
-    let inner = shared;
     let id = new_id();
     let mut record = ComputerRecord::launching(&id, template);
     record.state = RecordState::Parked;
-    inner.home.create(&record)?;
+    shared.home.create(&record)?;
     let guard = Unlaunched::new(shared, &id);
     let parked = async {
-        let built = inner
+        let built = shared
             .builder
             .cache
             .lease(&id, &template.digest())
@@ -332,7 +329,7 @@ async fn park(
         record.cpus = key.cpus;
         record.memory_mib = key.memory_mib;
         record.pid = warm.pid;
-        inner.home.update(&record)?;
+        shared.home.update(&record)?;
         // Its identity now (the take sets the clock and fresh entropy
         // again), and a shell run once: under TCG, code the guest has not
         // run since the restore is translated on its first run, and that
@@ -372,9 +369,8 @@ pub(crate) async fn drain(shared: &Arc<Shared>) {
 
 /// Removes what a computer that never launched left: its lease and files.
 async fn discard(shared: &Arc<Shared>, id: &str) {
-    let inner = shared;
-    let _ = inner.builder.cache.release(id).await;
-    let _ = crate::home::remove_dir(&inner.home.dir(id));
+    let _ = shared.builder.cache.release(id).await;
+    let _ = crate::home::remove_dir(&shared.home.dir(id));
 }
 
 /// A fresh computer id: `c-` and 12 hex digits from the OS's CSPRNG.
