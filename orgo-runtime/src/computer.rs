@@ -284,30 +284,23 @@ pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String
     hook
 }
 
-/// Removes orphan `id`: kills its VMM, releases its lease, removes its
-/// files.
+/// Removes orphan `id`: kills its VMM, releases its lease, then removes
+/// its files (the record last: a sweep killed half-way leaves something
+/// the next sweep finds).
 pub(crate) async fn remove_orphan(shared: &Shared, id: &str) -> Result<(), RuntimeError> {
-    shared.home.remove_orphan(id)?;
+    shared.home.kill_vmm(id)?;
     shared
         .builder
         .cache
         .release(id)
         .await
-        .map(drop)
-        .map_err(crate::error::store_error)
+        .map_err(crate::error::store_error)?;
+    shared.home.remove_orphan(id)
 }
 
 /// Computer `id` as it is now.
 fn status_of(shared: &Shared, id: &str) -> Result<ComputerStatus, RuntimeError> {
-    shared.home.existing_dir(id)?;
-    shared
-        .home
-        .statuses()?
-        .into_iter()
-        .find(|s| s.record.id == id)
-        .ok_or_else(|| RuntimeError::NotFound {
-            what: format!("computer `{id}`"),
-        })
+    shared.home.status(id)
 }
 
 /// Where computer `id`'s agent listens: QEMU's is a socket in its

@@ -30,6 +30,45 @@ use crate::vmm::BackendKind;
 /// The computer record: `"orgo_computer": 2` (2: recorded before the VM
 /// starts, with its state and owner), at most 1 MiB.
 const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 0), 1 << 20);
+/// The record an orgo before version 2 wrote (of a computer it launched and
+/// recorded once running): read and taken as `running`.
+const RECORD_V1: VersionedFormat =
+    VersionedFormat::new("orgo_computer", Version::new(1, 0), 1 << 20);
+
+/// [`RECORD_V1`]'s body.
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    id: String,
+    template: String,
+    template_digest: Digest,
+    snapshot: Digest,
+    backend: String,
+    cpus: u32,
+    memory_mib: u64,
+    pid: Option<u32>,
+    created_unix: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_shutdown: Option<String>,
+}
+
+impl RecordV1 {
+    fn upgrade(self) -> Option<ComputerRecord> {
+        Some(ComputerRecord {
+            id: self.id,
+            state: RecordState::Running,
+            template: self.template,
+            template_digest: self.template_digest,
+            snapshot: Some(self.snapshot),
+            backend: Some(self.backend.parse().ok()?),
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            pid: self.pid,
+            created_unix: self.created_unix,
+            on_shutdown: self.on_shutdown,
+            owner: None,
+        })
+    }
+}
 const RECORD_FILE: &str = "computer.json";
 /// Temporary directories of launches that have not recorded yet.
 const TMP_PREFIX: &str = ".tmp-";
@@ -150,7 +189,12 @@ impl ComputerState {
 
 impl ComputerStatus {
     fn of(record: ComputerRecord) -> ComputerStatus {
-        let running = record.pid.is_some_and(process_alive);
+        // A launched computer whose VMM's pid is not known (a custom VMM's)
+        // is taken to run.
+        let running = match record.pid {
+            Some(pid) => process_alive(pid),
+            None => record.state == RecordState::Running,
+        };
         let owned = record.owner.is_some_and(|o| o.alive());
         let state = match (record.state, owned) {
             (RecordState::Running, _) if running => ComputerState::Running,
@@ -228,7 +272,15 @@ impl Home {
         write_record(&self.dir(&record.id), record)
     }
 
-    /// Every computer of this home, with what it is now, oldest first.
+    /// Computer `id` as it is now; an unreadable record is an error that
+    /// says why.
+    pub(crate) fn status(&self, id: &str) -> Result<ComputerStatus, RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        read_record(&dir, id).map(ComputerStatus::of)
+    }
+
+    /// Every computer of this home whose record reads, with what it is now,
+    /// oldest first (see [`Home::status`] for why one does not).
     pub(crate) fn statuses(&self) -> Result<Vec<ComputerStatus>, RuntimeError> {
         let mut out = Vec::new();
         for (id, dir) in self.entries()? {
@@ -277,11 +329,16 @@ impl Home {
             .collect())
     }
 
-    /// Kills whatever VMM still runs in computer `id`'s directory (any
-    /// process whose command line names the directory), and removes it.
+    /// Kills whatever VMM still runs in computer `id`'s directory (see
+    /// [`kill_processes_of`]).
+    pub(crate) fn kill_vmm(&self, id: &str) -> Result<(), RuntimeError> {
+        kill_processes_of(&self.existing_dir(id)?);
+        Ok(())
+    }
+
+    /// Removes an orphan's directory, if it is still there.
     pub(crate) fn remove_orphan(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.existing_dir(id)?;
-        kill_processes_of(&dir);
         match remove_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -293,6 +350,20 @@ impl Home {
     pub(crate) fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         remove_dir(&dir).map_err(io("remove", &dir))
+    }
+
+    /// Whether any directory (a computer's, or a temporary one of a live
+    /// process) still belongs to computer `id`.
+    pub(crate) fn has_dir(&self, id: &str) -> bool {
+        if self.dir(id).exists() {
+            return true;
+        }
+        let tmp = format!("{TMP_PREFIX}{id}-");
+        std::fs::read_dir(&self.computers).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&tmp))
+        })
     }
 
     fn entries(&self) -> Result<Vec<(String, PathBuf)>, RuntimeError> {
@@ -325,9 +396,16 @@ pub(crate) fn remove_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(&doomed)
 }
 
-/// Kills every process whose command line names `dir` (a VMM whose
-/// sockets, pidfile or disk are in it), and waits a moment for them to go.
+/// Kills the VMM of the VM whose run directory is `dir`: a process started
+/// with an argument that is exactly `<dir>/qemu.pid` (QEMU's `-pidfile`) or
+/// `<dir>/vmm` (the convention for a custom VMM), or that starts with
+/// `path=<dir>/` (Cloud Hypervisor's `--api-socket`). Waits a moment for it
+/// to go.
 fn kill_processes_of(dir: &Path) {
+    let dir = dir.as_os_str().as_encoded_bytes();
+    let path = |suffix: &str| [dir, suffix.as_bytes()].concat();
+    let markers = [path("/qemu.pid"), path("/vmm")];
+    let prefixes = [[b"path=".as_slice(), dir, b"/"].concat()];
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -340,7 +418,7 @@ fn kill_processes_of(dir: &Path) {
         else {
             continue;
         };
-        if crate::process::kill_if_mentions(pid, dir) {
+        if crate::process::kill_if_started_with(pid, &markers, &prefixes) {
             killed.push(pid);
         }
     }
@@ -356,13 +434,26 @@ fn write_record(dir: &Path, record: &ComputerRecord) -> Result<(), RuntimeError>
     let path = dir.join(RECORD_FILE);
     let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(&RECORD.to_value(record)).expect("a record serializes");
-    std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+    // Synced before the rename: a crash leaves the old record or the new,
+    // never an empty one.
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()
+    });
+    written.map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("rename", &path))
 }
 
 fn read_record(dir: &Path, id: &str) -> Result<ComputerRecord, RuntimeError> {
     let path = dir.join(RECORD_FILE);
-    RECORD.read_file(&path).map_err(|error| match error {
+    let read = match RECORD.read_file(&path) {
+        Err(VersionedError::UnsupportedMajor { found, .. }) if found.major == 1 => RECORD_V1
+            .read_file::<RecordV1>(&path)
+            .map(RecordV1::upgrade),
+        Ok(record) => Ok(Some(record)),
+        Err(error) => Err(error),
+    };
+    let record = read.map_err(|error| match error {
         VersionedError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             RuntimeError::NotFound {
                 what: format!("computer `{id}`"),
@@ -377,6 +468,11 @@ fn read_record(dir: &Path, id: &str) -> Result<ComputerRecord, RuntimeError> {
             id: id.to_owned(),
             source,
         },
+    })?;
+    // A record is its directory's: one naming another computer (or a
+    // version-1 record naming an unknown backend) is not taken.
+    record.filter(|r| r.id == id).ok_or_else(|| RuntimeError::Invalid {
+        what: format!("record of computer `{id}`: it names another computer or an unknown backend"),
     })
 }
 
@@ -427,5 +523,48 @@ mod tests {
             remove_dir(&dir).map_err(|e| e.kind()),
             Err(std::io::ErrorKind::NotFound)
         );
+    }
+
+    #[test]
+    fn records_read_by_version_and_only_in_their_own_directory() {
+        let home = tempfile::tempdir().expect("a temporary directory");
+        let homes = Home::new(home.path());
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let write = |id: &str, json: String| {
+            let dir = homes.dir(id);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join(RECORD_FILE), json).expect("write");
+        };
+        let v1 = |id: &str| {
+            format!(
+                r#"{{"orgo_computer":1,"id":"{id}","template":"t@1.0.0","template_digest":"{digest}","snapshot":"{digest}","backend":"qemu-tcg","cpus":1,"memory_mib":1024,"pid":null,"created_unix":1}}"#
+            )
+        };
+        // Written by the orgo before: a running computer.
+        write("c-000000000001", v1("c-000000000001"));
+        let old = homes.status("c-000000000001").expect("a version-1 record reads");
+        assert_eq!(old.record.state, RecordState::Running);
+        assert_eq!(old.record.backend, Some(BackendKind::Qemu(crate::Accel::Tcg)));
+        // One naming another computer is refused, not taken for it.
+        write("c-000000000002", v1("c-000000000003"));
+        let other = homes.status("c-000000000002").expect_err("another computer's record");
+        assert!(other.to_string().contains("names another computer"), "{other}");
+        // A newer major says so, naming the computer.
+        write("c-000000000004", r#"{"orgo_computer":3,"id":"c-000000000004"}"#.into());
+        let newer = homes.status("c-000000000004").expect_err("a newer record");
+        assert!(matches!(newer, RuntimeError::Record { .. }), "{newer:?}");
+        assert!(
+            crate::ErrorChain(&newer).to_string().contains("newer orgo"),
+            "{}",
+            crate::ErrorChain(&newer)
+        );
+        // The list shows what reads.
+        let listed: Vec<String> = homes
+            .statuses()
+            .expect("a list")
+            .into_iter()
+            .map(|s| s.record.id)
+            .collect();
+        assert_eq!(listed, ["c-000000000001"]);
     }
 }

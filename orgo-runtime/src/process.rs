@@ -1,6 +1,8 @@
 //! Host processes: whether one runs, and who owns a computer being
 //! launched (a process that may die without cleaning up after itself).
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 /// The fields of `/proc/PID/stat` after the command name: the state, then
@@ -44,22 +46,33 @@ impl Owner {
         }
     }
 
-    /// Whether it still runs.
+    /// Whether it still runs. An owner whose start could not be read (no
+    /// `/proc` where it ran) counts as alive: nothing is swept on a guess.
     pub(crate) fn alive(&self) -> bool {
+        if self.start_ticks == 0 || !Path::new("/proc/self/stat").exists() {
+            return true;
+        }
         process_alive(self.pid) && start_ticks(self.pid) == Some(self.start_ticks)
     }
 }
 
-/// Kills process `pid` if its command line mentions `marker` (a VM's run
-/// directory): a pid read from a file of a dead computer may belong to
-/// another process by now.
-pub(crate) fn kill_if_mentions(pid: u32, marker: &std::path::Path) -> bool {
+/// Kills process `pid` if one of its arguments is exactly one of
+/// `markers` or starts with one of `prefixes` (arguments that name paths in
+/// a VM's own run directory, which only its VMM is started with): a pid
+/// seen in `/proc` may belong to anything, and a process that merely
+/// mentions the directory (`tail -f` of a log in it) is not the VMM.
+pub(crate) fn kill_if_started_with(pid: u32, markers: &[Vec<u8>], prefixes: &[Vec<u8>]) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let marker = marker.as_os_str().as_encoded_bytes();
-    let mentions = cmdline.windows(marker.len()).any(|w| w == marker);
-    if !mentions || !process_alive(pid) {
+    let ours = cmdline.split(|&b| b == 0).any(|arg| {
+        markers.iter().any(|m| arg == m.as_slice())
+            || prefixes.iter().any(|p| arg.starts_with(p))
+    });
+    if !ours || !process_alive(pid) {
         return false;
     }
     let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
@@ -102,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn kill_spares_a_process_that_does_not_mention_the_marker() {
+    fn kill_takes_only_a_process_started_with_the_marker() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -113,8 +126,11 @@ mod tests {
         {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert!(!kill_if_mentions(child.id(), "/no/such/run-dir".as_ref()));
-        assert!(kill_if_mentions(child.id(), "30".as_ref()));
+        let marker = |m: &str| vec![m.as_bytes().to_vec()];
+        assert!(!kill_if_started_with(child.id(), &marker("/no/such/run-dir"), &[]));
+        assert!(!kill_if_started_with(child.id(), &marker("3"), &[]), "a part of an argument is not the argument");
+        assert!(!kill_if_started_with(child.id(), &[], &marker("4")));
+        assert!(kill_if_started_with(child.id(), &[], &marker("3")));
         let status = child.wait().expect("the child is reaped");
         assert!(!status.success());
     }

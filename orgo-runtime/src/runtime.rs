@@ -35,9 +35,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens the store in `config.home` (creating it if needed).
-    pub async fn open(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+    /// Opens the store in `config.home` (creating it if needed; the home is
+    /// used by its canonical path).
+    pub async fn open(mut config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let store = LocalStore::open(&config.home).await.map_err(store_error)?;
+        // One spelling of the home for every process: VMMs are started with
+        // paths under it, and a sweep finds them by those paths.
+        config.home = std::fs::canonicalize(&config.home)
+            .map_err(crate::error::io("resolve", &config.home))?;
         let shared: Arc<dyn orgo_snapshot::Store> = Arc::new(store.clone());
         let cache = BuildCache::new(Arc::clone(&shared));
         let builder = Builder {
@@ -174,12 +179,21 @@ impl Runtime {
 
     /// Removes the computers left behind by launches whose process died
     /// (`kill -9`, a crash): kills their VMMs, releases their leases,
-    /// removes their files. Returns their ids. Safe while other processes
-    /// launch: a computer whose launcher runs is not touched.
+    /// removes their files; then releases the leases that no computer's
+    /// directory backs any more (a sweep or stop killed half-way). Returns
+    /// the orphans' ids. Safe while other processes launch: a computer
+    /// whose launcher runs is not touched (a record is written before its
+    /// lease, and removed after it).
     pub async fn sweep(&self) -> Result<Vec<String>, RuntimeError> {
         let orphans = self.shared.home.orphans()?;
         for id in &orphans {
             computer::remove_orphan(&self.shared, id).await?;
+        }
+        let cache = &self.shared.builder.cache;
+        for id in cache.leases().await.map_err(store_error)? {
+            if !self.shared.home.has_dir(&id) {
+                cache.release(&id).await.map_err(store_error)?;
+            }
         }
         Ok(orphans)
     }

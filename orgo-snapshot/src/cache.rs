@@ -337,6 +337,19 @@ impl BuildCache {
         self.store.delete_ref(&key).await
     }
 
+    /// The computers that hold a lease.
+    pub async fn leases(&self) -> Result<Vec<String>, StoreError> {
+        let root = keys::root(keys::LEASES);
+        let prefix = format!("{}/", root.as_str());
+        Ok(self
+            .store
+            .list_refs(&root)
+            .await?
+            .iter()
+            .filter_map(|key| key.as_str().strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
     /// Stores a base image built from `recipe` (files by role, consumed) and
     /// makes it the image for that recipe; a gc root until replaced.
     pub async fn put_base_image(

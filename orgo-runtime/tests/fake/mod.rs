@@ -39,9 +39,9 @@ use orgo_snapshot::{
 };
 use orgo_template::{Digest, Template};
 
-/// What the fake's VMM processes are called (`argv[0]`): `fake-vmm
-/// <run_dir>`, so a command line names its run directory.
-pub(crate) const PROCESS_NAME: &str = "fake-vmm";
+/// What the fake's VMM processes are called (`argv[0]`): `<run_dir>/vmm`,
+/// the argument by which a sweep knows a custom VMM of that run directory.
+pub(crate) const PROCESS_NAME: &str = "vmm";
 
 /// The hardware of the fake snapshots.
 pub(crate) const SHAPE: HardwareShape = HardwareShape {
@@ -235,7 +235,7 @@ impl Machine {
         let listener = UnixListener::bind(&socket)?;
         listener.set_nonblocking(true)?;
         let child = Command::new("sleep")
-            .arg0(format!("{PROCESS_NAME} {}", run_dir.display()))
+            .arg0(run_dir.join(PROCESS_NAME))
             .arg("infinity")
             .stdin(Stdio::null())
             .process_group(0)
