@@ -226,13 +226,13 @@ async fn trust_cas(
                 file.display()
             )));
         }
-        let pem = std::fs::read(file).map_err(|e| failed(format!("`{}`: {e}", file.display())))?;
-        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
-            return Err(failed(format!(
-                "`{}` holds no PEM certificate",
-                file.display()
-            )));
-        }
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| failed(format!("`{}`: {e}", file.display())))?;
+        // Certificates only: a key in the directory must never reach a
+        // snapshot.
+        let pem = certificates(&text)
+            .map_err(|reason| failed(format!("`{}` {reason}", file.display())))?
+            .into_bytes();
         let to = format!("/usr/local/share/ca-certificates/orgo-host-{i}.crt");
         call(agent, move |a| {
             a.write_file(&to, &pem, Some(0o644), None, None, QUICK)
@@ -256,6 +256,35 @@ async fn trust_cas(
     Ok(())
 }
 
+/// The `CERTIFICATE` blocks of PEM `text`; an error if it holds a private
+/// key, or no certificate.
+fn certificates(text: &str) -> Result<String, &'static str> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let block = &rest[start..];
+        let label_end = block[11..]
+            .find("-----")
+            .ok_or("holds a broken PEM block")?
+            + 11;
+        let label = &block[11..label_end];
+        if label.contains("PRIVATE KEY") {
+            return Err("holds a private key; give certificates only");
+        }
+        let end_marker = format!("-----END {label}-----");
+        let end = block.find(&end_marker).ok_or("holds a broken PEM block")? + end_marker.len();
+        if label == "CERTIFICATE" || label == "TRUSTED CERTIFICATE" {
+            out.push_str(&block[..end]);
+            out.push('\n');
+        }
+        rest = &block[end..];
+    }
+    if out.is_empty() {
+        return Err("holds no PEM certificate");
+    }
+    Ok(out)
+}
+
 /// The hardware a template builds with: its own, else the defaults; the
 /// disk at least the base image's 2 GiB.
 fn build_shape(template: &Template) -> HardwareShape {
@@ -269,5 +298,31 @@ fn build_shape(template: &Template) -> HardwareShape {
             .disk_gb
             .unwrap_or(0)
             .max(crate::image::ROOTFS_MIB.div_ceil(1024)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificates;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+
+    #[test]
+    fn only_certificates_are_taken_and_a_key_is_refused() {
+        assert_eq!(certificates(CERT), Ok(format!("{CERT}\n")));
+        let bundle =
+            format!("junk\n{CERT}\n-----BEGIN X509 CRL-----\nx\n-----END X509 CRL-----\n{CERT}");
+        assert_eq!(certificates(&bundle), Ok(format!("{CERT}\n{CERT}\n")));
+        for key in [
+            "PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+        ] {
+            let with_key = format!("{CERT}\n-----BEGIN {key}-----\nk\n-----END {key}-----\n");
+            assert!(certificates(&with_key).is_err(), "{key}");
+        }
+        assert!(certificates("no pem here").is_err());
+        assert!(certificates("-----BEGIN CERTIFICATE-----\nMIIB").is_err());
     }
 }

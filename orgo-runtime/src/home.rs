@@ -471,9 +471,13 @@ fn read_record(dir: &Path, id: &str) -> Result<ComputerRecord, RuntimeError> {
     })?;
     // A record is its directory's: one naming another computer (or a
     // version-1 record naming an unknown backend) is not taken.
-    record.filter(|r| r.id == id).ok_or_else(|| RuntimeError::Invalid {
-        what: format!("record of computer `{id}`: it names another computer or an unknown backend"),
-    })
+    record
+        .filter(|r| r.id == id)
+        .ok_or_else(|| RuntimeError::Invalid {
+            what: format!(
+                "record of computer `{id}`: it names another computer or an unknown backend"
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -542,15 +546,28 @@ mod tests {
         };
         // Written by the orgo before: a running computer.
         write("c-000000000001", v1("c-000000000001"));
-        let old = homes.status("c-000000000001").expect("a version-1 record reads");
+        let old = homes
+            .status("c-000000000001")
+            .expect("a version-1 record reads");
         assert_eq!(old.record.state, RecordState::Running);
-        assert_eq!(old.record.backend, Some(BackendKind::Qemu(crate::Accel::Tcg)));
+        assert_eq!(
+            old.record.backend,
+            Some(BackendKind::Qemu(crate::Accel::Tcg))
+        );
         // One naming another computer is refused, not taken for it.
         write("c-000000000002", v1("c-000000000003"));
-        let other = homes.status("c-000000000002").expect_err("another computer's record");
-        assert!(other.to_string().contains("names another computer"), "{other}");
+        let other = homes
+            .status("c-000000000002")
+            .expect_err("another computer's record");
+        assert!(
+            other.to_string().contains("names another computer"),
+            "{other}"
+        );
         // A newer major says so, naming the computer.
-        write("c-000000000004", r#"{"orgo_computer":3,"id":"c-000000000004"}"#.into());
+        write(
+            "c-000000000004",
+            r#"{"orgo_computer":3,"id":"c-000000000004"}"#.into(),
+        );
         let newer = homes.status("c-000000000004").expect_err("a newer record");
         assert!(matches!(newer, RuntimeError::Record { .. }), "{newer:?}");
         assert!(

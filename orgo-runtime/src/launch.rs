@@ -77,10 +77,9 @@ pub(crate) async fn launch(
         .get(&digest)
         .await
         .map_err(store_error)?
-        && let Some(warm) = take(shared, pool_key(&built, &options)).await
+        && let Some((warm, guard)) = take(shared, pool_key(&built, &options)).await
     {
         let key = warm.key;
-        let guard = Unlaunched::new(shared, &warm.id);
         let launched = personalize(shared, warm, template, &options, secrets, log).await;
         guard.settle(launched.is_ok()).await;
         refill(shared, template, key);
@@ -344,16 +343,18 @@ async fn park(
     parked
 }
 
-/// A parked computer for `key`, resumed; `None` if none is parked.
-async fn take(shared: &Arc<Shared>, key: PoolKey) -> Option<Warm> {
+/// A parked computer for `key`, resumed, with the guard that removes it
+/// unless it launches (also if this future is dropped while it resumes);
+/// `None` if none is parked.
+async fn take(shared: &Arc<Shared>, key: PoolKey) -> Option<(Warm, Unlaunched)> {
     loop {
         let warm = shared.pool.take(key)?;
+        let guard = Unlaunched::new(shared, &warm.id);
         if warm.vm.resume().await.is_ok() {
-            return Some(warm);
+            return Some((warm, guard));
         }
-        let id = warm.id.clone();
         drop(warm);
-        discard(shared, &id).await;
+        guard.settle(false).await;
     }
 }
 

@@ -49,11 +49,21 @@ struct PoolState {
     generation: u64,
 }
 
-/// A fill's claim on one more computer for a key.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Claim {
+/// A fill's claim on one more computer for a key: counted as being made
+/// until [settled](Pool::settle), or dropped (a fill cancelled half-way).
+#[derive(Debug)]
+pub(crate) struct Claim<'a> {
+    pool: &'a Pool,
     key: PoolKey,
     generation: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.pool.state().filling.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Pool {
@@ -70,7 +80,7 @@ impl Pool {
 
     /// A claim to park one more computer for `key`, unless `count` are
     /// parked or being made already.
-    pub(crate) fn claim(&self, key: PoolKey, count: usize) -> Option<Claim> {
+    pub(crate) fn claim(&self, key: PoolKey, count: usize) -> Option<Claim<'_>> {
         let mut state = self.state();
         let have = state.parked.get(&key).map_or(0, Vec::len)
             + state.filling.get(&key).copied().unwrap_or(0);
@@ -79,6 +89,7 @@ impl Pool {
         }
         *state.filling.entry(key).or_default() += 1;
         Some(Claim {
+            pool: self,
             key,
             generation: state.generation,
         })
@@ -86,16 +97,16 @@ impl Pool {
 
     /// Ends `claim`: parks `warm`, or hands it back if the pool was drained
     /// meanwhile (the caller stops it).
-    pub(crate) fn settle(&self, claim: Claim, warm: Option<Warm>) -> Option<Warm> {
+    pub(crate) fn settle(&self, claim: Claim<'_>, warm: Option<Warm>) -> Option<Warm> {
+        let (key, generation) = (claim.key, claim.generation);
+        // Its drop ends the count of what is being made.
+        drop(claim);
         let mut state = self.state();
-        if let Some(n) = state.filling.get_mut(&claim.key) {
-            *n -= 1;
-        }
         let warm = warm?;
-        if state.generation != claim.generation {
+        if state.generation != generation {
             return Some(warm);
         }
-        state.parked.entry(claim.key).or_default().push(warm);
+        state.parked.entry(key).or_default().push(warm);
         None
     }
 
@@ -123,5 +134,26 @@ impl Pool {
             .flatten()
             .map(|w| w.id.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_dropped_half_way_no_longer_counts() {
+        let pool = Pool::default();
+        let key = PoolKey {
+            snapshot: Digest::of(b"snapshot"),
+            cpus: 1,
+            memory_mib: 512,
+        };
+        let first = pool.claim(key, 1).expect("room for one");
+        assert!(pool.claim(key, 1).is_none(), "one is being made");
+        drop(first);
+        let again = pool.claim(key, 1).expect("the cancelled fill freed its place");
+        assert!(pool.settle(again, None).is_none());
+        assert!(pool.claim(key, 1).is_some(), "a failed fill frees its place");
     }
 }

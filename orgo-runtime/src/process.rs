@@ -69,8 +69,7 @@ pub(crate) fn kill_if_started_with(pid: u32, markers: &[Vec<u8>], prefixes: &[Ve
         return false;
     };
     let ours = cmdline.split(|&b| b == 0).any(|arg| {
-        markers.iter().any(|m| arg == m.as_slice())
-            || prefixes.iter().any(|p| arg.starts_with(p))
+        markers.iter().any(|m| arg == m.as_slice()) || prefixes.iter().any(|p| arg.starts_with(p))
     });
     if !ours || !process_alive(pid) {
         return false;
@@ -127,8 +126,15 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let marker = |m: &str| vec![m.as_bytes().to_vec()];
-        assert!(!kill_if_started_with(child.id(), &marker("/no/such/run-dir"), &[]));
-        assert!(!kill_if_started_with(child.id(), &marker("3"), &[]), "a part of an argument is not the argument");
+        assert!(!kill_if_started_with(
+            child.id(),
+            &marker("/no/such/run-dir"),
+            &[]
+        ));
+        assert!(
+            !kill_if_started_with(child.id(), &marker("3"), &[]),
+            "a part of an argument is not the argument"
+        );
         assert!(!kill_if_started_with(child.id(), &[], &marker("4")));
         assert!(kill_if_started_with(child.id(), &[], &marker("3")));
         let status = child.wait().expect("the child is reaped");
