@@ -74,6 +74,12 @@ impl Runtime {
         if let Some(curated) = crate::system::system_template(reference) {
             return Ok(curated);
         }
+        // Nothing in a store passes for a curated template.
+        if reference.namespace().as_str() == crate::system::SYSTEM_NAMESPACE {
+            return Err(RuntimeError::NotFound {
+                what: format!("curated template `{reference}` (`orgo templates system` lists them)"),
+            });
+        }
         self.shared
             .registry
             .resolve(reference)

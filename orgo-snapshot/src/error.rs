@@ -9,6 +9,13 @@ use orgo_template::{Digest, TemplateRef};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// A namespace nobody publishes into (`system`: orgo's curated
+    /// templates, which ship with orgo).
+    #[error("the `{namespace}` namespace is reserved: nothing is published into it")]
+    Reserved {
+        /// The namespace.
+        namespace: String,
+    },
     /// An I/O operation on a path failed.
     #[error("{op} `{}`", path.display())]
     Io {

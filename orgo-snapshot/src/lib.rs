@@ -86,7 +86,7 @@ pub use crate::manifest::{
     get_manifest, put_manifest,
 };
 pub use crate::memory::MemoryStore;
-pub use crate::registry::{Published, Registry};
+pub use crate::registry::{Published, RESERVED_NAMESPACE, Registry};
 pub use crate::service::{
     BlobInfo, BlobReader, BlobService, LockGuard, LockMode, LockService, PutMode, RefKey,
     RefService, Store,

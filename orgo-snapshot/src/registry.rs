@@ -56,6 +56,10 @@ pub struct Published {
     pub created: bool,
 }
 
+/// The namespace of orgo's curated templates, which ship with orgo and are
+/// never published into a store.
+pub const RESERVED_NAMESPACE: &str = orgo_template::TemplateRef::SYSTEM_NAMESPACE;
+
 /// Published templates, over any [`Store`].
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -70,12 +74,19 @@ impl Registry {
 
     /// Publishes `template` under `namespace/<its name>@<its version>`.
     /// Publishing the identical template again is a no-op; a different
-    /// template under a published version is [`StoreError::Immutable`].
+    /// template under a published version is [`StoreError::Immutable`];
+    /// the reserved namespace ([`RESERVED_NAMESPACE`]) is
+    /// [`StoreError::Reserved`].
     pub async fn publish(
         &self,
         namespace: Name,
         template: &Template,
     ) -> Result<Published, StoreError> {
+        if namespace.as_str() == RESERVED_NAMESPACE {
+            return Err(StoreError::Reserved {
+                namespace: namespace.to_string(),
+            });
+        }
         let reference = template.reference(namespace);
         let digest = template.digest();
         let key = keys::template(&reference);
@@ -205,4 +216,24 @@ fn parse_key(rest: &str) -> Option<TemplateRef> {
         return None;
     }
     format!("{ns}/{name}@{version}").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nothing_is_published_into_the_reserved_namespace() {
+        let registry = Registry::new(Arc::new(crate::MemoryStore::new()));
+        let template =
+            Template::from_yaml("api_version: orgo.ai/v1\nname: python@1.0.0\n").expect("valid");
+        let system: Name = RESERVED_NAMESPACE.parse().expect("a name");
+        let refused = registry.publish(system, &template).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Reserved { namespace }) if namespace == "system"),
+            "{refused:?}"
+        );
+        let team: Name = "team".parse().expect("a name");
+        assert!(registry.publish(team, &template).await.expect("published").created);
+    }
 }
