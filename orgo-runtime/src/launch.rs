@@ -130,9 +130,7 @@ async fn restore(
 ) -> Result<Warm, RuntimeError> {
     let manifest = &built.manifest;
     let kind: BackendKind = manifest.backend.parse()?;
-    if let BackendKind::Qemu(_) = kind {
-        shared.builder.backends.require_qemu_tools()?;
-    }
+    shared.builder.backends.require_restore_tools(kind)?;
     let vmm = shared.builder.backends.vmm(kind)?;
     let mut record = ComputerRecord::launching(id, template);
     record.snapshot = Some(built.digest);

@@ -564,9 +564,14 @@ fn killed_launchers_leave_orphans_that_a_sweep_removes() {
                 other => panic!("round {round}: {id} is {other:?} after its launcher died"),
             }
         }
+        // After the sweep and the stops, every lease left is a computer's
+        // that still has its directory.
         let dirs = computer_dirs(&f.home);
         for l in rt.block_on(leases(&f.runtime)) {
-            if !dirs.iter().any(|d| l.ends_with(d.as_str())) {}
+            assert!(
+                dirs.iter().any(|d| l.ends_with(d.as_str())),
+                "round {round}: lease `{l}` has no computer directory: {dirs:?}"
+            );
         }
     }
     eprintln!(

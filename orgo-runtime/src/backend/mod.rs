@@ -104,6 +104,24 @@ impl Backends {
         crate::host_tools::require(&tools).map_err(RuntimeError::MissingTools)
     }
 
+    /// The host binaries a restore of a snapshot of `kind` spawns: QEMU's
+    /// and `qemu-img` under QEMU, `qemu-img` (the disk layer) under Cloud
+    /// Hypervisor, none of ours under a custom VMM.
+    pub(crate) fn require_restore_tools(&self, kind: BackendKind) -> Result<(), RuntimeError> {
+        match (kind, &self.backend) {
+            (BackendKind::Qemu(_), Backend::Qemu) => self.require_qemu_tools(),
+            (BackendKind::CloudHypervisor, Backend::CloudHypervisor(_)) => {
+                let qemu_img: Vec<HostTool> = HostTool::VMS
+                    .iter()
+                    .filter(|t| t.binary == "qemu-img")
+                    .copied()
+                    .collect();
+                crate::host_tools::require(&qemu_img).map_err(RuntimeError::MissingTools)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// What a build boots with.
     pub(crate) async fn flavor(
         &self,
@@ -123,6 +141,7 @@ impl Backends {
             }
             Backend::CloudHypervisor(binary) => {
                 CloudHypervisor::new(binary).probe().await?;
+                self.require_restore_tools(BackendKind::CloudHypervisor)?;
                 Ok(Flavor {
                     kind: BackendKind::CloudHypervisor,
                     kernel: "vmlinux",
