@@ -134,6 +134,9 @@ pub(crate) fn open_with_agent(
     if agent.is_some() {
         config.agent = agent;
     }
+    // A CLI process ends with its command: computers it parked for later
+    // launches would only be stopped again.
+    config.warm_pool = 0;
     let runtime = tokio
         .block_on(Runtime::open(config))
         .map_err(runtime_error)?;
@@ -210,7 +213,11 @@ pub(crate) fn build(
     let (tokio, runtime) = open(root, rt)?;
     let template = template(&tokio, &runtime, &args.template)?;
     if args.check {
-        runtime.check(&template).map_err(runtime_error)?;
+        // "No" is an answer (exit 1), like an invalid template's.
+        runtime.check(&template).map_err(|e| match e {
+            RuntimeError::Unsupportable(_) => Failure::No(ErrorChain(&e).to_string()),
+            other => runtime_error(other),
+        })?;
         emit(&format!(
             "{}: this host can run `{}`\n",
             args.template,

@@ -185,3 +185,18 @@ fn oversized_input_is_refused_without_reading_it_all() {
         "error: `<stdin>` is over the 4194304-byte limit of a template\n"
     );
 }
+
+#[test]
+fn build_check_names_every_field_this_host_cannot_honour_and_builds_nothing() {
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let home = home.path().to_str().expect("a UTF-8 path");
+    let refused = "api_version: orgo.ai/v1\nname: g@1.0.0\nhardware: { gpu: h100, region: iad }\negress_policy: { mode: allow, rules: [api.github.com] }\n";
+    let out = orgo(&["--store", home, "build", "--check", "-"], Some(refused));
+    assert_eq!(out.status.code(), Some(1), "no is an answer");
+    assert_eq!(text(&out.stdout), "");
+    insta::assert_snapshot!(text(&out.stderr));
+    let fine = orgo(&["--store", home, "build", "--check", "examples/hello.yaml"], None);
+    assert_eq!(fine.status.code(), Some(0), "{}", text(&fine.stderr));
+    assert!(text(&fine.stdout).starts_with("examples/hello.yaml: this host can run `sha256:"));
+    assert!(!std::path::Path::new(home).join("computers").exists());
+}
