@@ -88,23 +88,26 @@ impl Setup {
         Ok(config)
     }
 
-    /// The orgo runtime of this setup: one per setup and process, opened
-    /// (the store created if needed) on first use.
+    /// The orgo runtime of this setup: one per configuration and process
+    /// (the environment is read at each call, so a changed `ORGO_HOME` or
+    /// `ORGO_ACCEL` opens another), opened (the store created if needed) on
+    /// first use.
     pub(crate) async fn open(self) -> Result<Runtime, RuntimeError> {
-        static OPEN: Mutex<Vec<(Setup, Runtime)>> = Mutex::new(Vec::new());
+        static OPEN: Mutex<Vec<(RuntimeConfig, Runtime)>> = Mutex::new(Vec::new());
+        let config = self.config()?;
         let found = OPEN
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|(setup, _)| *setup == self)
+            .find(|(open, _)| *open == config)
             .map(|(_, runtime)| runtime.clone());
         if let Some(runtime) = found {
             return Ok(runtime);
         }
-        let runtime = Runtime::open(self.config()?).await?;
+        let runtime = Runtime::open(config.clone()).await?;
         OPEN.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((self, runtime.clone()));
+            .push((config, runtime.clone()));
         Ok(runtime)
     }
 }

@@ -9,7 +9,7 @@ use crate::error::RuntimeError;
 use crate::vmm::{Accel, Vmm};
 
 /// How the runtime is set up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
     /// The orgo home: the store, the computers, the probe cache.
     pub home: PathBuf,
