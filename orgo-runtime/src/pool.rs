@@ -152,8 +152,13 @@ mod tests {
         let first = pool.claim(key, 1).expect("room for one");
         assert!(pool.claim(key, 1).is_none(), "one is being made");
         drop(first);
-        let again = pool.claim(key, 1).expect("the cancelled fill freed its place");
+        let again = pool
+            .claim(key, 1)
+            .expect("the cancelled fill freed its place");
         assert!(pool.settle(again, None).is_none());
-        assert!(pool.claim(key, 1).is_some(), "a failed fill frees its place");
+        assert!(
+            pool.claim(key, 1).is_some(),
+            "a failed fill frees its place"
+        );
     }
 }

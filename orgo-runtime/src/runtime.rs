@@ -77,7 +77,9 @@ impl Runtime {
         // Nothing in a store passes for a curated template.
         if reference.namespace().as_str() == crate::system::SYSTEM_NAMESPACE {
             return Err(RuntimeError::NotFound {
-                what: format!("curated template `{reference}` (`orgo templates system` lists them)"),
+                what: format!(
+                    "curated template `{reference}` (`orgo templates system` lists them)"
+                ),
             });
         }
         self.shared

@@ -234,6 +234,12 @@ mod tests {
             "{refused:?}"
         );
         let team: Name = "team".parse().expect("a name");
-        assert!(registry.publish(team, &template).await.expect("published").created);
+        assert!(
+            registry
+                .publish(team, &template)
+                .await
+                .expect("published")
+                .created
+        );
     }
 }

@@ -195,7 +195,10 @@ fn build_check_names_every_field_this_host_cannot_honour_and_builds_nothing() {
     assert_eq!(out.status.code(), Some(1), "no is an answer");
     assert_eq!(text(&out.stdout), "");
     insta::assert_snapshot!(text(&out.stderr));
-    let fine = orgo(&["--store", home, "build", "--check", "examples/hello.yaml"], None);
+    let fine = orgo(
+        &["--store", home, "build", "--check", "examples/hello.yaml"],
+        None,
+    );
     assert_eq!(fine.status.code(), Some(0), "{}", text(&fine.stderr));
     assert!(text(&fine.stdout).starts_with("examples/hello.yaml: this host can run `sha256:"));
     assert!(!std::path::Path::new(home).join("computers").exists());

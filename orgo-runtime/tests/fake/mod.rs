@@ -262,7 +262,25 @@ impl Machine {
     fn signal(&self, signal: rustix::process::Signal) -> Result<(), RuntimeError> {
         let pid = rustix::process::Pid::from_raw(self.pid as i32).expect("a child's pid");
         rustix::process::kill_process(pid, signal)
-            .map_err(|e| fake_error("signal", format!("`{}`: {e}", self.id)))
+            .map_err(|e| fake_error("signal", format!("`{}`: {e}", self.id)))?;
+        // A real VMM answers a pause or resume once the vCPUs have stopped
+        // or started: wait until the kernel shows the process so.
+        let stopped = signal == rustix::process::Signal::STOP;
+        for _ in 0..1000 {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next());
+            if (state == Some('T')) == stopped {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(fake_error(
+            "signal",
+            format!("`{}` did not take it", self.id),
+        ))
     }
 
     /// Kills the VMM process and closes the agent: the host side sees the
