@@ -60,9 +60,12 @@ pub(crate) fn embedded_agent(home: &Path) -> io::Result<PathBuf> {
 
 /// Whether `path` is already the agent: a regular, executable file of its size.
 fn is_in_place(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|meta| {
+    let looks_right = fs::metadata(path).is_ok_and(|meta| {
         meta.is_file() && meta.len() == AGENT.len() as u64 && meta.permissions().mode() & 0o111 != 0
-    })
+    });
+    // The same bytes, not only the same size: the base image is built from
+    // what is there.
+    looks_right && fs::read(path).is_ok_and(|bytes| bytes == AGENT)
 }
 
 /// Writes the agent to a new file at `path`, mode 0755, synced.
