@@ -314,7 +314,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
         .map_or(0, |d| d.as_secs());
     let mut out = String::new();
     if !args.json {
-        out.push_str("ID               TEMPLATE                  STATUS   CPU  MEMORY  AGE\n");
+        out.push_str("ID               TEMPLATE                  STATUS     CPU  MEMORY  AGE\n");
     }
     for c in computers {
         let r = &c.record;
@@ -330,7 +330,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
             ));
         } else {
             out.push_str(&format!(
-                "{:<16} {:<25} {:<8} {:>3} {:>5}M  {}\n",
+                "{:<16} {:<25} {:<9} {:>4} {:>5}M  {}\n",
                 r.id,
                 r.template,
                 status,
