@@ -165,6 +165,9 @@ async fn eventually(computer: &Computer, script: &str, want: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vars_hardware_and_an_unset_optional_secret() {
     let c = launched().await;
+    // The template's name and version name the computer's record.
+    assert_eq!(c.record().template, "fields@1.0.0");
+    assert_eq!(c.record().template_digest, template().digest());
     assert_eq!(
         sh(&c, "bash -lc 'echo \"$GREETING [${TOKEN-unset}]\"'").await,
         "hello [unset]\n",

@@ -33,7 +33,11 @@ enum Coverage {
 
 use Coverage::{Format, Refused, Tested};
 
-const E2E: &str = "orgo-runtime/tests/runtime_e2e.rs::build_once_launch_two_exec_and_stop";
+const BUILD: &str = "orgo-runtime/tests/runtime_e2e.rs::the_build_runs_the_steps_in_order_streams_their_output_then_hits_the_cache";
+const LAUNCH: &str = "orgo-runtime/tests/runtime_e2e.rs::two_launches_at_once_get_their_own_identity_secrets_env_and_files";
+const STOP: &str = "orgo-runtime/tests/runtime_e2e.rs::a_detached_computer_is_reached_by_id_and_stopped_with_its_on_shutdown";
+const IDENTITY: &str =
+    "orgo-runtime/tests/fields_e2e.rs::vars_hardware_and_an_unset_optional_secret";
 const AGENT: &str = "orgo-runtime/tests/qemu_e2e.rs::base_image_boots_and_the_agent_does_its_work";
 const DESCRIPTIVE: &str =
     "descriptive: part of the digest and the published document, no behaviour in the computer";
@@ -45,8 +49,8 @@ const COVERAGE: &[(&str, Coverage)] = &[
         Format("the format's version, checked by the parser"),
     ),
     ("template", Format("the template's identity")),
-    ("template.name", Tested(E2E)),
-    ("template.version", Tested(E2E)),
+    ("template.name", Tested(IDENTITY)),
+    ("template.version", Tested(IDENTITY)),
     ("template.description", Format(DESCRIPTIVE)),
     ("template.publisher", Format(DESCRIPTIVE)),
     ("template.license", Format(DESCRIPTIVE)),
@@ -137,8 +141,8 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "hardware.bandwidth_mbps",
         ),
     ),
-    ("secrets", Tested(E2E)),
-    ("secrets[].name", Tested(E2E)),
+    ("secrets", Tested(LAUNCH)),
+    ("secrets[].name", Tested(LAUNCH)),
     (
         "secrets[].required",
         Tested(concat!(
@@ -147,10 +151,10 @@ const COVERAGE: &[(&str, Coverage)] = &[
         )),
     ),
     ("secrets[].description", Format(DESCRIPTIVE)),
-    ("env", Tested(E2E)),
-    ("env.*.secret", Tested(E2E)),
+    ("env", Tested(LAUNCH)),
+    ("env.*.secret", Tested(LAUNCH)),
     ("build", Format("a group of the fields below")),
-    ("build.apt", Tested(E2E)),
+    ("build.apt", Tested(BUILD)),
     (
         "build.pip",
         Tested(concat!(
@@ -165,12 +169,12 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "::build_pip_and_npm_install_their_packages"
         )),
     ),
-    ("build.run", Tested(E2E)),
-    ("files", Tested(E2E)),
-    ("files[].to", Tested(E2E)),
-    ("files[].inline", Tested(E2E)),
-    ("files[].from", Tested(E2E)),
-    ("files[].mode", Tested(E2E)),
+    ("build.run", Tested(BUILD)),
+    ("files", Tested(LAUNCH)),
+    ("files[].to", Tested(LAUNCH)),
+    ("files[].inline", Tested(LAUNCH)),
+    ("files[].from", Tested(LAUNCH)),
+    ("files[].mode", Tested(LAUNCH)),
     (
         "files[].owner",
         Tested(concat!(
@@ -185,14 +189,14 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "::files_get_their_owner_group_and_mode"
         )),
     ),
-    ("files[].when", Tested(E2E)),
-    ("apps", Tested(E2E)),
-    ("apps[].name", Tested(E2E)),
+    ("files[].when", Tested(LAUNCH)),
+    ("apps", Tested(LAUNCH)),
+    ("apps[].name", Tested(BUILD)),
     ("apps[].title", Format(DESCRIPTIVE)),
-    ("apps[].install", Tested(E2E)),
-    ("apps[].services", Tested(E2E)),
-    ("apps[].services[].name", Tested(E2E)),
-    ("apps[].services[].run", Tested(E2E)),
+    ("apps[].install", Tested(BUILD)),
+    ("apps[].services", Tested(BUILD)),
+    ("apps[].services[].name", Tested(BUILD)),
+    ("apps[].services[].run", Tested(LAUNCH)),
     (
         "apps[].services[].cwd",
         Tested(concat!(
@@ -236,7 +240,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         )),
     ),
     ("apps[].services[].stop_signal", Tested(AGENT)),
-    ("apps[].health", Tested(E2E)),
+    ("apps[].health", Tested(LAUNCH)),
     (
         "apps[].health.type",
         Tested(concat!(
@@ -427,7 +431,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         )),
     ),
     ("hooks", Format("a group of the fields below")),
-    ("hooks.on_first_boot", Tested(E2E)),
+    ("hooks.on_first_boot", Tested(BUILD)),
     (
         "hooks.on_every_boot",
         Tested(concat!(
@@ -435,9 +439,9 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "::terminal_sessions_and_on_every_boot"
         )),
     ),
-    ("hooks.on_pre_snapshot", Tested(E2E)),
-    ("hooks.on_resume", Tested(E2E)),
-    ("hooks.on_shutdown", Tested(E2E)),
+    ("hooks.on_pre_snapshot", Tested(BUILD)),
+    ("hooks.on_resume", Tested(LAUNCH)),
+    ("hooks.on_shutdown", Tested(STOP)),
     (
         "telemetry",
         Refused("telemetry: { metrics: true }", "telemetry"),
