@@ -15,6 +15,7 @@ INSTANCE_ATTRIBUTES = {
     orgo.ValidationError: {"errors"},
     orgo.BuildError: {"field", "reason", "output"},
     orgo.SecretError: {"missing"},
+    orgo.UnsupportedError: {"fields"},
 }
 
 
