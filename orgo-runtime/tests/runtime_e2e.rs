@@ -417,13 +417,6 @@ async fn clones_of_one_snapshot_draw_different_random_bytes() {
         assert_eq!(out.stdout.len(), 32);
         drawn.push(out.stdout);
     }
-    for computer in [&a, &b] {
-        let devices = sh(computer, "ls /sys/bus/acpi/devices/").await;
-        assert!(
-            devices.lines().any(|d| d == "QEMUVGID:00"),
-            "the guest sees the vmgenid device: {devices}"
-        );
-    }
     assert_ne!(drawn[0], drawn[1], "two clones drew the same random bytes");
     a.stop().await.unwrap();
     b.stop().await.unwrap();

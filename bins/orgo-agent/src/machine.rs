@@ -332,9 +332,9 @@ pub fn ensure_machine_id(root: &Path) {
 /// it is reseeded, every clone's `/dev/urandom` gives the same bytes. Writing
 /// the host's bytes to `/dev/urandom` only mixes them into the input pool
 /// (Linux 6.1), so the agent then asks for a reseed at once
-/// (`RNDRESEEDCRNG`). A kernel with a vmgenid driver reseeds by itself on a
-/// restore (QEMU gives golden VMs a `vmgenid` device); Debian's cloud kernel
-/// has none. The machine-id is derived from the host's bytes (see
+/// (`RNDRESEEDCRNG`). (A kernel with a vmgenid driver would reseed by itself
+/// on a restore; Debian's cloud kernel has none.) The machine-id is derived
+/// from the host's bytes (see
 /// [`machine_id_from_entropy`]).
 pub(crate) fn reset_identity(agent: &Arc<Agent>, identity: &Identity) -> Result<(), OpError> {
     if identity.entropy.0.len() < 32 {
