@@ -65,12 +65,7 @@ impl BaseImages {
             .get_or_try_init(|| resolve_recipe(agent.clone()))
             .await?
             .clone();
-        if let Some(found) = self
-            .cache
-            .base_image(&recipe_digest)
-            .await
-            .map_err(store_error)?
-        {
+        if let Some(found) = self.stored(&recipe_digest).await? {
             return Ok(found);
         }
         let lock =
@@ -80,12 +75,7 @@ impl BaseImages {
             .lock(&lock, LockMode::Exclusive)
             .await
             .map_err(store_error)?;
-        if let Some(found) = self
-            .cache
-            .base_image(&recipe_digest)
-            .await
-            .map_err(store_error)?
-        {
+        if let Some(found) = self.stored(&recipe_digest).await? {
             return Ok(found);
         }
         crate::host_tools::require(crate::host_tools::HostTool::BASE_IMAGE)
@@ -123,6 +113,14 @@ impl BaseImages {
         };
         let _ = std::fs::remove_dir_all(&scratch);
         stored
+    }
+
+    /// The base image of `recipe` in the store, if there is one.
+    async fn stored(
+        &self,
+        recipe: &Digest,
+    ) -> Result<Option<(Digest, ImageManifest)>, RuntimeError> {
+        self.cache.base_image(recipe).await.map_err(store_error)
     }
 
     /// Where `image`'s kernel, initramfs and root file system are.

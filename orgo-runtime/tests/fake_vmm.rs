@@ -10,6 +10,7 @@
     reason = "helpers of tests: an unwrap that fails is the test failing"
 )]
 
+mod common;
 mod fake;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use fake::{FakeVmm, fake_snapshot, process_state, processes_naming};
 use orgo_runtime::{
     Accel, Backend, BackendKind, ComputerState, Exec, LaunchOptions, RecordState, Runtime,
@@ -494,18 +496,6 @@ fn spawn_launcher(home: &Path, output: Stdio) -> std::process::Child {
         .stderr(output)
         .spawn()
         .unwrap()
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
 }
 
 #[test]

@@ -18,8 +18,8 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::{nonce, static_agent, test_home};
-use orgo_runtime::{Accel, Computer, Exec, LaunchOptions, Runtime, RuntimeConfig, Vault};
+use common::nonce;
+use orgo_runtime::{Computer, Exec, LaunchOptions, Vault};
 use orgo_template::Template;
 
 const T: Duration = Duration::from_secs(120);
@@ -122,12 +122,7 @@ hooks:
 }
 
 async fn launched() -> Computer {
-    let agent = tokio::task::spawn_blocking(static_agent).await.unwrap();
-    let mut config = RuntimeConfig::new(test_home());
-    config.agent = Some(agent);
-    config.accel = Some(Accel::Tcg);
-    config.guest_ca_certs = common::guest_ca_certs();
-    let runtime = Runtime::open(config).await.unwrap();
+    let runtime = common::test_runtime().await;
     let options = LaunchOptions {
         vault: Vault::new().with([("svc_key".to_owned(), "key-of-the-service".to_owned())].into()),
         ..LaunchOptions::default()

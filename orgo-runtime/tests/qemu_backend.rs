@@ -14,11 +14,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{image_dir, static_agent};
+use common::{image_dir, overlay, static_agent};
 use orgo_agent_protocol::Exec;
 use orgo_runtime::{
     Accel, AgentClient, AgentEndpoint, BaseImageRecipe, Disk, DiskFormat, KERNEL_CMDLINE, Network,
@@ -26,20 +24,6 @@ use orgo_runtime::{
 };
 
 const T: Duration = Duration::from_secs(60);
-
-fn overlay(backing: &Path, format: &str, path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
-        .arg(backing)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn agent(vm: &dyn Vm) -> AgentClient {
     let AgentEndpoint::Serial(path) = vm.agent_endpoint() else {

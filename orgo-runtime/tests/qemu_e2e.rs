@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{image_dir, static_agent};
+use common::{image_dir, overlay, static_agent};
 use orgo_agent_protocol::{
     Backoff, Event, Exec, HealthSpec, Hook, OnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
 };
@@ -75,13 +75,7 @@ fn base_image_boots_and_the_agent_does_its_work() {
     let run_dir = std::env::temp_dir().join(format!("orgo-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir).unwrap();
     let disk = run_dir.join("disk.qcow2");
-    let made = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(image.rootfs())
-        .arg(&disk)
-        .status()
-        .unwrap();
-    assert!(made.success(), "qemu-img create failed");
+    overlay(&image.rootfs(), "raw", &disk);
     let config = VmConfig {
         id: "e2e".into(),
         cpus: 1,

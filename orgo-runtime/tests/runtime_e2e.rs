@@ -26,10 +26,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{nonce, static_agent, test_home as home, workspace};
+use common::{nonce, test_home as home, workspace};
 use orgo_runtime::{
-    Accel, BuildEvent, Computer, Exec, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, Vault,
-    VaultError,
+    BuildEvent, Computer, Exec, LaunchOptions, Runtime, RuntimeError, Vault, VaultError,
 };
 use orgo_snapshot::Built;
 use orgo_template::Template;
@@ -37,12 +36,7 @@ use orgo_template::Template;
 const T: Duration = Duration::from_secs(120);
 
 async fn runtime() -> Runtime {
-    let agent = tokio::task::spawn_blocking(static_agent).await.unwrap();
-    let mut config = RuntimeConfig::new(home());
-    config.agent = Some(agent);
-    config.accel = Some(Accel::Tcg);
-    config.guest_ca_certs = common::guest_ca_certs();
-    Runtime::open(config).await.unwrap()
+    common::test_runtime().await
 }
 
 /// The test template; `host_file` is copied in by a `file://` source.

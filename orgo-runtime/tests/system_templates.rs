@@ -23,10 +23,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{static_agent, test_home};
 use orgo_runtime::{
-    Accel, BuildEvent, Computer, Exec, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, Vault,
-    VaultError, system_template,
+    BuildEvent, Computer, Exec, LaunchOptions, Runtime, RuntimeError, Vault, VaultError,
+    system_template,
 };
 use orgo_template::Template;
 
@@ -34,12 +33,7 @@ use orgo_template::Template;
 const T: Duration = Duration::from_secs(300);
 
 async fn runtime() -> Runtime {
-    let agent = tokio::task::spawn_blocking(static_agent).await.unwrap();
-    let mut config = RuntimeConfig::new(test_home());
-    config.agent = Some(agent);
-    config.accel = Some(Accel::Tcg);
-    config.guest_ca_certs = common::guest_ca_certs();
-    Runtime::open(config).await.unwrap()
+    common::test_runtime().await
 }
 
 /// The curated template `reference`, as shipped.

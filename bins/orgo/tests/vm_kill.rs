@@ -25,7 +25,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{nonce, static_agent, test_home, workspace};
+use common::{Rng, nonce, static_agent, test_home, workspace};
 use orgo_runtime::{Accel, Runtime, RuntimeConfig};
 use orgo_snapshot::{BuildCache, LocalStore, RefKey, RefService as _, Store};
 
@@ -150,18 +150,6 @@ fn ps(home: &Path) -> BTreeMap<String, String> {
             )
         })
         .collect()
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
 }
 
 #[test]

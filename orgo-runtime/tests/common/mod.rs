@@ -61,3 +61,45 @@ pub(crate) fn guest_ca_certs() -> Option<PathBuf> {
         .any(|e| e.path().extension().is_some_and(|x| x == "crt"));
     any.then_some(dir)
 }
+
+/// A runtime on the test home, as the VM tests use it: the embedded agent,
+/// TCG, the host's CA certificates for builder VMs when it has any.
+pub(crate) async fn test_runtime() -> orgo_runtime::Runtime {
+    let agent = tokio::task::spawn_blocking(static_agent)
+        .await
+        .expect("the agent is written out");
+    let mut config = orgo_runtime::RuntimeConfig::new(test_home());
+    config.agent = Some(agent);
+    config.accel = Some(orgo_runtime::Accel::Tcg);
+    config.guest_ca_certs = guest_ca_certs();
+    orgo_runtime::Runtime::open(config)
+        .await
+        .expect("the test home opens")
+}
+
+/// A qcow2 copy-on-write layer at `path` over `backing` (of `format`).
+pub(crate) fn overlay(backing: &Path, format: &str, path: &Path) {
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(backing)
+        .arg(path)
+        .output()
+        .expect("qemu-img runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small deterministic generator (xorshift64*), for seeded random delays.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
