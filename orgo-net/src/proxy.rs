@@ -70,7 +70,10 @@ async fn serve_one(shared: &Shared, mut guest: TcpStream) {
     };
     let mut buf = Vec::with_capacity(4096);
     let sniffed = read_head(&mut guest, &mut buf).await;
-    let is_http = matches!(sniffed, Sniffed::Http(_));
+    // HTTP, whether or not its head is valid: it gets a 403 it can read.
+    let is_http = matches!(sniffed, Sniffed::Http(_))
+        || (matches!(sniffed, Sniffed::Invalid(_))
+            && buf.first().is_some_and(u8::is_ascii_uppercase));
     let port = original.port();
     let decision = decide(shared, sniffed, original).await;
     let (addrs, learned) = match decision {
