@@ -120,6 +120,25 @@ pub(crate) fn open_with_agent(
     root: Option<PathBuf>,
     agent: Option<PathBuf>,
 ) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    open_with(root, agent, Some(0))
+}
+
+/// [`open`] for `orgo serve`, which keeps a warm pool (`warm_pool`, else
+/// `$ORGO_WARM_POOL`).
+pub(crate) fn open_for_server(
+    root: Option<PathBuf>,
+    args: &RuntimeArgs,
+    warm_pool: Option<usize>,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    open_with(root, args.agent.clone(), warm_pool)
+}
+
+/// The tokio and orgo runtimes; `warm_pool` overrides the environment's.
+fn open_with(
+    root: Option<PathBuf>,
+    agent: Option<PathBuf>,
+    warm_pool: Option<usize>,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,8 +154,10 @@ pub(crate) fn open_with_agent(
         config.agent = agent;
     }
     // A CLI process ends with its command: computers it parked for later
-    // launches would only be stopped again.
-    config.warm_pool = 0;
+    // launches would only be stopped again (the server keeps its pool).
+    if let Some(count) = warm_pool {
+        config.warm_pool = count;
+    }
     let runtime = tokio
         .block_on(Runtime::open(config))
         .map_err(runtime_error)?;

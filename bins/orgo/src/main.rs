@@ -8,6 +8,7 @@
 
 mod computer;
 mod image;
+mod serve;
 mod store;
 
 use std::io::{Read, Write};
@@ -111,6 +112,11 @@ enum Command {
     Ps(computer::PsArgs),
     /// Stop computers: `on_shutdown`, power off, clean up.
     Stop(computer::StopArgs),
+    /// Serve the HTTP API (`/api/...`) until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// The HTTP API's keys.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -193,6 +199,8 @@ fn main() -> ExitCode {
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
+        Command::Serve(args) => serve::serve(cli.store, &cli.runtime, args),
+        Command::Keys(command) => serve::keys(cli.store, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
