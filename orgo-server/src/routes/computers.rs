@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LaunchRequest {
     /// `[namespace/]name@version` (the namespace defaults to the key's).
+    #[schema(pattern = r"^([a-z0-9]+(-[a-z0-9]+)*/)?[a-z0-9]+(-[a-z0-9]+)*@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$", max_length = 200)]
     template_ref: String,
     /// vCPUs (at least the snapshot's).
     #[schema(minimum = 1, maximum = 16)]
@@ -49,7 +50,9 @@ pub(crate) struct LaunchRequest {
     #[schema(minimum = 1, maximum = 256)]
     ram_gb: Option<u32>,
     /// Not settable at launch here (the disk is the template's
-    /// `hardware.disk_gb`): any value is refused.
+    /// `hardware.disk_gb`): only 0 (or none) is accepted; other values
+    /// are refused (422 `unsupported`).
+    #[schema(maximum = 0)]
     disk_gb: Option<u32>,
     /// Extra environment.
     #[serde(default)]
@@ -58,7 +61,9 @@ pub(crate) struct LaunchRequest {
     /// HTTP (the server's own environment and vault are never used).
     #[serde(default)]
     secrets: BTreeMap<String, String>,
-    /// Not supported by this runtime: only 0 (or none) is accepted.
+    /// Not supported by this runtime: only 0 (or none) is accepted;
+    /// other values are refused (422 `unsupported`).
+    #[schema(maximum = 0)]
     auto_stop_minutes: Option<u32>,
 }
 
@@ -144,10 +149,13 @@ pub(crate) struct ExecFrame {
 
 /// `?path=` (and `?mode=` for a write).
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct FileQuery {
     /// An absolute path in the guest.
+    #[param(pattern = "^/[^\\u0000]*$", max_length = 4096)]
     path: String,
     /// Octal mode of a written file (`0644`).
+    #[param(pattern = "^[0-7]{1,4}$")]
     mode: Option<String>,
 }
 
@@ -206,7 +214,7 @@ pub(crate) async fn launch(
     state.accepting()?;
     principal.writer()?;
     let request: LaunchRequest = read_json(body, state.config.limits.json_bytes).await?;
-    if request.disk_gb.is_some() {
+    if request.disk_gb.is_some_and(|gb| gb != 0) {
         return Err(refused(
             "disk_gb",
             "the disk is the template's `hardware.disk_gb`; it is not set at launch",
@@ -228,6 +236,7 @@ pub(crate) async fn launch(
             "ram_gb: `{gb}` is not between 1 and 256"
         )));
     }
+    env_names(&request.env)?;
     let text = if request.template_ref.contains('/') {
         request.template_ref.clone()
     } else {
@@ -293,6 +302,24 @@ pub(crate) async fn launch(
             ports: Vec::new(),
         }),
     ))
+}
+
+/// Environment names are letters, digits and `_`, not starting with a
+/// digit (as the runtime's).
+fn env_names(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let bad = |name: &str| {
+        let mut bytes = name.bytes();
+        !(bytes
+            .next()
+            .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+            && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric()))
+    };
+    match env.keys().find(|k| bad(k)) {
+        Some(name) => Err(ApiError::bad_request(format!(
+            "env: `{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn refused(field: &str, why: &str) -> ApiError {
@@ -428,6 +455,7 @@ pub(crate) async fn exec(
         CommandSpec::Argv(argv) => Exec::argv(argv),
         CommandSpec::Shell(line) => Exec::shell(line),
     };
+    env_names(&request.env)?;
     exec.cwd = request.cwd;
     exec.user = request.user;
     exec.env = request.env;

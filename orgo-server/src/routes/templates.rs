@@ -31,8 +31,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 
 /// `?namespace=`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct NamespaceQuery {
     /// The namespace (default: the key's).
+    #[param(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", min_length = 1, max_length = 64)]
     namespace: Option<String>,
 }
 
@@ -41,10 +43,13 @@ pub(crate) struct NamespaceQuery {
 #[into_params(parameter_in = Path)]
 pub(crate) struct RefPath {
     /// Namespace.
+    #[param(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub(crate) ns: String,
     /// Name.
+    #[param(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", min_length = 1, max_length = 64)]
     pub(crate) name: String,
     /// Version (semver).
+    #[param(pattern = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$", max_length = 64)]
     pub(crate) version: String,
 }
 
