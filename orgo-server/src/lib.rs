@@ -61,6 +61,7 @@ mod openapi;
 mod routes;
 mod safety;
 mod state;
+mod sweep;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -117,6 +118,9 @@ pub struct Recovered {
     pub interrupted_builds: usize,
     /// Computers of this server found running (or exited) again.
     pub computers: usize,
+    /// Scratch directories of dead builds removed (their builder VMs
+    /// killed).
+    pub builder_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Server {
@@ -133,6 +137,7 @@ impl Server {
     ) -> Result<(Server, Recovered), ServerError> {
         let home = runtime.store().root().to_path_buf();
         let orphans = runtime.sweep().await.map_err(ServerError::Runtime)?;
+        let builders = sweep::builders(&home);
         let builds = Arc::new(Builds::new(&home, config.limits.builds));
         let interrupted = builds.recover().map_err(|source| ServerError::Io {
             what: "cannot recover the build markers".into(),
@@ -152,6 +157,7 @@ impl Server {
         let recovered = Recovered {
             orphans,
             interrupted_builds: interrupted.len(),
+            builder_dirs: builders,
             computers: found,
         };
         Ok((Server { state, stop }, recovered))

@@ -41,7 +41,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LaunchRequest {
     /// `[namespace/]name@version` (the namespace defaults to the key's).
-    #[schema(pattern = r"^([a-z0-9]+(-[a-z0-9]+)*/)?[a-z0-9]+(-[a-z0-9]+)*@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$", max_length = 200)]
+    #[schema(
+        pattern = r"^([a-z0-9]+(-[a-z0-9]+)*/)?[a-z0-9]+(-[a-z0-9]+)*@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$",
+        max_length = 200
+    )]
     template_ref: String,
     /// vCPUs (at least the snapshot's).
     #[schema(minimum = 1, maximum = 16)]
