@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/schemathesis-venv
+venv=$PWD/target/schemathesis-venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "schemathesis==4.32.5"
@@ -37,7 +37,9 @@ server_pid=$!
 for _ in $(seq 100); do [ -s "$addr_file" ] && break; sleep 0.1; done
 addr=$(head -1 "$addr_file")
 [ -n "$addr" ] || { echo "orgo serve did not start" >&2; cat "$home.log" >&2; exit 1; }
-"$venv/bin/schemathesis" run "http://$addr/api/openapi.json" \
+# From the temporary directory: schemathesis keeps its cache in the
+# working directory.
+(cd "$home" && "$venv/bin/schemathesis" run "http://$addr/api/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks all --exclude-checks positive_data_acceptance \
-    --max-examples 30 --workers 1 --no-color
+    --max-examples 30 --workers 1 --no-color)

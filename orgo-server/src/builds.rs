@@ -73,6 +73,8 @@ pub struct BuildView {
     pub status: BuildStatus,
     /// How long the build took (for a build this server ran).
     pub build_time_ms: Option<u64>,
+    /// The snapshot manifest's digest, once ready.
+    pub snapshot: Option<String>,
     /// Why it failed.
     pub error: Option<BuildFailure>,
 }
@@ -125,6 +127,7 @@ struct JobLog {
     status: Option<BuildStatus>,
     error: Option<BuildFailure>,
     build_time_ms: Option<u64>,
+    snapshot: Option<String>,
     field: Option<String>,
     partial: [Vec<u8>; 2],
 }
@@ -236,6 +239,7 @@ impl Job {
             digest: self.digest.to_string(),
             status: log.status.unwrap_or(BuildStatus::Building),
             build_time_ms: log.build_time_ms,
+            snapshot: log.snapshot.clone(),
             error: log.error.clone(),
         }
     }
@@ -369,10 +373,12 @@ impl Builds {
             digest: digest.to_string(),
             status: BuildStatus::None,
             build_time_ms: None,
+            snapshot: None,
             error: None,
         };
-        if cache.get(digest).await?.is_some() {
+        if let Some(built) = cache.get(digest).await? {
             view.status = BuildStatus::Ready;
+            view.snapshot = Some(built.digest.to_string());
         } else if let Some(marker) = self.read_marker(digest) {
             view.status = marker.status;
             view.error = marker.error;
@@ -455,6 +461,10 @@ impl Builds {
         outcome: Option<Result<orgo_snapshot::Built, RuntimeError>>,
         started: Instant,
     ) {
+        let snapshot = match &outcome {
+            Some(Ok(built)) => Some(built.digest.to_string()),
+            _ => None,
+        };
         let (status, error) = match outcome {
             Some(Ok(_)) => (BuildStatus::Ready, None),
             Some(Err(error)) => (BuildStatus::Failed, Some(failure(&error))),
@@ -489,6 +499,7 @@ impl Builds {
                 });
             }
             log.status = Some(status);
+            log.snapshot = snapshot;
             log.error = error;
             log.build_time_ms = Some(started.elapsed().as_millis() as u64);
         }

@@ -49,62 +49,69 @@ pub(crate) struct RuntimeArgs {
     agent: Option<PathBuf>,
 }
 
+impl RuntimeArgs {
+    /// `--agent`.
+    pub(crate) fn agent(&self) -> Option<PathBuf> {
+        self.agent.clone()
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct BuildArgs {
     /// A template file (`-` reads stdin) or a published ref
     /// (`[namespace/]name@version`).
-    template: String,
+    pub(crate) template: String,
     /// Only say whether this host can run the template: every field it
     /// cannot honour here, and what is missing. Builds nothing.
     #[arg(long)]
-    check: bool,
+    pub(crate) check: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct LaunchArgs {
     /// A template file or a published ref; built first if needed.
-    template: String,
+    pub(crate) template: String,
     /// Memory in GiB (at least the snapshot's).
     #[arg(long, value_name = "N")]
-    ram_gb: Option<u32>,
+    pub(crate) ram_gb: Option<u32>,
     /// vCPUs (at least the snapshot's).
     #[arg(long, value_name = "N")]
-    cpu: Option<u32>,
+    pub(crate) cpu: Option<u32>,
     /// Extra environment, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
 }
 
 #[derive(Args)]
 pub(crate) struct ExecArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
     /// The command and its arguments (after `--`).
     #[arg(required = true, last = true)]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Run as this user (default root).
     #[arg(long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Working directory.
     #[arg(long)]
-    cwd: Option<String>,
+    pub(crate) cwd: Option<String>,
     /// Kill the command after this many seconds.
     #[arg(long, value_name = "SECONDS")]
-    timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
 }
 
 #[derive(Args)]
 pub(crate) struct PsArgs {
     /// One JSON object per computer.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct StopArgs {
     /// The computers' ids.
     #[arg(required = true)]
-    ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
 }
 
 /// A tokio runtime and the orgo runtime over the store at `root`.
@@ -203,7 +210,7 @@ fn template(
         .map_err(runtime_error)
 }
 
-fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
+pub(crate) fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
     text.parse::<TemplateRef>()
         .map_err(|e| Failure::Input(format!("`{text}` is not a file or a ref: {e}")))
 }
@@ -365,7 +372,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
     Ok(())
 }
 
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m", secs / 60),

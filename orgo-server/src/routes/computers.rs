@@ -85,6 +85,8 @@ pub(crate) struct ComputerView {
     memory_mib: u64,
     /// Published ports (none until the runtime has host networking).
     ports: Vec<u16>,
+    /// When it was launched (seconds since the Unix epoch).
+    created_unix: u64,
 }
 
 /// Computers.
@@ -187,6 +189,7 @@ fn view(owner: &Owner, status: Option<&orgo_runtime::ComputerStatus>) -> Compute
         cpu: status.map_or(0, |s| s.record.cpus),
         memory_mib: status.map_or(0, |s| s.record.memory_mib),
         ports: Vec::new(),
+        created_unix: status.map_or(0, |s| s.record.created_unix),
     }
 }
 
@@ -303,6 +306,7 @@ pub(crate) async fn launch(
             cpu: record.cpus,
             memory_mib: record.memory_mib,
             ports: Vec::new(),
+            created_unix: record.created_unix,
         }),
     ))
 }
