@@ -10,5 +10,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo test --workspace --locked
 (cd fuzz && cargo fmt -- --check && cargo test --locked)
+# The HTTP API under schemathesis (PyPI), against its OpenAPI document.
+scripts/api-fuzz.sh
 # The Python package, installed with pip into a fresh virtual environment.
 orgo-py/scripts/test.sh

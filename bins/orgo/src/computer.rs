@@ -49,62 +49,69 @@ pub(crate) struct RuntimeArgs {
     agent: Option<PathBuf>,
 }
 
+impl RuntimeArgs {
+    /// `--agent`.
+    pub(crate) fn agent(&self) -> Option<PathBuf> {
+        self.agent.clone()
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct BuildArgs {
     /// A template file (`-` reads stdin) or a published ref
     /// (`[namespace/]name@version`).
-    template: String,
+    pub(crate) template: String,
     /// Only say whether this host can run the template: every field it
     /// cannot honour here, and what is missing. Builds nothing.
     #[arg(long)]
-    check: bool,
+    pub(crate) check: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct LaunchArgs {
     /// A template file or a published ref; built first if needed.
-    template: String,
+    pub(crate) template: String,
     /// Memory in GiB (at least the snapshot's).
     #[arg(long, value_name = "N")]
-    ram_gb: Option<u32>,
+    pub(crate) ram_gb: Option<u32>,
     /// vCPUs (at least the snapshot's).
     #[arg(long, value_name = "N")]
-    cpu: Option<u32>,
+    pub(crate) cpu: Option<u32>,
     /// Extra environment, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
 }
 
 #[derive(Args)]
 pub(crate) struct ExecArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
     /// The command and its arguments (after `--`).
     #[arg(required = true, last = true)]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Run as this user (default root).
     #[arg(long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Working directory.
     #[arg(long)]
-    cwd: Option<String>,
+    pub(crate) cwd: Option<String>,
     /// Kill the command after this many seconds.
     #[arg(long, value_name = "SECONDS")]
-    timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
 }
 
 #[derive(Args)]
 pub(crate) struct PsArgs {
     /// One JSON object per computer.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct StopArgs {
     /// The computers' ids.
     #[arg(required = true)]
-    ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
 }
 
 /// A tokio runtime and the orgo runtime over the store at `root`.
@@ -119,6 +126,25 @@ fn open(
 pub(crate) fn open_with_agent(
     root: Option<PathBuf>,
     agent: Option<PathBuf>,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    open_with(root, agent, Some(0))
+}
+
+/// [`open`] for `orgo serve`, which keeps a warm pool (`warm_pool`, else
+/// `$ORGO_WARM_POOL`).
+pub(crate) fn open_for_server(
+    root: Option<PathBuf>,
+    args: &RuntimeArgs,
+    warm_pool: Option<usize>,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    open_with(root, args.agent.clone(), warm_pool)
+}
+
+/// The tokio and orgo runtimes; `warm_pool` overrides the environment's.
+fn open_with(
+    root: Option<PathBuf>,
+    agent: Option<PathBuf>,
+    warm_pool: Option<usize>,
 ) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -135,8 +161,10 @@ pub(crate) fn open_with_agent(
         config.agent = agent;
     }
     // A CLI process ends with its command: computers it parked for later
-    // launches would only be stopped again.
-    config.warm_pool = 0;
+    // launches would only be stopped again (the server keeps its pool).
+    if let Some(count) = warm_pool {
+        config.warm_pool = count;
+    }
     let runtime = tokio
         .block_on(Runtime::open(config))
         .map_err(runtime_error)?;
@@ -182,7 +210,7 @@ fn template(
         .map_err(runtime_error)
 }
 
-fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
+pub(crate) fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
     text.parse::<TemplateRef>()
         .map_err(|e| Failure::Input(format!("`{text}` is not a file or a ref: {e}")))
 }
@@ -344,7 +372,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
     Ok(())
 }
 
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m", secs / 60),

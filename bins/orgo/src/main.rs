@@ -7,7 +7,10 @@
 //! failures.
 
 mod computer;
+mod cp;
 mod image;
+mod remote;
+mod serve;
 mod store;
 
 use std::io::{Read, Write};
@@ -29,6 +32,11 @@ struct Cli {
     store: Option<std::path::PathBuf>,
     #[command(flatten)]
     runtime: computer::RuntimeArgs,
+    /// Talk to an `orgo serve` at this URL (default: `$ORGO_URL`), with
+    /// the key in `$ORGO_API_KEY`: publish, templates, resolve, build,
+    /// launch, exec, ps, stop and cp then run there.
+    #[arg(long, global = true, value_name = "URL")]
+    remote: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,9 +78,10 @@ enum Command {
     Publish {
         /// Template file; `-` reads stdin.
         file: String,
-        /// The namespace to publish in.
-        #[arg(long, default_value = "default")]
-        namespace: String,
+        /// The namespace to publish in (default: `default`; remote: the
+        /// key's).
+        #[arg(long)]
+        namespace: Option<String>,
         /// Print diagnostics as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -111,6 +120,14 @@ enum Command {
     Ps(computer::PsArgs),
     /// Stop computers: `on_shutdown`, power off, clean up.
     Stop(computer::StopArgs),
+    /// Copy a file into or out of a computer: `ID:PATH` as the source or
+    /// the destination (`-` is stdin or stdout).
+    Cp(cp::CpArgs),
+    /// Serve the HTTP API (`/api/...`) until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// The HTTP API's keys.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +170,10 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match remote::run(cli) {
+        Ok(code) => return code,
+        Err(cli) => *cli,
+    };
     let result = match cli.command {
         Command::Validate { files, json } => validate(&files, json),
         Command::Normalize { file, format, json } => load(&file, json).map(|t| {
@@ -174,7 +195,12 @@ fn main() -> ExitCode {
             file,
             namespace,
             json,
-        } => store::publish(cli.store, &file, &namespace, json),
+        } => store::publish(
+            cli.store,
+            &file,
+            namespace.as_deref().unwrap_or("default"),
+            json,
+        ),
         Command::Templates { namespace } => store::templates(cli.store, namespace.as_deref()),
         Command::Resolve { reference, format } => store::resolve(cli.store, &reference, format),
         Command::Store(StoreCommand::Verify) => store::verify(cli.store),
@@ -193,6 +219,9 @@ fn main() -> ExitCode {
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
+        Command::Cp(args) => cp::local(cli.store, &cli.runtime, args),
+        Command::Serve(args) => serve::serve(cli.store, &cli.runtime, args),
+        Command::Keys(command) => serve::keys(cli.store, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,7 +230,7 @@ fn main() -> ExitCode {
 }
 
 /// Prints what ended the command; returns its exit status.
-fn fail(failure: Failure) -> ExitCode {
+pub(crate) fn fail(failure: Failure) -> ExitCode {
     match failure {
         Failure::Invalid => ExitCode::from(1),
         Failure::Interrupted => {
@@ -241,7 +270,7 @@ fn emit(text: &str) {
 
 /// Reads a file or stdin, at most one byte past the template size limit, so
 /// that `orgo validate /dev/zero` ends.
-fn read(file: &str) -> Result<String, Failure> {
+pub(crate) fn read(file: &str) -> Result<String, Failure> {
     let limit = MAX_DOCUMENT_BYTES as u64 + 1;
     let mut bytes = Vec::new();
     let result = if file == "-" {

@@ -1,0 +1,279 @@
+//! The CLI's remote mode (`--remote URL`, `ORGO_API_KEY`) against a real
+//! `orgo serve`, and `orgo cp` both ways in both modes, under QEMU TCG:
+//! publish (published, already published, a conflict and an invalid
+//! document with the local command's output and exit codes), templates,
+//! resolve, build, launch, exec (output and exit code passed through; 125
+//! for orgo's own failures), ps, cp, stop; a bad key.
+//!
+//! Needs root, QEMU and the base image in `target/orgo-test-home` (shared
+//! with the other VM tests); its template is the restart test's, so one
+//! of them builds it and the other finds it built.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+#[path = "../../../orgo-runtime/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{guest_ca_certs, static_agent, test_home, workspace};
+
+const BASE: &str = "api_version: orgo.ai/v1\nname: restart-base@1.0.0\nbuild:\n  run: [\"echo base > /opt/base.txt\"]\n";
+
+fn orgo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orgo"));
+    command
+        .current_dir(workspace())
+        .env("ORGO_HOME", test_home())
+        .env("ORGO_ACCEL", "tcg")
+        .env("ORGO_AGENT", static_agent())
+        .env_remove("ORGO_URL")
+        .env_remove("ORGO_API_KEY")
+        .env_remove("ORGO_CLOUD_HYPERVISOR");
+    if let Some(certs) = guest_ca_certs() {
+        command.env("ORGO_GUEST_CA_CERTS", certs);
+    }
+    command
+}
+
+struct Remote {
+    server: Child,
+    url: String,
+    key: String,
+}
+
+impl Remote {
+    fn run(&self, args: &[&str]) -> Output {
+        self.with_key(&self.key, args)
+    }
+
+    fn with_key(&self, key: &str, args: &[&str]) -> Output {
+        orgo()
+            .env("ORGO_URL", &self.url)
+            .env("ORGO_API_KEY", key)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn remote_commands_match_the_local_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.yaml");
+    std::fs::write(&base, BASE).unwrap();
+    let base = base.to_str().unwrap();
+    let key = text(
+        &orgo()
+            .args(["keys", "create", "--namespace", "remote"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let mut server = orgo()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let remote = Remote {
+        server,
+        url: format!("http://{}", line.trim()),
+        key,
+    };
+
+    // Publish: the local command's lines and exit codes.
+    let first = ok(&remote.run(&["publish", base]), "publish");
+    let again = ok(&remote.run(&["publish", base]), "publish again");
+    // The shared store may hold it from an earlier run.
+    let stem = again.trim_end().trim_end_matches(" (already published)");
+    assert!(
+        first == format!("{stem} (published)\n") || first == again,
+        "{first}"
+    );
+    assert!(
+        again.starts_with("remote/restart-base@1.0.0 sha256:")
+            && again.ends_with(" (already published)\n"),
+        "{again}"
+    );
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&other, format!("{BASE}env: {{ A: b }}\n")).unwrap();
+    let conflict = remote.run(&["publish", other.to_str().unwrap()]);
+    assert_eq!(
+        conflict.status.code(),
+        Some(1),
+        "{}",
+        text(&conflict.stderr)
+    );
+    assert!(
+        text(&conflict.stderr).contains("already published"),
+        "{}",
+        text(&conflict.stderr)
+    );
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "api_version: orgo.ai/v1\nname: b@1.0.0\nhardwares: {}\n",
+    )
+    .unwrap();
+    let invalid_remote = remote.run(&["publish", broken.to_str().unwrap()]);
+    let invalid_local = orgo()
+        .args(["validate", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (invalid_remote.status.code(), text(&invalid_remote.stderr)),
+        (invalid_local.status.code(), text(&invalid_local.stderr))
+    );
+    let unknown = remote.run(&["resolve", "remote/none@1.0.0"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let bad_key = remote.with_key("orgo_00", &["templates"]);
+    assert_eq!(bad_key.status.code(), Some(2), "{}", text(&bad_key.stderr));
+
+    // Templates and resolve.
+    let listed = ok(&remote.run(&["templates", "remote"]), "templates");
+    let digest = again.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(listed, format!("remote/restart-base@1.0.0 {digest}\n"));
+    assert_eq!(
+        ok(
+            &remote.run(&["resolve", "remote/restart-base@1.0.0"]),
+            "resolve"
+        ),
+        format!("{digest}\n")
+    );
+    let local_yaml = ok(
+        &orgo().args(["normalize", base]).output().unwrap(),
+        "normalize",
+    );
+    assert_eq!(
+        ok(
+            &remote.run(&["resolve", "remote/restart-base@1.0.0", "--format", "yaml"]),
+            "resolve yaml"
+        ),
+        local_yaml
+    );
+
+    // Build, launch, exec.
+    let built = ok(
+        &remote.run(&["build", "remote/restart-base@1.0.0"]),
+        "build",
+    );
+    let parts: Vec<&str> = built.split_whitespace().collect();
+    assert_eq!(parts[0], digest);
+    assert!(
+        parts[1].starts_with("sha256:")
+            && (built.ends_with("(cached)\n") || built.contains("(built in")),
+        "{built}"
+    );
+    let id = ok(
+        &remote.run(&["launch", "remote/restart-base@1.0.0"]),
+        "launch",
+    )
+    .trim()
+    .to_owned();
+    assert!(id.starts_with("c-") && id.len() == 14, "{id}");
+    let exec = remote.run(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "cat /opt/base.txt; echo err >&2; exit 7",
+    ]);
+    assert_eq!(
+        (exec.status.code(), text(&exec.stdout)),
+        (Some(7), "base\n".to_owned())
+    );
+    assert!(text(&exec.stderr).contains("err"));
+    assert_eq!(
+        remote
+            .run(&["exec", "c-000000000000", "--", "true"])
+            .status
+            .code(),
+        Some(125)
+    );
+    let ps = ok(&remote.run(&["ps"]), "ps");
+    assert!(
+        ps.starts_with("ID ")
+            && ps
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("running")),
+        "{ps}"
+    );
+
+    // cp, remote, both ways.
+    let payload = dir.path().join("payload.bin");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(&payload, &bytes).unwrap();
+    ok(
+        &remote.run(&[
+            "cp",
+            payload.to_str().unwrap(),
+            &format!("{id}:/tmp/payload.bin"),
+        ]),
+        "cp in",
+    );
+    let back = dir.path().join("back.bin");
+    ok(
+        &remote.run(&[
+            "cp",
+            &format!("{id}:/tmp/payload.bin"),
+            back.to_str().unwrap(),
+        ]),
+        "cp out",
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+    assert_eq!(ok(&remote.run(&["stop", &id]), "stop"), format!("{id}\n"));
+
+    // cp, local, both ways, on a computer the CLI launched.
+    let local = ok(
+        &orgo().args(["launch", base]).output().unwrap(),
+        "local launch",
+    )
+    .trim()
+    .to_owned();
+    ok(
+        &orgo()
+            .args([
+                "cp",
+                payload.to_str().unwrap(),
+                &format!("{local}:/tmp/p.bin"),
+            ])
+            .output()
+            .unwrap(),
+        "local cp in",
+    );
+    let out = orgo()
+        .args(["cp", &format!("{local}:/tmp/p.bin"), "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, bytes, "local cp out: {}", text(&out.stderr));
+    let neither = orgo().args(["cp", "a", "b"]).output().unwrap();
+    assert_eq!(neither.status.code(), Some(2));
+    ok(
+        &orgo().args(["stop", &local]).output().unwrap(),
+        "local stop",
+    );
+}

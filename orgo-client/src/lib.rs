@@ -1,0 +1,625 @@
+//! `orgo-client`: a client of `orgo serve`'s HTTP API (reqwest, rustls),
+//! for the CLI's remote mode and the Python client.
+//!
+//! Every failure the server reports is a [`ClientError::Api`] with the
+//! server's stable `code` (`not_found`, `version_conflict`,
+//! `invalid_template`, ...), its message and details.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), orgo_client::ClientError> {
+//! let client = orgo_client::Client::new("http://127.0.0.1:8080", "orgo_...")?;
+//! let published = client.publish(None, "api_version: orgo.ai/v1\nname: box@1.0.0\n").await?;
+//! client.build(&published.reference, &mut |frame| eprintln!("{}", frame.line)).await?;
+//! let computer = client.launch(&orgo_client::Launch::new(&published.reference)).await?;
+//! let status = client
+//!     .exec(&computer.id, &orgo_client::ExecRequest::shell("uname -a"), &mut |_, bytes| {
+//!         print!("{}", String::from_utf8_lossy(bytes))
+//!     })
+//!     .await?;
+//! client.stop(&computer.id).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A failure of a call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The stable code.
+        code: String,
+        /// What went wrong.
+        message: String,
+        /// Code-specific fields.
+        details: Value,
+    },
+    /// The server could not be reached, or the connection failed.
+    #[error("cannot reach the orgo server")]
+    Http(#[source] reqwest::Error),
+    /// The server answered with something this client does not read.
+    #[error("unexpected answer from the orgo server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's code, for an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A publish's outcome.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Published {
+    /// `namespace/name@version`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The template's digest.
+    pub digest: String,
+    /// `false` when it was published already.
+    pub published: bool,
+}
+
+/// A listed template.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateSummary {
+    /// `namespace/name@version`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Its digest.
+    pub digest: String,
+}
+
+/// A template read back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateDetail {
+    /// `namespace/name@version`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Its digest.
+    pub digest: String,
+    /// The canonical document.
+    pub document: Value,
+    /// Its build.
+    pub build: BuildView,
+}
+
+/// A build's state.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuildView {
+    /// The template's digest.
+    pub digest: String,
+    /// `none`, `building`, `ready` or `failed`.
+    pub status: String,
+    /// How long it took.
+    pub build_time_ms: Option<u64>,
+    /// The snapshot's digest, once ready.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Why it failed.
+    pub error: Option<BuildFailure>,
+}
+
+/// Why a build failed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuildFailure {
+    /// One line.
+    pub message: String,
+    /// The failing step's field.
+    pub field: Option<String>,
+    /// The failing step's output.
+    pub output: Option<String>,
+}
+
+/// One line of a build's log.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Frame {
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// `info`, `output` or `error`.
+    pub level: String,
+    /// `status`, `step` or `output`.
+    pub phase: String,
+    /// `orgo`, `stdout` or `stderr`.
+    pub source: String,
+    /// The step's field.
+    pub field: Option<String>,
+    /// The text.
+    pub line: String,
+}
+
+/// A build's outcome, as [`Client::build`] returns it.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The final state.
+    pub view: BuildView,
+    /// `true` when the snapshot was built already (or by another request).
+    pub reused: bool,
+}
+
+/// What to launch.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Launch {
+    /// `[namespace/]name@version`.
+    pub template_ref: String,
+    /// vCPUs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// Memory in GiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ram_gb: Option<u32>,
+    /// Extra environment.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Secret values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Launch {
+    /// A launch of `template_ref` with the defaults.
+    pub fn new(template_ref: &str) -> Launch {
+        Launch {
+            template_ref: template_ref.to_owned(),
+            ..Launch::default()
+        }
+    }
+}
+
+/// A computer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ComputerView {
+    /// Its id.
+    pub id: String,
+    /// `running`, `exited`, ...
+    pub status: String,
+    /// The ref it was launched from.
+    pub template_ref: String,
+    /// vCPUs.
+    pub cpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Published ports.
+    pub ports: Vec<u16>,
+    /// When it was launched.
+    #[serde(default)]
+    pub created_unix: u64,
+}
+
+/// A command to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecRequest {
+    /// An argv list (`["ls", "-l"]`) or a shell line.
+    pub command: Value,
+    /// Working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// User.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Extra environment.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Kill it after this many seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+impl ExecRequest {
+    /// Runs `argv`, no shell.
+    pub fn argv<I: IntoIterator<Item = S>, S: Into<String>>(argv: I) -> ExecRequest {
+        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+        ExecRequest::with(Value::from(argv))
+    }
+
+    /// Runs a shell line.
+    pub fn shell(line: &str) -> ExecRequest {
+        ExecRequest::with(Value::from(line))
+    }
+
+    fn with(command: Value) -> ExecRequest {
+        ExecRequest {
+            command,
+            cwd: None,
+            user: None,
+            env: BTreeMap::new(),
+            timeout_s: None,
+        }
+    }
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Its exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal, when one ended it.
+    pub signal: Option<i32>,
+}
+
+/// A client of one server with one key. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    /// A client of the server at `url` (`http://host:port`) with `key`.
+    pub fn new(url: &str, key: &str) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(ClientError::Http)?;
+        Ok(Client {
+            http,
+            base: url.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    /// Sends, and turns an error answer into [`ClientError::Api`].
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(ClientError::Http)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.map_err(|e| {
+            ClientError::Protocol(format!("an error answer that is not JSON ({status}): {e}"))
+        })?;
+        let error = &body["error"];
+        Err(ClientError::Api {
+            status,
+            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: error["message"].as_str().unwrap_or("").to_owned(),
+            details: error["details"].clone(),
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        self.send(request)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Publishes a document (YAML or JSON) in `namespace` (default: the key's).
+    pub async fn publish(
+        &self,
+        namespace: Option<&str>,
+        document: &str,
+    ) -> Result<Published, ClientError> {
+        let mut request = self.request(reqwest::Method::POST, "/api/templates");
+        if let Some(ns) = namespace {
+            request = request.query(&[("namespace", ns)]);
+        }
+        self.json(request.body(document.to_owned())).await
+    }
+
+    /// The templates of `namespace`, or of the key's namespace and `system`.
+    pub async fn templates(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<TemplateSummary>, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            templates: Vec<TemplateSummary>,
+        }
+        let mut request = self.request(reqwest::Method::GET, "/api/templates");
+        if let Some(ns) = namespace {
+            request = request.query(&[("namespace", ns)]);
+        }
+        Ok(self.json::<List>(request).await?.templates)
+    }
+
+    /// The template `reference` (`ns/name@version`) names.
+    pub async fn template(&self, reference: &str) -> Result<TemplateDetail, ClientError> {
+        let path = ref_path(reference)?;
+        self.json(self.request(reqwest::Method::GET, &format!("/api/templates/{path}")))
+            .await
+    }
+
+    /// Builds `reference` (or joins its build), passing each log frame to
+    /// `on_frame`, and returns the final state (a failed build is
+    /// `Ok` with status `failed`).
+    pub async fn build(
+        &self,
+        reference: &str,
+        on_frame: &mut (dyn FnMut(Frame) + Send),
+    ) -> Result<Built, ClientError> {
+        #[derive(Deserialize)]
+        struct Started {
+            reused: bool,
+        }
+        let path = format!("/api/templates/{}/build", ref_path(reference)?);
+        let started: Started = self
+            .json(self.request(reqwest::Method::POST, &path))
+            .await?;
+        let response = self
+            .send(self.request(reqwest::Method::GET, &format!("{path}/events")))
+            .await?;
+        let mut stream = response.bytes_stream();
+        let mut buffer = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            buffer.extend_from_slice(&chunk.map_err(ClientError::Http)?);
+            while let Some(end) = find(&buffer, b"\n\n") {
+                let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                let (event, data) = sse_block(&block);
+                match event.as_deref() {
+                    Some("log") => {
+                        if let Ok(frame) = serde_json::from_str(&data) {
+                            on_frame(frame);
+                        }
+                    }
+                    Some("end") => {
+                        let view = serde_json::from_str(&data)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                        return Ok(Built {
+                            view,
+                            reused: started.reused,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(ClientError::Protocol(
+            "the build's event stream ended without its status".into(),
+        ))
+    }
+
+    /// Launches a computer.
+    pub async fn launch(&self, launch: &Launch) -> Result<ComputerView, ClientError> {
+        self.json(
+            self.request(reqwest::Method::POST, "/api/computers")
+                .json(launch),
+        )
+        .await
+    }
+
+    /// The key's computers.
+    pub async fn computers(&self) -> Result<Vec<ComputerView>, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            computers: Vec<ComputerView>,
+        }
+        Ok(self
+            .json::<List>(self.request(reqwest::Method::GET, "/api/computers"))
+            .await?
+            .computers)
+    }
+
+    /// A computer.
+    pub async fn computer(&self, id: &str) -> Result<ComputerView, ClientError> {
+        self.json(self.request(
+            reqwest::Method::GET,
+            &format!("/api/computers/{}", segment(id)),
+        ))
+        .await
+    }
+
+    /// Stops a computer; returns what `on_shutdown` printed.
+    pub async fn stop(&self, id: &str) -> Result<Option<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Stopped {
+            on_shutdown: Option<String>,
+        }
+        let stopped: Stopped = self
+            .json(self.request(
+                reqwest::Method::DELETE,
+                &format!("/api/computers/{}", segment(id)),
+            ))
+            .await?;
+        Ok(stopped.on_shutdown)
+    }
+
+    /// Runs a command, passing its output to `on_output` as it comes.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec: &ExecRequest,
+        on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<ExitStatus, ClientError> {
+        let response = self
+            .send(
+                self.request(
+                    reqwest::Method::POST,
+                    &format!("/api/computers/{}/exec", segment(id)),
+                )
+                .json(exec),
+            )
+            .await?;
+        let mut stream = response.bytes_stream();
+        let mut buffer = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            buffer.extend_from_slice(&chunk.map_err(ClientError::Http)?);
+            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let frame: Value = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                match frame["type"].as_str() {
+                    Some(kind @ ("stdout" | "stderr")) => {
+                        let data = base64::engine::general_purpose::STANDARD
+                            .decode(frame["data"].as_str().unwrap_or(""))
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                        let stream = if kind == "stdout" {
+                            Stream::Stdout
+                        } else {
+                            Stream::Stderr
+                        };
+                        on_output(stream, &data);
+                    }
+                    Some("exit") => {
+                        let int = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
+                        return Ok(ExitStatus {
+                            code: int(&frame["exit_code"]),
+                            signal: int(&frame["signal"]),
+                        });
+                    }
+                    Some("error") => {
+                        let error = &frame["error"];
+                        return Err(ClientError::Api {
+                            status: 200,
+                            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+                            message: error["message"].as_str().unwrap_or("").to_owned(),
+                            details: error["details"].clone(),
+                        });
+                    }
+                    _ => {
+                        return Err(ClientError::Protocol(format!(
+                            "an exec frame of no known type: {frame}"
+                        )));
+                    }
+                }
+            }
+        }
+        Err(ClientError::Protocol(
+            "the exec stream ended without an exit status".into(),
+        ))
+    }
+
+    /// Writes a file in the computer.
+    pub async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        mode: Option<u32>,
+    ) -> Result<(), ClientError> {
+        let mut query = vec![("path", path.to_owned())];
+        if let Some(mode) = mode {
+            query.push(("mode", format!("{mode:o}")));
+        }
+        self.send(
+            self.request(
+                reqwest::Method::PUT,
+                &format!("/api/computers/{}/files", segment(id)),
+            )
+            .query(&query)
+            .body(bytes),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Reads a file from the computer.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .send(
+                self.request(
+                    reqwest::Method::GET,
+                    &format!("/api/computers/{}/files", segment(id)),
+                )
+                .query(&[("path", path)]),
+            )
+            .await?;
+        Ok(response.bytes().await.map_err(ClientError::Http)?.to_vec())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `(event, data)` of one SSE block.
+fn sse_block(block: &[u8]) -> (Option<String>, String) {
+    let text = String::from_utf8_lossy(block);
+    let mut event = None;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(e) = line.strip_prefix("event:") {
+            event = Some(e.trim().to_owned());
+        } else if let Some(d) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    (event, data)
+}
+
+/// `ns/name/version` of `ns/name@version`.
+fn ref_path(reference: &str) -> Result<String, ClientError> {
+    let (ns, rest) = reference.split_once('/').ok_or_else(|| {
+        ClientError::Protocol(format!("`{reference}` is not `namespace/name@version`"))
+    })?;
+    let (name, version) = rest.split_once('@').ok_or_else(|| {
+        ClientError::Protocol(format!("`{reference}` is not `namespace/name@version`"))
+    })?;
+    Ok(format!(
+        "{}/{}/{}",
+        segment(ns),
+        segment(name),
+        segment(version)
+    ))
+}
+
+/// A path segment, percent-encoded where needed.
+fn segment(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_blocks_and_ref_paths() {
+        let (event, data) = sse_block(b"event: end\ndata: {\"a\":1}\n\n");
+        assert_eq!(
+            (event.as_deref(), data.as_str()),
+            (Some("end"), "{\"a\":1}")
+        );
+        assert_eq!(
+            ref_path("team/app@1.0.0+b").expect("a ref"),
+            "team/app/1.0.0%2Bb"
+        );
+        assert!(ref_path("app@1.0.0").is_err());
+    }
+}
