@@ -24,6 +24,8 @@ pub(crate) const MAX_CONNECTIONS: usize = 1024;
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each direction's relay buffer.
+pub(crate) const RELAY_BUF: usize = 64 * 1024;
 
 /// Accepts connections while under [`MAX_CONNECTIONS`]; each gets its own task.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
@@ -103,7 +105,11 @@ async fn serve_one(shared: &Shared, mut guest: TcpStream) {
     if upstream.write_all(&buf).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut guest, &mut upstream).await;
+    // 64 KiB a direction instead of tokio's 8 KiB: fewer reads and writes
+    // for a bulk transfer; at most [`MAX_CONNECTIONS`] x 128 KiB a computer.
+    let _ =
+        tokio::io::copy_bidirectional_with_sizes(&mut guest, &mut upstream, RELAY_BUF, RELAY_BUF)
+            .await;
 }
 
 /// The destination the guest dialled, before the namespace's redirect.
