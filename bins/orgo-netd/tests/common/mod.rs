@@ -430,6 +430,24 @@ fn serve_http(listener: TcpListener) {
                 }
             }
             let head = String::from_utf8_lossy(&head);
+            // `GET /bulk/N`: N zero bytes, for the benchmark.
+            if let Some(n) = head
+                .strip_prefix("GET /bulk/")
+                .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            {
+                let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+                let _ = stream.write_all(header.as_bytes());
+                let chunk = vec![0u8; 64 << 10];
+                let mut left = n;
+                while left > 0 {
+                    let len = left.min(chunk.len());
+                    if stream.write_all(&chunk[..len]).is_err() {
+                        return;
+                    }
+                    left -= len;
+                }
+                return;
+            }
             let host = head
                 .lines()
                 .find_map(|l| {
