@@ -211,11 +211,11 @@ async fn main() {
     library.drain().await;
 
     let (http_exec, lib_exec) = (median(over_http), median(direct));
+    let delta = (http_exec.as_secs_f64() - lib_exec.as_secs_f64()) * 1e3;
     println!(
-        "exec round trip (median of 50): HTTP {} | library {} | HTTP adds {}",
+        "exec round trip (median of 50): HTTP {} | library {} | difference {delta:+.2} ms",
         ms(http_exec),
         ms(lib_exec),
-        ms(http_exec.saturating_sub(lib_exec))
     );
     for (clients, rate) in rates {
         println!("GET /api/templates: {rate:.0} requests/s from {clients} client(s)");
