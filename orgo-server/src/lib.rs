@@ -34,7 +34,8 @@
 //! # Restarts
 //!
 //! The server owns the runtime's warm pool. At start it sweeps what a
-//! killed predecessor left (orphaned launches, parked computers), marks
+//! killed predecessor left (orphaned launches, parked computers, builder
+//! VMs of its builds), marks
 //! builds it left `building` as `failed` (with the reason), and finds its
 //! running computers again from their records. On shutdown
 //! ([`Server::serve`]'s signal) it stops accepting, cancels builds and
