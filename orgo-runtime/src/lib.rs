@@ -74,6 +74,7 @@ mod host_tools;
 mod image;
 mod images;
 mod launch;
+mod net;
 mod plan;
 mod pool;
 mod process;
@@ -93,7 +94,7 @@ pub use computer::Computer;
 pub use config::{Backend, RuntimeConfig};
 pub use embedded::agent_binary;
 pub use error::{ErrorChain, RuntimeError, StepFailure};
-pub use home::{ComputerRecord, ComputerState, ComputerStatus, RecordState};
+pub use home::{ComputerRecord, ComputerState, ComputerStatus, PortMapping, RecordState};
 pub use host_tools::{HostTool, MissingTools, check_host_tools};
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
@@ -101,6 +102,7 @@ pub use image::{
     extract_vmlinux, sha256_file,
 };
 pub use launch::LaunchOptions;
+pub use net::{EgressLearned, Ipv4Net};
 /// The agent protocol's types that the runtime's API uses.
 pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
 pub use process::process_alive;

@@ -46,6 +46,7 @@ fn golden_config(tmp: &Path, memory_file: bool) -> VmConfig {
         network: Network::Tap {
             name: "orgo-tap0".to_owned(),
             mac: "52:54:00:12:34:56".to_owned(),
+            netns: None,
         },
         run_dir: tmp.join("run/golden"),
     }
@@ -65,6 +66,7 @@ fn clone_config(tmp: &Path, id: &str, snapshot: &BTreeMap<String, PathBuf>) -> R
         network: Network::Tap {
             name: format!("orgo-{id}"),
             mac: "52:54:00:00:00:02".to_owned(),
+            netns: None,
         },
         run_dir: tmp.join("run").join(id),
     }

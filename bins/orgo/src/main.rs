@@ -8,6 +8,7 @@
 
 mod computer;
 mod image;
+mod net;
 mod store;
 
 use std::io::{Read, Write};
@@ -111,6 +112,12 @@ enum Command {
     Ps(computer::PsArgs),
     /// Stop computers: `on_shutdown`, power off, clean up.
     Stop(computer::StopArgs),
+    /// Print a computer's forwarded ports, one per line:
+    /// `INTERNAL/PROTOCOL HOST_ADDRESS:HOST_PORT`.
+    Ports(net::PortsArgs),
+    /// Print the smallest `egress_policy` allowing what a computer launched
+    /// with `--egress-learn` has reached, as YAML.
+    Egress(net::EgressArgs),
 }
 
 #[derive(Subcommand)]
@@ -193,6 +200,8 @@ fn main() -> ExitCode {
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
+        Command::Ports(args) => net::ports(cli.store, &cli.runtime, args),
+        Command::Egress(args) => net::egress(cli.store, &cli.runtime, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
