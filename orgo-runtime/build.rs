@@ -1,9 +1,11 @@
-//! Embeds the static guest agent: builds `orgo-agent` for
-//! `x86_64-unknown-linux-gnu` with `+crt-static` (a nested cargo, in a target
-//! directory of its own shared by every profile of the outer build), or takes
-//! the file `ORGO_AGENT_EMBED` names, copies it to `$OUT_DIR/orgo-agent` for
-//! `include_bytes!`, and hands its SHA-256 to the crate as
-//! `ORGO_AGENT_SHA256`.
+//! Embeds the static guest agent and the static network daemon: builds
+//! `orgo-agent` and `orgo-netd` for `x86_64-unknown-linux-gnu` with
+//! `+crt-static` (one nested cargo, in a target directory of its own shared
+//! by every profile of the outer build), or takes the files
+//! `ORGO_AGENT_EMBED` and `ORGO_NETD_EMBED` name, copies them to
+//! `$OUT_DIR/orgo-agent` and `$OUT_DIR/orgo-netd` for `include_bytes!`, and
+//! hands their SHA-256 to the crate as `ORGO_AGENT_SHA256` and
+//! `ORGO_NETD_SHA256`.
 
 use std::ffi::OsString;
 use std::os::fd::AsFd as _;
@@ -15,8 +17,48 @@ use sha2::{Digest as _, Sha256};
 /// The guest's target: the agent runs in x86-64 Linux VMs, whatever the host.
 const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// The escape hatch for packagers: a static agent to embed instead of building one.
-const EMBED_ENV: &str = "ORGO_AGENT_EMBED";
+/// A static binary this crate embeds.
+struct Embedded {
+    /// The package and binary name.
+    name: &'static str,
+    /// The escape hatch for packagers: a static binary to embed instead of
+    /// building one.
+    env: &'static str,
+    /// The variable the crate reads its SHA-256 from.
+    sha_env: &'static str,
+}
+
+const EMBEDDED: &[Embedded] = &[
+    Embedded {
+        name: "orgo-agent",
+        env: "ORGO_AGENT_EMBED",
+        sha_env: "ORGO_AGENT_SHA256",
+    },
+    Embedded {
+        name: "orgo-netd",
+        env: "ORGO_NETD_EMBED",
+        sha_env: "ORGO_NETD_SHA256",
+    },
+];
+
+/// What the nested build compiles, for `rerun-if-changed`: the two binaries
+/// and every workspace crate they depend on.
+const INPUTS: &[&str] = &[
+    "bins/orgo-agent/src",
+    "bins/orgo-agent/Cargo.toml",
+    "orgo-agent-protocol/src",
+    "orgo-agent-protocol/Cargo.toml",
+    "bins/orgo-netd/src",
+    "bins/orgo-netd/Cargo.toml",
+    "orgo-net/src",
+    "orgo-net/Cargo.toml",
+    "orgo-template/src",
+    "orgo-template/Cargo.toml",
+    "orgo-snapshot/src",
+    "orgo-snapshot/Cargo.toml",
+    "Cargo.toml",
+    "Cargo.lock",
+];
 
 /// Variables of the outer build that must not reach the nested one: its
 /// flags and wrappers (`cargo clippy` sets `RUSTC_WORKSPACE_WRAPPER`, which
@@ -59,36 +101,64 @@ const CLEARED_PREFIXES: &[&str] = &[
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo::rerun-if-env-changed={EMBED_ENV}");
-    let agent = match std::env::var_os(EMBED_ENV) {
-        Some(given) => given_agent(given),
-        None => build_agent(&out_dir),
+    let mut to_build = Vec::new();
+    let mut paths = Vec::new();
+    for binary in EMBEDDED {
+        println!("cargo::rerun-if-env-changed={}", binary.env);
+        match std::env::var_os(binary.env) {
+            Some(given) => paths.push(Some(given_binary(binary, given))),
+            None => {
+                to_build.push(binary);
+                paths.push(None);
+            }
+        }
+    }
+    let built = if to_build.is_empty() {
+        None
+    } else {
+        Some(build_static(&out_dir, &to_build))
     };
-    let bytes = std::fs::read(&agent)
-        .unwrap_or_else(|e| fail(&format!("cannot read the agent `{}`: {e}", agent.display())));
+    for (binary, given) in EMBEDDED.iter().zip(paths) {
+        let path = given.unwrap_or_else(|| {
+            built
+                .as_ref()
+                .expect("a binary not given is built")
+                .join(binary.name)
+        });
+        embed(&out_dir, binary, &path);
+    }
+}
+
+/// Checks the static binary at `path`, copies it to `$OUT_DIR/<name>` and
+/// hands its SHA-256 to the crate.
+fn embed(out_dir: &Path, binary: &Embedded, path: &Path) {
+    let name = binary.name;
+    let bytes = std::fs::read(path)
+        .unwrap_or_else(|e| fail(&format!("cannot read the {name} `{}`: {e}", path.display())));
     if let Err(why) = check_static_elf(&bytes) {
         fail(&format!(
             "`{}` is not a static x86-64 executable: {why}",
-            agent.display()
+            path.display()
         ));
     }
-    let embedded = out_dir.join("orgo-agent");
+    let embedded = out_dir.join(name);
     std::fs::write(&embedded, &bytes)
         .unwrap_or_else(|e| fail(&format!("cannot write `{}`: {e}", embedded.display())));
     let sha256: String = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    println!("cargo::rustc-env=ORGO_AGENT_SHA256={sha256}");
+    println!("cargo::rustc-env={}={sha256}", binary.sha_env);
 }
 
-/// The file `ORGO_AGENT_EMBED` names (an absolute path: a build script does
-/// not know where cargo was started).
-fn given_agent(given: OsString) -> PathBuf {
+/// The file `ORGO_AGENT_EMBED` or `ORGO_NETD_EMBED` names (an absolute
+/// path: a build script does not know where cargo was started).
+fn given_binary(binary: &Embedded, given: OsString) -> PathBuf {
     let path = PathBuf::from(given);
     if !path.is_absolute() {
         fail(&format!(
-            "`{EMBED_ENV}` must be an absolute path, got `{}`",
+            "`{}` must be an absolute path, got `{}`",
+            binary.env,
             path.display()
         ));
     }
@@ -96,9 +166,9 @@ fn given_agent(given: OsString) -> PathBuf {
     path
 }
 
-/// Builds the static agent from the workspace this crate lives in and
-/// returns the binary's path.
-fn build_agent(out_dir: &Path) -> PathBuf {
+/// Builds the static binaries from the workspace this crate lives in (one
+/// nested cargo) and returns the directory that holds them.
+fn build_static(out_dir: &Path, binaries: &[&Embedded]) -> PathBuf {
     let manifest_dir = PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
     );
@@ -106,20 +176,17 @@ fn build_agent(out_dir: &Path) -> PathBuf {
         .parent()
         .expect("the crate lives in the workspace")
         .to_path_buf();
-    if !workspace.join("bins/orgo-agent/Cargo.toml").is_file() {
-        fail(&format!(
-            "the agent's sources are not in `{}` (built outside the orgo workspace)",
-            workspace.display()
-        ));
+    for binary in binaries {
+        let manifest = format!("bins/{}/Cargo.toml", binary.name);
+        if !workspace.join(&manifest).is_file() {
+            fail(&format!(
+                "the sources of {} are not in `{}` (built outside the orgo workspace)",
+                binary.name,
+                workspace.display()
+            ));
+        }
     }
-    for input in [
-        "bins/orgo-agent/src",
-        "bins/orgo-agent/Cargo.toml",
-        "orgo-agent-protocol/src",
-        "orgo-agent-protocol/Cargo.toml",
-        "Cargo.toml",
-        "Cargo.lock",
-    ] {
+    for input in INPUTS {
         println!(
             "cargo::rerun-if-changed={}",
             workspace.join(input).display()
@@ -128,10 +195,12 @@ fn build_agent(out_dir: &Path) -> PathBuf {
 
     let target_dir = shared_target_dir(out_dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let packages: Vec<&str> = binaries.iter().flat_map(|b| ["-p", b.name]).collect();
     let mut command = Command::new(&cargo);
     command
         .current_dir(&workspace)
-        .args(["build", "--release", "--locked", "-p", "orgo-agent"])
+        .args(["build", "--release", "--locked"])
+        .args(&packages)
         .args(["--target", AGENT_TARGET, "--target-dir"])
         .arg(&target_dir);
     for (key, _) in std::env::vars_os() {
@@ -149,22 +218,23 @@ fn build_agent(out_dir: &Path) -> PathBuf {
         .unwrap_or_else(|e| fail(&format!("cannot duplicate stderr: {e}")));
     command.stdout(Stdio::from(stderr));
     let described = format!(
-        "`{} build --release --locked -p orgo-agent --target {AGENT_TARGET} --target-dir {}` \
+        "`{} build --release --locked {} --target {AGENT_TARGET} --target-dir {}` \
          with RUSTFLAGS=\"-C target-feature=+crt-static\" in `{}`",
         Path::new(&cargo).display(),
+        packages.join(" "),
         target_dir.display(),
         workspace.display()
     );
     match command.status() {
         Ok(status) if status.success() => {}
         Ok(status) => fail(&format!(
-            "building the static guest agent failed with `{status}`: {described}"
+            "building the static binaries failed with `{status}`: {described}"
         )),
         Err(e) => fail(&format!(
-            "cannot run cargo to build the static guest agent: {e}: {described}"
+            "cannot run cargo to build the static binaries: {e}: {described}"
         )),
     }
-    target_dir.join(AGENT_TARGET).join("release/orgo-agent")
+    target_dir.join(AGENT_TARGET).join("release")
 }
 
 /// `<target dir>/agent-embed`, so that every profile of the outer build
@@ -225,13 +295,14 @@ fn check_static_elf(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Stops the build with what failed and the escape hatch.
+/// Stops the build with what failed and the escape hatches.
 fn fail(message: &str) -> ! {
     eprintln!(
         "error: {message}\n\
-         help: {EMBED_ENV}=/path/to/orgo-agent at build time embeds that static agent instead \
-         of building one (build it with RUSTFLAGS=\"-C target-feature=+crt-static\" \
-         cargo build --release -p orgo-agent --target {AGENT_TARGET})"
+         help: ORGO_AGENT_EMBED=/path/to/orgo-agent and ORGO_NETD_EMBED=/path/to/orgo-netd at \
+         build time embed those static binaries instead of building them (build them with \
+         RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p orgo-agent \
+         -p orgo-netd --target {AGENT_TARGET})"
     );
     std::process::exit(1)
 }

@@ -1,6 +1,7 @@
-//! The static guest agent this crate embeds (built by `build.rs`, or the
-//! file `ORGO_AGENT_EMBED` named at build time), and its copy on disk that
-//! base images are built with.
+//! The static binaries this crate embeds (built by `build.rs`, or the files
+//! `ORGO_AGENT_EMBED` and `ORGO_NETD_EMBED` named at build time): the guest
+//! agent, whose copy on disk base images are built with, and the network
+//! daemon `orgo-netd`, run beside each VM.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -13,6 +14,12 @@ static AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/orgo-agent"));
 
 /// Its SHA-256, lower-case hex, computed by `build.rs`.
 const AGENT_SHA256: &str = env!("ORGO_AGENT_SHA256");
+
+/// The static `orgo-netd`.
+static NETD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/orgo-netd"));
+
+/// Its SHA-256, lower-case hex, computed by `build.rs`.
+const NETD_SHA256: &str = env!("ORGO_NETD_SHA256");
 
 /// The embedded static agent as a file: `<home>/agent/orgo-agent-<the first
 /// 16 hex digits of its SHA-256>`, executable.
@@ -35,41 +42,62 @@ pub fn agent_binary(home: &Path) -> io::Result<PathBuf> {
 
 /// See [`agent_binary`].
 pub(crate) fn embedded_agent(home: &Path) -> io::Result<PathBuf> {
-    let dir = home.join("agent");
-    let name = format!("orgo-agent-{}", &AGENT_SHA256[..16]);
+    materialize(&home.join("agent"), "orgo-agent", AGENT, AGENT_SHA256)
+}
+
+/// The embedded network daemon as a file: `<home>/netd/orgo-netd-<the first
+/// 16 hex digits of its SHA-256>`, executable; written once, like
+/// [`agent_binary`].
+///
+/// ```no_run
+/// use std::path::Path;
+///
+/// let netd = orgo_runtime::netd_binary(Path::new("/var/lib/orgo"))?;
+/// std::process::Command::new(netd).arg("--config").arg("/var/lib/orgo/run/c-0123456789ab/netd.json");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn netd_binary(home: &Path) -> io::Result<PathBuf> {
+    materialize(&home.join("netd"), "orgo-netd", NETD, NETD_SHA256)
+}
+
+/// Writes `bytes` to `<dir>/<name>-<the first 16 hex digits of sha256>`
+/// unless that file already holds them: to a temporary file in that
+/// directory, synced, then renamed, so concurrent processes are fine.
+fn materialize(dir: &Path, name: &str, bytes: &[u8], sha256: &str) -> io::Result<PathBuf> {
+    let name = format!("{name}-{}", &sha256[..16]);
     let path = dir.join(&name);
-    if is_in_place(&path) {
+    if is_in_place(&path, bytes) {
         return Ok(path);
     }
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(dir)?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let temp = dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_executable(&temp).and_then(|()| fs::rename(&temp, &path));
+    let written = write_executable(&temp, bytes).and_then(|()| fs::rename(&temp, &path));
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }
     written?;
     // The rename itself survives a crash once the directory is synced.
-    fs::File::open(&dir)?.sync_all()?;
+    fs::File::open(dir)?.sync_all()?;
     Ok(path)
 }
 
-/// Whether `path` is already the agent: a regular, executable file of its size.
-fn is_in_place(path: &Path) -> bool {
+/// Whether `path` is already `bytes`: a regular, executable file of their size.
+fn is_in_place(path: &Path, bytes: &[u8]) -> bool {
     let looks_right = fs::metadata(path).is_ok_and(|meta| {
-        meta.is_file() && meta.len() == AGENT.len() as u64 && meta.permissions().mode() & 0o111 != 0
+        meta.is_file() && meta.len() == bytes.len() as u64 && meta.permissions().mode() & 0o111 != 0
     });
     // The same bytes, not only the same size: the base image is built from
     // what is there.
-    looks_right && fs::read(path).is_ok_and(|bytes| bytes == AGENT)
+    looks_right && fs::read(path).is_ok_and(|found| found == bytes)
 }
 
-/// Writes the agent to a new file at `path`, mode 0755, synced.
-fn write_executable(path: &Path) -> io::Result<()> {
+/// Writes `bytes` to a new file at `path`, mode 0755, synced.
+fn write_executable(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -77,7 +105,7 @@ fn write_executable(path: &Path) -> io::Result<()> {
         .open(path)?;
     // The umask may have taken bits off the mode `open` was given.
     file.set_permissions(fs::Permissions::from_mode(0o755))?;
-    file.write_all(AGENT)?;
+    file.write_all(bytes)?;
     file.sync_all()
 }
 
@@ -103,20 +131,57 @@ mod tests {
     }
 
     #[test]
-    fn the_embedded_agent_is_a_static_x86_64_executable() {
-        assert_eq!(&AGENT[..4], b"\x7fELF");
-        assert_eq!(AGENT[4], 2, "64-bit");
-        assert_eq!(AGENT[5], 1, "little-endian");
+    fn the_embedded_binaries_are_static_x86_64_executables() {
+        for (name, elf) in [("orgo-agent", AGENT), ("orgo-netd", NETD)] {
+            assert_eq!(&elf[..4], b"\x7fELF", "{name}");
+            assert_eq!(elf[4], 2, "{name}: 64-bit");
+            assert_eq!(elf[5], 1, "{name}: little-endian");
+            assert_eq!(
+                u16::from_le_bytes([elf[0x12], elf[0x13]]),
+                0x3e,
+                "{name}: x86-64"
+            );
+            let types = program_header_types(elf);
+            assert!(
+                !types.is_empty(),
+                "{name}: an executable has program headers"
+            );
+            assert!(
+                !types.contains(&PT_INTERP),
+                "{name} has a program interpreter: it is dynamically linked"
+            );
+        }
+    }
+
+    #[test]
+    fn the_netd_is_materialized_once_executable_and_whole() {
+        let home = tempfile::tempdir().expect("a temporary directory");
+        let first = netd_binary(home.path()).expect("materialized");
         assert_eq!(
-            u16::from_le_bytes([AGENT[0x12], AGENT[0x13]]),
-            0x3e,
-            "x86-64"
+            first,
+            home.path()
+                .join("netd")
+                .join(format!("orgo-netd-{}", &NETD_SHA256[..16]))
         );
-        let types = program_header_types(AGENT);
-        assert!(!types.is_empty(), "an executable has program headers");
+        assert_eq!(netd_binary(home.path()).expect("found"), first);
+        let mode = fs::metadata(&first)
+            .expect("it exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let content = fs::read(&first).expect("readable");
+        assert_eq!(hex::encode(Sha256::digest(&content)), NETD_SHA256);
+        fs::write(&first, b"truncated").expect("overwritten");
+        assert_eq!(netd_binary(home.path()).expect("rewritten"), first);
+        assert_eq!(fs::read(&first).expect("readable"), NETD);
+        // The real daemon: it names its usage when given no config.
+        let output = std::process::Command::new(&first)
+            .output()
+            .expect("the embedded netd runs");
+        assert_eq!(output.status.code(), Some(2));
         assert!(
-            !types.contains(&PT_INTERP),
-            "the agent has a program interpreter: it is dynamically linked"
+            String::from_utf8_lossy(&output.stderr).contains("usage: orgo-netd --config"),
+            "{output:?}"
         );
     }
 

@@ -92,7 +92,7 @@ pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
 pub use computer::Computer;
 pub use config::{Backend, RuntimeConfig};
-pub use embedded::agent_binary;
+pub use embedded::{agent_binary, netd_binary};
 pub use error::{ErrorChain, RuntimeError, StepFailure};
 pub use home::{ComputerRecord, ComputerState, ComputerStatus, PortMapping, RecordState};
 pub use host_tools::{HostTool, MissingTools, check_host_tools};

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 use url::Url;
 
@@ -847,10 +849,88 @@ string_enum! {
 pub struct EgressPolicy {
     /// Mode.
     pub mode: EgressMode,
-    /// Rules: domains and patterns in lower case, IPs and CIDRs in their
-    /// standard text form.
+    /// Rules, in document order, each serialized as the text it was parsed
+    /// from in canonical form (see [`EgressRule`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<String>,
+    pub rules: Vec<EgressRule>,
+}
+
+/// One `egress_policy.rules[]` entry, parsed once where the template is
+/// normalized.
+///
+/// Its text form ([`fmt::Display`], and the canonical serialization) is the
+/// canonical spelling: domains in lower case, `*.` patterns as written,
+/// addresses in their standard form, CIDRs by their network address (a
+/// full-length prefix is the bare address, an [`EgressRule::Ip`]).
+///
+/// ```
+/// use orgo_template::{EgressRule, Template};
+///
+/// let template = Template::from_yaml(
+///     "api_version: orgo.ai/v1\nname: x@1.0.0\n\
+///      egress_policy: { mode: allow, rules: ['*.GitHub.com', api.x.com, 10.1.2.3/8, 10.0.0.7/32] }\n",
+/// )?;
+/// let rules = &template.egress_policy().expect("set").rules;
+/// assert_eq!(rules[0], EgressRule::Wildcard("github.com".into()));
+/// assert_eq!(rules[1], EgressRule::Domain("api.x.com".into()));
+/// assert_eq!(rules[2], EgressRule::Cidr("10.0.0.0/8".parse()?));
+/// assert_eq!(rules[3], EgressRule::Ip("10.0.0.7".parse()?));
+/// assert_eq!(rules[0].to_string(), "*.github.com");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum EgressRule {
+    /// An exact domain, lower case: `api.github.com`.
+    Domain(String),
+    /// `*.github.com`: the names strictly below this suffix (held without
+    /// the `*.`, lower case), not the suffix itself.
+    Wildcard(String),
+    /// One address.
+    Ip(IpAddr),
+    /// A network, by its network address, with a prefix shorter than the
+    /// address.
+    Cidr(IpNet),
+}
+
+impl fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EgressRule::Domain(domain) => f.write_str(domain),
+            EgressRule::Wildcard(suffix) => write!(f, "*.{suffix}"),
+            EgressRule::Ip(ip) => write!(f, "{ip}"),
+            EgressRule::Cidr(net) => write!(f, "{net}"),
+        }
+    }
+}
+
+impl std::str::FromStr for EgressRule {
+    type Err = EgressRuleError;
+
+    /// Parses one rule as a template's `egress_policy.rules[]` entry is
+    /// parsed (without `${...}` interpolation), for tools that carry rules
+    /// as text, such as the runtime's network daemon.
+    fn from_str(text: &str) -> Result<EgressRule, EgressRuleError> {
+        crate::validate::parse_egress_rule(text).map_err(EgressRuleError)
+    }
+}
+
+/// Why a text is not an egress rule (see [`EgressRule`]'s `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRuleError(String);
+
+impl fmt::Display for EgressRuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EgressRuleError {}
+
+impl Serialize for EgressRule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// An outbound stream.

@@ -159,10 +159,11 @@ use crate::convert::Cx;
 use crate::node::LoadError;
 
 pub use crate::canonical::{
-    ApiVersion, App, Autostart, Build, Desktop, Duration, EgressMode, EgressPolicy, EnvValue, File,
-    FileEvent, FileMode, FileSource, Gpu, Hardware, Health, HealthCheck, Hooks, Identity, OnFail,
-    Os, Port, Protocol, Region, Resolution, Restart, Secret, Service, Signal, Stream, Telemetry,
-    Template, TerminalSession, Trigger, TriggerAction, TriggerSource, When,
+    ApiVersion, App, Autostart, Build, Desktop, Duration, EgressMode, EgressPolicy, EgressRule,
+    EgressRuleError, EnvValue, File, FileEvent, FileMode, FileSource, Gpu, Hardware, Health,
+    HealthCheck, Hooks, Identity, OnFail, Os, Port, Protocol, Region, Resolution, Restart, Secret,
+    Service, Signal, Stream, Telemetry, Template, TerminalSession, Trigger, TriggerAction,
+    TriggerSource, When,
 };
 pub use crate::digest::Digest;
 pub use crate::error::{Diagnostic, Diagnostics, FieldPath, Location, Segment, TemplateError};

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use url::Url;
 
 use crate::canonical::*;
@@ -1772,8 +1773,8 @@ fn number(text: &str) -> Option<u32> {
 }
 
 /// A domain (`api.anthropic.com`), a pattern (`*.github.com`), an IP or a CIDR.
-/// Domains are lower-cased; CIDRs are written with their network address.
-fn parse_egress_rule(text: &str) -> Result<String, String> {
+/// Domains are lower-cased; CIDRs are held by their network address.
+pub(crate) fn parse_egress_rule(text: &str) -> Result<EgressRule, String> {
     if let Some((scheme, rest)) = text.split_once("://") {
         return Err(format!(
             "`{}` is a URL; write the host alone, e.g. `{}`, not `{scheme}://`",
@@ -1782,7 +1783,7 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
         ));
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(ip.to_string());
+        return Ok(EgressRule::Ip(ip));
     }
     if let Some((addr, prefix)) = text.split_once('/') {
         let ip: IpAddr = addr.parse().map_err(|_| {
@@ -1822,13 +1823,23 @@ fn parse_egress_rule(text: &str) -> Result<String, String> {
         };
         // A full-length prefix is one address: written as the bare address.
         if prefix == max {
-            return Ok(network.to_string());
+            return Ok(EgressRule::Ip(network));
         }
-        return Ok(format!("{network}/{prefix}"));
+        let prefix = u8::try_from(prefix).expect("a prefix of at most 128");
+        let net = IpNet::new(network, prefix).expect("the prefix was checked against the address");
+        return Ok(EgressRule::Cidr(net));
     }
     let lower = text.to_ascii_lowercase();
-    if is_hostname(lower.strip_prefix("*.").unwrap_or(&lower)) {
-        Ok(lower)
+    let (suffix, wildcard) = match lower.strip_prefix("*.") {
+        Some(suffix) => (suffix, true),
+        None => (lower.as_str(), false),
+    };
+    if is_hostname(suffix) {
+        Ok(if wildcard {
+            EgressRule::Wildcard(suffix.to_owned())
+        } else {
+            EgressRule::Domain(lower)
+        })
     } else {
         Err(format!(
             "`{}` is not a domain, `*.` domain pattern, IP address or CIDR",
@@ -1937,18 +1948,31 @@ mod tests {
             normalize_cron(" 5  3 * *\tMON-Fri ").unwrap(),
             "5 3 * * mon-fri"
         );
-        assert_eq!(parse_egress_rule("*.GitHub.com").unwrap(), "*.github.com");
-        assert_eq!(parse_egress_rule("10.1.2.3/8").unwrap(), "10.0.0.0/8");
-        assert_eq!(parse_egress_rule("::1").unwrap(), "::1");
-        assert_eq!(parse_egress_rule("10.0.0.7/32").unwrap(), "10.0.0.7");
-        assert_eq!(
-            parse_egress_rule("123.example.com").unwrap(),
-            "123.example.com"
-        );
-        assert_eq!(
-            parse_egress_rule("2001:db8::1/32").unwrap(),
-            "2001:db8::/32"
-        );
+        let text = |rule: &str| parse_egress_rule(rule).unwrap().to_string();
+        assert_eq!(text("*.GitHub.com"), "*.github.com");
+        assert_eq!(text("10.1.2.3/8"), "10.0.0.0/8");
+        assert_eq!(text("::1"), "::1");
+        assert_eq!(text("10.0.0.7/32"), "10.0.0.7");
+        assert_eq!(text("123.example.com"), "123.example.com");
+        assert_eq!(text("2001:db8::1/32"), "2001:db8::/32");
+        assert_eq!(text("0.0.0.0/0"), "0.0.0.0/0");
+        assert_eq!(text("::/0"), "::/0");
+        for (rule, typed) in [
+            ("*.GitHub.com", EgressRule::Wildcard("github.com".into())),
+            ("API.x.com", EgressRule::Domain("api.x.com".into())),
+            ("10.0.0.7/32", EgressRule::Ip("10.0.0.7".parse().unwrap())),
+            ("fe80::1", EgressRule::Ip("fe80::1".parse().unwrap())),
+            (
+                "10.1.2.3/8",
+                EgressRule::Cidr("10.0.0.0/8".parse().unwrap()),
+            ),
+            (
+                "2001:db8::1/32",
+                EgressRule::Cidr("2001:db8::/32".parse().unwrap()),
+            ),
+        ] {
+            assert_eq!(parse_egress_rule(rule).unwrap(), typed, "{rule}");
+        }
         for bad in [
             "10.0.0.0/33",
             "exa mple.com",
