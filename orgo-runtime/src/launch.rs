@@ -77,6 +77,9 @@ pub(crate) async fn launch(
             ),
         });
     }
+    if options.egress_learn && shared.net.lacking().is_some() {
+        return Err(no_learning(shared));
+    }
     let digest = template.digest();
     if let Some(built) = shared
         .builder
@@ -324,7 +327,10 @@ async fn forward_ports(
             fields.push(format!("apps[{i}].ports[{j}]"));
             ports.push(net::ForwardPort {
                 internal: port.internal,
-                protocol: port.protocol.as_str().to_owned(),
+                protocol: match port.protocol {
+                    orgo_template::Protocol::Udp => net::Proto::Udp,
+                    _ => net::Proto::Tcp,
+                },
                 bind: std::net::SocketAddr::new(ip, external),
             });
         }
@@ -349,7 +355,7 @@ async fn forward_ports(
             .zip(bound)
             .map(|(p, address)| PortMapping {
                 internal: p.internal,
-                protocol: p.protocol.clone(),
+                protocol: proto_name(p.protocol).to_owned(),
                 address,
             })
             .collect()),
@@ -357,15 +363,25 @@ async fn forward_ports(
             op: "orgo-netd forward".into(),
             message: format!("{} ports asked, {} bound", ports.len(), bound.len()),
         }),
-        Err((error, index)) => Err(RuntimeError::Port {
-            field: fields[index.unwrap_or(0).min(fields.len() - 1)].clone(),
-            reason: format!(
-                "{error} (asked `{}/{}` on `{}`)",
-                ports[index.unwrap_or(0).min(ports.len() - 1)].internal,
-                ports[index.unwrap_or(0).min(ports.len() - 1)].protocol,
-                ports[index.unwrap_or(0).min(ports.len() - 1)].bind
-            ),
-        }),
+        Err((error, index)) => {
+            let i = index.unwrap_or(0).min(ports.len() - 1);
+            Err(RuntimeError::Port {
+                field: fields[i].clone(),
+                reason: format!(
+                    "{error} (`{}/{}` on `{}`)",
+                    ports[i].internal,
+                    proto_name(ports[i].protocol),
+                    ports[i].bind
+                ),
+            })
+        }
+    }
+}
+
+fn proto_name(proto: net::Proto) -> &'static str {
+    match proto {
+        net::Proto::Tcp => "tcp",
+        net::Proto::Udp => "udp",
     }
 }
 

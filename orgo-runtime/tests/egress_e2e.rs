@@ -126,7 +126,8 @@ impl TestNet {
         }
         inner.push_str(&format!(" && ip route add default via {HOST_ADDR}"));
         must(&format!("ip netns exec {HOSTS_NS} sh -c '{inner}'"));
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/egress/servers.py");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/egress/servers.py");
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", HOSTS_NS, "python3"])
@@ -152,16 +153,16 @@ impl TestNet {
         // This host's own services, which no computer may reach: one on its
         // test address (HTTP, raw TCP), one on loopback only.
         for (addr, reply) in [
-            (format!("{HOST_ADDR}:80"), "HTTP/1.0 200 OK\r\n\r\nhost-exposed\n"),
+            (
+                format!("{HOST_ADDR}:80"),
+                "HTTP/1.0 200 OK\r\n\r\nhost-exposed\n",
+            ),
             (format!("{HOST_ADDR}:8081"), "host-exposed\n"),
             ("127.0.0.1:8082".to_owned(), "host-loopback\n"),
         ] {
             serve(&addr, reply);
         }
-        TestNet {
-            servers,
-            _dir: dir,
-        }
+        TestNet { servers, _dir: dir }
     }
 }
 
@@ -290,9 +291,16 @@ async fn run_probes(computer: &Computer, probes: &[(&str, &str, Expect)]) -> Vec
                     || got == "FAIL"
                     || got == "noreply"
                     || got.starts_with("rcode=3");
-                let answered = ["host=", "tcp-ok", "udp-ok", "host-exposed", "host-loopback", "ip="]
-                    .iter()
-                    .any(|t| got.contains(t));
+                let answered = [
+                    "host=",
+                    "tcp-ok",
+                    "udp-ok",
+                    "host-exposed",
+                    "host-loopback",
+                    "ip=",
+                ]
+                .iter()
+                .any(|t| got.contains(t));
                 refused && !answered
             }
         };
@@ -303,81 +311,259 @@ async fn run_probes(computer: &Computer, probes: &[(&str, &str, Expect)]) -> Vec
     failures
 }
 
-const ALLOW_POLICY: &str = r#"egress_policy:
-  mode: allow
-  rules: ["*.allowed.test", "exact.test", "10.99.0.10", "10.99.2.0/24"]
-"#;
+/// A guest service: a perl one-liner (perl-base is in the base image) that
+/// answers each connection to `port` with `guest-<port>`.
+fn service(port: u16) -> String {
+    format!(
+        "      - name: s{port}\n        run: perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>{port},Listen=>5,ReuseAddr=>1) or die; while($c=$s->accept){{print $c \"guest-{port}\\n\"; close $c}}'\n"
+    )
+}
+
+/// A guest UDP service on `port` answering each datagram with
+/// `guest-udp-<port>`.
+fn udp_service(port: u16) -> String {
+    format!(
+        "      - name: u{port}\n        run: perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>{port},Proto=>\"udp\") or die; while($s->recv($m,512)){{$s->send(\"guest-udp-{port}\\n\")}}'\n"
+    )
+}
+
+/// The tests share two templates (a build under TCG takes minutes):
+/// `allow` (the probes, the clones, ports) and `block` (learn mode, the
+/// bandwidth cap, an exact public port).
+fn allow_template() -> Template {
+    template(
+        "egress-allow",
+        &format!(
+            "egress_policy:\n  mode: allow\n  rules: [\"*.allowed.test\", \"exact.test\", \"10.99.0.10\", \"10.99.2.0/24\"]\n\
+             apps:\n  - name: web\n    ports:\n      - {{ internal: 8000, public: true }}\n      - {{ internal: 8001 }}\n      - {{ internal: 8003, protocol: udp }}\n    services:\n{}{}{}{}",
+            service(8000),
+            service(8001),
+            service(7000),
+            udp_service(8003)
+        ),
+    )
+}
+
+/// The exact public port of [`block_template`].
+const EXACT_PORT: u16 = 47613;
+
+fn block_template() -> Template {
+    template(
+        "egress-block",
+        &format!(
+            "egress_policy:\n  mode: block\n  rules: [\"blocked.test\", \"10.99.1.0/24\"]\n\
+             hardware:\n  bandwidth_mbps: 16\n\
+             apps:\n  - name: web\n    ports:\n      - {{ internal: 8002, public: true, external: {EXACT_PORT} }}\n    services:\n{}",
+            service(8002)
+        ),
+    )
+}
+
+/// Held by the tests that launch [`block_template`]: its exact port is for
+/// one computer at a time.
+static BLOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One computer under an `allow` policy, probed every way the issue lists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allow_policy_is_enforced_on_the_host_against_every_probe() {
     let _net = TestNet::get();
     let runtime = runtime().await;
-    let template = template("egress-allow", ALLOW_POLICY);
-    let computer = launch(&runtime, &template, LaunchOptions::default()).await;
+    let computer = launch(&runtime, &allow_template(), LaunchOptions::default()).await;
     let a = ALLOWED;
     let b = BLOCKED;
     use Expect::{Denied, Reached};
     let allowed_body = "200 host=www.allowed.test addr=10.99.0.10";
     let probes: Vec<(&str, String, Expect)> = vec![
         // Names: wildcard and exact, HTTP and HTTPS (SNI).
-        ("wildcard-http", "http http://www.allowed.test/".into(), Reached(allowed_body)),
-        ("wildcard-https", "http -k https://api.allowed.test/".into(), Reached("200 host=api.allowed.test addr=10.99.0.10")),
-        ("exact-http", "http http://exact.test/".into(), Reached("200 host=exact.test addr=10.99.0.10")),
-        ("exact-https", "http -k https://exact.test/".into(), Reached("200 host=exact.test")),
-        ("exact-not-subdomain", "http --resolve sub.exact.test:80:10.99.0.10 http://sub.exact.test/".into(), Denied),
+        (
+            "wildcard-http",
+            "http http://www.allowed.test/".into(),
+            Reached(allowed_body),
+        ),
+        (
+            "wildcard-https",
+            "http -k https://api.allowed.test/".into(),
+            Reached("200 host=api.allowed.test addr=10.99.0.10"),
+        ),
+        (
+            "exact-http",
+            "http http://exact.test/".into(),
+            Reached("200 host=exact.test addr=10.99.0.10"),
+        ),
+        (
+            "exact-https",
+            "http -k https://exact.test/".into(),
+            Reached("200 host=exact.test"),
+        ),
+        (
+            "exact-not-subdomain",
+            "http --resolve sub.exact.test:80:10.99.0.10 http://sub.exact.test/".into(),
+            Denied,
+        ),
         // A blocked name, by DNS and with its address given.
         ("blocked-name", "http http://blocked.test/".into(), Denied),
-        ("blocked-name-resolved", format!("http --resolve blocked.test:80:{b} http://blocked.test/"), Denied),
-        ("blocked-name-https", format!("http -k --resolve blocked.test:443:{b} https://blocked.test/"), Denied),
+        (
+            "blocked-name-resolved",
+            format!("http --resolve blocked.test:80:{b} http://blocked.test/"),
+            Denied,
+        ),
+        (
+            "blocked-name-https",
+            format!("http -k --resolve blocked.test:443:{b} https://blocked.test/"),
+            Denied,
+        ),
         // A blocked host's IP literal, web and raw.
         ("blocked-ip-http", format!("http http://{b}/"), Denied),
         ("blocked-ip-https", format!("http -k https://{b}/"), Denied),
         // Host and SNI spoofing: an allowed address naming a blocked host,
         // and a blocked address naming an allowed host (dialled by name).
-        ("host-spoof-blocked", format!("http -H 'Host: blocked.test' http://{a}/"), Denied),
-        ("sni-spoof-blocked", format!("http -k --resolve blocked.test:443:{a} https://blocked.test/"), Denied),
-        ("host-spoof-allowed", format!("http --resolve www.allowed.test:80:{b} http://www.allowed.test/"), Reached(allowed_body)),
-        ("sni-spoof-allowed", format!("http -k --resolve api.allowed.test:443:{b} https://api.allowed.test/"), Reached("200 host=api.allowed.test addr=10.99.0.10")),
+        (
+            "host-spoof-blocked",
+            format!("http -H 'Host: blocked.test' http://{a}/"),
+            Denied,
+        ),
+        (
+            "sni-spoof-blocked",
+            format!("http -k --resolve blocked.test:443:{a} https://blocked.test/"),
+            Denied,
+        ),
+        (
+            "host-spoof-allowed",
+            format!("http --resolve www.allowed.test:80:{b} http://www.allowed.test/"),
+            Reached(allowed_body),
+        ),
+        (
+            "sni-spoof-allowed",
+            format!("http -k --resolve api.allowed.test:443:{b} https://api.allowed.test/"),
+            Reached("200 host=api.allowed.test addr=10.99.0.10"),
+        ),
         // A guest-side /etc/hosts override gains nothing.
-        ("etc-hosts-allowed", format!("cp /etc/hosts /tmp/hosts.bak; echo '{b} www.allowed.test' >> /etc/hosts; http http://www.allowed.test/; cp /tmp/hosts.bak /etc/hosts"), Reached(allowed_body)),
-        ("etc-hosts-blocked", format!("cp /etc/hosts /tmp/hosts.bak; echo '{a} blocked.test' >> /etc/hosts; http http://blocked.test/; cp /tmp/hosts.bak /etc/hosts"), Denied),
+        (
+            "etc-hosts-allowed",
+            format!(
+                "cp /etc/hosts /tmp/hosts.bak; echo '{b} www.allowed.test' >> /etc/hosts; http http://www.allowed.test/; cp /tmp/hosts.bak /etc/hosts"
+            ),
+            Reached(allowed_body),
+        ),
+        (
+            "etc-hosts-blocked",
+            format!(
+                "cp /etc/hosts /tmp/hosts.bak; echo '{a} blocked.test' >> /etc/hosts; http http://blocked.test/; cp /tmp/hosts.bak /etc/hosts"
+            ),
+            Denied,
+        ),
         // DNS: the runtime's resolver, another resolver, DNS over HTTPS.
-        ("dns-allowed", "dnsq www.allowed.test 10.0.2.3".into(), Reached("rcode=0 ip=10.99.0.10")),
+        (
+            "dns-allowed",
+            "dnsq www.allowed.test 10.0.2.3".into(),
+            Reached("rcode=0 ip=10.99.0.10"),
+        ),
         ("dns-blocked", "dnsq blocked.test 10.0.2.3".into(), Denied),
-        ("dns-other-resolver-blocked", format!("dnsq blocked.test {DNS}"), Denied),
-        ("dns-other-resolver-redirected", format!("dnsq www.allowed.test {b}"), Reached("rcode=0 ip=10.99.0.10")),
-        ("doh-blocked-host", "http -k --doh-url https://doh.blocked.test/dns-query http://www.allowed.test/".into(), Denied),
+        (
+            "dns-other-resolver-blocked",
+            format!("dnsq blocked.test {DNS}"),
+            Denied,
+        ),
+        (
+            "dns-other-resolver-redirected",
+            format!("dnsq www.allowed.test {b}"),
+            Reached("rcode=0 ip=10.99.0.10"),
+        ),
+        (
+            "doh-blocked-host",
+            "http -k --doh-url https://doh.blocked.test/dns-query http://www.allowed.test/".into(),
+            Denied,
+        ),
         // The metadata address, the host's own addresses, loopback.
         ("metadata-http", format!("http http://{METADATA}/"), Denied),
         ("metadata-tcp", format!("tcp {METADATA} 9000"), Denied),
-        ("metadata-by-allowed-name", "http http://meta.allowed.test/".into(), Denied),
+        (
+            "metadata-by-allowed-name",
+            "http http://meta.allowed.test/".into(),
+            Denied,
+        ),
         ("host-address-tcp", format!("tcp {HOST_ADDR} 8081"), Denied),
-        ("host-address-by-allowed-name", "http http://hostaddr.allowed.test/".into(), Denied),
-        ("host-loopback-via-gateway", "tcp 10.0.2.2 8082".into(), Denied),
-        ("host-loopback-via-gateway-http", "http http://10.0.2.2:8082/".into(), Denied),
+        (
+            "host-address-by-allowed-name",
+            "http http://hostaddr.allowed.test/".into(),
+            Denied,
+        ),
+        (
+            "host-loopback-via-gateway",
+            "tcp 10.0.2.2 8082".into(),
+            Denied,
+        ),
+        (
+            "host-loopback-via-gateway-http",
+            "http http://10.0.2.2:8082/".into(),
+            Denied,
+        ),
         ("computers-range", "tcp 10.200.0.1 22".into(), Denied),
+        (
+            "own-service-through-gateway",
+            "tcp 10.0.2.2 7000".into(),
+            Denied,
+        ),
         // IPv6, with IPv4 hidden in it.
-        ("ipv6-literal", "http -g 'http://[2001:db8::10]/'".into(), Denied),
-        ("ipv4-mapped-blocked-tcp", format!("tcp ::ffff:{b} 9000"), Denied),
-        ("ipv4-mapped-blocked-http", format!("http -g 'http://[::ffff:{b}]/'"), Denied),
-        ("ipv4-mapped-allowed-tcp", format!("tcp ::ffff:{a} 9000"), Reached("tcp-ok 10.99.0.10")),
+        (
+            "ipv6-literal",
+            "http -g 'http://[2001:db8::10]/'".into(),
+            Denied,
+        ),
+        (
+            "ipv4-mapped-blocked-tcp",
+            format!("tcp ::ffff:{b} 9000"),
+            Denied,
+        ),
+        (
+            "ipv4-mapped-blocked-http",
+            format!("http -g 'http://[::ffff:{b}]/'"),
+            Denied,
+        ),
+        (
+            "ipv4-mapped-allowed-tcp",
+            format!("tcp ::ffff:{a} 9000"),
+            Reached("tcp-ok 10.99.0.10"),
+        ),
         ("nat64-blocked", "tcp 64:ff9b::a63:14 9000".into(), Denied),
         ("6to4-blocked", "tcp 2002:a63:14:: 9000".into(), Denied),
         // UDP and raw TCP by address and CIDR.
-        ("udp-allowed", format!("udp {a} 9001"), Reached("udp-ok 10.99.0.10")),
+        (
+            "udp-allowed",
+            format!("udp {a} 9001"),
+            Reached("udp-ok 10.99.0.10"),
+        ),
         ("udp-blocked", format!("udp {b} 9001"), Denied),
-        ("tcp-allowed-ip", format!("tcp {a} 9000"), Reached("tcp-ok 10.99.0.10")),
+        (
+            "tcp-allowed-ip",
+            format!("tcp {a} 9000"),
+            Reached("tcp-ok 10.99.0.10"),
+        ),
         ("tcp-blocked-ip", format!("tcp {b} 9000"), Denied),
-        ("tcp-allowed-cidr", format!("tcp {ALLOW_CIDR_HOST} 9000"), Reached("tcp-ok 10.99.2.10")),
-        ("tcp-blocked-cidr", format!("tcp {BLOCK_CIDR_HOST} 9000"), Denied),
+        (
+            "tcp-allowed-cidr",
+            format!("tcp {ALLOW_CIDR_HOST} 9000"),
+            Reached("tcp-ok 10.99.2.10"),
+        ),
+        (
+            "tcp-blocked-cidr",
+            format!("tcp {BLOCK_CIDR_HOST} 9000"),
+            Denied,
+        ),
     ];
-    let probes: Vec<(&str, &str, Expect)> =
-        probes.iter().map(|(n, c, e)| (*n, c.as_str(), *e)).collect();
+    let probes: Vec<(&str, &str, Expect)> = probes
+        .iter()
+        .map(|(n, c, e)| (*n, c.as_str(), *e))
+        .collect();
     assert!(probes.len() >= 30);
     let failures = run_probes(&computer, &probes).await;
     computer.stop().await.unwrap();
-    assert!(failures.is_empty(), "{} probes failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} probes failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// `mode: block`: everything but the rules (and the always-denied set);
@@ -385,25 +571,42 @@ async fn an_allow_policy_is_enforced_on_the_host_against_every_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_policy_denies_only_its_rules_and_learn_mode_records_the_rest() {
     let _net = TestNet::get();
+    let _one = BLOCK.lock().await;
     let runtime = runtime().await;
-    let template = template(
-        "egress-block",
-        "egress_policy:\n  mode: block\n  rules: [\"blocked.test\", \"10.99.1.0/24\"]\n",
-    );
     let options = LaunchOptions {
         egress_learn: true,
         ..LaunchOptions::default()
     };
-    let computer = launch(&runtime, &template, options).await;
+    let computer = launch(&runtime, &block_template(), options).await;
     use Expect::{Denied, Reached};
     let probes = [
-        ("block-other-name", "http http://www.allowed.test/", Reached("200 host=www.allowed.test")),
-        ("block-other-https", "http -k https://exact.test/", Reached("200 host=exact.test")),
-        ("block-named", "http --resolve blocked.test:80:10.99.0.10 http://blocked.test/", Denied),
+        (
+            "block-other-name",
+            "http http://www.allowed.test/",
+            Reached("200 host=www.allowed.test"),
+        ),
+        (
+            "block-other-https",
+            "http -k https://exact.test/",
+            Reached("200 host=exact.test"),
+        ),
+        (
+            "block-named",
+            "http --resolve blocked.test:80:10.99.0.10 http://blocked.test/",
+            Denied,
+        ),
         ("block-dns", "dnsq blocked.test 10.0.2.3", Denied),
         ("block-cidr", "tcp 10.99.1.10 9000", Denied),
-        ("block-other-ip", "tcp 10.99.0.20 9000", Reached("tcp-ok 10.99.0.20")),
-        ("block-udp-other-ip", "udp 10.99.0.20 9001", Reached("udp-ok 10.99.0.20")),
+        (
+            "block-other-ip",
+            "tcp 10.99.0.20 9000",
+            Reached("tcp-ok 10.99.0.20"),
+        ),
+        (
+            "block-udp-other-ip",
+            "udp 10.99.0.20 9001",
+            Reached("udp-ok 10.99.0.20"),
+        ),
         ("block-metadata", "http http://169.254.169.254/", Denied),
         ("block-host-address", "tcp 10.99.0.1 8081", Denied),
     ];
@@ -417,18 +620,33 @@ async fn a_block_policy_denies_only_its_rules_and_learn_mode_records_the_rest() 
         assert!(learned.names.iter().any(|n| n == name), "{learned:?}");
     }
     assert!(
-        learned.addresses.iter().any(|a| a.to_string() == "10.99.0.20"),
+        learned
+            .addresses
+            .iter()
+            .any(|a| a.to_string() == "10.99.0.20"),
         "{learned:?}"
     );
     assert!(
-        !learned.addresses.iter().any(|a| a.to_string() == "10.99.1.10"),
+        !learned
+            .addresses
+            .iter()
+            .any(|a| a.to_string() == "10.99.1.10"),
         "a denied flow is not learned: {learned:?}"
     );
-    assert!(learned.policy.starts_with("egress_policy:\n  mode: allow\n"), "{}", learned.policy);
+    assert!(
+        learned
+            .policy
+            .starts_with("egress_policy:\n  mode: allow\n"),
+        "{}",
+        learned.policy
+    );
     // The policy it prints is one a template takes.
     let pasted = self::template("egress-learned", &learned.policy);
     let rules = &pasted.egress_policy().unwrap().rules;
-    assert!(rules.iter().any(|r| r.to_string() == "www.allowed.test"), "{rules:?}");
+    assert!(
+        rules.iter().any(|r| r.to_string() == "www.allowed.test"),
+        "{rules:?}"
+    );
 }
 
 /// Two clones of one snapshot (same guest address and MAC) both reach the
@@ -437,24 +655,32 @@ async fn a_block_policy_denies_only_its_rules_and_learn_mode_records_the_rest() 
 async fn two_clones_of_one_snapshot_reach_the_network_and_not_each_other() {
     let _net = TestNet::get();
     let runtime = runtime().await;
-    let template = template(
-        "egress-clones",
-        "apps:\n  - name: srv\n    services:\n      - name: listen\n        run: perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>7000,Listen=>5,ReuseAddr=>1) or die; while($c=$s->accept){print $c \"clone-ok\\n\"; close $c}'\n",
-    );
+    let template = allow_template();
     let a = launch(&runtime, &template, LaunchOptions::default()).await;
     let b = launch(&runtime, &template, LaunchOptions::default()).await;
-    let b_addr = bash(&b, "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1")
-        .await
-        .trim()
-        .to_owned();
+    let b_addr = bash(
+        &b,
+        "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1",
+    )
+    .await
+    .trim()
+    .to_owned();
     assert_eq!(b_addr, "10.0.2.15", "clones keep the snapshot's address");
     // B's namespace address, as the host sees it.
     let b_ns = namespace_address(b.id());
     use Expect::{Denied, Reached};
     let to_b = format!("tcp {b_ns} 7000");
     let probes = [
-        ("clone-reaches-hosts", "tcp 10.99.0.10 9000", Reached("tcp-ok")),
-        ("clone-own-service", "tcp 10.0.2.15 7000", Reached("clone-ok")),
+        (
+            "clone-reaches-hosts",
+            "tcp 10.99.0.10 9000",
+            Reached("tcp-ok"),
+        ),
+        (
+            "clone-own-service",
+            "tcp 10.0.2.15 7000",
+            Reached("guest-7000"),
+        ),
         ("clone-other-namespace", to_b.as_str(), Denied),
         ("clone-other-gateway", "tcp 10.0.2.2 7000", Denied),
     ];
@@ -479,51 +705,48 @@ fn namespace_address(id: &str) -> String {
         .to_owned()
 }
 
-/// Public and host-only ports reach the guest's services from the host; a
-/// taken exact port fails the launch naming its field; stop removes them.
+/// Public and host-only ports, TCP and UDP, reach the guest's services from
+/// the host; stop removes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ports_are_forwarded_from_the_host_and_a_taken_one_fails_the_launch() {
+async fn ports_are_forwarded_from_the_host_and_removed_on_stop() {
     let _net = TestNet::get();
     let runtime = runtime().await;
-    let server = |port: u16| {
-        format!(
-            "      - name: s{port}\n        run: perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>{port},Listen=>5,ReuseAddr=>1) or die; while($c=$s->accept){{print $c \"guest-{port}\\n\"; close $c}}'\n"
-        )
-    };
-    let body = format!(
-        "apps:\n  - name: web\n    ports:\n      - {{ internal: 8000, public: true }}\n      - {{ internal: 8001 }}\n    services:\n{}{}",
-        server(8000),
-        server(8001)
-    );
-    let template = template("egress-ports", &body);
+    let template = allow_template();
     let computer = launch(&runtime, &template, LaunchOptions::default()).await;
     let ports = computer.ports().to_vec();
-    assert_eq!(ports.len(), 2, "{ports:?}");
-    assert_eq!((ports[0].internal, ports[0].protocol.as_str()), (8000, "tcp"));
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    assert_eq!(
+        (ports[2].internal, ports[2].protocol.as_str()),
+        (8003, "udp")
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = [0u8; 64];
+    let mut got = None;
+    // The guest's service may still be starting: a few tries.
+    for _ in 0..10 {
+        udp.send_to(b"hi", ports[2].address).unwrap();
+        if let Ok(n) = udp.recv(&mut reply) {
+            got = Some(String::from_utf8_lossy(&reply[..n]).trim().to_owned());
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some("guest-udp-8003"));
+    assert_eq!(
+        (ports[0].internal, ports[0].protocol.as_str()),
+        (8000, "tcp")
+    );
     assert_eq!(ports[1].address.ip().to_string(), "127.0.0.1");
     assert_ne!(ports[0].address.port(), 0);
     for (port, want) in [(&ports[0], "guest-8000"), (&ports[1], "guest-8001")] {
         assert_eq!(read_line_from(port.address), want, "{port}");
     }
     let listed = runtime.computers().unwrap();
-    let record = listed.iter().find(|c| c.record.id == computer.id()).unwrap();
+    let record = listed
+        .iter()
+        .find(|c| c.record.id == computer.id())
+        .unwrap();
     assert_eq!(record.record.ports, ports, "the record holds the mapping");
-
-    // A taken exact port fails the launch, naming the field.
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let exact = self::template(
-        "egress-ports",
-        &body.replace("{ internal: 8000, public: true }", &format!("{{ internal: 8000, public: true, external: {port} }}")),
-    );
-    runtime.build(&exact, &mut |_| {}).await.unwrap();
-    let error = runtime
-        .launch(&exact, LaunchOptions::default(), &mut |_| {})
-        .await
-        .unwrap_err();
-    let text = orgo_runtime::ErrorChain(&error).to_string();
-    assert!(text.contains("`apps[0].ports[0]`"), "{text}");
-    drop(taken);
 
     let address = ports[0].address;
     computer.stop().await.unwrap();
@@ -533,11 +756,63 @@ async fn ports_are_forwarded_from_the_host_and_a_taken_one_fails_the_launch() {
     );
 }
 
+/// An exact public port is that port; taken, it fails the launch, naming
+/// its field, and leaves nothing of the launch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_port_is_that_port_and_a_taken_one_fails_the_launch() {
+    let _net = TestNet::get();
+    let _one = BLOCK.lock().await;
+    let runtime = runtime().await;
+    let template = block_template();
+    let computer = launch(&runtime, &template, LaunchOptions::default()).await;
+    let ports = computer.ports().to_vec();
+    assert_eq!(
+        ports[0].address.to_string(),
+        format!("127.0.0.1:{EXACT_PORT}")
+    );
+    assert_eq!(read_line_from(ports[0].address), "guest-8002");
+    let before: Vec<String> = runtime
+        .computers()
+        .unwrap()
+        .iter()
+        .map(|c| c.record.id.clone())
+        .collect();
+    let error = runtime
+        .launch(&template, LaunchOptions::default(), &mut |_| {})
+        .await
+        .unwrap_err();
+    let text = orgo_runtime::ErrorChain(&error).to_string();
+    assert!(text.contains("`apps[0].ports[0]`"), "{text}");
+    assert!(
+        matches!(error, orgo_runtime::RuntimeError::Port { .. }),
+        "{error:?}"
+    );
+    let after: Vec<String> = runtime
+        .computers()
+        .unwrap()
+        .iter()
+        .map(|c| c.record.id.clone())
+        .collect();
+    assert_eq!(before, after, "the failed launch left nothing");
+    computer.stop().await.unwrap();
+}
+
 fn read_line_from(address: std::net::SocketAddr) -> String {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(10)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The guest's service may still be starting: a few tries.
     let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
+    for _ in 0..20 {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(10)) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            text.clear();
+            let _ = stream.read_to_string(&mut text);
+            if !text.trim().is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     text.trim().to_owned()
 }
 
@@ -547,9 +822,9 @@ fn read_line_from(address: std::net::SocketAddr) -> String {
 async fn bandwidth_is_capped_both_ways() {
     const MBPS: f64 = 16.0;
     let _net = TestNet::get();
+    let _one = BLOCK.lock().await;
     let runtime = runtime().await;
-    let template = template("egress-bandwidth", "hardware:\n  bandwidth_mbps: 16\n");
-    let computer = launch(&runtime, &template, LaunchOptions::default()).await;
+    let computer = launch(&runtime, &block_template(), LaunchOptions::default()).await;
     // Download: 8 MiB from the test host's bulk server; the guest times it.
     let down = bash(
         &computer,
@@ -587,18 +862,29 @@ async fn bandwidth_is_capped_both_ways() {
 /// netd processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_computer_leaves_no_namespace_link_or_netd() {
+    let _net = TestNet::get();
     let runtime = runtime().await;
-    let template = template("egress-cleanup", "build: { run: ['true'] }\n");
-    let computer = launch(&runtime, &template, LaunchOptions::default()).await;
+    let computer = launch(&runtime, &allow_template(), LaunchOptions::default()).await;
     let id = computer.id().to_owned();
     let netns = format!("orgo-{id}");
     let veth = format!("vo-{}", &id[2..]);
     assert!(std::path::Path::new("/run/netns").join(&netns).exists());
     assert!(sh(&format!("ip link show {veth}")).0);
+    assert!(netd_runs(&id));
     computer.stop().await.unwrap();
     assert!(!std::path::Path::new("/run/netns").join(&netns).exists());
     assert!(!sh(&format!("ip link show {veth}")).0, "{veth} is gone");
-    let (_, ps) = sh(&format!("pgrep -af 'computers/{id}/netd.json' || true"));
-    assert!(!ps.contains("netd.json"), "{ps}");
+    assert!(!netd_runs(&id), "{id}'s netd is gone");
 }
 
+/// Whether a netd of computer `id` runs (a process started with its
+/// `netd.json`).
+fn netd_runs(id: &str) -> bool {
+    let config = format!("computers/{id}/netd.json");
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            c.split(|&b| b == 0)
+                .any(|a| String::from_utf8_lossy(a).ends_with(&config))
+        })
+    })
+}

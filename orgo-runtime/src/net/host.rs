@@ -73,12 +73,15 @@ pub(crate) fn capable() -> Result<(), String> {
     const NET_ADMIN: u64 = 1 << 12;
     const SYS_ADMIN: u64 = 1 << 21;
     if caps & (NET_ADMIN | SYS_ADMIN) != NET_ADMIN | SYS_ADMIN {
-        return Err("needs root or CAP_NET_ADMIN (with CAP_SYS_ADMIN for network namespaces); this process has neither".into());
+        return Err(
+            "needs root or CAP_NET_ADMIN (with CAP_SYS_ADMIN for network namespaces), which this process lacks"
+                .into(),
+        );
     }
     for tool in ["ip", "nft"] {
         if !in_path(tool) {
             return Err(format!(
-                "needs `{tool}` on the host (iproute2, nftables), which is not installed"
+                "needs `{tool}` (iproute2, nftables), which this host lacks"
             ));
         }
     }

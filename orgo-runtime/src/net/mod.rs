@@ -84,7 +84,7 @@ use crate::error::RuntimeError;
 use crate::vmm::Network;
 
 pub(crate) use self::host::resolv_conf_upstream;
-pub(crate) use self::netd::ForwardPort;
+pub(crate) use self::netd::{ForwardPort, Proto};
 pub use self::plan::Net4 as Ipv4Net;
 
 /// How this runtime gives VMs a network.
@@ -126,9 +126,11 @@ impl Net {
         }
         let netd = match &config.netd {
             Some(path) => path.clone(),
-            None => match netd_binary(&config.home) {
+            None => match crate::embedded::netd_binary(&config.home) {
                 Ok(path) => path,
-                Err(e) => return Net::User(format!("cannot write out `orgo-netd`: {e}")),
+                Err(e) => {
+                    return Net::User(format!("is unavailable: cannot write out `orgo-netd`: {e}"));
+                }
             },
         };
         Net::Host(HostNet {
@@ -207,7 +209,7 @@ impl HostNet {
             },
         )?;
         let template = spec.template;
-        let policy = template.and_then(Template::egress_policy);
+        let policy = orgo_net::Policy::for_template(template.and_then(Template::egress_policy));
         let mut denied = host_addrs.clone();
         if let IpAddr::V4(v4) = self.dns_upstream.ip() {
             // The upstream is the host's to ask, not the guest's.
@@ -218,21 +220,21 @@ impl HostNet {
             slot: claimed.slot,
             range,
             denied: denied.clone(),
-            rules: AddrRules::of(policy),
+            rules: AddrRules::of(&policy),
             learn: spec.learn,
             bandwidth_mbps: template.and_then(|t| t.hardware().bandwidth_mbps),
         };
         let made = async {
             host::create(&plan).await?;
-            let mut denied: Vec<String> = denied.iter().map(Net4::to_string).collect();
-            denied.push(range.to_string());
-            let config = netd::NetdConfig {
-                orgo_netd: 1,
+            let mut denied: Vec<orgo_net::ipnet::IpNet> =
+                denied.iter().map(|n| n.to_ipnet()).collect();
+            denied.push(range.to_ipnet());
+            let config = orgo_net::NetdConfig {
                 netns: host::netns_path(&names.netns),
                 proxy_port: plan::PROXY_PORT,
                 dns: SocketAddr::new(plan::DNS.into(), 53),
                 dns_upstream: self.dns_upstream,
-                policy: policy.map(netd::PolicyJson::of),
+                policy,
                 denied,
                 learn: spec.learn,
                 learn_file: netd::learn_path(run_dir),
@@ -340,24 +342,6 @@ fn kill_netd(run_dir: &Path) {
     }
 }
 
-/// The `orgo-netd` binary: next to this executable, else on `PATH`.
-fn netd_binary(_home: &Path) -> std::io::Result<PathBuf> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("orgo-netd")));
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("orgo-netd"))
-            .find(|p| p.is_file())
-    });
-    beside.filter(|p| p.is_file()).or(on_path).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no `orgo-netd` beside this program or on `PATH`",
-        )
-    })
-}
-
 /// See [`Net::sweep`]: the namespaces of slots nobody holds (their netd
 /// died), and of slots whose VM's run directory is gone (its computer was
 /// removed while its netd ran on).
@@ -400,26 +384,23 @@ pub(crate) async fn forward(
     run_dir: &Path,
     ports: &[ForwardPort],
 ) -> Result<Result<Vec<SocketAddr>, (String, Option<usize>)>, RuntimeError> {
-    Ok(netd::forward(&netd::control_path(run_dir), ports)
-        .await?
-        .map_err(|r| (r.error, r.index)))
+    netd::forward(&netd::control_path(run_dir), ports).await
 }
 
 /// What VM `id` (run directory `run_dir`) reached while learning: netd's
 /// names and addresses, and the bare addresses of the namespace's
 /// `learned4` set.
 pub(crate) async fn learned(id: &str, run_dir: &Path) -> Result<EgressLearned, RuntimeError> {
-    let path = netd::learn_path(run_dir);
-    let text = match std::fs::read(&path) {
-        Ok(bytes) => {
-            let cut = bytes.len().min(4 << 20);
-            String::from_utf8_lossy(&bytes[..cut]).into_owned()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(crate::error::io("read", &path)(e)),
-    };
-    let addrs = host::learned(&Names::of(id).netns).await?;
-    Ok(EgressLearned::from_parts(&text, &addrs))
+    let mut learned = orgo_net::Learned::read(&netd::learn_path(run_dir))
+        .map_err(netd::net_error("read what the computer reached"))?;
+    for (addr, _, _) in host::learned(&Names::of(id).netns).await? {
+        learned.add_addr(IpAddr::V4(addr));
+    }
+    Ok(EgressLearned {
+        names: learned.names().map(str::to_owned).collect(),
+        addresses: learned.addrs().collect(),
+        policy: learned.minimal_policy(),
+    })
 }
 
 /// What a computer launched with
@@ -435,54 +416,4 @@ pub struct EgressLearned {
     /// `egress_policy: { mode: allow, rules: [...] }` as YAML, ready to
     /// paste into the template.
     pub policy: String,
-}
-
-impl EgressLearned {
-    fn from_parts(lines: &str, addrs: &[(std::net::Ipv4Addr, String, u16)]) -> EgressLearned {
-        let mut names = std::collections::BTreeSet::new();
-        let mut addresses = std::collections::BTreeSet::new();
-        for line in lines.lines().take(100_000) {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            match value.get("kind").and_then(|k| k.as_str()) {
-                Some("name") => {
-                    if let Some(name) = value.get("name").and_then(|n| n.as_str()) {
-                        names.insert(name.to_ascii_lowercase());
-                    }
-                }
-                Some("addr") => {
-                    if let Some(addr) = value
-                        .get("addr")
-                        .and_then(|a| a.as_str())
-                        .and_then(|a| a.parse::<IpAddr>().ok())
-                    {
-                        addresses.insert(addr);
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (addr, _, _) in addrs {
-            addresses.insert(IpAddr::V4(*addr));
-        }
-        let mut policy = String::from("egress_policy:\n  mode: allow\n");
-        if names.is_empty() && addresses.is_empty() {
-            policy.push_str("  rules: []\n");
-        } else {
-            policy.push_str("  rules:\n");
-            for rule in names
-                .iter()
-                .cloned()
-                .chain(addresses.iter().map(ToString::to_string))
-            {
-                policy.push_str(&format!("    - \"{rule}\"\n"));
-            }
-        }
-        EgressLearned {
-            names: names.into_iter().collect(),
-            addresses: addresses.into_iter().collect(),
-            policy,
-        }
-    }
 }

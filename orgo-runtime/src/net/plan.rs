@@ -3,9 +3,9 @@
 //! and the `tc` commands that set it up.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use orgo_template::{EgressMode, EgressPolicy};
+use orgo_template::EgressMode;
 
 /// The guest side's address plan (the one QEMU's user-mode network gives,
 /// so snapshots restore unchanged): the gateway, where netd's resolver
@@ -72,6 +72,14 @@ impl Net4 {
     /// Whether `other` lies inside this network.
     pub(crate) fn contains(self, other: Net4) -> bool {
         other.len >= self.len && (u32::from(other.addr) & self.mask()) == u32::from(self.addr)
+    }
+
+    /// As `ipnet`'s type.
+    pub(crate) fn to_ipnet(self) -> orgo_net::ipnet::IpNet {
+        orgo_net::ipnet::IpNet::V4(
+            orgo_net::ipnet::Ipv4Net::new(self.addr, self.len)
+                .expect("a prefix length of at most 32"),
+        )
     }
 
     /// How many addresses it holds.
@@ -179,33 +187,28 @@ pub(crate) struct AddrRules {
 }
 
 impl AddrRules {
-    pub(crate) fn of(policy: Option<&EgressPolicy>) -> AddrRules {
-        let Some(policy) = policy else {
-            return AddrRules::default();
+    pub(crate) fn of(policy: &orgo_net::Policy) -> AddrRules {
+        let mode = match policy.mode() {
+            None => return AddrRules::default(),
+            Some(orgo_net::Mode::Allow) => EgressMode::Allow,
+            Some(orgo_net::Mode::Block) => EgressMode::Block,
         };
+        let (v4, v6) = policy.nft_cidrs();
         let mut out = AddrRules {
-            mode: Some(policy.mode),
-            ..AddrRules::default()
+            mode: Some(mode),
+            v4: v4
+                .iter()
+                .map(|n| Net4::new(n.network(), n.prefix_len()))
+                .collect(),
+            v6: Vec::new(),
         };
-        for rule in &policy.rules {
-            let addr = rule.split('/').next().unwrap_or_default();
-            match addr.parse::<IpAddr>() {
-                Ok(IpAddr::V4(_)) => {
-                    if let Ok(net) = rule.parse::<Net4>() {
-                        out.v4.push(net);
-                    }
+        for net in v6 {
+            match net.network().to_ipv4_mapped() {
+                // `::ffff:a.b.c.d` is the IPv4 it carries.
+                Some(v4) if net.prefix_len() >= 96 => {
+                    out.v4.push(Net4::new(v4, net.prefix_len() - 96));
                 }
-                Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                    // `::ffff:a.b.c.d` is the IPv4 it carries.
-                    Some(v4) => out.v4.push(Net4::new(
-                        v4,
-                        rule.split_once('/')
-                            .and_then(|(_, l)| l.parse::<u8>().ok())
-                            .map_or(32, |l| l.saturating_sub(96)),
-                    )),
-                    None => out.v6.push(rule.clone()),
-                },
-                Err(_) => {}
+                _ => out.v6.push(net.to_string()),
             }
         }
         out.v4.sort();
@@ -328,7 +331,7 @@ impl NsPlan {
              iifname \"{TAP}\" ct state established,related accept\n    \
              iifname \"{TAP}\" ip daddr {DNS} meta l4proto {{ tcp, udp }} th dport 53 accept\n    \
              iifname \"{TAP}\" tcp dport {PROXY_PORT} accept\n    \
-             iifname \"{TAP}\" drop\n    \
+             iifname \"{TAP}\" jump refuse\n    \
              iifname \"{VETH}\" ct state established,related accept\n    \
              iifname \"{VETH}\" drop\n  }}"
         );
@@ -349,12 +352,14 @@ impl NsPlan {
             }
             None => {}
         }
+        let _ = writeln!(s, "    iifname \"{TAP}\" meta nfproto ipv6 jump refuse");
         let _ = writeln!(s, "    meta nfproto ipv6 drop");
         let _ = writeln!(s, "    {tap} ip daddr @except4 {pass}");
+        let _ = writeln!(s, "    iifname \"{TAP}\" ip daddr @denied4 jump refuse");
         let _ = writeln!(s, "    ip daddr @denied4 drop");
         match self.rules.mode {
             Some(EgressMode::Block) => {
-                let _ = writeln!(s, "    ip daddr @rules4 drop");
+                let _ = writeln!(s, "    {tap} ip daddr @rules4 jump refuse");
                 let _ = writeln!(s, "    {tap} {pass}");
             }
             Some(_) => {
@@ -364,7 +369,13 @@ impl NsPlan {
                 let _ = writeln!(s, "    {tap} {pass}");
             }
         }
+        // The guest learns at once that it may not (no hanging connect).
+        let _ = writeln!(s, "    iifname \"{TAP}\" jump refuse");
         s.push_str("  }\n");
+        s.push_str(
+            "  chain refuse {\n    meta l4proto tcp reject with tcp reset\n    \
+             reject with icmpx type admin-prohibited\n  }\n",
+        );
         s.push_str("  chain reached {\n");
         if self.learn {
             let _ = writeln!(s, "    {LEARN_RULE}");
@@ -463,19 +474,19 @@ mod tests {
         "10.200.0.0/16".parse().expect("a network")
     }
 
-    fn plan(policy: Option<&EgressPolicy>) -> NsPlan {
+    fn plan(policy: Option<&orgo_template::EgressPolicy>) -> NsPlan {
         NsPlan {
             names: Names::of("c-0123456789ab"),
             slot: Slot(3),
             range: range(),
             denied: vec!["192.168.1.10/32".parse().expect("a network")],
-            rules: AddrRules::of(policy),
+            rules: AddrRules::of(&orgo_net::Policy::for_template(policy)),
             learn: false,
             bandwidth_mbps: None,
         }
     }
 
-    fn policy(mode: EgressMode, rules: &[&str]) -> EgressPolicy {
+    fn policy(mode: EgressMode, rules: &[&str]) -> orgo_template::EgressPolicy {
         let yaml = format!(
             "api_version: orgo.ai/v1\nname: t@1.0.0\negress_policy: {{ mode: {}, rules: [{}] }}\n",
             match mode {
@@ -544,13 +555,16 @@ mod tests {
                 "::ffff:5.6.7.8",
             ],
         );
-        let rules = AddrRules::of(Some(&p));
+        let rules = AddrRules::of(&orgo_net::Policy::for_template(Some(&p)));
         assert_eq!(
             rules.v4.iter().map(Net4::to_string).collect::<Vec<_>>(),
             ["1.2.3.4/32", "5.6.7.8/32", "10.0.0.0/8"]
         );
         assert_eq!(rules.v6, ["2001:db8::/32"]);
-        assert_eq!(AddrRules::of(None), AddrRules::default());
+        assert_eq!(
+            AddrRules::of(&orgo_net::Policy::for_template(None)),
+            AddrRules::default()
+        );
     }
 
     #[test]
@@ -587,7 +601,7 @@ mod tests {
             "{allow}"
         );
         let block = plan(Some(&policy(EgressMode::Block, &["10.99.1.0/24"]))).nft_script();
-        assert!(block.contains("ip daddr @rules4 drop"), "{block}");
+        assert!(block.contains("ip daddr @rules4 jump refuse"), "{block}");
         let mut learning = plan(None);
         learning.learn = true;
         let learn = learning.nft_script();

@@ -130,11 +130,14 @@ def udp():
     def serve():
         while True:
             data, ancillary, _, peer = sock.recvmsg(2048, 256)
-            local = "?"
+            local = None
             for level, kind, value in ancillary:
                 if level == socket.IPPROTO_IP and kind == 8:
-                    local = socket.inet_ntoa(value[8:12])
-            sock.sendto(f"udp-ok {local}\n".encode(), peer)
+                    local = value[8:12]
+            # The reply leaves from the address the query came to.
+            info = [(socket.IPPROTO_IP, 8, struct.pack("I4s4s", 0, local, local))] if local else []
+            text = socket.inet_ntoa(local) if local else "?"
+            sock.sendmsg([f"udp-ok {text}\n".encode()], info, 0, peer)
 
     return serve
 
