@@ -13,6 +13,9 @@
 #   busybox-static`, which needs the package lists this script updates.
 # - ca-certificates; python3-venv when Python has no venv with ensurepip
 #   (the Python package's tests make a virtual environment).
+# - iproute2 (ip, tc), nftables, util-linux (nsenter, setpriv): each VM's
+#   network namespace, firewall and rate limit, and the rootless test;
+#   python3 and openssl: the test hosts of the egress tests.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -36,6 +39,11 @@ packages=(
     busybox-static
     e2fsprogs
     ca-certificates
+    iproute2
+    nftables
+    util-linux
+    python3
+    openssl
 )
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     packages+=(python3-venv)

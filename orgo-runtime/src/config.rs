@@ -68,12 +68,13 @@ pub struct RuntimeConfig {
 #[non_exhaustive]
 pub enum Backend {
     /// QEMU ([`RuntimeConfig::qemu`]): KVM where it works, TCG otherwise;
-    /// guests reach the network through QEMU's user-mode NAT.
+    /// guests get the host network (a namespace per VM, as root) or QEMU's
+    /// user-mode NAT.
     Qemu,
-    /// Cloud Hypervisor, for hosts with KVM: the binary. Its guests have
-    /// no network device yet (a tap device and NAT are the host's to set
-    /// up), so build steps that download (apt, pip, npm, http files) need
-    /// QEMU for now.
+    /// Cloud Hypervisor, for hosts with KVM: the binary. Its guests get a
+    /// tap in a namespace of their own as root (the host network); without
+    /// root they have no network device, so build steps that download
+    /// (apt, pip, npm, http files) need QEMU there.
     CloudHypervisor(PathBuf),
     /// Bring your own VMM (a test double, say): it builds snapshots of its
     /// [`kind`](Vmm::kind) and restores those; snapshots of another kind are
@@ -121,7 +122,7 @@ impl RuntimeConfig {
 
     /// The resolver netd asks: [`dns_upstream`](Self::dns_upstream), else
     /// the host's first nameserver, else `127.0.0.1:53`.
-    pub(crate) fn dns_upstream(&self) -> SocketAddr {
+    pub(crate) fn upstream_resolver(&self) -> SocketAddr {
         self.dns_upstream.unwrap_or_else(|| {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             let ip =

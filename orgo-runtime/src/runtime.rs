@@ -46,7 +46,13 @@ impl Runtime {
             .map_err(crate::error::io("resolve", &config.home))?;
         let shared: Arc<dyn orgo_snapshot::Store> = Arc::new(store.clone());
         let cache = BuildCache::new(Arc::clone(&shared));
-        let net = Arc::new(Net::new(&config));
+        let net = Arc::new(Net::new(crate::net::Settings {
+            user_mode_network: config.user_mode_network,
+            netd: config.netd.clone(),
+            home: config.home.clone(),
+            range: config.net_range,
+            dns_upstream: config.upstream_resolver(),
+        }));
         // What VMs that died without cleaning up left of their networks.
         net.sweep().await;
         let builder = Builder {

@@ -79,7 +79,6 @@ use tokio::process::Child;
 use tokio::sync::OnceCell;
 
 use self::plan::{AddrRules, Names, Net4, NsPlan, Slot};
-use crate::config::RuntimeConfig;
 use crate::error::RuntimeError;
 use crate::vmm::Network;
 
@@ -94,6 +93,16 @@ pub(crate) enum Net {
     Host(HostNet),
     /// QEMU's user-mode network; why (for refusals).
     User(String),
+}
+
+/// What [`Net::new`] takes from the runtime's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) user_mode_network: bool,
+    pub(crate) netd: Option<PathBuf>,
+    pub(crate) home: PathBuf,
+    pub(crate) range: Net4,
+    pub(crate) dns_upstream: SocketAddr,
 }
 
 /// What a VM's network is made with.
@@ -114,8 +123,9 @@ pub(crate) struct HostNet {
 }
 
 impl Net {
-    /// The network `config` asks for and this host allows.
-    pub(crate) fn new(config: &RuntimeConfig) -> Net {
+    /// The network the runtime's configuration asks for and this host
+    /// allows.
+    pub(crate) fn new(config: Settings) -> Net {
         if config.user_mode_network {
             return Net::User(
                 "the runtime is configured for the user-mode network (`ORGO_USER_NET`)".into(),
@@ -134,8 +144,8 @@ impl Net {
             },
         };
         Net::Host(HostNet {
-            range: config.net_range,
-            dns_upstream: config.dns_upstream(),
+            range: config.range,
+            dns_upstream: config.dns_upstream,
             netd,
             prepared: OnceCell::new(),
         })
