@@ -21,6 +21,7 @@ from typing import (
     Optional,
     Tuple,
     Type,
+    TypedDict,
     Union,
     final,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "LogEvent",
     "NotFoundError",
     "OrgoError",
+    "PortError",
     "SecretError",
     "Template",
     "UnsupportedError",
@@ -96,6 +98,30 @@ class UnsupportedError(OrgoError):
     fields: Dict[str, str]
     """Each field's path (``hardware.gpu``, ``apps[0].ports[0]``) and what
     is missing."""
+
+class PortError(OrgoError):
+    """A port of ``apps[].ports`` could not be forwarded at launch (a taken
+    host port, say). Nothing of the launch is left."""
+
+    field: str
+    """The port's path (``apps[0].ports[1]``)."""
+    reason: str
+    """Why it could not be forwarded."""
+
+class _PortMapping(TypedDict):
+    """A forwarded port of ``Computer.ports``."""
+
+    internal: int
+    protocol: str
+    host: str
+    port: int
+
+class _EgressLearned(TypedDict):
+    """What ``Computer.egress_learned()`` returns."""
+
+    names: List[str]
+    addresses: List[str]
+    policy: str
 
 @final
 class Diagnostic:
@@ -401,6 +427,18 @@ class Computer:
         hook printed (``None`` without a hook). A failing hook does not keep
         the computer running: it is stopped, then ``BuildError`` is raised for
         ``hooks.on_shutdown``. Calling it again returns ``None``."""
+    @property
+    def ports(self) -> List[_PortMapping]:
+        """Its forwarded ``apps[].ports``, one ``dict`` per port in the
+        template's order: ``{"internal": 8000, "protocol": "tcp", "host":
+        "127.0.0.1", "port": 41234}`` (public ports on the publish address,
+        the others on ``127.0.0.1``). Empty for a computer without ports."""
+    def egress_learned(self) -> _EgressLearned:
+        """What a computer launched with ``egress_learn=True`` has reached so
+        far and the smallest ``egress_policy`` allowing exactly that:
+        ``names`` (from TLS SNI, HTTP ``Host`` and DNS), ``addresses``
+        (reached without a name) and ``policy`` (YAML to paste into the
+        template)."""
     def detach(self) -> None:
         """Lets go of the computer and leaves it running after this handle and
         this process are gone; ``connect(id)`` reaches it again."""
@@ -449,6 +487,7 @@ def launch(
     on_log: Optional[Callable[[LogEvent], object]] = None,
     home: Optional[_Path] = None,
     agent: Optional[_Path] = None,
+    egress_learn: bool = False,
 ) -> Computer:
     """Launches a computer from a template's golden snapshot, building it
     first if needed, and returns it when it answers.
@@ -458,7 +497,11 @@ def launch(
     (never under them). ``env`` is extra environment over the template's.
     ``secrets`` gives secret values by name, over ``ORGO_SECRET_<NAME>``
     variables and the vault file ``<home>/secrets.json``; a required secret
-    without a value raises ``SecretError`` before anything is built."""
+    without a value raises ``SecretError`` before anything is built.
+    ``egress_learn`` records every destination the computer reaches, for
+    ``Computer.egress_learned()`` (it needs a host with root or
+    ``CAP_NET_ADMIN``). A port of ``apps[].ports`` that cannot be forwarded
+    raises ``PortError``."""
 
 def connect(id: str, *, home: Optional[_Path] = None) -> Computer:
     """Connects to a running computer by id (one launched by another

@@ -11,11 +11,12 @@
 # - mmdebstrap, e2fsprogs (mkfs.ext4): the base image's root file system.
 # - busybox-static: the initramfs takes busybox from `apt-get download
 #   busybox-static`, which needs the package lists this script updates.
-# - iproute2, nftables, curl, openssl: orgo-netd's namespace test (network
-#   namespaces, a redirect to the proxy, HTTP and HTTPS probes, a
-#   self-signed test server).
 # - ca-certificates; python3-venv when Python has no venv with ensurepip
 #   (the Python package's tests make a virtual environment).
+# - iproute2 (ip, tc), nftables, util-linux (nsenter, setpriv): each VM's
+#   network namespace, firewall and rate limit, and the rootless test;
+#   curl, python3 and openssl: the test hosts and probes of the egress
+#   tests (HTTP and HTTPS with a self-signed certificate).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -42,6 +43,8 @@ packages=(
     iproute2
     nftables
     curl
+    util-linux
+    python3
     openssl
 )
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then

@@ -7,7 +7,11 @@
 //! - restore at 2 GiB against 512 MiB (the backend alone: the template's
 //!   `ram_gb` cannot say 512 MiB);
 //! - a cache-hit `build`;
-//! - a build's overhead beyond the template's own steps.
+//! - a build's overhead beyond the template's own steps;
+//! - the host network's cost: cold and pool launch p50 with it (a network
+//!   namespace, nftables and `orgo-netd` per computer; the default as root)
+//!   against QEMU's user-mode network (`RuntimeConfig::user_mode_network`),
+//!   each over a snapshot built with its own network.
 //!
 //! `cargo bench -p orgo-benches --bench launch`. Needs root and QEMU; the
 //! agent is the one built into orgo-runtime (`ORGO_AGENT` overrides it);
@@ -150,8 +154,47 @@ async fn main() {
     }
     runtime.drain().await;
 
+    network_cost(&runtime, &nonce, &cold, &pooled).await;
+
     if std::env::var_os("ORGO_BENCH_LAUNCHES").is_none() {
         memory_ratio(&runtime).await;
+    }
+}
+
+/// Cold and pool launch p50 under the user-mode network (a runtime of its
+/// own on the same home, a template of its own: a snapshot restores only
+/// onto the network it was taken with), against `runtime`'s (`cold`,
+/// `pooled`).
+async fn network_cost(runtime: &Runtime, nonce: &str, cold: &[Duration], pooled: &[Duration]) {
+    let mut config = RuntimeConfig::from_env(Some(home())).unwrap();
+    config.accel = Some(Accel::Tcg);
+    config.user_mode_network = true;
+    let user = Runtime::open(config).await.unwrap();
+    let template = Template::from_yaml(&format!(
+        "api_version: orgo.ai/v1\nname: bench-user-net@1.0.0\nenv: {{ NONCE: \"{nonce}\" }}\n\
+         build:\n  run: [\"sleep 2; echo step\"]\nhooks:\n  on_resume: echo resumed\n"
+    ))
+    .unwrap();
+    user.build(&template, &mut |_| {}).await.unwrap();
+    let (_, warm) = launch_and_exec(&user, &template).await;
+    warm.stop().await.unwrap();
+    let user_cold = launches(&user, &template, None).await;
+    report("cold, user-mode network", &user_cold);
+    let user_pooled = launches(&user, &template, Some(1)).await;
+    report("from the warm pool, user-mode network", &user_pooled);
+    user.drain().await;
+    let _ = runtime;
+    for (name, with, without) in [
+        ("cold", cold, &user_cold[..]),
+        ("from the warm pool", pooled, &user_pooled[..]),
+    ] {
+        let (a, b) = (percentile(with, 50.0), percentile(without, 50.0));
+        println!(
+            "launch p50 {name}: host network {}, user-mode network {}, {:+.1}%",
+            ms(a),
+            ms(b),
+            (a.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0
+        );
     }
 }
 

@@ -172,6 +172,24 @@ impl PyComputer {
         self.record.memory_mib
     }
 
+    /// Its forwarded `apps[].ports`, one `dict` per port in the template's
+    /// order: `{"internal": 8000, "protocol": "tcp", "host": "127.0.0.1",
+    /// "port": 41234}` (public ports on the publish address, the others on
+    /// `127.0.0.1`). Empty for a computer without ports.
+    #[getter]
+    fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        crate::net::ports(py, &self.record.ports)
+    }
+
+    /// What a computer launched with `egress_learn=True` has reached so far
+    /// and the smallest `egress_policy` allowing exactly that: a `dict` with
+    /// `names` (from TLS SNI, HTTP `Host` and DNS), `addresses` (reached
+    /// without a name) and `policy` (YAML to paste into the template).
+    fn egress_learned<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let learned = self.with_open(py, async |c| Ok(c.egress_learned().await?))?;
+        crate::net::learned(py, &learned)
+    }
+
     /// `True` once `stop()` or `detach()` was called on this handle.
     #[getter]
     fn closed(&self) -> bool {

@@ -10,7 +10,8 @@
 //! - A [`RuntimeError`] becomes `orgo.BuildError` (a failed build step, with
 //!   its `field`, `reason` and `output`), `orgo.SecretError` (missing secrets
 //!   or an unreadable vault, with the `missing` names), `orgo.NotFoundError`
-//!   (no such computer, published template or guest file) or, for anything
+//!   (no such computer, published template or guest file), `orgo.PortError`
+//!   (a port of `apps[].ports` that could not be forwarded) or, for anything
 //!   else, `orgo.OrgoError` with the whole chain of causes in its message.
 
 use orgo_runtime::ErrorCode;
@@ -241,6 +242,10 @@ pub(crate) fn runtime_error(py: Python<'_>, error: RuntimeError) -> PyErr {
             }
         }
         RuntimeError::Vault(vault) => secret_error(py, vault),
+        RuntimeError::Port {
+            ref field,
+            ref reason,
+        } => crate::net::port_error(py, ErrorChain(&error).to_string(), field, reason),
         RuntimeError::NotFound { what } => NotFoundError::new_err(format!("no {what}")),
         RuntimeError::Agent(AgentError::Guest {
             code: ErrorCode::NotFound,

@@ -8,6 +8,7 @@
 mod computer;
 mod convert;
 mod errors;
+mod net;
 mod runtime;
 
 use std::sync::OnceLock;
@@ -478,6 +479,9 @@ mod orgo {
     use crate::errors::{BuildError, NotFoundError, SecretError, UnsupportedError};
 
     #[pymodule_export]
+    use crate::net::PortError;
+
+    #[pymodule_export]
     use super::PyTemplate;
 
     #[pymodule_export]
@@ -513,6 +517,7 @@ mod orgo {
                 "LogEvent",
                 "NotFoundError",
                 "OrgoError",
+                "PortError",
                 "SecretError",
                 "Template",
                 "UnsupportedError",

@@ -609,13 +609,17 @@ fn vault(home: &Path, given: BTreeMap<String, String>) -> Result<Vault, RuntimeE
 /// under them). `env` is extra environment over the template's. `secrets`
 /// gives secret values by name, over `ORGO_SECRET_<NAME>` variables and the
 /// vault file `<home>/secrets.json`; a required secret without a value
-/// raises `orgo.SecretError` before anything is built. Use the computer as
+/// raises `orgo.SecretError` before anything is built. `egress_learn`
+/// records every destination the computer reaches, for
+/// `Computer.egress_learned()` (it needs a host with root or
+/// `CAP_NET_ADMIN`). A port of `apps[].ports` that cannot be forwarded
+/// raises `orgo.PortError`. Use the computer as
 /// a context manager, or call `stop()`; one garbage-collected unstopped is
 /// stopped then.
 #[pyfunction]
 #[pyo3(signature = (
     template, *, ram_gb = None, cpu = None, env = None, secrets = None, on_log = None,
-    home = None, agent = None
+    home = None, agent = None, egress_learn = false
 ))]
 #[allow(clippy::too_many_arguments, reason = "a Python function with keywords")]
 pub(crate) fn launch(
@@ -628,6 +632,7 @@ pub(crate) fn launch(
     on_log: Option<Bound<'_, PyAny>>,
     home: Option<&Bound<'_, PyAny>>,
     agent: Option<&Bound<'_, PyAny>>,
+    egress_learn: bool,
 ) -> PyResult<PyComputer> {
     let source = Source::new(template)?;
     let setup = Setup::new(home, agent)?;
@@ -655,6 +660,7 @@ pub(crate) fn launch(
         memory_mib,
         env,
         vault,
+        egress_learn,
     };
     let computer = wait(py, None, Interrupt::Never, move || async move {
         Ok(runtime.launch(&template, options, &mut |_| {}).await?)

@@ -12,6 +12,7 @@ use orgo_snapshot::{
 use orgo_template::Template;
 
 use crate::backend::Backends;
+use crate::backend::qemu::USER_NET_IP;
 use crate::disk::{create_overlay, disk_bytes};
 use crate::error::{RuntimeError, store_error};
 use crate::guest::{self, BOOT_TIMEOUT, QUICK, call};
@@ -31,6 +32,8 @@ pub(crate) struct Builder {
     /// CA certificates builder VMs trust (see
     /// [`RuntimeConfig::guest_ca_certs`](crate::RuntimeConfig::guest_ca_certs)).
     pub(crate) guest_ca_certs: Option<PathBuf>,
+    /// How build VMs get their network.
+    pub(crate) net: std::sync::Arc<crate::net::Net>,
 }
 
 impl Builder {
@@ -104,8 +107,15 @@ impl Builder {
             Some(disk_bytes(shape.disk_gb)?),
         )
         .await?;
-        let config = VmConfig {
-            id: format!("build-{}", &template.digest().hex()[..12]),
+        let id = format!("build-{}", &template.digest().hex()[..12]);
+        // No policy: steps reach package registries, never the host's or
+        // the metadata addresses (see the network's design in `net`).
+        let net = self
+            .net
+            .attach(&id, &scratch.join("run"), crate::net::Spec::default())
+            .await?;
+        let mut config = VmConfig {
+            id: id.clone(),
             cpus: shape.cpu,
             memory_mib: shape.memory_mib,
             kernel: self.images.blob(&image, flavor.kernel)?,
@@ -120,6 +130,12 @@ impl Builder {
             network: flavor.network.clone(),
             run_dir: scratch.join("run"),
         };
+        if let Some(net) = &net {
+            config.network = net.network();
+            if !config.cmdline.contains(USER_NET_IP) {
+                config.cmdline = format!("{} {USER_NET_IP}", config.cmdline);
+            }
+        }
         log(BuildEvent::Status(format!(
             "booting the builder VM ({} vCPU, {} MiB, {})",
             shape.cpu, shape.memory_mib, flavor.kind
@@ -157,6 +173,9 @@ impl Builder {
         vm.pause().await?;
         let mut files = vm.snapshot(&scratch.join("snapshot")).await?;
         vm.shutdown().await?;
+        if let Some(net) = net {
+            net.teardown().await;
+        }
         files.insert("disk".into(), disk);
         let kernel = image
             .blobs

@@ -10,8 +10,9 @@ use orgo_agent_protocol::{ExitStatus, Hook, Op, Reply, Stream};
 use crate::agent::{AgentClient, AgentError, ExecOutput};
 use crate::error::{RuntimeError, StepFailure, joined};
 use crate::guest::{self, QUICK, call};
-use crate::home::ComputerRecord;
+use crate::home::{ComputerRecord, PortMapping};
 use crate::home::{ComputerState, ComputerStatus};
+use crate::net::{Attached, EgressLearned};
 use crate::shared::{Shared, release_blocking};
 use crate::steps::{describe, tail};
 use crate::vmm::Vm;
@@ -26,6 +27,8 @@ pub struct Computer {
     agent: Arc<AgentClient>,
     /// The VM's handle, when this process launched it.
     vm: Option<Box<dyn Vm>>,
+    /// Its host network, when this process launched it there.
+    net: Option<Attached>,
 }
 
 impl Computer {
@@ -35,12 +38,14 @@ impl Computer {
         record: ComputerRecord,
         agent: Arc<AgentClient>,
         vm: Box<dyn Vm>,
+        net: Option<Attached>,
     ) -> Computer {
         Computer {
             shared,
             record,
             agent,
             vm: Some(vm),
+            net,
         }
     }
 
@@ -55,6 +60,7 @@ impl Computer {
             record,
             agent,
             vm: None,
+            net: None,
         }
     }
 
@@ -66,6 +72,19 @@ impl Computer {
     /// Its record.
     pub fn record(&self) -> &ComputerRecord {
         &self.record
+    }
+
+    /// Its forwarded `apps[].ports[]`: each internal port and protocol with
+    /// the host address that reaches it, in the template's order.
+    pub fn ports(&self) -> &[PortMapping] {
+        &self.record.ports
+    }
+
+    /// What it reached since it launched, and the smallest `egress_policy`
+    /// that allows exactly that; for a computer launched with
+    /// [`LaunchOptions::egress_learn`](crate::LaunchOptions::egress_learn).
+    pub async fn egress_learned(&self) -> Result<EgressLearned, RuntimeError> {
+        egress_learned(&self.shared, self.id()).await
     }
 
     /// Runs a command and collects its output.
@@ -138,6 +157,9 @@ impl Computer {
         // Ours: through our own handle and channel.
         let hook = graceful_stop(&self.agent, self.record.on_shutdown.clone()).await;
         vm.shutdown().await?;
+        if let Some(net) = self.net.take() {
+            net.teardown().await;
+        }
         self.shared.cleanup(&self.record.id).await?;
         hook
     }
@@ -146,6 +168,9 @@ impl Computer {
     pub fn detach(mut self) {
         if let Some(vm) = self.vm.take() {
             vm.detach();
+        }
+        if let Some(net) = self.net.take() {
+            net.detach();
         }
     }
 }
@@ -157,6 +182,8 @@ impl Drop for Computer {
     fn drop(&mut self) {
         if let Some(vm) = self.vm.take() {
             drop(vm);
+            // Its namespace and netd go (blocking, in its drop).
+            drop(self.net.take());
             let id = self.record.id.clone();
             let shared = &self.shared;
             release_blocking(&shared.builder.cache, vec![(shared.home.dir(&id), id)]);
@@ -289,6 +316,7 @@ pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String
 /// the next sweep finds).
 pub(crate) async fn remove_orphan(shared: &Shared, id: &str) -> Result<(), RuntimeError> {
     shared.home.kill_vmm(id)?;
+    shared.net.teardown(id, &shared.home.dir(id)).await;
     shared
         .builder
         .cache
@@ -296,6 +324,27 @@ pub(crate) async fn remove_orphan(shared: &Shared, id: &str) -> Result<(), Runti
         .await
         .map_err(crate::error::store_error)?;
     shared.home.remove_orphan(id)
+}
+
+/// See [`Runtime::egress_learned`](crate::Runtime::egress_learned).
+pub(crate) async fn egress_learned(
+    shared: &Shared,
+    id: &str,
+) -> Result<EgressLearned, RuntimeError> {
+    let status = status_of(shared, id)?;
+    if status.state != ComputerState::Running {
+        return Err(RuntimeError::NotFound {
+            what: format!("running computer `{id}` (it is {})", status.state.as_str()),
+        });
+    }
+    if !status.record.egress_learn {
+        return Err(RuntimeError::Invalid {
+            what: format!(
+                "egress of computer `{id}`: it was not launched to learn it (`orgo launch --egress-learn`, `LaunchOptions::egress_learn`)"
+            ),
+        });
+    }
+    crate::net::learned(id, &shared.home.dir(id)).await
 }
 
 /// Computer `id` as it is now.

@@ -2,10 +2,12 @@
 //! environment ([`RuntimeConfig::from_env`], which the CLI and the Python
 //! bindings both use).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::RuntimeError;
+use crate::net::Ipv4Net;
 use crate::vmm::{Accel, Vmm};
 
 /// How the runtime is set up.
@@ -39,6 +41,26 @@ pub struct RuntimeConfig {
     /// in the snapshot too (not in the digest: like the network, they are
     /// the host's).
     pub guest_ca_certs: Option<PathBuf>,
+    /// Use QEMU's user-mode network even where the host network works
+    /// (root or `CAP_NET_ADMIN`): templates with `egress_policy`,
+    /// `apps[].ports` or `hardware.bandwidth_mbps` are then refused, as on
+    /// a rootless host. See the network's design in the crate docs.
+    pub user_mode_network: bool,
+    /// The resolver each computer's `orgo-netd` forwards the names its
+    /// policy allows to; `None` (the default): the first `nameserver` of
+    /// the host's `/etc/resolv.conf`.
+    pub dns_upstream: Option<SocketAddr>,
+    /// The host address public ports (`apps[].ports[]` with `public: true`)
+    /// are published on: `127.0.0.1` by default (this host only; set
+    /// `0.0.0.0` to publish to the network). Other ports are always on
+    /// `127.0.0.1`.
+    pub publish_address: IpAddr,
+    /// The range each VM's namespace takes a /30 of
+    /// (`10.200.0.0/16` by default).
+    pub net_range: Ipv4Net,
+    /// The `orgo-netd` binary; `None` (the default): the one embedded in
+    /// this library, written out under `<home>/netd/`.
+    pub netd: Option<PathBuf>,
 }
 
 /// Which VMM builds and runs computers.
@@ -46,12 +68,13 @@ pub struct RuntimeConfig {
 #[non_exhaustive]
 pub enum Backend {
     /// QEMU ([`RuntimeConfig::qemu`]): KVM where it works, TCG otherwise;
-    /// guests reach the network through QEMU's user-mode NAT.
+    /// guests get the host network (a namespace per VM, as root) or QEMU's
+    /// user-mode NAT.
     Qemu,
-    /// Cloud Hypervisor, for hosts with KVM: the binary. Its guests have
-    /// no network device yet (a tap device and NAT are the host's to set
-    /// up), so build steps that download (apt, pip, npm, http files) need
-    /// QEMU for now.
+    /// Cloud Hypervisor, for hosts with KVM: the binary. Its guests get a
+    /// tap in a namespace of their own as root (the host network); without
+    /// root they have no network device, so build steps that download
+    /// (apt, pip, npm, http files) need QEMU there.
     CloudHypervisor(PathBuf),
     /// Bring your own VMM (a test double, say): it builds snapshots of its
     /// [`kind`](Vmm::kind) and restores those; snapshots of another kind are
@@ -89,7 +112,23 @@ impl RuntimeConfig {
             warm_pool: 0,
             region: None,
             guest_ca_certs: None,
+            user_mode_network: false,
+            dns_upstream: None,
+            publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            net_range: Ipv4Net::new(Ipv4Addr::new(10, 200, 0, 0), 16),
+            netd: None,
         }
+    }
+
+    /// The resolver netd asks: [`dns_upstream`](Self::dns_upstream), else
+    /// the host's first nameserver, else `127.0.0.1:53`.
+    pub(crate) fn upstream_resolver(&self) -> SocketAddr {
+        self.dns_upstream.unwrap_or_else(|| {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let ip =
+                crate::net::resolv_conf_upstream(&text).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            SocketAddr::new(ip, 53)
+        })
     }
 
     /// The configuration the environment describes (empty variables count
@@ -105,6 +144,11 @@ impl RuntimeConfig {
     /// | `ORGO_WARM_POOL` (a count) | [`warm_pool`](Self::warm_pool) |
     /// | `ORGO_REGION` | [`region`](Self::region) |
     /// | `ORGO_GUEST_CA_CERTS` (a PEM file or a directory) | [`guest_ca_certs`](Self::guest_ca_certs) |
+    /// | `ORGO_USER_NET` (`1`) | [`user_mode_network`](Self::user_mode_network) |
+    /// | `ORGO_DNS_UPSTREAM` (`IP` or `IP:PORT`) | [`dns_upstream`](Self::dns_upstream) |
+    /// | `ORGO_PUBLISH_ADDRESS` (an IP) | [`publish_address`](Self::publish_address) |
+    /// | `ORGO_NET_RANGE` (an IPv4 CIDR, at most /30) | [`net_range`](Self::net_range) |
+    /// | `ORGO_NETD` (the binary) | [`netd`](Self::netd) |
     ///
     /// `home`, when given, wins over the environment's.
     pub fn from_env(home: Option<PathBuf>) -> Result<RuntimeConfig, RuntimeError> {
@@ -157,6 +201,46 @@ impl RuntimeConfig {
         }
         config.region = var("ORGO_REGION");
         config.guest_ca_certs = var("ORGO_GUEST_CA_CERTS").map(PathBuf::from);
+        config.user_mode_network = match var("ORGO_USER_NET").as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(RuntimeError::Env {
+                    name: "ORGO_USER_NET",
+                    value: other.to_owned(),
+                    expected: "`1` or `0`",
+                });
+            }
+        };
+        if let Some(value) = var("ORGO_DNS_UPSTREAM") {
+            let parsed = value
+                .parse::<SocketAddr>()
+                .or_else(|_| value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            config.dns_upstream = Some(parsed.map_err(|_| RuntimeError::Env {
+                name: "ORGO_DNS_UPSTREAM",
+                value: value.clone(),
+                expected: "an IP address, or `IP:PORT`",
+            })?);
+        }
+        if let Some(value) = var("ORGO_PUBLISH_ADDRESS") {
+            config.publish_address = value.parse().map_err(|_| RuntimeError::Env {
+                name: "ORGO_PUBLISH_ADDRESS",
+                value: value.clone(),
+                expected: "an IP address",
+            })?;
+        }
+        if let Some(value) = var("ORGO_NET_RANGE") {
+            config.net_range = value
+                .parse::<Ipv4Net>()
+                .ok()
+                .filter(|r| r.prefix_len() <= 30)
+                .ok_or_else(|| RuntimeError::Env {
+                    name: "ORGO_NET_RANGE",
+                    value: value.clone(),
+                    expected: "an IPv4 network of at least 4 addresses (`10.200.0.0/16`)",
+                })?;
+        }
+        config.netd = var("ORGO_NETD").map(PathBuf::from);
         Ok(config)
     }
 }
@@ -186,6 +270,11 @@ mod tests {
             ("ORGO_WARM_POOL", "2"),
             ("ORGO_REGION", "iad"),
             ("ORGO_GUEST_CA_CERTS", "/c"),
+            ("ORGO_USER_NET", "1"),
+            ("ORGO_DNS_UPSTREAM", "10.99.0.53:5353"),
+            ("ORGO_PUBLISH_ADDRESS", "0.0.0.0"),
+            ("ORGO_NET_RANGE", "10.201.0.0/20"),
+            ("ORGO_NETD", "/n"),
         ])
         .expect("valid");
         assert_eq!(c.home, PathBuf::from("/h"));
@@ -196,6 +285,22 @@ mod tests {
         assert_eq!(c.warm_pool, 2);
         assert_eq!(c.region.as_deref(), Some("iad"));
         assert_eq!(c.guest_ca_certs, Some(PathBuf::from("/c")));
+        assert!(c.user_mode_network);
+        assert_eq!(
+            c.dns_upstream,
+            Some("10.99.0.53:5353".parse().expect("valid"))
+        );
+        assert_eq!(
+            c.publish_address,
+            "0.0.0.0".parse::<IpAddr>().expect("valid")
+        );
+        assert_eq!(c.net_range.to_string(), "10.201.0.0/20");
+        assert_eq!(c.netd, Some(PathBuf::from("/n")));
+        let bare = config(&[("HOME", "/u"), ("ORGO_DNS_UPSTREAM", "10.1.1.1")]).expect("valid");
+        assert_eq!(
+            bare.dns_upstream,
+            Some("10.1.1.1:53".parse().expect("valid"))
+        );
     }
 
     #[test]
@@ -220,7 +325,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        for (name, value) in [("ORGO_ACCEL", "hvf"), ("ORGO_WARM_POOL", "many")] {
+        for (name, value) in [
+            ("ORGO_ACCEL", "hvf"),
+            ("ORGO_WARM_POOL", "many"),
+            ("ORGO_USER_NET", "yes"),
+            ("ORGO_DNS_UPSTREAM", "resolver"),
+            ("ORGO_PUBLISH_ADDRESS", "localhost"),
+            ("ORGO_NET_RANGE", "10.0.0.0/31"),
+        ] {
             let error = config(&[("HOME", "/u"), (name, value)]).expect_err("invalid");
             assert!(
                 error

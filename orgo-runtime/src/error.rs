@@ -97,6 +97,23 @@ pub enum RuntimeError {
         /// What went wrong.
         reason: String,
     },
+    /// The host network of a VM could not be set up or asked.
+    #[error("host network: `{op}` failed: {message}")]
+    Net {
+        /// What was run or asked (`ip netns add orgo-c-...`).
+        op: String,
+        /// What it said.
+        message: String,
+    },
+    /// An `apps[].ports[]` entry could not be forwarded (a taken host
+    /// port, say): nothing of the launch is left.
+    #[error("`{field}` cannot be forwarded: {reason}")]
+    Port {
+        /// The port's field (`apps[0].ports[1]`).
+        field: String,
+        /// Why.
+        reason: String,
+    },
     /// The guest did not take hot-added vCPUs or memory.
     #[error("the guest did not take the hot-added vCPUs or memory: {stderr}")]
     HotAdd {

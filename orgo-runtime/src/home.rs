@@ -27,9 +27,11 @@ use crate::error::{RuntimeError, io};
 use crate::process::{Owner, process_alive};
 use crate::vmm::BackendKind;
 
-/// The computer record: `"orgo_computer": 2` (2: recorded before the VM
-/// starts, with its state and owner), at most 1 MiB.
-const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 0), 1 << 20);
+/// The computer record: `"orgo_computer": "2.1"` (2: recorded before the VM
+/// starts, with its state and owner; 2.1: its forwarded ports and whether
+/// it learns its egress, absent from 2.0 records: none and no), at most
+/// 1 MiB.
+const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 1), 1 << 20);
 /// The record an orgo before version 2 wrote (of a computer it launched and
 /// recorded once running): read and taken as `running`.
 const RECORD_V1: VersionedFormat =
@@ -66,6 +68,8 @@ impl RecordV1 {
             created_unix: self.created_unix,
             on_shutdown: self.on_shutdown,
             owner: None,
+            ports: Vec::new(),
+            egress_learn: false,
         })
     }
 }
@@ -119,6 +123,34 @@ pub struct ComputerRecord {
     /// The process launching it (`launching`, `parked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) owner: Option<Owner>,
+    /// Its forwarded `apps[].ports[]`, in the template's order (removed
+    /// with the computer when it stops).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Whether it records the destinations it reaches
+    /// ([`LaunchOptions::egress_learn`](crate::LaunchOptions::egress_learn)).
+    #[serde(default)]
+    pub egress_learn: bool,
+}
+
+/// A forwarded port: the guest's `internal` port and protocol, reached at
+/// a host address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PortMapping {
+    /// The port inside the computer.
+    pub internal: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Where the host reaches it.
+    pub address: std::net::SocketAddr,
+}
+
+impl std::fmt::Display for PortMapping {
+    /// `8000/tcp 127.0.0.1:41234`, as `orgo ports` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} {}", self.internal, self.protocol, self.address)
+    }
 }
 
 impl ComputerRecord {
@@ -141,6 +173,8 @@ impl ComputerRecord {
                 .map_or(0, |d| d.as_secs()),
             on_shutdown: template.hooks().on_shutdown.clone(),
             owner: Some(Owner::current()),
+            ports: Vec::new(),
+            egress_learn: false,
         }
     }
 }
@@ -398,13 +432,14 @@ pub(crate) fn remove_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Kills the VMM of the VM whose run directory is `dir`: a process started
 /// with an argument that is exactly `<dir>/qemu.pid` (QEMU's `-pidfile`) or
-/// `<dir>/vmm` (the convention for a custom VMM), or that starts with
+/// `<dir>/vmm` (the convention for a custom VMM) or `<dir>/netd.json` (the
+/// VM's `orgo-netd`), or that starts with
 /// `path=<dir>/` (Cloud Hypervisor's `--api-socket`). Waits a moment for it
 /// to go.
 fn kill_processes_of(dir: &Path) {
     let dir = dir.as_os_str().as_encoded_bytes();
     let path = |suffix: &str| [dir, suffix.as_bytes()].concat();
-    let markers = [path("/qemu.pid"), path("/vmm")];
+    let markers = [path("/qemu.pid"), path("/vmm"), path("/netd.json")];
     let prefixes = [[b"path=".as_slice(), dir, b"/"].concat()];
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;

@@ -15,7 +15,8 @@ use crate::computer::Computer;
 use crate::disk::{create_overlay, disk_bytes};
 use crate::error::{RuntimeError, store_error};
 use crate::guest::{self, QUICK, RESTORE_TIMEOUT, call};
-use crate::home::{ComputerRecord, RecordState};
+use crate::home::{ComputerRecord, PortMapping, RecordState};
+use crate::net::{self, Spec};
 use crate::plan::{self, Action, Step};
 use crate::pool::{PoolKey, Warm};
 use crate::shared::{Shared, release_blocking};
@@ -35,6 +36,12 @@ pub struct LaunchOptions {
     pub env: BTreeMap<String, String>,
     /// Where secrets come from.
     pub vault: Vault,
+    /// Record every destination the computer reaches (names from TLS SNI,
+    /// HTTP `Host` and DNS; bare addresses from the firewall), for
+    /// [`Computer::egress_learned`] to turn into the smallest
+    /// `egress_policy` allowing them. Needs the host network (root or
+    /// `CAP_NET_ADMIN`).
+    pub egress_learn: bool,
 }
 
 /// The shape `options` ask for, raised to the snapshot's (its floor).
@@ -70,6 +77,9 @@ pub(crate) async fn launch(
             ),
         });
     }
+    if options.egress_learn && shared.net.lacking().is_some() {
+        return Err(no_learning(shared));
+    }
     let digest = template.digest();
     if let Some(built) = shared
         .builder
@@ -96,7 +106,7 @@ pub(crate) async fn launch(
         let built = shared.builder.build(Some(&id), template, log).await?;
         let key = pool_key(&built, &options);
         let restoring = Instant::now();
-        let warm = restore(shared, &id, template, &built, key).await?;
+        let warm = restore(shared, &id, template, &built, key, options.egress_learn).await?;
         log(BuildEvent::Status(format!(
             "{id}: restored, agent answering, in {} ms",
             restoring.elapsed().as_millis()
@@ -127,6 +137,7 @@ async fn restore(
     template: &Template,
     built: &Built,
     key: PoolKey,
+    learn: bool,
 ) -> Result<Warm, RuntimeError> {
     let manifest = &built.manifest;
     let kind: BackendKind = manifest.backend.parse()?;
@@ -151,7 +162,20 @@ async fn restore(
         })?;
     let disk = dir.join("disk.qcow2");
     let size = disk_bytes(manifest.hardware.disk_gb)?;
-    create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)).await?;
+    let spec = Spec {
+        template: Some(template),
+        learn,
+    };
+    let (overlay, attached) = tokio::join!(
+        create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)),
+        shared.net.attach(id, &dir, spec)
+    );
+    let attached = attached?;
+    overlay?;
+    let network = match &attached {
+        Some(attached) => attached.network(),
+        None => shared.builder.backends.clone_network(kind),
+    };
     let config = RestoreConfig {
         id: id.to_owned(),
         snapshot,
@@ -162,7 +186,7 @@ async fn restore(
         },
         cpus: key.cpus,
         memory_mib: key.memory_mib,
-        network: shared.builder.backends.clone_network(kind),
+        network,
         run_dir: dir,
     };
     let vm = vmm.restore(&config).await?;
@@ -185,6 +209,8 @@ async fn restore(
         vm,
         agent,
         pid,
+        net: attached,
+        learning: learn,
     })
 }
 
@@ -208,7 +234,17 @@ async fn personalize(
         vm,
         agent,
         pid,
+        net,
+        learning,
     } = warm;
+    let dir = shared.home.dir(&id);
+    let ports = forward_ports(shared, &dir, template, net.is_some()).await?;
+    if options.egress_learn && !learning {
+        match &net {
+            Some(_) => net::start_learning(&id, &dir).await?,
+            None => return Err(no_learning(shared)),
+        }
+    }
     guest::reset_identity(&agent, &id).await?;
     let identity = started.elapsed();
     let mut env = plan::environment(template.env(), &secrets);
@@ -243,8 +279,110 @@ async fn personalize(
     record.cpus = key.cpus;
     record.memory_mib = key.memory_mib;
     record.pid = pid;
+    record.ports = ports;
+    record.egress_learn = options.egress_learn;
     shared.home.update(&record)?;
-    Ok(Computer::launched(Arc::clone(shared), record, agent, vm))
+    Ok(Computer::launched(
+        Arc::clone(shared),
+        record,
+        agent,
+        vm,
+        net,
+    ))
+}
+
+/// Why learning cannot be done here.
+fn no_learning(shared: &Shared) -> RuntimeError {
+    RuntimeError::Invalid {
+        what: format!(
+            "launch option `egress_learn`: the host network {}",
+            shared
+                .net
+                .lacking()
+                .unwrap_or("is not set up for this computer")
+        ),
+    }
+}
+
+/// Forwards every `apps[].ports[]` of `template` through the computer's
+/// netd (run directory `dir`): public ones on the publish address (the
+/// exact `external` port, else any), the others on `127.0.0.1`. A port that
+/// cannot be bound fails the launch, naming its field.
+async fn forward_ports(
+    shared: &Shared,
+    dir: &std::path::Path,
+    template: &Template,
+    host_net: bool,
+) -> Result<Vec<PortMapping>, RuntimeError> {
+    let mut fields = Vec::new();
+    let mut ports = Vec::new();
+    for (i, app) in template.apps().iter().enumerate() {
+        for (j, port) in app.ports.iter().enumerate() {
+            let ip = if port.public {
+                shared.config.publish_address
+            } else {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            };
+            let external = if port.public { port.external } else { 0 };
+            fields.push(format!("apps[{i}].ports[{j}]"));
+            ports.push(net::ForwardPort {
+                internal: port.internal,
+                protocol: match port.protocol {
+                    orgo_template::Protocol::Udp => net::Proto::Udp,
+                    _ => net::Proto::Tcp,
+                },
+                bind: std::net::SocketAddr::new(ip, external),
+            });
+        }
+    }
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !host_net {
+        // `Runtime::check` refuses these first; a custom path that got here
+        // does not run with its ports unforwarded.
+        return Err(RuntimeError::Port {
+            field: fields[0].clone(),
+            reason: format!(
+                "the host network {}",
+                shared.net.lacking().unwrap_or("is not set up")
+            ),
+        });
+    }
+    match net::forward(dir, &ports).await? {
+        Ok(bound) if bound.len() == ports.len() => Ok(ports
+            .iter()
+            .zip(bound)
+            .map(|(p, address)| PortMapping {
+                internal: p.internal,
+                protocol: proto_name(p.protocol).to_owned(),
+                address,
+            })
+            .collect()),
+        Ok(bound) => Err(RuntimeError::Net {
+            op: "orgo-netd forward".into(),
+            message: format!("{} ports asked, {} bound", ports.len(), bound.len()),
+        }),
+        Err((error, index)) => {
+            let i = index.unwrap_or(0).min(ports.len() - 1);
+            Err(RuntimeError::Port {
+                field: fields[i].clone(),
+                reason: format!(
+                    "{error} (`{}/{}` on `{}`)",
+                    ports[i].internal,
+                    proto_name(ports[i].protocol),
+                    ports[i].bind
+                ),
+            })
+        }
+    }
+}
+
+fn proto_name(proto: net::Proto) -> &'static str {
+    match proto {
+        net::Proto::Tcp => "tcp",
+        net::Proto::Udp => "udp",
+    }
 }
 
 /// Restores `count` computers of `template` ahead (see
@@ -318,7 +456,7 @@ async fn park(
             .lease(&id, &template.digest())
             .await
             .map_err(store_error)?;
-        let warm = restore(shared, &id, template, &built, key).await?;
+        let warm = restore(shared, &id, template, &built, key, false).await?;
         let mut record = ComputerRecord::launching(&id, template);
         record.state = RecordState::Parked;
         record.snapshot = Some(built.digest);
@@ -358,9 +496,12 @@ async fn take(shared: &Arc<Shared>, key: PoolKey) -> Option<(Warm, Unlaunched)> 
 
 /// Stops every parked computer and frees its lease and files.
 pub(crate) async fn drain(shared: &Arc<Shared>) {
-    for warm in shared.pool.drain() {
+    for mut warm in shared.pool.drain() {
         let id = warm.id.clone();
         let _ = warm.vm.shutdown().await;
+        if let Some(net) = warm.net.take() {
+            net.teardown().await;
+        }
         drop(warm);
         discard(shared, &id).await;
     }

@@ -11,6 +11,13 @@
 //!   restored ahead for launches to take. [`Runtime::check`] says which
 //!   fields of a template this host cannot honour: builds and launches
 //!   refuse those instead of ignoring them.
+//! - The network is the host's: as root, each VM runs in a network namespace
+//!   of its own where its `egress_policy` is enforced (nftables and an
+//!   `orgo-netd` proxy and resolver per VM), its `apps[].ports` forwarded
+//!   ([`Computer::ports`]) and its `bandwidth_mbps` applied; learn mode
+//!   ([`LaunchOptions::egress_learn`], [`Computer::egress_learned`]) prints
+//!   the smallest policy allowing what a computer reached. Without root,
+//!   QEMU's user-mode network, and those fields are refused.
 //! - [`RuntimeConfig`] sets it up, in code or from the environment
 //!   ([`RuntimeConfig::from_env`]). The guest agent the base image needs is
 //!   embedded in this library.
@@ -42,7 +49,9 @@
 //! `images` (the base image in the store);
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
 //! `support` (no silent field); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
-//! image recipe and build).
+//! image recipe and build); `net` (each VM's network: a namespace with a tap, nftables, `tc` and its
+//! `orgo-netd`, or QEMU's user-mode network without root; its docs hold the design: the address
+//! plan, the build policy, the rootless fallback, cleanup).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -74,6 +83,7 @@ mod host_tools;
 mod image;
 mod images;
 mod launch;
+mod net;
 mod plan;
 mod pool;
 mod process;
@@ -93,7 +103,7 @@ pub use computer::Computer;
 pub use config::{Backend, RuntimeConfig};
 pub use embedded::{agent_binary, netd_binary};
 pub use error::{ErrorChain, RuntimeError, StepFailure};
-pub use home::{ComputerRecord, ComputerState, ComputerStatus, RecordState};
+pub use home::{ComputerRecord, ComputerState, ComputerStatus, PortMapping, RecordState};
 pub use host_tools::{HostTool, MissingTools, check_host_tools};
 pub use image::{
     BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
@@ -101,6 +111,7 @@ pub use image::{
     extract_vmlinux, sha256_file,
 };
 pub use launch::LaunchOptions;
+pub use net::{EgressLearned, Ipv4Net};
 /// The agent protocol's types that the runtime's API uses.
 pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
 pub use process::process_alive;

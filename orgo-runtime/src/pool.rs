@@ -24,6 +24,10 @@ pub(crate) struct Warm {
     pub(crate) vm: Box<dyn Vm>,
     pub(crate) agent: Arc<AgentClient>,
     pub(crate) pid: Option<u32>,
+    /// Its host network (`None` under the user-mode network).
+    pub(crate) net: Option<crate::net::Attached>,
+    /// Its network records what it reaches.
+    pub(crate) learning: bool,
 }
 
 /// Which parked computers a launch can take: the same snapshot and shape.

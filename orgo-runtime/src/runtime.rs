@@ -21,6 +21,7 @@ use crate::error::{RuntimeError, store_error};
 use crate::home::{ComputerStatus, Home};
 use crate::images::BaseImages;
 use crate::launch::{self, LaunchOptions};
+use crate::net::{EgressLearned, Net};
 use crate::pool::Pool;
 use crate::shared::Shared;
 use crate::steps::BuildLog;
@@ -45,7 +46,17 @@ impl Runtime {
             .map_err(crate::error::io("resolve", &config.home))?;
         let shared: Arc<dyn orgo_snapshot::Store> = Arc::new(store.clone());
         let cache = BuildCache::new(Arc::clone(&shared));
+        let net = Arc::new(Net::new(crate::net::Settings {
+            user_mode_network: config.user_mode_network,
+            netd: config.netd.clone(),
+            home: config.home.clone(),
+            range: config.net_range,
+            dns_upstream: config.upstream_resolver(),
+        }));
+        // What VMs that died without cleaning up left of their networks.
+        net.sweep().await;
         let builder = Builder {
+            net: Arc::clone(&net),
             images: BaseImages::new(store.clone(), cache.clone(), config.agent.clone()),
             backends: Backends::new(&config, &config.home),
             guest_ca_certs: config.guest_ca_certs.clone(),
@@ -57,6 +68,7 @@ impl Runtime {
                 registry: Registry::new(shared),
                 home: Home::new(&config.home),
                 pool: Pool::default(),
+                net,
                 builder,
                 config,
             }),
@@ -118,6 +130,7 @@ impl Runtime {
     pub fn check(&self, template: &Template) -> Result<(), RuntimeError> {
         let host = HostFacts {
             region: self.shared.config.region.clone(),
+            network: self.shared.net.lacking().map(str::to_owned),
         };
         let problems = support::unsupported(template, &host);
         if problems.is_empty() {
@@ -197,6 +210,7 @@ impl Runtime {
         for id in &orphans {
             computer::remove_orphan(&self.shared, id).await?;
         }
+        self.shared.net.sweep().await;
         let cache = &self.shared.builder.cache;
         for id in cache.leases().await.map_err(store_error)? {
             if !self.shared.home.has_dir(&id) {
@@ -214,6 +228,14 @@ impl Runtime {
     /// keeps others waiting until it stops, detaches or drops it.
     pub async fn connect(&self, id: &str) -> Result<Computer, RuntimeError> {
         computer::connect(&self.shared, id).await
+    }
+
+    /// What running computer `id`, launched with
+    /// [`LaunchOptions::egress_learn`], has reached so far (names from TLS
+    /// SNI, HTTP `Host` and DNS; bare addresses from its firewall), and the
+    /// smallest `egress_policy` allowing exactly that, as YAML.
+    pub async fn egress_learned(&self, id: &str) -> Result<EgressLearned, RuntimeError> {
+        computer::egress_learned(&self.shared, id).await
     }
 
     /// Stops computer `id`: runs `on_shutdown`, powers the guest off, stops

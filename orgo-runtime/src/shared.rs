@@ -14,6 +14,7 @@ use crate::builder::Builder;
 use crate::config::RuntimeConfig;
 use crate::error::{RuntimeError, store_error};
 use crate::home::Home;
+use crate::net::Net;
 use crate::pool::Pool;
 
 /// What a runtime owns.
@@ -24,11 +25,15 @@ pub(crate) struct Shared {
     pub(crate) builder: Builder,
     pub(crate) home: Home,
     pub(crate) pool: Pool,
+    /// How VMs get their network (also the builder's).
+    pub(crate) net: std::sync::Arc<Net>,
 }
 
 impl Shared {
-    /// Ends computer `id`'s lease and removes its files.
+    /// Ends computer `id`'s lease and removes its network and files (its
+    /// VMM is gone).
     pub(crate) async fn cleanup(&self, id: &str) -> Result<(), RuntimeError> {
+        self.net.teardown(id, &self.home.dir(id)).await;
         self.builder.cache.release(id).await.map_err(store_error)?;
         self.home.remove(id)
     }

@@ -9,7 +9,7 @@
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
 //! | `hardware.resolution`, `hardware.audio`, `desktop`, `apps[].autostart`, `streaming` | refused until the desktop lands |
 //! | `hardware.auto_stop_minutes` (other than 0), `triggers`, `telemetry`, `apps[].health.on_fail` `alert` and `restart_vm` | refused until the in-guest automation lands |
-//! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | refused until host-enforced networking lands |
+//! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | enforced on the host (a network namespace per computer: nftables, the `orgo-netd` proxy and resolver, port forwards, `tc`); refused on a host without root or `CAP_NET_ADMIN` (or with the user-mode network configured), naming what it lacks |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
 //!
 //! Everything else is carried out by the build and the launch.
@@ -23,6 +23,8 @@ use orgo_template::{FileSource, Gpu, OnFail, Region, Template};
 pub(crate) struct HostFacts {
     /// The region this host serves, if configured.
     pub(crate) region: Option<String>,
+    /// Why this host cannot enforce the network fields, if it cannot.
+    pub(crate) network: Option<String>,
 }
 
 /// A field this host cannot honour.
@@ -43,11 +45,14 @@ impl fmt::Display for Unsupported {
 
 const DESKTOP: &str = "this runtime has no desktop yet (no display, VNC or streaming)";
 const AUTOMATION: &str = "this runtime does not run triggers, telemetry, alerts or auto-stop yet";
-const NETWORK: &str = "this runtime cannot enforce it yet (no host-side egress filter, port forwarding or rate limit)";
 
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
     let mut out = Vec::new();
+    let network = host
+        .network
+        .as_ref()
+        .map(|why| format!("this host cannot enforce it: the host network {why}"));
     let mut refuse = |field: String, missing: &str| {
         out.push(Unsupported {
             field,
@@ -95,8 +100,8 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     if hw.auto_stop_minutes.is_some_and(|m| m > 0) {
         refuse("hardware.auto_stop_minutes".into(), AUTOMATION);
     }
-    if hw.bandwidth_mbps.is_some() {
-        refuse("hardware.bandwidth_mbps".into(), NETWORK);
+    if let (Some(_), Some(why)) = (hw.bandwidth_mbps, &network) {
+        refuse("hardware.bandwidth_mbps".into(), why);
     }
     for (i, file) in template.files().iter().enumerate() {
         if let FileSource::From(url) = &file.source
@@ -109,8 +114,10 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         }
     }
     for (i, app) in template.apps().iter().enumerate() {
-        for j in 0..app.ports.len() {
-            refuse(format!("apps[{i}].ports[{j}]"), NETWORK);
+        if let Some(why) = &network {
+            for j in 0..app.ports.len() {
+                refuse(format!("apps[{i}].ports[{j}]"), why);
+            }
         }
         if let Some(health) = &app.health
             && matches!(health.on_fail, OnFail::Alert | OnFail::RestartVm)
@@ -127,8 +134,8 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     if template.telemetry().is_some() {
         refuse("telemetry".into(), AUTOMATION);
     }
-    if template.egress_policy().is_some() {
-        refuse("egress_policy".into(), NETWORK);
+    if let (Some(_), Some(why)) = (template.egress_policy(), &network) {
+        refuse("egress_policy".into(), why);
     }
     for i in 0..template.streaming().len() {
         refuse(format!("streaming[{i}]"), DESKTOP);

@@ -147,12 +147,15 @@ pub enum Network {
     None,
     /// The VMM's own user-mode NAT (QEMU's slirp): no host setup, no root.
     User,
-    /// A tap device the host set up (Cloud Hypervisor; NAT by the host).
+    /// A tap device the host set up (NAT and filtering by the host).
     Tap {
         /// The tap interface.
         name: String,
         /// The guest NIC's MAC address.
         mac: String,
+        /// The network namespace the tap is in (`/run/netns/orgo-<id>`):
+        /// the VMM process is started inside it. `None`: the VMM's own.
+        netns: Option<PathBuf>,
     },
 }
 
@@ -297,6 +300,33 @@ pub trait Vm: Send + Sync + fmt::Debug {
     /// Lets go of the VM, leaving it running: its VMM process outlives this
     /// handle and this process; [`Vmm::attach`] takes it back.
     fn detach(self: Box<Self>);
+}
+
+impl Network {
+    /// The namespace the VMM must run in, if any.
+    pub fn netns(&self) -> Option<&Path> {
+        match self {
+            Network::Tap {
+                netns: Some(path), ..
+            } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// A command running `binary` in network namespace `netns` when given
+/// (through `nsenter --net=`; the process is `binary` itself once it runs).
+pub(crate) fn command_in(netns: Option<&Path>, binary: &Path) -> tokio::process::Command {
+    match netns {
+        Some(netns) => {
+            let mut command = tokio::process::Command::new("nsenter");
+            let mut net = std::ffi::OsString::from("--net=");
+            net.push(netns);
+            command.arg(net).arg("--").arg(binary);
+            command
+        }
+        None => tokio::process::Command::new(binary),
+    }
 }
 
 /// What `binary --version` prints; an error if it cannot run or fails.

@@ -46,6 +46,7 @@ fn golden_config(tmp: &Path, memory_file: bool) -> VmConfig {
         network: Network::Tap {
             name: "orgo-tap0".to_owned(),
             mac: "52:54:00:12:34:56".to_owned(),
+            netns: None,
         },
         run_dir: tmp.join("run/golden"),
     }
@@ -65,6 +66,7 @@ fn clone_config(tmp: &Path, id: &str, snapshot: &BTreeMap<String, PathBuf>) -> R
         network: Network::Tap {
             name: format!("orgo-{id}"),
             mac: "52:54:00:00:00:02".to_owned(),
+            netns: None,
         },
         run_dir: tmp.join("run").join(id),
     }
@@ -827,5 +829,63 @@ async fn raw_http_errors() {
             answer.starts_with(&format!("HTTP/1.1 {expected} ")),
             "{request:?} answered {answer:?}"
         );
+    }
+}
+
+/// The host network's shape under Cloud Hypervisor: each clone's NIC is the
+/// tap `tap0` of a network namespace of its own, and its VMM is started in
+/// that namespace (as root: the test makes two namespaces), even with a
+/// pool of VMMs spawned ahead (which run in the host's).
+#[tokio::test]
+async fn a_clone_gets_the_tap_of_its_namespace_and_its_vmm_runs_there() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test makes network namespaces: run it as root"
+    );
+    let tmp = TempDir::new().unwrap();
+    let snapshot = golden_snapshot(tmp.path(), true).await;
+    let pool = VmmPool::new(SIMULATOR, tmp.path().join("pool"), 1);
+    pool.fill().await.unwrap();
+    let backend = CloudHypervisor::new(SIMULATOR).with_pool(pool.clone());
+    let mut clones = Vec::new();
+    for name in ["orgotest-ch-a", "orgotest-ch-b"] {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .status();
+        let made = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let netns = Path::new("/run/netns").join(name);
+        let mut config = clone_config(tmp.path(), name, &snapshot);
+        config.network = Network::Tap {
+            name: "tap0".to_owned(),
+            mac: "52:54:00:12:34:56".to_owned(),
+            netns: Some(netns.clone()),
+        };
+        let vm = backend.restore(&config).await.unwrap();
+        let pid = vm.info().await.unwrap().pid.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(config.run_dir.join("restore/config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["net"][0]["tap"], "tap0", "{name}");
+        assert_eq!(json["net"][0]["mac"], "52:54:00:12:34:56", "{name}");
+        let inode =
+            |path: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+        assert_eq!(
+            inode(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            inode(&netns),
+            "{name}'s VMM runs in its namespace"
+        );
+        clones.push((vm, name));
+    }
+    assert_eq!(pool.idle(), 1, "a VM with a namespace takes no pooled VMM");
+    for (vm, name) in clones {
+        vm.shutdown().await.unwrap();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .status();
     }
 }

@@ -527,6 +527,7 @@ fn killed_launchers_leave_orphans_that_a_sweep_removes() {
     let span = (whole.as_micros() as u64) * 6 / 5;
     let mut rng = Rng(0x5eed_0f0a_110c_4700);
     let mut orphans = BTreeSet::new();
+    let mut seen = BTreeSet::new();
     let (mut running, mut exited) = (0, 0);
     for round in 0..ROUNDS {
         let mut child = spawn_launcher(&f.home, Stdio::null());
@@ -535,6 +536,7 @@ fn killed_launchers_leave_orphans_that_a_sweep_removes() {
         child.wait().unwrap();
         for status in f.runtime.computers().unwrap() {
             let id = status.record.id.clone();
+            seen.insert(id.clone());
             match status.state {
                 ComputerState::Orphaned => {
                     orphans.insert(id);
@@ -583,6 +585,19 @@ fn killed_launchers_leave_orphans_that_a_sweep_removes() {
     assert_eq!(computer_dirs(&f.home), Vec::<String>::new());
     assert_eq!(rt.block_on(leases(&f.runtime)), Vec::<String>::new());
     assert_eq!(processes_naming(&f.home), Vec::<u32>::new());
+    // As root, every computer had a network namespace and a host link
+    // (see the runtime's `net` module): none is left.
+    let left: Vec<String> = seen
+        .iter()
+        .flat_map(|id| {
+            [
+                format!("/run/netns/orgo-{id}"),
+                format!("/sys/class/net/vo-{}", &id[2..]),
+            ]
+        })
+        .filter(|path| Path::new(path).exists())
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
     let report = rt
         .block_on(orgo_snapshot::verify(f.runtime.store()))
         .unwrap();

@@ -39,6 +39,14 @@ const STOP: &str = "orgo-runtime/tests/runtime_e2e.rs::a_detached_computer_is_re
 const IDENTITY: &str =
     "orgo-runtime/tests/fields_e2e.rs::vars_hardware_and_an_unset_optional_secret";
 const AGENT: &str = "orgo-runtime/tests/qemu_e2e.rs::base_image_boots_and_the_agent_does_its_work";
+const EGRESS_ALLOW: &str =
+    "orgo-runtime/tests/egress_e2e.rs::an_allow_policy_is_enforced_on_the_host_against_every_probe";
+const EGRESS_BLOCK: &str = "orgo-runtime/tests/egress_e2e.rs::a_block_policy_denies_only_its_rules_and_learn_mode_records_the_rest";
+const PORTS: &str =
+    "orgo-runtime/tests/egress_e2e.rs::ports_are_forwarded_from_the_host_and_removed_on_stop";
+const EXACT_PORT: &str =
+    "orgo-runtime/tests/egress_e2e.rs::an_exact_port_is_that_port_and_a_taken_one_fails_the_launch";
+const BANDWIDTH: &str = "orgo-runtime/tests/egress_e2e.rs::bandwidth_is_capped_both_ways";
 const DESCRIPTIVE: &str =
     "descriptive: part of the digest and the published document, no behaviour in the computer";
 
@@ -134,13 +142,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "hardware.audio",
         Refused("hardware: { audio: true }", "hardware.audio"),
     ),
-    (
-        "hardware.bandwidth_mbps",
-        Refused(
-            "hardware: { bandwidth_mbps: 100 }",
-            "hardware.bandwidth_mbps",
-        ),
-    ),
+    ("hardware.bandwidth_mbps", Tested(BANDWIDTH)),
     ("secrets", Tested(LAUNCH)),
     ("secrets[].name", Tested(LAUNCH)),
     (
@@ -311,41 +313,11 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "apps[0].health.on_fail",
         ),
     ),
-    (
-        "apps[].ports",
-        Refused(
-            "apps: [{ name: a, ports: [{ internal: 8000 }] }]",
-            "apps[0].ports[0]",
-        ),
-    ),
-    (
-        "apps[].ports[].internal",
-        Refused(
-            "apps: [{ name: a, ports: [{ internal: 8000 }] }]",
-            "apps[0].ports[0]",
-        ),
-    ),
-    (
-        "apps[].ports[].external",
-        Refused(
-            "apps: [{ name: a, ports: [{ internal: 8000, external: 8000 }] }]",
-            "apps[0].ports[0]",
-        ),
-    ),
-    (
-        "apps[].ports[].protocol",
-        Refused(
-            "apps: [{ name: a, ports: [{ internal: 8000, protocol: udp }] }]",
-            "apps[0].ports[0]",
-        ),
-    ),
-    (
-        "apps[].ports[].public",
-        Refused(
-            "apps: [{ name: a, ports: [{ internal: 8000, public: true }] }]",
-            "apps[0].ports[0]",
-        ),
-    ),
+    ("apps[].ports", Tested(PORTS)),
+    ("apps[].ports[].internal", Tested(PORTS)),
+    ("apps[].ports[].external", Tested(EXACT_PORT)),
+    ("apps[].ports[].protocol", Tested(PORTS)),
+    ("apps[].ports[].public", Tested(PORTS)),
     (
         "apps[].autostart",
         Refused(
@@ -461,9 +433,9 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "telemetry",
         ),
     ),
-    ("egress_policy", Refused(EGRESS, "egress_policy")),
-    ("egress_policy.mode", Refused(EGRESS, "egress_policy")),
-    ("egress_policy.rules", Refused(EGRESS, "egress_policy")),
+    ("egress_policy", Tested(EGRESS_ALLOW)),
+    ("egress_policy.mode", Tested(EGRESS_BLOCK)),
+    ("egress_policy.rules", Tested(EGRESS_ALLOW)),
     ("streaming", Refused(STREAM, "streaming[0]")),
     ("streaming[].name", Refused(STREAM, "streaming[0]")),
     ("streaming[].url", Refused(STREAM, "streaming[0]")),
@@ -492,7 +464,6 @@ const COVERAGE: &[(&str, Coverage)] = &[
 const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* * * * *' }, actions: [{ run: 'true' }] }]";
 const FILE_TRIGGER: &str = "triggers: [{ name: t, source: { type: file, path: /srv, events: [create] }, actions: [{ alert: changed }], dedup: 5s }]";
 const HEALTH_TRIGGER: &str = "apps: [{ name: web, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s } }]\ntriggers: [{ name: t, source: { type: health, app: web }, actions: [{ restart_service: s }] }]";
-const EGRESS: &str = "egress_policy: { mode: allow, rules: [api.github.com] }";
 const STREAM: &str =
     "streaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: abc, autostart: true }]";
 

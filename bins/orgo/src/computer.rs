@@ -80,6 +80,10 @@ pub(crate) struct LaunchArgs {
     /// Extra environment, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub(crate) env: Vec<String>,
+    /// Record every destination the computer reaches; `orgo egress ID`
+    /// prints the smallest `egress_policy` allowing them.
+    #[arg(long)]
+    pub(crate) egress_learn: bool,
 }
 
 #[derive(Args)]
@@ -115,7 +119,7 @@ pub(crate) struct StopArgs {
 }
 
 /// A tokio runtime and the orgo runtime over the store at `root`.
-fn open(
+pub(crate) fn open(
     root: Option<PathBuf>,
     args: &RuntimeArgs,
 ) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
@@ -289,6 +293,7 @@ pub(crate) fn launch(
         memory_mib: args.ram_gb.map(|gb| u64::from(gb) * 1024),
         env,
         vault,
+        egress_learn: args.egress_learn,
     };
     let started = Instant::now();
     let mut log = progress();
@@ -342,7 +347,9 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
         .map_or(0, |d| d.as_secs());
     let mut out = String::new();
     if !args.json {
-        out.push_str("ID               TEMPLATE                  STATUS     CPU  MEMORY  AGE\n");
+        out.push_str(
+            "ID               TEMPLATE                  STATUS     CPU  MEMORY  AGE   PORTS\n",
+        );
     }
     for c in computers {
         let r = &c.record;
@@ -354,17 +361,19 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                     "id": r.id, "template": r.template, "template_digest": r.template_digest.to_string(),
                     "snapshot": r.snapshot.map(|d| d.to_string()), "status": status, "cpus": r.cpus,
                     "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
+                    "ports": crate::net::ports_json(&r.ports),
                 })
             ));
         } else {
             out.push_str(&format!(
-                "{:<16} {:<25} {:<9} {:>4} {:>5}M  {}\n",
+                "{:<16} {:<25} {:<9} {:>4} {:>5}M  {:<5} {}\n",
                 r.id,
                 r.template,
                 status,
                 r.cpus,
                 r.memory_mib,
-                age(now.saturating_sub(r.created_unix))
+                age(now.saturating_sub(r.created_unix)),
+                crate::net::ports_column(&r.ports),
             ));
         }
     }

@@ -11,6 +11,7 @@ mod cp;
 mod image;
 mod remote;
 mod serve;
+mod net;
 mod store;
 
 use std::io::{Read, Write};
@@ -128,6 +129,12 @@ enum Command {
     /// The HTTP API's keys.
     #[command(subcommand)]
     Keys(serve::KeysCommand),
+    /// Print a computer's forwarded ports, one per line:
+    /// `INTERNAL/PROTOCOL HOST_ADDRESS:HOST_PORT`.
+    Ports(net::PortsArgs),
+    /// Print the smallest `egress_policy` allowing what a computer launched
+    /// with `--egress-learn` has reached, as YAML.
+    Egress(net::EgressArgs),
 }
 
 #[derive(Subcommand)]
@@ -222,6 +229,8 @@ fn main() -> ExitCode {
         Command::Cp(args) => cp::local(cli.store, &cli.runtime, args),
         Command::Serve(args) => serve::serve(cli.store, &cli.runtime, args),
         Command::Keys(command) => serve::keys(cli.store, command),
+        Command::Ports(args) => net::ports(cli.store, &cli.runtime, args),
+        Command::Egress(args) => net::egress(cli.store, &cli.runtime, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -170,6 +170,11 @@ fn dispatch(
             ));
         }
         Command::Launch(args) => {
+            if args.egress_learn {
+                return Err(Failure::Input(
+                    "`--egress-learn` is not offered by the HTTP API yet; launch locally".into(),
+                ));
+            }
             let reference = reference(tokio, client, &args.template)?;
             let mut launch = Launch::new(&reference);
             launch.cpu = args.cpu;

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use orgo_snapshot::{Version, VersionedFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::Mutex;
 
 use super::qmp::Qmp;
@@ -56,10 +56,11 @@ const PID_FILE: &str = "qemu.pid";
 /// it, 389 ms without).
 const META_VERSION: u32 = 2;
 const MAX_META_BYTES: u64 = 64 * 1024;
-/// The snapshot `meta` file: `orgo_qemu_snapshot` [`META_VERSION`].0.
+/// The snapshot `meta` file: `orgo_qemu_snapshot` [`META_VERSION`].1
+/// (1: the network it was taken with).
 const META: VersionedFormat = VersionedFormat::new(
     "orgo_qemu_snapshot",
-    Version::new(META_VERSION, 0),
+    Version::new(META_VERSION, 1),
     MAX_META_BYTES,
 );
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,7 +110,12 @@ impl Qemu {
         self
     }
 
-    async fn spawn(&self, run_dir: &Path, mut args: Vec<OsString>) -> Result<Child, RuntimeError> {
+    async fn spawn(
+        &self,
+        run_dir: &Path,
+        mut args: Vec<OsString>,
+        netns: Option<&Path>,
+    ) -> Result<Child, RuntimeError> {
         tokio::fs::create_dir_all(run_dir)
             .await
             .map_err(io("create", run_dir))?;
@@ -123,7 +129,7 @@ impl Qemu {
         // Its own process group: a Ctrl-C at the terminal that launched it
         // does not reach a VM meant to outlive the launch (`Vm::detach`).
         // Dropping a handle that was not detached kills it (`Drop`).
-        Command::new(&self.binary)
+        crate::vmm::command_in(netns, &self.binary)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -142,10 +148,11 @@ impl Qemu {
         run_dir: &Path,
         args: Vec<OsString>,
         shape: (u32, u64),
+        network: &Network,
     ) -> Result<(QemuVm, Qmp), RuntimeError> {
         // Killed if this future is dropped (cancelled) before the VM's
         // handle, whose drop kills it, exists.
-        let mut child = KillOnDrop(Some(self.spawn(run_dir, args).await?));
+        let mut child = KillOnDrop(Some(self.spawn(run_dir, args, network.netns()).await?));
         let qmp = match Qmp::connect(&run_dir.join("qmp.sock"), QMP_TIMEOUT).await {
             Ok(qmp) => qmp,
             Err(error) => {
@@ -165,6 +172,7 @@ impl Qemu {
             cpus: shape.0,
             memory_mib: shape.1,
             accel: self.accel,
+            network: net_kind(network),
             memory_file: None,
             handed_over: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -211,6 +219,7 @@ impl Vmm for Qemu {
                 &config.run_dir,
                 args,
                 (config.cpus, config.memory_mib),
+                &config.network,
             )
             .await?;
         vm.memory_file = config.memory_file.clone();
@@ -238,6 +247,19 @@ impl Vmm for Qemu {
                 what: format!(
                     "restore a snapshot taken under `{}` with `{}`",
                     meta.accel, self.accel
+                ),
+            });
+        }
+        // QEMU's user-mode network migrates a state of its own, which an
+        // incoming VM with a tap has no place for (and the reverse).
+        if meta.network != net_kind(&config.network) {
+            return Err(RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: format!(
+                    "restore a snapshot taken with the `{}` network onto the `{}` network (it was built with the other network, by a runtime with{} root; remove its build from the store and build it again here)",
+                    meta.network,
+                    net_kind(&config.network),
+                    if meta.network == "user" { "out" } else { "" },
                 ),
             });
         }
@@ -273,6 +295,7 @@ impl Vmm for Qemu {
                 &config.run_dir,
                 args,
                 (config.cpus.max(meta.cpus), meta.memory_mib + extra_mib),
+                &config.network,
             )
             .await?;
         let loaded = async {
@@ -323,6 +346,9 @@ impl Vmm for Qemu {
             cpus,
             memory_mib,
             accel: self.accel,
+            // Not known here; an attached VM is not snapshotted (its memory
+            // is not in a file of ours).
+            network: "none",
             memory_file: None,
             handed_over: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -353,6 +379,8 @@ struct QemuVm {
     cpus: u32,
     memory_mib: u64,
     accel: Accel,
+    /// Its network's kind ([`net_kind`]), which its snapshots record.
+    network: &'static str,
     memory_file: Option<PathBuf>,
     /// Its memory file went into a snapshot: it must not run again.
     handed_over: AtomicBool,
@@ -478,6 +506,7 @@ impl Vm for QemuVm {
             cpus: self.cpus,
             accel: self.accel.to_string(),
             hotplug: true,
+            network: self.network.to_owned(),
         };
         let meta_path = dir.join("meta.json");
         tokio::fs::write(
@@ -541,6 +570,24 @@ struct Meta {
     /// Booted with room to hot-add vCPUs and memory (`maxcpus`, `maxmem`).
     #[serde(default)]
     hotplug: bool,
+    /// The network it was booted with (see [`net_kind`]; 2.0 metas were
+    /// all taken with the user-mode network or none).
+    #[serde(default = "user_net")]
+    network: String,
+}
+
+fn user_net() -> String {
+    "user".to_owned()
+}
+
+/// A network's kind as a snapshot records it: `user`, `tap` or `none`.
+/// A snapshot restores only onto a network of its own kind.
+fn net_kind(network: &Network) -> &'static str {
+    match network {
+        Network::None => "none",
+        Network::User => "user",
+        Network::Tap { .. } => "tap",
+    }
 }
 
 impl Meta {
@@ -720,7 +767,7 @@ fn machine_args(
             "-device",
             "virtio-net-pci,netdev=net0",
         ]),
-        Network::Tap { name, mac } => push(&[
+        Network::Tap { name, mac, .. } => push(&[
             "-netdev",
             &format!("tap,id=net0,ifname={name},script=no,downscript=no"),
             "-device",
@@ -906,6 +953,7 @@ mod tests {
             cpus: 2,
             accel: "tcg".into(),
             hotplug: true,
+            network: "none".into(),
         };
         let args = text(
             &restore_args(&restore, &meta, Path::new("/store/mem"), Accel::Tcg).expect("valid"),

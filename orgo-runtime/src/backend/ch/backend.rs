@@ -58,10 +58,16 @@ impl CloudHypervisor {
         self
     }
 
-    async fn process(&self, paths: &RunPaths) -> Result<VmmProcess, RuntimeError> {
-        match &self.pool {
-            Some(pool) => pool.take().await,
-            None => VmmProcess::spawn(&self.binary, &paths.api, &paths.log).await,
+    /// A VMM process for a VM: one from the pool, unless the VM's network
+    /// is in a namespace of its own, which its VMM must be started in.
+    async fn process(
+        &self,
+        paths: &RunPaths,
+        netns: Option<&Path>,
+    ) -> Result<VmmProcess, RuntimeError> {
+        match (&self.pool, netns) {
+            (Some(pool), None) => pool.take().await,
+            _ => VmmProcess::spawn(&self.binary, &paths.api, &paths.log, netns).await,
         }
     }
 }
@@ -216,7 +222,7 @@ impl Vmm for CloudHypervisor {
         if let Some(file) = &config.memory_file {
             prepare_memory_file(file, config.memory_mib)?;
         }
-        let process = self.process(&paths).await?;
+        let process = self.process(&paths, config.network.netns()).await?;
         let client = process.client();
         client
             .create_vm(body)
@@ -284,7 +290,7 @@ impl Vmm for CloudHypervisor {
         remove_if_present(&paths.record)?;
         write_restore_dir(&paths.restore, &plan.config, &config.snapshot)?;
 
-        let process = self.process(&paths).await?;
+        let process = self.process(&paths, config.network.netns()).await?;
         let client = process.client();
         client
             .vm_restore_put(request)

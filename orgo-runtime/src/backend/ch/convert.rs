@@ -100,7 +100,7 @@ fn net_config(network: &Network) -> Result<Option<Vec<models::NetConfig>>, Runti
         Network::User => Err(unsupported(
             "provide user-mode networking (use `Network::Tap`)".to_owned(),
         )),
-        Network::Tap { name, mac } => {
+        Network::Tap { name, mac, .. } => {
             let mut net = models::NetConfig::new();
             net.tap = Some(name.clone());
             net.mac = Some(mac.clone());
@@ -252,7 +252,7 @@ pub(crate) fn clone_config(
     ) {
         (None, Network::None) => {}
         (Some(nets), Network::None) if nets.is_empty() => {}
-        (Some(nets), Network::Tap { name, mac }) if nets.len() == 1 => {
+        (Some(nets), Network::Tap { name, mac, .. }) if nets.len() == 1 => {
             let net = nets[0]
                 .as_object_mut()
                 .ok_or_else(|| bad_snapshot("has a NIC that is not an object"))?;
@@ -459,6 +459,7 @@ mod tests {
             network: Network::Tap {
                 name: "tap0".to_owned(),
                 mac: "52:54:00:00:00:01".to_owned(),
+                netns: None,
             },
             run_dir: "/run/vm".into(),
         }
@@ -537,6 +538,7 @@ mod tests {
         let network = Network::Tap {
             name: "tap9".to_owned(),
             mac: "52:54:00:00:00:09".to_owned(),
+            netns: None,
         };
         let paths = RunPaths::new(Path::new("/run/clone"));
         let mut golden = golden_json();

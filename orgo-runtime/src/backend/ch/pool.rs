@@ -127,7 +127,7 @@ impl VmmPool {
                 break (socket, self.dir.join(format!("{name}.log")));
             }
         };
-        VmmProcess::spawn(&self.binary, &socket, &log).await
+        VmmProcess::spawn(&self.binary, &socket, &log, None).await
     }
 
     /// The binary the pool spawns.

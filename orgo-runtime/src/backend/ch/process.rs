@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cloud_hypervisor_client::apis::{DefaultApi, Error as ApiError};
 use cloud_hypervisor_client::{SocketBasedApiClient, socket_based_api_client};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::BACKEND;
 use crate::error::RuntimeError;
@@ -92,6 +92,7 @@ impl VmmProcess {
         binary: &Path,
         socket: &Path,
         log: &Path,
+        netns: Option<&Path>,
     ) -> Result<VmmProcess, RuntimeError> {
         let io = |op: &'static str, path: &Path| {
             let path = path.to_owned();
@@ -113,7 +114,7 @@ impl VmmProcess {
         // Its own process group, so a Ctrl-C at the terminal that launched
         // it does not reach a VM meant to outlive the launch, and no
         // `kill_on_drop`: `Drop` kills it unless it was detached.
-        let child = Command::new(binary)
+        let child = crate::vmm::command_in(netns, binary)
             .arg("--api-socket")
             .arg(arg)
             .stdin(Stdio::null())
