@@ -36,6 +36,11 @@ packages=(
     busybox-static
     e2fsprogs
     ca-certificates
+    # The desktop's tests: an X server and xev for the agent's actions on
+    # the host; ffmpeg (an RTMP receiver, ffprobe) for streaming.
+    xvfb
+    x11-utils
+    ffmpeg
 )
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     packages+=(python3-venv)

@@ -43,6 +43,7 @@
 //! ```
 
 mod agent;
+mod desktop;
 mod exec;
 mod files;
 mod health;
