@@ -68,6 +68,11 @@ impl Computer {
         &self.record
     }
 
+    /// The agent channel (the desktop's actions use it).
+    pub(crate) fn agent(&self) -> &Arc<AgentClient> {
+        &self.agent
+    }
+
     /// Runs a command and collects its output.
     pub async fn exec(
         &self,

@@ -64,7 +64,9 @@ mod agent;
 mod backend;
 mod builder;
 mod computer;
+mod computer_use;
 mod config;
+mod desktop;
 mod disk;
 mod embedded;
 mod error;
@@ -90,19 +92,24 @@ pub use backend::ch;
 pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
 pub use computer::Computer;
+pub use computer_use::Screenshot;
 pub use config::{Backend, RuntimeConfig};
+pub use desktop::{DEFAULT_RESOLUTION, DESKTOP_FIELDS, NOVNC_PORT, VNC_PORT};
 pub use embedded::agent_binary;
 pub use error::{ErrorChain, RuntimeError, StepFailure};
 pub use home::{ComputerRecord, ComputerState, ComputerStatus, RecordState};
 pub use host_tools::{HostTool, MissingTools, check_host_tools};
 pub use image::{
-    BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
-    KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,
+    BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, DESKTOP_BUILDER_VERSION,
+    DESKTOP_PACKAGES, DesktopImageRecipe, INITRAMFS_MODULES, ImageError, KERNEL_CMDLINE,
+    MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, build_desktop, cached_base,
     extract_vmlinux, sha256_file,
 };
 pub use launch::LaunchOptions;
 /// The agent protocol's types that the runtime's API uses.
-pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
+pub use orgo_agent_protocol::{
+    Bytes, ErrorCode, Exec, ExitStatus, MouseButton, Region, ScrollDirection, Stream,
+};
 pub use process::process_alive;
 pub use runtime::Runtime;
 pub use steps::{BuildEvent, BuildLog};

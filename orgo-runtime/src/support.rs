@@ -7,7 +7,8 @@
 //! |---|---|
 //! | `hardware.gpu` (other than `none`), `hardware.gpu_count` | refused: no GPU passthrough |
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
-//! | `hardware.resolution`, `hardware.audio`, `desktop`, `apps[].autostart`, `streaming` | refused until the desktop lands |
+//! | `hardware.resolution` (depth 16, 24 or 32), `desktop.wallpaper` (http, https, file), `apps[].autostart` | carried out: the template has a desktop (see [`crate::desktop`]); depth 8 and an `s3://` wallpaper are refused |
+//! | `hardware.audio`, `streaming` | refused until they land |
 //! | `hardware.auto_stop_minutes` (other than 0), `triggers`, `telemetry`, `apps[].health.on_fail` `alert` and `restart_vm` | refused until the in-guest automation lands |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | refused until host-enforced networking lands |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
@@ -41,7 +42,7 @@ impl fmt::Display for Unsupported {
     }
 }
 
-const DESKTOP: &str = "this runtime has no desktop yet (no display, VNC or streaming)";
+const DESKTOP: &str = "this runtime has no desktop streaming or audio yet";
 const AUTOMATION: &str = "this runtime does not run triggers, telemetry, alerts or auto-stop yet";
 const NETWORK: &str = "this runtime cannot enforce it yet (no host-side egress filter, port forwarding or rate limit)";
 
@@ -86,8 +87,11 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             Some(_) => {}
         }
     }
-    if hw.resolution.is_some() {
-        refuse("hardware.resolution".into(), DESKTOP);
+    if hw.resolution.is_some_and(|r| r.depth == 8) {
+        refuse(
+            "hardware.resolution".into(),
+            "the desktop serves depth 16, 24 or 32, not 8",
+        );
     }
     if hw.audio {
         refuse("hardware.audio".into(), DESKTOP);
@@ -117,9 +121,6 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         {
             refuse(format!("apps[{i}].health.on_fail"), AUTOMATION);
         }
-        for j in 0..app.autostart.len() {
-            refuse(format!("apps[{i}].autostart[{j}]"), DESKTOP);
-        }
     }
     for i in 0..template.triggers().len() {
         refuse(format!("triggers[{i}]"), AUTOMATION);
@@ -133,8 +134,13 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     for i in 0..template.streaming().len() {
         refuse(format!("streaming[{i}]"), DESKTOP);
     }
-    if template.desktop().is_some() {
-        refuse("desktop".into(), DESKTOP);
+    if let Some(desktop) = template.desktop()
+        && !matches!(desktop.wallpaper.scheme(), "http" | "https" | "file")
+    {
+        refuse(
+            "desktop.wallpaper".into(),
+            "the local runtime fetches a wallpaper over http, https or file only",
+        );
     }
     out
 }

@@ -39,6 +39,7 @@ const STOP: &str = "orgo-runtime/tests/runtime_e2e.rs::a_detached_computer_is_re
 const IDENTITY: &str =
     "orgo-runtime/tests/fields_e2e.rs::vars_hardware_and_an_unset_optional_secret";
 const AGENT: &str = "orgo-runtime/tests/qemu_e2e.rs::base_image_boots_and_the_agent_does_its_work";
+const DESKTOP: &str = "orgo-runtime/tests/desktop_e2e.rs::the_desktop_shows_its_wallpaper_and_takes_typing_keys_clicks_scroll_and_drag";
 const DESCRIPTIVE: &str =
     "descriptive: part of the digest and the published document, no behaviour in the computer";
 
@@ -64,11 +65,11 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("ram", Format("sugar for `hardware.ram_gb`")),
     (
         "display",
-        Format("sugar for `hardware.resolution`, refused below"),
+        Format("sugar for `hardware.resolution`, tested below"),
     ),
     (
         "wallpaper",
-        Format("sugar for `desktop.wallpaper`, refused below"),
+        Format("sugar for `desktop.wallpaper`, tested below"),
     ),
     ("on_first_boot", Format("sugar for `hooks.on_first_boot`")),
     (
@@ -112,13 +113,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "hardware.gpu_count",
         Refused("hardware: { gpu: t4, gpu_count: 2 }", "hardware.gpu_count"),
     ),
-    (
-        "hardware.resolution",
-        Refused(
-            "hardware: { resolution: 1024x768x24 }",
-            "hardware.resolution",
-        ),
-    ),
+    ("hardware.resolution", Tested(DESKTOP)),
     (
         "hardware.auto_stop_minutes",
         Refused(
@@ -346,27 +341,9 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "apps[0].ports[0]",
         ),
     ),
-    (
-        "apps[].autostart",
-        Refused(
-            "apps: [{ name: a, autostart: [{ run: xterm }] }]",
-            "apps[0].autostart[0]",
-        ),
-    ),
-    (
-        "apps[].autostart[].run",
-        Refused(
-            "apps: [{ name: a, autostart: [{ run: xterm }] }]",
-            "apps[0].autostart[0]",
-        ),
-    ),
-    (
-        "apps[].autostart[].delay",
-        Refused(
-            "apps: [{ name: a, autostart: [{ run: xterm, delay: 3 }] }]",
-            "apps[0].autostart[0]",
-        ),
-    ),
+    ("apps[].autostart", Tested(DESKTOP)),
+    ("apps[].autostart[].run", Tested(DESKTOP)),
+    ("apps[].autostart[].delay", Tested(DESKTOP)),
     ("triggers", Refused(TRIGGER, "triggers[0]")),
     ("triggers[].name", Refused(TRIGGER, "triggers[0]")),
     ("triggers[].source", Refused(TRIGGER, "triggers[0]")),
@@ -476,17 +453,8 @@ const COVERAGE: &[(&str, Coverage)] = &[
         ),
     ),
     ("streaming[].autostart", Refused(STREAM, "streaming[0]")),
-    (
-        "desktop",
-        Refused(
-            "desktop: { wallpaper: 'https://example.com/w.png' }",
-            "desktop",
-        ),
-    ),
-    (
-        "desktop.wallpaper",
-        Refused("wallpaper: 'https://example.com/w.png'", "desktop"),
-    ),
+    ("desktop", Tested(DESKTOP)),
+    ("desktop.wallpaper", Tested(DESKTOP)),
 ];
 
 const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* * * * *' }, actions: [{ run: 'true' }] }]";

@@ -7,6 +7,7 @@
 //! failures.
 
 mod computer;
+mod desktop;
 mod image;
 mod store;
 
@@ -111,6 +112,8 @@ enum Command {
     Ps(computer::PsArgs),
     /// Stop computers: `on_shutdown`, power off, clean up.
     Stop(computer::StopArgs),
+    #[command(flatten)]
+    Desktop(desktop::DesktopCommand),
 }
 
 #[derive(Subcommand)]
@@ -193,6 +196,7 @@ fn main() -> ExitCode {
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
+        Command::Desktop(command) => desktop::run(cli.store, &cli.runtime, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
