@@ -68,6 +68,11 @@ impl Computer {
         &self.record
     }
 
+    /// Its directory under the home.
+    pub(crate) fn dir(&self) -> std::path::PathBuf {
+        self.shared.home.dir(&self.record.id)
+    }
+
     /// The agent channel (the desktop's actions use it).
     pub(crate) fn agent(&self) -> &Arc<AgentClient> {
         &self.agent

@@ -15,17 +15,23 @@
 //! | service | what |
 //! |---|---|
 //! | `desktop:x` | TigerVNC's `Xvnc` on display `:0` at the template's resolution and depth; it serves VNC itself on port [`VNC_PORT`] (no password: reach it through the host's forwarding only) |
-//! | `desktop:wm` | the `openbox` window manager (click to focus), as user `orgo` |
+//! | `desktop:wm` | the `openbox` window manager (click to focus), as user `orgo`, started at launch |
 //! | `desktop:novnc` | `websockify` serving noVNC on port [`NOVNC_PORT`] (`/vnc.html`) |
+//! | `desktop:audio` | with `hardware.audio: true`: PulseAudio, as user `orgo`, with one null sink `orgo` (the default sink) whose monitor `orgo.monitor` captures what is played; clients reach it at [`PULSE_SERVER`] (set for every desktop service, autostart entry and stream) |
 //! | `apps[i].autostart[j]` | each autostart entry, as user `orgo`, after its `delay` |
+//! | `stream:NAME` | a stream of `streaming[]` (see `streams`): the screen, and the sink's monitor with `hardware.audio` |
 //!
-//! **When.** The build starts the X server, the window manager and noVNC,
-//! downloads the wallpaper (http, https or file, as `files[]` are) to
-//! [`WALLPAPER_PATH`] and sets it, all before the golden snapshot: a launch
-//! restores a running desktop. Every launch sets the wallpaper again
-//! (restores included). Autostart entries run on every launch, never at
-//! build time: each computer's first boot is its launch, and each computer
-//! starts its own, `delay` after its launch.
+//! **When.** The build starts the X server and noVNC, downloads the
+//! wallpaper (http, https or file, as `files[]` are) to [`WALLPAPER_PATH`]
+//! and sets it, all before the golden snapshot: a launch restores a running
+//! display showing the wallpaper. Every launch sets the wallpaper again
+//! (restores included; in the background) and starts the window manager:
+//! an `openbox` restored from the snapshot stopped managing new windows
+//! (its map requests never reached it; seen under QEMU TCG), while one
+//! started after the restore works, and starts in well under a second.
+//! Autostart entries run on every launch, never at build time: each
+//! computer's first boot is its launch, and each computer starts its own,
+//! `delay` after its launch.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +50,8 @@ pub(crate) const DISPLAY: u32 = 0;
 pub const VNC_PORT: u16 = 5900;
 /// The guest port of noVNC (websockify).
 pub const NOVNC_PORT: u16 = 6080;
+/// The sound server's socket, as clients name it (`PULSE_SERVER`).
+pub const PULSE_SERVER: &str = "unix:/tmp/orgo-pulse/native";
 /// Where the wallpaper is downloaded to in the guest.
 pub(crate) const WALLPAPER_PATH: &str = "/var/lib/orgo/wallpaper";
 /// The resolution of a desktop whose template sets none: 1280x800x24.
@@ -64,6 +72,8 @@ pub(crate) struct Desktop {
     pub(crate) wallpaper: Option<Url>,
     /// `(field, entry)` of every autostart entry.
     pub(crate) autostart: Vec<(String, Autostart)>,
+    /// A sound server (`hardware.audio`).
+    pub(crate) audio: bool,
 }
 
 /// The fields that give a template a desktop, for errors on headless ones.
@@ -99,20 +109,55 @@ pub(crate) fn plan(template: &Template) -> Option<Desktop> {
         depth,
         wallpaper: template.desktop().map(|d| d.wallpaper.clone()),
         autostart,
+        audio: hw.audio,
     })
 }
 
 impl Desktop {
-    /// What the display is, for the agent.
-    pub(crate) fn spec(&self, timeout_ms: u64) -> DesktopSpec {
+    /// What the display is, for the agent; with `wallpaper`, the agent
+    /// sets it (and waits for it).
+    pub(crate) fn spec(&self, timeout_ms: u64, wallpaper: bool) -> DesktopSpec {
         DesktopSpec {
             display: DISPLAY,
             width: self.width,
             height: self.height,
             depth: self.depth,
-            wallpaper: self.wallpaper.as_ref().map(|_| WALLPAPER_PATH.to_owned()),
+            wallpaper: self
+                .wallpaper
+                .as_ref()
+                .filter(|_| wallpaper)
+                .map(|_| WALLPAPER_PATH.to_owned()),
             timeout_ms: Some(timeout_ms),
         }
+    }
+
+    /// What a launch starts in the session: the window manager, and the
+    /// wallpaper set again (`hsetroot`, in the background: the restored
+    /// screen shows it already).
+    pub(crate) fn session_services(&self) -> Vec<ServiceSpec> {
+        let mut out = vec![session_service(
+            "desktop:wm",
+            &format!("{}\nexec openbox", wait_for_x()),
+            RestartPolicy::Always,
+        )];
+        if self.audio {
+            out.push(session_service(
+                "desktop:audio",
+                "mkdir -p /tmp/orgo-pulse\n\
+                 exec pulseaudio --daemonize=no --exit-idle-time=-1 --system=no -n \
+                 --load='module-null-sink sink_name=orgo' \
+                 --load='module-native-protocol-unix socket=/tmp/orgo-pulse/native auth-anonymous=1'",
+                RestartPolicy::Always,
+            ));
+        }
+        if self.wallpaper.is_some() {
+            out.push(session_service(
+                "desktop:wallpaper",
+                &format!("exec hsetroot -fill {WALLPAPER_PATH}"),
+                RestartPolicy::No,
+            ));
+        }
+        out
     }
 
     /// The autostart entries as services (each `delay` after its start),
@@ -131,7 +176,7 @@ impl Desktop {
             .collect()
     }
 
-    /// The X server, the window manager and noVNC.
+    /// What the build starts: the X server and noVNC.
     pub(crate) fn services(&self) -> Vec<ServiceSpec> {
         let x = ServiceSpec {
             log: Some("/var/log/orgo-desktop-x.log".into()),
@@ -146,17 +191,55 @@ impl Desktop {
                 RestartPolicy::Always,
             )
         };
-        let wm = session_service(
-            "desktop:wm",
-            &format!("{}\nexec openbox", wait_for_x()),
-            RestartPolicy::Always,
-        );
         let novnc = session_service(
             "desktop:novnc",
             &format!("exec websockify --web /usr/share/novnc {NOVNC_PORT} localhost:{VNC_PORT}"),
             RestartPolicy::Always,
         );
-        vec![x, wm, novnc]
+        vec![x, novnc]
+    }
+}
+
+/// The service name of stream `name`.
+pub(crate) fn stream_service_name(name: &str) -> String {
+    format!("stream:{name}")
+}
+
+impl Desktop {
+    /// The service that streams the screen to `url` (with `key` appended
+    /// as the RTMP stream name): `ffmpeg -f x11grab` to FLV over RTMP(S),
+    /// H.264 (`ultrafast`, `zerolatency`), 10 frames a second. The target is
+    /// in the service's environment only (never on its command line or in
+    /// a log): it is given at launch, never at build time. It exits when
+    /// the connection drops and is started again with backoff (1 s,
+    /// doubling to 30 s).
+    pub(crate) fn stream_service(&self, name: &str, url: &Url, key: Option<&str>) -> ServiceSpec {
+        let target = match key {
+            Some(key) => format!("{}/{key}", url.as_str().trim_end_matches('/')),
+            None => url.to_string(),
+        };
+        let (audio_in, audio_out) = if self.audio {
+            ("-f pulse -i orgo.monitor ", "-c:a aac -b:a 128k ")
+        } else {
+            ("", "")
+        };
+        let run = format!(
+            "{}\nexec ffmpeg -hide_banner -nostdin -loglevel error \
+             -f x11grab -framerate 10 -video_size {}x{} -i :{DISPLAY} {audio_in}\
+             -c:v libx264 -preset ultrafast -tune zerolatency -pix_fmt yuv420p -g 20 {audio_out}\
+             -f flv \"$ORGO_STREAM_TARGET\"",
+            wait_for_x(),
+            self.width,
+            self.height
+        );
+        let mut spec = session_service(&stream_service_name(name), &run, RestartPolicy::Always);
+        spec.env.insert("ORGO_STREAM_TARGET".into(), target);
+        spec.backoff = Backoff {
+            initial_ms: 1_000,
+            max_ms: 30_000,
+            reset_after_ms: 10_000,
+        };
+        spec
     }
 }
 
@@ -171,6 +254,7 @@ pub(crate) fn session_service(name: &str, run: &str, restart: RestartPolicy) -> 
     let mut env = BTreeMap::new();
     env.insert("DISPLAY".to_owned(), format!(":{DISPLAY}"));
     env.insert("HOME".to_owned(), SESSION_HOME.to_owned());
+    env.insert("PULSE_SERVER".to_owned(), PULSE_SERVER.to_owned());
     ServiceSpec {
         name: name.to_owned(),
         run: run.to_owned(),

@@ -225,6 +225,7 @@ async fn personalize(
     for step in plan::launch_steps(template) {
         run_step(&agent, &step, Some(&secrets), log).await?;
     }
+    crate::streams::on_launch(&shared.home.dir(&id), &agent, template, &secrets).await?;
     let checks = plan::health_checks(template);
     if !checks.is_empty() {
         call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;

@@ -230,18 +230,24 @@ fn desktop_build_steps(desktop: &Desktop) -> Vec<Step> {
     }
     steps.push(Step {
         field: "desktop (display)".into(),
-        action: Action::Desktop(desktop.spec(desktop::BUILD_TIMEOUT_MS)),
+        action: Action::Desktop(desktop.spec(desktop::BUILD_TIMEOUT_MS, true)),
     });
     steps
 }
 
-/// A launch's desktop steps: the display driven again (the wallpaper set
-/// again), then the autostart entries started.
+/// A launch's desktop steps: the display driven again, the window
+/// manager and the wallpaper started, then the autostart entries.
 fn desktop_launch_steps(desktop: &Desktop) -> Vec<Step> {
     let mut steps = vec![Step {
         field: "desktop (display)".into(),
-        action: Action::Desktop(desktop.spec(desktop::LAUNCH_TIMEOUT_MS)),
+        action: Action::Desktop(desktop.spec(desktop::LAUNCH_TIMEOUT_MS, false)),
     }];
+    for spec in desktop.session_services() {
+        steps.push(Step {
+            field: format!("desktop ({})", spec.name),
+            action: Action::Service(spec),
+        });
+    }
     for (field, spec) in desktop.autostart_services() {
         steps.push(Step {
             field,
@@ -734,14 +740,22 @@ hooks:
             [
                 "desktop.wallpaper",
                 "desktop (desktop:x)",
-                "desktop (desktop:wm)",
                 "desktop (desktop:novnc)",
                 "desktop (display)"
             ]
         );
         let launch = launch_steps(&t);
-        assert_eq!(launch[0].field, "desktop (display)");
-        match &launch[1].action {
+        let fields: Vec<&str> = launch.iter().map(|s| s.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "desktop (display)",
+                "desktop (desktop:wm)",
+                "desktop (desktop:wallpaper)",
+                "apps[0].autostart[0]"
+            ]
+        );
+        match &launch[3].action {
             Action::Service(spec) => {
                 assert_eq!(spec.name, "apps[0].autostart[0]");
                 assert_eq!(spec.run, "sleep 1.500\nxterm -e cat");

@@ -8,7 +8,8 @@
 //! | `hardware.gpu` (other than `none`), `hardware.gpu_count` | refused: no GPU passthrough |
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
 //! | `hardware.resolution` (depth 16, 24 or 32), `desktop.wallpaper` (http, https, file), `apps[].autostart` | carried out: the template has a desktop (see [`crate::desktop`]); depth 8 and an `s3://` wallpaper are refused |
-//! | `hardware.audio`, `streaming` | refused until they land |
+//! | `streaming` | carried out: streamed by `ffmpeg` from the desktop (see `streams`) |
+//! | `hardware.audio` | carried out on a desktop (a sound server with a null sink, see [`crate::desktop`]); refused on a headless template |
 //! | `hardware.auto_stop_minutes` (other than 0), `triggers`, `telemetry`, `apps[].health.on_fail` `alert` and `restart_vm` | refused until the in-guest automation lands |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | refused until host-enforced networking lands |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
@@ -42,7 +43,6 @@ impl fmt::Display for Unsupported {
     }
 }
 
-const DESKTOP: &str = "this runtime has no desktop streaming or audio yet";
 const AUTOMATION: &str = "this runtime does not run triggers, telemetry, alerts or auto-stop yet";
 const NETWORK: &str = "this runtime cannot enforce it yet (no host-side egress filter, port forwarding or rate limit)";
 
@@ -93,8 +93,14 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             "the desktop serves depth 16, 24 or 32, not 8",
         );
     }
-    if hw.audio {
-        refuse("hardware.audio".into(), DESKTOP);
+    if hw.audio && crate::desktop::plan(template).is_none() {
+        refuse(
+            "hardware.audio".into(),
+            &format!(
+                "the sound server runs on a desktop, and this template has none (set {})",
+                crate::desktop::DESKTOP_FIELDS
+            ),
+        );
     }
     if hw.auto_stop_minutes.is_some_and(|m| m > 0) {
         refuse("hardware.auto_stop_minutes".into(), AUTOMATION);
@@ -130,9 +136,6 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     }
     if template.egress_policy().is_some() {
         refuse("egress_policy".into(), NETWORK);
-    }
-    for i in 0..template.streaming().len() {
-        refuse(format!("streaming[{i}]"), DESKTOP);
     }
     if let Some(desktop) = template.desktop()
         && !matches!(desktop.wallpaper.scheme(), "http" | "https" | "file")

@@ -4,7 +4,8 @@
 //! launches; screenshots, typing, keys, clicks, scroll and drag reach the
 //! guest's X server through the agent; a VNC client that this project did
 //! not write (`vncdotool`, from PyPI) captures a frame; a headless computer
-//! refuses a screenshot. One template is built per process, shared by the
+//! refuses a screenshot; a tone played on the desktop's sound server is
+//! heard on its null sink's monitor; streams reach an RTMP receiver. One template is built per process, shared by the
 //! tests.
 
 #![allow(
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use common::{nonce, test_home, test_runtime, workspace};
 use orgo_runtime::{
     Computer, Exec, LaunchOptions, MouseButton, Region, Runtime, RuntimeError, ScrollDirection,
+    StreamState,
 };
 use orgo_template::Template;
 
@@ -34,6 +36,26 @@ const W: u32 = 1024;
 const H: u32 = 768;
 
 static NONCE: LazyLock<String> = LazyLock::new(nonce);
+
+/// The secret key of the `auto` stream, given at launch only.
+const STREAM_KEY: &str = "sk-live-5f0c2e9b7a41";
+
+/// The host address the guest reaches the host's loopback at (QEMU's
+/// user-mode network: 10.0.2.2). RECEIVER HOOK: the network work replaces
+/// user-mode networking; the receivers' address as the guest sees it is
+/// set here alone.
+const HOST_FROM_GUEST: &str = "10.0.2.2";
+
+/// Two free loopback ports for this process's RTMP receivers: the `auto`
+/// stream's and the `manual` one's.
+static RECEIVER_PORTS: LazyLock<(u16, u16)> = LazyLock::new(|| {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+});
 
 /// A 16x16 PNG of [`COLOUR`], at one path for every run.
 static WALLPAPER: LazyLock<PathBuf> = LazyLock::new(|| {
@@ -58,7 +80,7 @@ fn desktop_template() -> Template {
     Template::from_yaml(&format!(
         r#"api_version: orgo.ai/v1
 template: {{ name: desktop-e2e, version: 1.0.0, description: "run {nonce}" }}
-hardware: {{ resolution: 1024x768x24 }}
+hardware: {{ resolution: 1024x768x24, audio: true }}
 desktop: {{ wallpaper: "file://{wallpaper}" }}
 apps:
   - name: desk
@@ -66,11 +88,28 @@ apps:
       - run: "xterm -T typed -geometry 60x8+0+0 -e sh -c 'cat > /tmp/typed.txt'"
       - run: "stdbuf -oL xev -name recorder -geometry 300x200+0+400 > /tmp/xev.log"
         delay: 1s
+secrets: [{{ name: stream_key }}]
+streaming:
+  - {{ name: auto, url: "rtmp://{host}:{auto}/live", key: {{ secret: stream_key }}, autostart: true }}
+  - {{ name: manual, url: "rtmp://{host}:{manual}/live", key: manual-key }}
 "#,
         nonce = *NONCE,
-        wallpaper = WALLPAPER.display()
+        wallpaper = WALLPAPER.display(),
+        host = HOST_FROM_GUEST,
+        auto = RECEIVER_PORTS.0,
+        manual = RECEIVER_PORTS.1,
     ))
     .unwrap()
+}
+
+/// Launch options with the stream's secret key.
+fn with_key() -> LaunchOptions {
+    let mut values = std::collections::BTreeMap::new();
+    values.insert("stream_key".to_owned(), STREAM_KEY.to_owned());
+    LaunchOptions {
+        vault: orgo_runtime::Vault::new().with(values),
+        ..LaunchOptions::default()
+    }
 }
 
 async fn sh(computer: &Computer, script: &str) -> String {
@@ -139,9 +178,7 @@ fn decode(png: &[u8]) -> (u32, u32, Vec<u8>) {
 
 async fn launch(runtime: &Runtime, template: &Template) -> Computer {
     runtime
-        .launch(template, LaunchOptions::default(), &mut |e| {
-            eprintln!("{e:?}")
-        })
+        .launch(template, with_key(), &mut |e| eprintln!("{e:?}"))
         .await
         .unwrap()
 }
@@ -252,6 +289,28 @@ async fn the_desktop_shows_its_wallpaper_and_takes_typing_keys_clicks_scroll_and
         log.contains("state 0x100, is_hint"),
         "moved with the button held"
     );
+
+    // Sound: a tone played into the default sink is heard on its monitor.
+    let heard = sh(
+        &computer,
+        &format!(
+            "export PULSE_SERVER={}\n\
+             for _ in $(seq 150); do [ -S /tmp/orgo-pulse/native ] && break; sleep 0.2; done\n\
+             ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i sine=frequency=440:duration=8 -f pulse default &\n\
+             sleep 1\n\
+             ffmpeg -hide_banner -nostdin -f pulse -i orgo.monitor -t 3 -af volumedetect -f null - 2>&1 | grep max_volume\n\
+             wait",
+            orgo_runtime::PULSE_SERVER
+        ),
+    )
+    .await;
+    let db: f64 = heard
+        .split("max_volume:")
+        .nth(1)
+        .and_then(|rest| rest.trim().strip_suffix("dB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no level in {heard}"));
+    assert!(db > -30.0, "the monitor hears the tone: {heard}");
 
     // Off the screen is an error, not a clamp.
     match computer.click(W, 0, MouseButton::Left, false).await {
@@ -378,5 +437,113 @@ async fn a_headless_computer_refuses_a_screenshot_naming_the_fields() {
         computer.key("Return").await,
         Err(RuntimeError::NoDesktop { .. })
     ));
+    computer.stop().await.unwrap();
+}
+
+/// An RTMP receiver on the host (`ffmpeg -listen 1`), recording the first
+/// seconds of what arrives at `port` into `out`.
+fn receiver(port: u16, key: &str, out: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-listen", "1", "-i"])
+        .arg(format!("rtmp://127.0.0.1:{port}/live/{key}"))
+        .args(["-t", "3", "-c", "copy"])
+        .arg(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg runs (Debian's `ffmpeg`; scripts/install-deps.sh installs it)")
+}
+
+/// `WIDTHxHEIGHT` of the first video stream of `file`, by `ffprobe`.
+fn probe(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=s=x:p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn received(mut rx: tokio::process::Child, file: &std::path::Path) {
+    let status = tokio::time::timeout(Duration::from_secs(300), rx.wait())
+        .await
+        .expect("the stream arrived within 5 minutes")
+        .unwrap();
+    assert!(status.success(), "the receiver failed");
+    assert_eq!(probe(file), format!("{W}x{H}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_reach_an_rtmp_receiver_by_autostart_and_by_hand_and_the_key_is_not_baked() {
+    let out = tempfile::tempdir().unwrap();
+    let (auto_port, manual_port) = *RECEIVER_PORTS;
+    let auto_file = out.path().join("auto.flv");
+    let auto_rx = receiver(auto_port, STREAM_KEY, &auto_file);
+    let runtime = test_runtime().await;
+    let template = desktop_template();
+    let computer = launch(&runtime, &template).await;
+
+    // `auto` streams from the launch on.
+    received(auto_rx, &auto_file).await;
+    // The receiver hung up: the stream retries, and its status says so.
+    let deadline = Instant::now() + T;
+    loop {
+        let status = computer.stream_status("auto").await.unwrap();
+        if status.restarts >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry: {status:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // `manual` waits to be started by hand; then streams; then stops.
+    let manual = computer.stream_status("manual").await.unwrap();
+    assert_eq!(manual.state, StreamState::Stopped);
+    let manual_file = out.path().join("manual.flv");
+    let manual_rx = receiver(manual_port, "manual-key", &manual_file);
+    computer
+        .stream_start("manual", &orgo_runtime::Vault::new())
+        .await
+        .unwrap();
+    assert_ne!(
+        computer.stream_status("manual").await.unwrap().state,
+        StreamState::Stopped
+    );
+    received(manual_rx, &manual_file).await;
+    computer.stream_stop("manual").await.unwrap();
+    computer.stream_stop("auto").await.unwrap();
+    assert_eq!(
+        computer.stream_status("auto").await.unwrap().state,
+        StreamState::Stopped
+    );
+    assert!(matches!(
+        computer.stream_status("nope").await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+
+    // The secret key is in no file of the golden snapshot.
+    let built = runtime.build(&template, &mut |_| {}).await.unwrap();
+    assert!(!built.manifest.blobs.is_empty());
+    for (role, blob) in &built.manifest.blobs {
+        let path = runtime.store().blob_path(&blob.digest);
+        let found = std::process::Command::new("grep")
+            .args(["-F", "-a", "-q", STREAM_KEY])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert_eq!(
+            found.code(),
+            Some(1),
+            "the key is in the snapshot's `{role}`"
+        );
+    }
     computer.stop().await.unwrap();
 }

@@ -40,6 +40,7 @@ const IDENTITY: &str =
     "orgo-runtime/tests/fields_e2e.rs::vars_hardware_and_an_unset_optional_secret";
 const AGENT: &str = "orgo-runtime/tests/qemu_e2e.rs::base_image_boots_and_the_agent_does_its_work";
 const DESKTOP: &str = "orgo-runtime/tests/desktop_e2e.rs::the_desktop_shows_its_wallpaper_and_takes_typing_keys_clicks_scroll_and_drag";
+const STREAMS: &str = "orgo-runtime/tests/desktop_e2e.rs::streams_reach_an_rtmp_receiver_by_autostart_and_by_hand_and_the_key_is_not_baked";
 const DESCRIPTIVE: &str =
     "descriptive: part of the digest and the published document, no behaviour in the computer";
 
@@ -125,10 +126,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "hardware.region",
         Refused("hardware: { region: iad }", "hardware.region"),
     ),
-    (
-        "hardware.audio",
-        Refused("hardware: { audio: true }", "hardware.audio"),
-    ),
+    ("hardware.audio", Tested(DESKTOP)),
     (
         "hardware.bandwidth_mbps",
         Refused(
@@ -441,18 +439,12 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("egress_policy", Refused(EGRESS, "egress_policy")),
     ("egress_policy.mode", Refused(EGRESS, "egress_policy")),
     ("egress_policy.rules", Refused(EGRESS, "egress_policy")),
-    ("streaming", Refused(STREAM, "streaming[0]")),
-    ("streaming[].name", Refused(STREAM, "streaming[0]")),
-    ("streaming[].url", Refused(STREAM, "streaming[0]")),
-    ("streaming[].key", Refused(STREAM, "streaming[0]")),
-    (
-        "streaming[].key.secret",
-        Refused(
-            "secrets: [{ name: k }]\nstreaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: { secret: k } }]",
-            "streaming[0]",
-        ),
-    ),
-    ("streaming[].autostart", Refused(STREAM, "streaming[0]")),
+    ("streaming", Tested(STREAMS)),
+    ("streaming[].name", Tested(STREAMS)),
+    ("streaming[].url", Tested(STREAMS)),
+    ("streaming[].key", Tested(STREAMS)),
+    ("streaming[].key.secret", Tested(STREAMS)),
+    ("streaming[].autostart", Tested(STREAMS)),
     ("desktop", Tested(DESKTOP)),
     ("desktop.wallpaper", Tested(DESKTOP)),
 ];
@@ -461,8 +453,6 @@ const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* 
 const FILE_TRIGGER: &str = "triggers: [{ name: t, source: { type: file, path: /srv, events: [create] }, actions: [{ alert: changed }], dedup: 5s }]";
 const HEALTH_TRIGGER: &str = "apps: [{ name: web, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s } }]\ntriggers: [{ name: t, source: { type: health, app: web }, actions: [{ restart_service: s }] }]";
 const EGRESS: &str = "egress_policy: { mode: allow, rules: [api.github.com] }";
-const STREAM: &str =
-    "streaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: abc, autostart: true }]";
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

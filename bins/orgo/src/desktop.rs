@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use orgo_runtime::{Computer, MouseButton, Region, Runtime, ScrollDirection};
+use orgo_runtime::{
+    Computer, MouseButton, Region, Runtime, SECRET_ENV_PREFIX, ScrollDirection, VAULT_FILE, Vault,
+};
 
 use crate::Failure;
 use crate::computer::{RuntimeArgs, open_with_args, runtime_error};
@@ -88,6 +90,16 @@ pub(crate) enum DesktopCommand {
         /// The computer's id.
         id: String,
     },
+    /// Start, stop or show a stream of the computer's template (`streaming[]`).
+    Stream {
+        /// `start`, `stop` or `status`.
+        #[arg(value_enum)]
+        action: StreamAction,
+        /// The computer's id.
+        id: String,
+        /// The stream's name.
+        name: String,
+    },
     /// Print the host endpoints of a computer's VNC and noVNC:
     /// `vnc HOST:PORT` and `novnc http://HOST:PORT/vnc.html`.
     Vnc {
@@ -106,6 +118,16 @@ pub(crate) struct ScreenshotArgs {
     /// Only this region, `X,Y,WIDTH,HEIGHT`.
     #[arg(long, value_name = "X,Y,W,H", value_parser = region)]
     region: Option<Region>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum StreamAction {
+    /// Start streaming (a secret key from `ORGO_SECRET_<NAME>` or the vault).
+    Start,
+    /// Stop streaming.
+    Stop,
+    /// Print `NAME STATE RESTARTS`: `streaming`, `retrying`, `stopped` or `failed`.
+    Status,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -163,6 +185,7 @@ impl DesktopCommand {
             | DesktopCommand::Key { id, .. }
             | DesktopCommand::Scroll { id, .. }
             | DesktopCommand::Cursor { id }
+            | DesktopCommand::Stream { id, .. }
             | DesktopCommand::Vnc { id } => id,
         }
     }
@@ -189,7 +212,7 @@ pub(crate) fn run(
     tokio.block_on(act(&runtime, &computer, command))
 }
 
-async fn act(_runtime: &Runtime, c: &Computer, command: DesktopCommand) -> Result<(), Failure> {
+async fn act(runtime: &Runtime, c: &Computer, command: DesktopCommand) -> Result<(), Failure> {
     let done = match command {
         DesktopCommand::Screenshot(args) => {
             let shot = c.screenshot(args.region).await.map_err(runtime_error)?;
@@ -241,6 +264,27 @@ async fn act(_runtime: &Runtime, c: &Computer, command: DesktopCommand) -> Resul
             println!("{x} {y}");
             Ok(())
         }
+        DesktopCommand::Stream { action, name, .. } => match action {
+            StreamAction::Start => {
+                let vault = Vault::load(
+                    &runtime.store().root().join(VAULT_FILE),
+                    std::env::vars().filter(|(k, _)| k.starts_with(SECRET_ENV_PREFIX)),
+                )
+                .map_err(Failure::error)?;
+                c.stream_start(&name, &vault).await
+            }
+            StreamAction::Stop => c.stream_stop(&name).await,
+            StreamAction::Status => {
+                let status = c.stream_status(&name).await.map_err(runtime_error)?;
+                println!(
+                    "{} {} {}",
+                    status.name,
+                    status.state.as_str(),
+                    status.restarts
+                );
+                Ok(())
+            }
+        },
         DesktopCommand::Vnc { .. } => {
             // A computer without a desktop says so.
             c.cursor().await.map_err(runtime_error)?;
