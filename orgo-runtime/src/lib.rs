@@ -25,6 +25,16 @@
 //!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]); [`Backend::Custom`]
 //!   runs any other (a test double, say). Snapshots record the backend that
 //!   made them as a [`BackendKind`].
+//! - The desktop: a template with a resolution, a wallpaper, autostart
+//!   apps or streams has one (the rule and the stack are in the `desktop`
+//!   module's docs), built on the [`DesktopImageRecipe`]'s image. A
+//!   [`Computer`] drives it: [`Computer::screenshot`], [`Computer::click`],
+//!   [`Computer::move_to`], [`Computer::drag`], [`Computer::type_text`],
+//!   [`Computer::key`], [`Computer::scroll`], [`Computer::cursor`] (done by
+//!   the agent, in-process over X11), and streams it
+//!   ([`Computer::stream_start`], [`Computer::stream_stop`],
+//!   [`Computer::stream_status`]). A computer without a desktop answers each
+//!   with [`RuntimeError::NoDesktop`].
 //! - [`system_templates`] are the curated templates (`system/python@1.0.0`,
 //!   `system/nodejs@1.0.0`, `system/claude-code@1.0.0`), compiled in from
 //!   the repository's `templates/system/`; [`system_template`] resolves one.
@@ -41,7 +51,9 @@
 //! (a running computer's handle), `home` (computer records, orphans);
 //! `images` (the base image in the store);
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
-//! `support` (no silent field); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
+//! `support` (no silent field); `desktop` (which templates get a desktop,
+//! and its services), `computer_use` and `streams` (the desktop's API on a
+//! [`Computer`]); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build).
 //!
 //! ```no_run

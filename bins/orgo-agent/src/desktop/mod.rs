@@ -283,6 +283,18 @@ impl Display {
             .map_err(|e| ActionError::Refused(OpError::new(ErrorCode::Io, e)))?;
         let png = pixels::encode_png(&rgb, r.width, r.height)
             .map_err(|e| ActionError::Refused(OpError::new(ErrorCode::Io, e)))?;
+        // Base64 in a JSON frame: a third more, and some room.
+        if png.len() as u64 * 4 / 3 + 4096 > u64::from(orgo_agent_protocol::MAX_FRAME_BYTES) {
+            return Err(ActionError::Refused(OpError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the {}x{} screenshot is a {}-byte PNG, over what one reply carries; take regions",
+                    r.width,
+                    r.height,
+                    png.len()
+                ),
+            )));
+        }
         Ok((png, r.width, r.height))
     }
 
