@@ -421,6 +421,39 @@ class Computer:
         Raises ``NotFoundError`` when there is no such file."""
     def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
         """The content of the file ``path`` in the computer, decoded (UTF-8 by default)."""
+    def screenshot(self, region: Optional[Tuple[int, int, int, int]] = None) -> bytes:
+        """A PNG of the screen, or of ``region`` ``(x, y, width, height)``.
+
+        A computer without a desktop raises ``OrgoError`` naming the fields
+        that give a template one (``hardware.resolution``, ``desktop.wallpaper``,
+        ``apps[].autostart``, ``streaming``); so do the methods below. A point
+        or region off the screen raises ``OrgoError`` too, never clamped.
+        """
+    def move(self, x: int, y: int) -> None:
+        """Moves the pointer to ``(x, y)``."""
+    def click(self, x: int, y: int, button: str = "left", double: bool = False) -> None:
+        """Clicks ``button`` (``left``, ``middle``, ``right``) at ``(x, y)``."""
+    def drag(self, start: Tuple[int, int], end: Tuple[int, int], button: str = "left") -> None:
+        """Presses ``button`` at ``start``, moves to ``end``, releases there."""
+    def type(self, text: str) -> None:
+        """Types ``text``: any UTF-8, also characters no US key gives."""
+    def key(self, combo: str) -> None:
+        """Presses a key combination in xdotool syntax: ``"ctrl+shift+t"``, ``"Return"``."""
+    def scroll(
+        self, direction: str, amount: int = 1, x: Optional[int] = None, y: Optional[int] = None
+    ) -> None:
+        """Turns the wheel ``amount`` notches ``up``, ``down``, ``left`` or ``right``."""
+    def cursor(self) -> Tuple[int, int]:
+        """Where the pointer is."""
+    def stream_start(self, name: str, secrets: Optional[Mapping[str, str]] = None) -> None:
+        """Starts the template's stream ``name``; a secret key comes from
+        ``secrets``, else ``ORGO_SECRET_<NAME>``. A dropped connection is
+        retried with backoff."""
+    def stream_stop(self, name: str) -> None:
+        """Stops stream ``name``."""
+    def stream_status(self, name: str) -> Dict[str, Any]:
+        """``{"name", "state", "restarts", "last_exit_code"}``; ``state`` is
+        ``streaming``, ``retrying``, ``stopped`` or ``failed``."""
     def stop(self) -> Optional[str]:
         """Stops the computer: runs the template's ``on_shutdown`` hook, powers
         the guest off, stops its VM and removes its files. Returns what the

@@ -46,6 +46,11 @@ packages=(
     util-linux
     python3
     openssl
+    # The desktop's tests: an X server and xev for the agent's actions on
+    # the host; ffmpeg (an RTMP receiver, ffprobe) for streaming.
+    xvfb
+    x11-utils
+    ffmpeg
 )
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     packages+=(python3-venv)

@@ -35,9 +35,11 @@
 //! # Ok::<(), orgo_agent_protocol::FrameError>(())
 //! ```
 
+mod desktop;
 mod frame;
 mod message;
 
+pub use desktop::{DesktopSpec, Input, MouseButton, Point, Region, ScrollDirection};
 pub use frame::{
     FrameError, FrameReader, HEADER_BYTES, MAGIC, MAX_FRAME_BYTES, PROTOCOL_VERSION,
     SERIAL_PORT_NAME, VSOCK_PORT, encode, encode_raw, write_frame,

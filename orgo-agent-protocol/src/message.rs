@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
+
+use crate::desktop::{DesktopSpec, Input, Region};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The largest file [`Op::WriteFile`] or [`Op::ReadFile`] moves in one request (8 MiB).
@@ -411,6 +413,21 @@ pub enum Op {
         #[serde(default)]
         reboot: bool,
     },
+    /// Wait for the desktop's X server, check its size, set the wallpaper,
+    /// and serve the computer-use operations on it ([`Reply::Done`]). Sent
+    /// again after a restore: the wallpaper is set again.
+    StartDesktop(DesktopSpec),
+    /// A PNG of the screen or of a region of it: [`Reply::Screenshot`].
+    Screenshot {
+        /// The region (default: the whole screen).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<Region>,
+    },
+    /// Pointer and keyboard input: [`Reply::Done`] once the X server has
+    /// processed it.
+    Input(Input),
+    /// Where the pointer is: [`Reply::Cursor`].
+    Cursor,
 }
 
 impl Op {
@@ -432,6 +449,10 @@ impl Op {
             Op::SetEnv { .. } => "set_env",
             Op::ResetIdentity(_) => "reset_identity",
             Op::Shutdown { .. } => "shutdown",
+            Op::StartDesktop(_) => "start_desktop",
+            Op::Screenshot { .. } => "screenshot",
+            Op::Input(_) => "input",
+            Op::Cursor => "cursor",
         }
     }
 }
@@ -494,6 +515,8 @@ pub enum ErrorCode {
     NotFound,
     /// An I/O or process error in the guest.
     Io,
+    /// A computer-use operation on a computer that has no desktop.
+    NoDesktop,
 }
 
 /// The answer to one request.
@@ -532,6 +555,22 @@ pub enum Reply {
     Services {
         /// Every registered service, by name.
         services: Vec<ServiceStatus>,
+    },
+    /// To [`Op::Screenshot`].
+    Screenshot {
+        /// The PNG.
+        png: Bytes,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+    },
+    /// To [`Op::Cursor`].
+    Cursor {
+        /// Pixels from the left edge.
+        x: u32,
+        /// Pixels from the top edge.
+        y: u32,
     },
     /// The request failed.
     Error {

@@ -68,7 +68,7 @@ impl PyComputer {
     }
 
     /// Runs `f` with the open computer, with the GIL released.
-    fn with_open<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    pub(crate) fn with_open<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
         F: AsyncFnOnce(&Computer) -> Result<T, Failure> + Send,
         T: Send,
@@ -298,6 +298,100 @@ impl PyComputer {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.read_file(py, path)?
             .call_method1("decode", (encoding, errors))
+    }
+
+    /// A PNG of the screen, or of `region` `(x, y, width, height)`, as
+    /// bytes. A computer without a desktop raises `orgo.OrgoError` naming
+    /// the fields that give a template one (so do the methods below); a
+    /// point or region off the screen raises it too.
+    #[pyo3(signature = (region = None))]
+    fn screenshot<'py>(
+        &self,
+        py: Python<'py>,
+        region: Option<(u32, u32, u32, u32)>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        crate::desktop::screenshot(self, py, region)
+    }
+
+    /// Moves the pointer to (`x`, `y`).
+    #[pyo3(name = "move")]
+    fn move_to(&self, py: Python<'_>, x: u32, y: u32) -> PyResult<()> {
+        crate::desktop::move_to(self, py, x, y)
+    }
+
+    /// Clicks `button` (`left`, `middle`, `right`) at (`x`, `y`); twice with `double`.
+    #[pyo3(signature = (x, y, button = "left", double = false))]
+    fn click(&self, py: Python<'_>, x: u32, y: u32, button: &str, double: bool) -> PyResult<()> {
+        crate::desktop::click(self, py, x, y, button, double)
+    }
+
+    /// Presses `button` at `start` `(x, y)`, moves to `end`, releases.
+    #[pyo3(signature = (start, end, button = "left"))]
+    fn drag(
+        &self,
+        py: Python<'_>,
+        start: (u32, u32),
+        end: (u32, u32),
+        button: &str,
+    ) -> PyResult<()> {
+        crate::desktop::drag(self, py, start, end, button)
+    }
+
+    /// Types `text` (any UTF-8).
+    #[pyo3(name = "type")]
+    fn type_text(&self, py: Python<'_>, text: String) -> PyResult<()> {
+        crate::desktop::type_text(self, py, text)
+    }
+
+    /// Presses a key combination in xdotool syntax (`"ctrl+shift+t"`, `"Return"`).
+    fn key(&self, py: Python<'_>, combo: String) -> PyResult<()> {
+        crate::desktop::key(self, py, combo)
+    }
+
+    /// Turns the wheel `amount` notches `direction` (`up`, `down`, `left`,
+    /// `right`), at (`x`, `y`) if given.
+    #[pyo3(signature = (direction, amount = 1, x = None, y = None))]
+    fn scroll(
+        &self,
+        py: Python<'_>,
+        direction: &str,
+        amount: u32,
+        x: Option<u32>,
+        y: Option<u32>,
+    ) -> PyResult<()> {
+        crate::desktop::scroll(self, py, direction, amount, x, y)
+    }
+
+    /// Where the pointer is: `(x, y)`.
+    fn cursor(&self, py: Python<'_>) -> PyResult<(u32, u32)> {
+        crate::desktop::cursor(self, py)
+    }
+
+    /// Starts streaming to the template's stream `name`; a secret key is
+    /// read from `secrets`, else `ORGO_SECRET_<NAME>`.
+    #[pyo3(signature = (name, secrets = None))]
+    fn stream_start(
+        &self,
+        py: Python<'_>,
+        name: String,
+        secrets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        crate::desktop::stream_start(self, py, name, secrets)
+    }
+
+    /// Stops stream `name`.
+    fn stream_stop(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        crate::desktop::stream_stop(self, py, name)
+    }
+
+    /// Stream `name`'s status: `{"name", "state"` (`streaming`, `retrying`,
+    /// `stopped`, `failed`), `"restarts", "last_exit_code"}`.
+    fn stream_status<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        crate::desktop::stream_status(self, py, name)
     }
 
     /// Stops the computer: runs the template's `on_shutdown` hook, powers

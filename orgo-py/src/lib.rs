@@ -7,6 +7,7 @@
 
 mod computer;
 mod convert;
+mod desktop;
 mod errors;
 mod net;
 mod runtime;

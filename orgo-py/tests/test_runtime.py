@@ -289,3 +289,17 @@ def test_a_computer_nobody_stopped_is_stopped_when_collected(built, template, wh
     del c
     gc.collect()
     assert not directory.exists()
+
+
+def test_a_headless_computer_refuses_the_desktop_actions(built, template, where):
+    with orgo.launch(template, secrets={"api_key": "k"}, **where) as c:
+        for action in (lambda: c.screenshot(), lambda: c.click(1, 1), lambda: c.type("x"),
+                       lambda: c.key("Return"), lambda: c.scroll("down"), lambda: c.cursor()):
+            with pytest.raises(orgo.OrgoError) as info:
+                action()
+            assert "has no desktop" in str(info.value)
+            assert "`hardware.resolution`" in str(info.value)
+        with pytest.raises(orgo.OrgoError, match="button must be"):
+            c.click(1, 1, button="thumb")
+        with pytest.raises(orgo.OrgoError, match="both `x` and `y`"):
+            c.scroll("down", 1, x=3)

@@ -94,7 +94,11 @@ impl Builder {
     ) -> Result<SnapshotArtifacts, RuntimeError> {
         let started = Instant::now();
         let flavor = self.backends.flavor(&self.images, &self.store, log).await?;
-        let (image_digest, image) = self.images.get(log).await?;
+        let (image_digest, image) = if crate::desktop::plan(template).is_some() {
+            self.images.desktop(log).await?
+        } else {
+            self.images.get(log).await?
+        };
         let paths = self.images.paths(&image)?;
         let shape = build_shape(template);
         let scratch = self.store.scratch_dir().await.map_err(store_error)?;

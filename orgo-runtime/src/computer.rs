@@ -87,6 +87,16 @@ impl Computer {
         egress_learned(&self.shared, self.id()).await
     }
 
+    /// Its directory under the home.
+    pub(crate) fn dir(&self) -> std::path::PathBuf {
+        self.shared.home.dir(&self.record.id)
+    }
+
+    /// The agent channel (the desktop's actions use it).
+    pub(crate) fn agent(&self) -> &Arc<AgentClient> {
+        &self.agent
+    }
+
     /// Runs a command and collects its output.
     pub async fn exec(
         &self,

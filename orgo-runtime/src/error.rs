@@ -204,6 +204,24 @@ pub enum RuntimeError {
         /// What was looked for (`computer `c-1234``).
         what: String,
     },
+    /// A computer-use action on a computer without a desktop.
+    #[error(
+        "computer `{id}` has no desktop: its template sets none of {fields}",
+        fields = crate::desktop::DESKTOP_FIELDS
+    )]
+    NoDesktop {
+        /// The computer.
+        id: String,
+    },
+    /// The desktop refused an action (a point off the screen, a key that is
+    /// no key).
+    #[error("`{action}` refused: {message}")]
+    Action {
+        /// The action (`click`, `screenshot`, ...).
+        action: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
 /// A failed build step, as [`RuntimeError::Build`] reports it.

@@ -8,7 +8,7 @@ use orgo_snapshot::{BuildCache, ImageManifest, LocalStore, LockMode, LockService
 use orgo_template::Digest;
 
 use crate::error::{RuntimeError, joined, store_error};
-use crate::image::{BaseImageRecipe, build_base};
+use crate::image::{BaseImageRecipe, DesktopImageRecipe, build_base, build_desktop};
 use crate::steps::{BuildEvent, BuildLog};
 
 /// The base images of one store, built with one guest agent.
@@ -109,6 +109,79 @@ impl BaseImages {
                     .await
                     .map_err(store_error)
             }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        stored
+    }
+
+    /// The desktop image (see [`DesktopImageRecipe`]), built into the store
+    /// first (after the base image, if that is not there either) once per
+    /// recipe, also across processes.
+    pub(crate) async fn desktop(
+        &self,
+        log: BuildLog<'_>,
+    ) -> Result<(Digest, ImageManifest), RuntimeError> {
+        let (_, base_image) = self.get(log).await?;
+        let agent = self.agent()?;
+        let (base, _) = self
+            .recipe
+            .get_or_try_init(|| resolve_recipe(agent.clone()))
+            .await?
+            .clone();
+        let recipe = DesktopImageRecipe::over(&base);
+        let recipe_digest: Digest = recipe.digest().parse().map_err(|_| RuntimeError::Invalid {
+            what: format!("desktop image recipe digest `{}`", recipe.digest()),
+        })?;
+        if let Some(found) = self.stored(&recipe_digest).await? {
+            return Ok(found);
+        }
+        let lock =
+            RefKey::new(&format!("builds/image-{}", recipe_digest.hex())).map_err(store_error)?;
+        let _building = self
+            .store
+            .lock(&lock, LockMode::Exclusive)
+            .await
+            .map_err(store_error)?;
+        if let Some(found) = self.stored(&recipe_digest).await? {
+            return Ok(found);
+        }
+        crate::host_tools::require(crate::host_tools::HostTool::BASE_IMAGE)
+            .map_err(RuntimeError::MissingTools)?;
+        log(BuildEvent::Status(
+            "building the desktop image (once per recipe; a few minutes)".into(),
+        ));
+        let mut kernel_files = std::collections::BTreeMap::new();
+        for name in ["vmlinuz", "vmlinux", "initrd.cpio"] {
+            kernel_files.insert(name.to_owned(), self.blob(&base_image, name)?);
+        }
+        let scratch = self.store.scratch_dir().await.map_err(store_error)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let dir = scratch.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            build_desktop(
+                &base,
+                &recipe,
+                &kernel_files,
+                &agent,
+                &dir,
+                &mut |step: &str| {
+                    let _ = tx.send(step.to_owned());
+                },
+            )
+        });
+        while let Some(step) = rx.recv().await {
+            log(BuildEvent::Status(format!("desktop image: {step}")));
+        }
+        let stored = match joined("desktop image", job)
+            .await?
+            .map_err(RuntimeError::Image)
+        {
+            Ok(files) => self
+                .cache
+                .put_base_image(&recipe_digest, &files)
+                .await
+                .map_err(store_error),
             Err(e) => Err(e),
         };
         let _ = std::fs::remove_dir_all(&scratch);

@@ -261,6 +261,7 @@ async fn personalize(
     for step in plan::launch_steps(template) {
         run_step(&agent, &step, Some(&secrets), log).await?;
     }
+    crate::streams::on_launch(&shared.home.dir(&id), &agent, template, &secrets).await?;
     let checks = plan::health_checks(template);
     if !checks.is_empty() {
         call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
@@ -306,7 +307,8 @@ fn no_learning(shared: &Shared) -> RuntimeError {
 
 /// Forwards every `apps[].ports[]` of `template` through the computer's
 /// netd (run directory `dir`): public ones on the publish address (the
-/// exact `external` port, else any), the others on `127.0.0.1`. A port that
+/// exact `external` port, else any), the others on `127.0.0.1`; and a
+/// desktop's VNC and noVNC ports on the publish address. A port that
 /// cannot be bound fails the launch, naming its field.
 async fn forward_ports(
     shared: &Shared,
@@ -332,6 +334,21 @@ async fn forward_ports(
                     _ => net::Proto::Tcp,
                 },
                 bind: std::net::SocketAddr::new(ip, external),
+            });
+        }
+    }
+    // A desktop's VNC and noVNC, forwarded as public ports are, where the
+    // host network is (without it, `orgo vnc` says there is no forward).
+    if host_net && crate::desktop::plan(template).is_some() {
+        for (internal, what) in [
+            (crate::desktop::VNC_PORT, "VNC"),
+            (crate::desktop::NOVNC_PORT, "noVNC"),
+        ] {
+            fields.push(format!("desktop ({what})"));
+            ports.push(net::ForwardPort {
+                internal,
+                protocol: net::Proto::Tcp,
+                bind: std::net::SocketAddr::new(shared.config.publish_address, 0),
             });
         }
     }

@@ -32,6 +32,16 @@
 //!   REST API, lazy restores, a [`VmmPool`]; see [`ch`]); [`Backend::Custom`]
 //!   runs any other (a test double, say). Snapshots record the backend that
 //!   made them as a [`BackendKind`].
+//! - The desktop: a template with a resolution, a wallpaper, autostart
+//!   apps or streams has one (the rule and the stack are in the `desktop`
+//!   module's docs), built on the [`DesktopImageRecipe`]'s image. A
+//!   [`Computer`] drives it: [`Computer::screenshot`], [`Computer::click`],
+//!   [`Computer::move_to`], [`Computer::drag`], [`Computer::type_text`],
+//!   [`Computer::key`], [`Computer::scroll`], [`Computer::cursor`] (done by
+//!   the agent, in-process over X11), and streams it
+//!   ([`Computer::stream_start`], [`Computer::stream_stop`],
+//!   [`Computer::stream_status`]). A computer without a desktop answers each
+//!   with [`RuntimeError::NoDesktop`].
 //! - [`system_templates`] are the curated templates (`system/python@1.0.0`,
 //!   `system/nodejs@1.0.0`, `system/claude-code@1.0.0`), compiled in from
 //!   the repository's `templates/system/`; [`system_template`] resolves one.
@@ -48,7 +58,9 @@
 //! (a running computer's handle), `home` (computer records, orphans);
 //! `images` (the base image in the store);
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
-//! `support` (no silent field); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
+//! `support` (no silent field); `desktop` (which templates get a desktop,
+//! and its services), `computer_use` and `streams` (the desktop's API on a
+//! [`Computer`]); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build); `net` (each VM's network: a namespace with a tap, nftables, `tc` and its
 //! `orgo-netd`, or QEMU's user-mode network without root; its docs hold the design: the address
 //! plan, the build policy, the rootless fallback, cleanup).
@@ -73,7 +85,9 @@ mod agent;
 mod backend;
 mod builder;
 mod computer;
+mod computer_use;
 mod config;
+mod desktop;
 mod disk;
 mod embedded;
 mod error;
@@ -90,6 +104,7 @@ mod process;
 mod runtime;
 mod shared;
 mod steps;
+mod streams;
 mod support;
 mod system;
 mod vault;
@@ -100,23 +115,29 @@ pub use backend::ch;
 pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
 pub use computer::Computer;
+pub use computer_use::Screenshot;
 pub use config::{Backend, RuntimeConfig};
+pub use desktop::{DEFAULT_RESOLUTION, DESKTOP_FIELDS, NOVNC_PORT, PULSE_SERVER, VNC_PORT};
 pub use embedded::{agent_binary, netd_binary};
 pub use error::{ErrorChain, RuntimeError, StepFailure};
 pub use home::{ComputerRecord, ComputerState, ComputerStatus, PortMapping, RecordState};
 pub use host_tools::{HostTool, MissingTools, check_host_tools};
 pub use image::{
-    BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, INITRAMFS_MODULES, ImageError,
-    KERNEL_CMDLINE, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, cached_base,
+    BUILDER_VERSION, BaseImage, BaseImageRecipe, DEFAULT_PACKAGES, DESKTOP_BUILDER_VERSION,
+    DESKTOP_PACKAGES, DesktopImageRecipe, INITRAMFS_MODULES, ImageError, KERNEL_CMDLINE,
+    MANIFEST_VERSION, MAX_MANIFEST_BYTES, Progress, build_base, build_desktop, cached_base,
     extract_vmlinux, sha256_file,
 };
 pub use launch::LaunchOptions;
 pub use net::{EgressLearned, Ipv4Net};
 /// The agent protocol's types that the runtime's API uses.
-pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
+pub use orgo_agent_protocol::{
+    Bytes, ErrorCode, Exec, ExitStatus, MouseButton, Region, ScrollDirection, Stream,
+};
 pub use process::process_alive;
 pub use runtime::Runtime;
 pub use steps::{BuildEvent, BuildLog};
+pub use streams::{StreamState, StreamStatus};
 pub use support::Unsupported;
 pub use system::{SYSTEM_NAMESPACE, SystemTemplate, system_template, system_templates};
 pub use vault::{ENV_PREFIX as SECRET_ENV_PREFIX, VAULT_FILE, Vault, VaultError};

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::desktop::{self, Desktop};
 use orgo_agent_protocol::{
     Backoff, HealthSpec, OnFail as AgentOnFail, Probe, RestartPolicy, ServiceSpec, TerminalSpec,
 };
@@ -48,6 +49,8 @@ pub(crate) enum Action {
     Service(ServiceSpec),
     /// Create the tmux sessions (`terminal`).
     Terminals(Vec<TerminalSpec>),
+    /// Drive the desktop's display (see [`crate::desktop`]).
+    Desktop(orgo_agent_protocol::DesktopSpec),
     /// Run a lifecycle hook (`set -e`, 10 minutes).
     Hook {
         /// `on_first_boot`, `on_every_boot`, `on_pre_snapshot`, ...
@@ -144,6 +147,9 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
             steps.push(shell(&format!("apps[{i}].install"), install.clone()));
         }
     }
+    if let Some(desktop) = desktop::plan(template) {
+        steps.extend(desktop_build_steps(&desktop));
+    }
     for (i, app) in template.apps().iter().enumerate() {
         for (j, service) in app.services.iter().enumerate() {
             steps.push(Step {
@@ -182,7 +188,11 @@ pub(crate) fn pre_snapshot(template: &Template) -> Option<Step> {
 /// What a launch does after the identity reset and the environment: the
 /// `when: runtime` files, `on_every_boot`, then `on_resume`.
 pub(crate) fn launch_steps(template: &Template) -> Vec<Step> {
-    let mut steps = file_steps(template, When::Runtime);
+    let mut steps = Vec::new();
+    if let Some(desktop) = desktop::plan(template) {
+        steps.extend(desktop_launch_steps(&desktop));
+    }
+    steps.extend(file_steps(template, When::Runtime));
     let hooks = template.hooks();
     for (name, script) in [
         ("on_every_boot", &hooks.on_every_boot),
@@ -191,6 +201,58 @@ pub(crate) fn launch_steps(template: &Template) -> Vec<Step> {
         if let Some(script) = script {
             steps.push(hook(name, script));
         }
+    }
+    steps
+}
+
+/// The build's desktop steps (see [`crate::desktop`]): the wallpaper's
+/// download, the X server, the window manager, noVNC, then the display
+/// driven (and the wallpaper set).
+fn desktop_build_steps(desktop: &Desktop) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let Some(url) = &desktop.wallpaper {
+        steps.push(Step {
+            field: "desktop.wallpaper".into(),
+            action: Action::File(FileStep {
+                path: desktop::WALLPAPER_PATH.into(),
+                source: url_content(url),
+                mode: Some(0o644),
+                owner: None,
+                group: None,
+            }),
+        });
+    }
+    for spec in desktop.services() {
+        steps.push(Step {
+            field: format!("desktop ({})", spec.name),
+            action: Action::Service(spec),
+        });
+    }
+    steps.push(Step {
+        field: "desktop (display)".into(),
+        action: Action::Desktop(desktop.spec(desktop::BUILD_TIMEOUT_MS, true)),
+    });
+    steps
+}
+
+/// A launch's desktop steps: the display driven again, the window
+/// manager and the wallpaper started, then the autostart entries.
+fn desktop_launch_steps(desktop: &Desktop) -> Vec<Step> {
+    let mut steps = vec![Step {
+        field: "desktop (display)".into(),
+        action: Action::Desktop(desktop.spec(desktop::LAUNCH_TIMEOUT_MS, false)),
+    }];
+    for spec in desktop.session_services() {
+        steps.push(Step {
+            field: format!("desktop ({})", spec.name),
+            action: Action::Service(spec),
+        });
+    }
+    for (field, spec) in desktop.autostart_services() {
+        steps.push(Step {
+            field,
+            action: Action::Service(spec),
+        });
     }
     steps
 }
@@ -396,16 +458,7 @@ fn file_steps(template: &Template, when: When) -> Vec<Step> {
         .map(|(i, file)| {
             let source = match &file.source {
                 FileSource::Inline(text) => Content::Inline(text.clone()),
-                FileSource::From(url) => match url.scheme() {
-                    "http" | "https" => Content::Http(url.to_string()),
-                    "git" => Content::Git(url.to_string()),
-                    "secret" => Content::Secret(url.host_str().unwrap_or_default().to_owned()),
-                    "file" => match url.to_file_path() {
-                        Ok(path) => Content::HostFile(path),
-                        Err(()) => Content::Unsupported(url.to_string()),
-                    },
-                    _ => Content::Unsupported(url.to_string()),
-                },
+                FileSource::From(url) => url_content(url),
                 _ => Content::Unsupported(String::new()),
             };
             let under_home = file.to.starts_with("~/");
@@ -424,6 +477,20 @@ fn file_steps(template: &Template, when: When) -> Vec<Step> {
             }
         })
         .collect()
+}
+
+/// Where the content of a file at `url` comes from.
+pub(crate) fn url_content(url: &url::Url) -> Content {
+    match url.scheme() {
+        "http" | "https" => Content::Http(url.to_string()),
+        "git" => Content::Git(url.to_string()),
+        "secret" => Content::Secret(url.host_str().unwrap_or_default().to_owned()),
+        "file" => match url.to_file_path() {
+            Ok(path) => Content::HostFile(path),
+            Err(()) => Content::Unsupported(url.to_string()),
+        },
+        _ => Content::Unsupported(url.to_string()),
+    }
 }
 
 /// `~/x` as `/home/orgo/x`; anything else as written.
@@ -644,5 +711,64 @@ hooks:
     fn package_names_are_quoted_as_shell_words() {
         assert_eq!(words(&["a".into(), "b=1.0".into()]), "'a' 'b=1.0'");
         assert_eq!(words(&["it's".into()]), r"'it'\''s'");
+    }
+
+    fn desktop_template(extra: &str) -> Template {
+        Template::from_yaml(&format!(
+            "api_version: orgo.ai/v1\ntemplate: {{ name: t, version: 1.0.0 }}\n{extra}"
+        ))
+        .expect("a valid template")
+    }
+
+    #[test]
+    fn headless_templates_have_the_steps_they_had() {
+        let t = desktop_template("build: { apt: [jq] }\non_first_boot: echo hi\n");
+        let fields: Vec<String> = build_steps(&t).into_iter().map(|s| s.field).collect();
+        assert_eq!(fields, ["build.apt", "hooks.on_first_boot"]);
+        assert!(launch_steps(&t).is_empty());
+    }
+
+    #[test]
+    fn desktop_steps_at_build_and_at_launch() {
+        let t = desktop_template(
+            "display: 1024x768\nwallpaper: https://example.com/w.png\n\
+             apps: [{ name: a, autostart: [{ run: 'xterm -e cat', delay: 1500ms }] }]\n",
+        );
+        let fields: Vec<String> = build_steps(&t).into_iter().map(|s| s.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "desktop.wallpaper",
+                "desktop (desktop:x)",
+                "desktop (desktop:novnc)",
+                "desktop (display)"
+            ]
+        );
+        let launch = launch_steps(&t);
+        let fields: Vec<&str> = launch.iter().map(|s| s.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "desktop (display)",
+                "desktop (desktop:wm)",
+                "desktop (desktop:wallpaper)",
+                "apps[0].autostart[0]"
+            ]
+        );
+        match &launch[3].action {
+            Action::Service(spec) => {
+                assert_eq!(spec.name, "apps[0].autostart[0]");
+                assert_eq!(spec.run, "sleep 1.500\nxterm -e cat");
+                assert_eq!(spec.env["DISPLAY"], ":0");
+                assert_eq!(spec.restart, RestartPolicy::No);
+            }
+            other => panic!("expected a service, got {other:?}"),
+        }
+        let x = &desktop::plan(&t).expect("a desktop").services()[0];
+        assert!(
+            x.run.contains("-geometry 1024x768 -depth 24 -rfbport 5900"),
+            "{}",
+            x.run
+        );
     }
 }

@@ -85,6 +85,15 @@ pub(crate) async fn run_step(
                 .await
                 .map_err(|e| step_error(step, "did not start", e))
         }
+        Action::Desktop(spec) => {
+            let timeout = Duration::from_millis(spec.timeout_ms.unwrap_or(60_000)) + QUICK;
+            let op = Op::StartDesktop(spec.clone());
+            match call(agent, move |a| a.request(op, timeout)).await {
+                Ok(Reply::Done) => Ok(()),
+                Ok(other) => Err(failed(step, format!("unexpected reply {other:?}"), b"")),
+                Err(e) => Err(step_error(step, "did not start", e)),
+            }
+        }
         Action::Terminals(sessions) => {
             let sessions = sessions.clone();
             call(agent, move |a| a.create_terminals(sessions, QUICK))

@@ -7,7 +7,9 @@
 //! |---|---|
 //! | `hardware.gpu` (other than `none`), `hardware.gpu_count` | refused: no GPU passthrough |
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
-//! | `hardware.resolution`, `hardware.audio`, `desktop`, `apps[].autostart`, `streaming` | refused until the desktop lands |
+//! | `hardware.resolution` (depth 16, 24 or 32), `desktop.wallpaper` (http, https, file), `apps[].autostart` | carried out: the template has a desktop (see [`crate::desktop`]); depth 8 and an `s3://` wallpaper are refused |
+//! | `streaming` | carried out: streamed by `ffmpeg` from the desktop (see `streams`) |
+//! | `hardware.audio` | carried out on a desktop (a sound server with a null sink, see [`crate::desktop`]); refused on a headless template |
 //! | `hardware.auto_stop_minutes` (other than 0), `triggers`, `telemetry`, `apps[].health.on_fail` `alert` and `restart_vm` | refused until the in-guest automation lands |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | enforced on the host (a network namespace per computer: nftables, the `orgo-netd` proxy and resolver, port forwards, `tc`); refused on a host without root or `CAP_NET_ADMIN` (or with the user-mode network configured), naming what it lacks |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
@@ -43,7 +45,6 @@ impl fmt::Display for Unsupported {
     }
 }
 
-const DESKTOP: &str = "this runtime has no desktop yet (no display, VNC or streaming)";
 const AUTOMATION: &str = "this runtime does not run triggers, telemetry, alerts or auto-stop yet";
 
 /// Every field of `template` that `host` cannot honour, in document order.
@@ -91,11 +92,20 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             Some(_) => {}
         }
     }
-    if hw.resolution.is_some() {
-        refuse("hardware.resolution".into(), DESKTOP);
+    if hw.resolution.is_some_and(|r| r.depth == 8) {
+        refuse(
+            "hardware.resolution".into(),
+            "the desktop serves depth 16, 24 or 32, not 8",
+        );
     }
-    if hw.audio {
-        refuse("hardware.audio".into(), DESKTOP);
+    if hw.audio && crate::desktop::plan(template).is_none() {
+        refuse(
+            "hardware.audio".into(),
+            &format!(
+                "the sound server runs on a desktop, and this template has none (set {})",
+                crate::desktop::DESKTOP_FIELDS
+            ),
+        );
     }
     if hw.auto_stop_minutes.is_some_and(|m| m > 0) {
         refuse("hardware.auto_stop_minutes".into(), AUTOMATION);
@@ -124,9 +134,6 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         {
             refuse(format!("apps[{i}].health.on_fail"), AUTOMATION);
         }
-        for j in 0..app.autostart.len() {
-            refuse(format!("apps[{i}].autostart[{j}]"), DESKTOP);
-        }
     }
     for i in 0..template.triggers().len() {
         refuse(format!("triggers[{i}]"), AUTOMATION);
@@ -137,11 +144,13 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     if let (Some(_), Some(why)) = (template.egress_policy(), &network) {
         refuse("egress_policy".into(), why);
     }
-    for i in 0..template.streaming().len() {
-        refuse(format!("streaming[{i}]"), DESKTOP);
-    }
-    if template.desktop().is_some() {
-        refuse("desktop".into(), DESKTOP);
+    if let Some(desktop) = template.desktop()
+        && !matches!(desktop.wallpaper.scheme(), "http" | "https" | "file")
+    {
+        refuse(
+            "desktop.wallpaper".into(),
+            "the local runtime fetches a wallpaper over http, https or file only",
+        );
     }
     out
 }

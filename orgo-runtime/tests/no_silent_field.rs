@@ -47,6 +47,8 @@ const PORTS: &str =
 const EXACT_PORT: &str =
     "orgo-runtime/tests/egress_e2e.rs::an_exact_port_is_that_port_and_a_taken_one_fails_the_launch";
 const BANDWIDTH: &str = "orgo-runtime/tests/egress_e2e.rs::bandwidth_is_capped_both_ways";
+const DESKTOP: &str = "orgo-runtime/tests/desktop_e2e.rs::the_desktop_shows_its_wallpaper_and_takes_typing_keys_clicks_scroll_and_drag";
+const STREAMS: &str = "orgo-runtime/tests/desktop_e2e.rs::streams_reach_an_rtmp_receiver_by_autostart_and_by_hand_and_the_key_is_not_baked";
 const DESCRIPTIVE: &str =
     "descriptive: part of the digest and the published document, no behaviour in the computer";
 
@@ -72,11 +74,11 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("ram", Format("sugar for `hardware.ram_gb`")),
     (
         "display",
-        Format("sugar for `hardware.resolution`, refused below"),
+        Format("sugar for `hardware.resolution`, tested below"),
     ),
     (
         "wallpaper",
-        Format("sugar for `desktop.wallpaper`, refused below"),
+        Format("sugar for `desktop.wallpaper`, tested below"),
     ),
     ("on_first_boot", Format("sugar for `hooks.on_first_boot`")),
     (
@@ -120,13 +122,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "hardware.gpu_count",
         Refused("hardware: { gpu: t4, gpu_count: 2 }", "hardware.gpu_count"),
     ),
-    (
-        "hardware.resolution",
-        Refused(
-            "hardware: { resolution: 1024x768x24 }",
-            "hardware.resolution",
-        ),
-    ),
+    ("hardware.resolution", Tested(DESKTOP)),
     (
         "hardware.auto_stop_minutes",
         Refused(
@@ -138,10 +134,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "hardware.region",
         Refused("hardware: { region: iad }", "hardware.region"),
     ),
-    (
-        "hardware.audio",
-        Refused("hardware: { audio: true }", "hardware.audio"),
-    ),
+    ("hardware.audio", Tested(DESKTOP)),
     ("hardware.bandwidth_mbps", Tested(BANDWIDTH)),
     ("secrets", Tested(LAUNCH)),
     ("secrets[].name", Tested(LAUNCH)),
@@ -318,27 +311,9 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("apps[].ports[].external", Tested(EXACT_PORT)),
     ("apps[].ports[].protocol", Tested(PORTS)),
     ("apps[].ports[].public", Tested(PORTS)),
-    (
-        "apps[].autostart",
-        Refused(
-            "apps: [{ name: a, autostart: [{ run: xterm }] }]",
-            "apps[0].autostart[0]",
-        ),
-    ),
-    (
-        "apps[].autostart[].run",
-        Refused(
-            "apps: [{ name: a, autostart: [{ run: xterm }] }]",
-            "apps[0].autostart[0]",
-        ),
-    ),
-    (
-        "apps[].autostart[].delay",
-        Refused(
-            "apps: [{ name: a, autostart: [{ run: xterm, delay: 3 }] }]",
-            "apps[0].autostart[0]",
-        ),
-    ),
+    ("apps[].autostart", Tested(DESKTOP)),
+    ("apps[].autostart[].run", Tested(DESKTOP)),
+    ("apps[].autostart[].delay", Tested(DESKTOP)),
     ("triggers", Refused(TRIGGER, "triggers[0]")),
     ("triggers[].name", Refused(TRIGGER, "triggers[0]")),
     ("triggers[].source", Refused(TRIGGER, "triggers[0]")),
@@ -436,36 +411,19 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("egress_policy", Tested(EGRESS_ALLOW)),
     ("egress_policy.mode", Tested(EGRESS_BLOCK)),
     ("egress_policy.rules", Tested(EGRESS_ALLOW)),
-    ("streaming", Refused(STREAM, "streaming[0]")),
-    ("streaming[].name", Refused(STREAM, "streaming[0]")),
-    ("streaming[].url", Refused(STREAM, "streaming[0]")),
-    ("streaming[].key", Refused(STREAM, "streaming[0]")),
-    (
-        "streaming[].key.secret",
-        Refused(
-            "secrets: [{ name: k }]\nstreaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: { secret: k } }]",
-            "streaming[0]",
-        ),
-    ),
-    ("streaming[].autostart", Refused(STREAM, "streaming[0]")),
-    (
-        "desktop",
-        Refused(
-            "desktop: { wallpaper: 'https://example.com/w.png' }",
-            "desktop",
-        ),
-    ),
-    (
-        "desktop.wallpaper",
-        Refused("wallpaper: 'https://example.com/w.png'", "desktop"),
-    ),
+    ("streaming", Tested(STREAMS)),
+    ("streaming[].name", Tested(STREAMS)),
+    ("streaming[].url", Tested(STREAMS)),
+    ("streaming[].key", Tested(STREAMS)),
+    ("streaming[].key.secret", Tested(STREAMS)),
+    ("streaming[].autostart", Tested(STREAMS)),
+    ("desktop", Tested(DESKTOP)),
+    ("desktop.wallpaper", Tested(DESKTOP)),
 ];
 
 const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* * * * *' }, actions: [{ run: 'true' }] }]";
 const FILE_TRIGGER: &str = "triggers: [{ name: t, source: { type: file, path: /srv, events: [create] }, actions: [{ alert: changed }], dedup: 5s }]";
 const HEALTH_TRIGGER: &str = "apps: [{ name: web, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s } }]\ntriggers: [{ name: t, source: { type: health, app: web }, actions: [{ restart_service: s }] }]";
-const STREAM: &str =
-    "streaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: abc, autostart: true }]";
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -11,6 +11,7 @@ use orgo_agent_protocol::{
     ReadyInfo, Reply, Request, Stream, encode,
 };
 
+use crate::desktop::Desktop;
 use crate::files::{FilePolicy, OpError, read_file, write_file};
 use crate::health::HealthChecks;
 use crate::process::Spawner;
@@ -337,6 +338,7 @@ pub struct Agent {
     outbox: Outbox,
     supervisor: Supervisor,
     health: HealthChecks,
+    desktop: Desktop,
 }
 
 impl std::fmt::Debug for Agent {
@@ -370,6 +372,7 @@ impl Agent {
             outbox: Outbox::new(),
             supervisor: Supervisor::default(),
             health: HealthChecks::default(),
+            desktop: Desktop::default(),
         };
         Arc::new(agent)
     }
@@ -596,6 +599,26 @@ impl Agent {
                     });
                 }
                 Ok(Reply::Done)
+            }
+            Op::StartDesktop(spec) => {
+                self.desktop.start(self, spec)?;
+                Ok(Reply::Done)
+            }
+            Op::Screenshot { region } => {
+                let (png, width, height) = self.desktop.screenshot(region)?;
+                Ok(Reply::Screenshot {
+                    png: Bytes(png),
+                    width,
+                    height,
+                })
+            }
+            Op::Input(input) => {
+                self.desktop.input(&input)?;
+                Ok(Reply::Done)
+            }
+            Op::Cursor => {
+                let (x, y) = self.desktop.cursor()?;
+                Ok(Reply::Cursor { x, y })
             }
         }
     }

@@ -9,7 +9,9 @@
 //! (`set -e`, 10-minute default timeout, output captured), supervised
 //! services (restart policy, backoff, stop signal, log file), health checks
 //! (http, tcp, command, process; `on_fail` acts and events reach the host),
-//! tmux sessions, the login environment, and a restored clone's new identity.
+//! tmux sessions, the login environment, a restored clone's new identity,
+//! and the desktop's computer-use actions (screenshots as PNG, pointer and
+//! keys), in-process over the X11 protocol (see the `desktop` module).
 //! Nothing the host sends makes it exit: a bad frame gets an error reply.
 //!
 //! As PID 1 it must reap every orphan, and a `wait` for any child would steal
@@ -43,6 +45,7 @@
 //! ```
 
 mod agent;
+mod desktop;
 mod exec;
 mod files;
 mod health;

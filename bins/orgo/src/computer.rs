@@ -126,6 +126,14 @@ pub(crate) fn open(
     open_with_agent(root, args.agent.clone())
 }
 
+/// [`open`], for the other command modules.
+pub(crate) fn open_with_args(
+    root: Option<PathBuf>,
+    args: &RuntimeArgs,
+) -> Result<(tokio::runtime::Runtime, Runtime), Failure> {
+    open(root, args)
+}
+
 /// [`open`] with the agent given (else `ORGO_AGENT`).
 pub(crate) fn open_with_agent(
     root: Option<PathBuf>,

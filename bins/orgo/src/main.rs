@@ -8,10 +8,11 @@
 
 mod computer;
 mod cp;
+mod desktop;
 mod image;
+mod net;
 mod remote;
 mod serve;
-mod net;
 mod store;
 
 use std::io::{Read, Write};
@@ -135,6 +136,8 @@ enum Command {
     /// Print the smallest `egress_policy` allowing what a computer launched
     /// with `--egress-learn` has reached, as YAML.
     Egress(net::EgressArgs),
+    #[command(flatten)]
+    Desktop(desktop::DesktopCommand),
 }
 
 #[derive(Subcommand)]
@@ -231,6 +234,7 @@ fn main() -> ExitCode {
         Command::Keys(command) => serve::keys(cli.store, command),
         Command::Ports(args) => net::ports(cli.store, &cli.runtime, args),
         Command::Egress(args) => net::egress(cli.store, &cli.runtime, args),
+        Command::Desktop(command) => desktop::run(cli.store, &cli.runtime, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

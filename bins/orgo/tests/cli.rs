@@ -203,3 +203,34 @@ fn build_check_names_every_field_this_host_cannot_honour_and_builds_nothing() {
     assert!(text(&fine.stdout).starts_with("examples/hello.yaml: this host can run `sha256:"));
     assert!(!std::path::Path::new(home).join("computers").exists());
 }
+
+#[test]
+fn desktop_commands_check_their_arguments_and_name_a_missing_computer() {
+    for args in [
+        &["click", "c-1", "1"][..],
+        &["click", "c-1", "1", "2", "--button", "thumb"],
+        &["scroll", "c-1", "sideways"],
+        &["scroll", "c-1", "down", "2", "--at", "3"],
+        &["screenshot", "c-1", "--region", "1,2,3"],
+        &["move", "c-1", "-1", "2"],
+        &["stream", "restart", "c-1", "live"],
+    ] {
+        let out = orgo(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let home = tempfile::tempdir().expect("a scratch home");
+    let store = home.path().to_str().expect("a UTF-8 path");
+    let out = orgo(&["--store", store, "screenshot", "c-000000000000"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("c-000000000000"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}

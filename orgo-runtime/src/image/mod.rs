@@ -18,9 +18,11 @@
 //! place whole: `<out>/<recipe hex digest>/` either holds a complete image or
 //! does not exist. The same recipe is built once.
 
+mod desktop;
 mod initramfs;
 mod vmlinux;
 
+pub use desktop::{DESKTOP_BUILDER_VERSION, DESKTOP_PACKAGES, DesktopImageRecipe, build_desktop};
 pub use vmlinux::extract_vmlinux;
 
 use std::fmt::Write as _;
@@ -405,17 +407,47 @@ fn build_into(
     let _ = fs::remove_dir_all(&busybox_tree);
     let _ = fs::remove_dir_all(&downloads);
 
+    build_rootfs(recipe, &recipe.packages, agent, tmp, progress)?;
+
+    progress.step("digests");
+    let mut files = std::collections::BTreeMap::new();
+    for name in ["vmlinuz", "vmlinux", "initrd.cpio", "rootfs.ext4"] {
+        files.insert(name.to_string(), sha256_file(&tmp.join(name))?);
+    }
+    let image = BaseImage {
+        dir: tmp.to_path_buf(),
+        recipe: recipe.clone(),
+        recipe_digest: recipe.digest(),
+        kernel_release: release,
+        files,
+    };
+    let path = tmp.join("manifest.json");
+    let json = serde_json::to_vec_pretty(&MANIFEST.to_value(&image))
+        .expect("a manifest always serializes");
+    fs::write(&path, json).map_err(io_err("write", &path))?;
+    Ok(image)
+}
+
+/// The root disk `tmp/rootfs.ext4`: `mmdebstrap` of `recipe`'s suite and
+/// variant with `packages`, user `orgo`, the agent, scrubbed, as ext4.
+fn build_rootfs(
+    recipe: &BaseImageRecipe,
+    packages: &[String],
+    agent: &Path,
+    tmp: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(), ImageError> {
     progress.step(&format!(
         "root file system: mmdebstrap {} {} +{}",
         recipe.variant,
         recipe.suite,
-        recipe.packages.join(",")
+        packages.join(",")
     ));
     let tree = tmp.join("tree");
     let mut mm = Command::new("mmdebstrap");
     mm.arg("--mode=root")
         .arg(format!("--variant={}", recipe.variant))
-        .arg(format!("--include={}", recipe.packages.join(",")))
+        .arg(format!("--include={}", packages.join(",")))
         .arg("--customize-hook=chroot \"$1\" useradd --create-home --shell /bin/bash --uid 1000 --user-group orgo")
         .args(["--quiet", &recipe.suite])
         .arg(&tree)
@@ -440,24 +472,7 @@ fn build_into(
         .arg(&rootfs)
         .arg(format!("{}M", recipe.disk_mib)))?;
     fs::remove_dir_all(&tree).map_err(io_err("remove", &tree))?;
-
-    progress.step("digests");
-    let mut files = std::collections::BTreeMap::new();
-    for name in ["vmlinuz", "vmlinux", "initrd.cpio", "rootfs.ext4"] {
-        files.insert(name.to_string(), sha256_file(&tmp.join(name))?);
-    }
-    let image = BaseImage {
-        dir: tmp.to_path_buf(),
-        recipe: recipe.clone(),
-        recipe_digest: recipe.digest(),
-        kernel_release: release,
-        files,
-    };
-    let path = tmp.join("manifest.json");
-    let json = serde_json::to_vec_pretty(&MANIFEST.to_value(&image))
-        .expect("a manifest always serializes");
-    fs::write(&path, json).map_err(io_err("write", &path))?;
-    Ok(image)
+    Ok(())
 }
 
 /// What no image should carry: apt's caches and lists, logs, the machine-id

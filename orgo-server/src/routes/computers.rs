@@ -83,10 +83,34 @@ pub(crate) struct ComputerView {
     cpu: u32,
     /// Memory in MiB.
     memory_mib: u64,
-    /// Published ports (none until the runtime has host networking).
-    ports: Vec<u16>,
+    /// Its forwarded ports (`apps[].ports[]`, and a desktop's VNC and
+    /// noVNC), as `orgo ports` prints them.
+    ports: Vec<PortView>,
     /// When it was launched (seconds since the Unix epoch).
     created_unix: u64,
+}
+
+/// A forwarded port.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PortView {
+    /// The port inside the computer.
+    internal: u16,
+    /// `tcp` or `udp`.
+    protocol: String,
+    /// Where the host reaches it, `ADDRESS:PORT`.
+    address: String,
+}
+
+fn ports(record: &orgo_runtime::ComputerRecord) -> Vec<PortView> {
+    record
+        .ports
+        .iter()
+        .map(|p| PortView {
+            internal: p.internal,
+            protocol: p.protocol.clone(),
+            address: p.address.to_string(),
+        })
+        .collect()
 }
 
 /// Computers.
@@ -188,7 +212,7 @@ fn view(owner: &Owner, status: Option<&orgo_runtime::ComputerStatus>) -> Compute
         template_ref: owner.template_ref.clone(),
         cpu: status.map_or(0, |s| s.record.cpus),
         memory_mib: status.map_or(0, |s| s.record.memory_mib),
-        ports: Vec::new(),
+        ports: status.map_or_else(Vec::new, |s| ports(&s.record)),
         created_unix: status.map_or(0, |s| s.record.created_unix),
     }
 }
@@ -279,6 +303,9 @@ pub(crate) async fn launch(
         memory_mib: request.ram_gb.map(|gb| u64::from(gb) * 1024),
         env: request.env,
         vault: Vault::new().with(request.secrets),
+        // Learn mode is the CLI's and the library's for now (`orgo launch
+        // --egress-learn`); the API's launch body has no such field.
+        egress_learn: false,
     };
     let computer = state
         .runtime
@@ -297,6 +324,7 @@ pub(crate) async fn launch(
     // It runs on its own from now on; the server keeps a connection.
     computer.detach();
     let _ = state.computers.handle(&state.runtime, &record.id).await;
+    let ports = ports(&record);
     Ok((
         StatusCode::CREATED,
         Json(ComputerView {
@@ -305,7 +333,7 @@ pub(crate) async fn launch(
             template_ref: owner.template_ref,
             cpu: record.cpus,
             memory_mib: record.memory_mib,
-            ports: Vec::new(),
+            ports,
             created_unix: record.created_unix,
         }),
     ))
