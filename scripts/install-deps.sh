@@ -11,6 +11,9 @@
 # - mmdebstrap, e2fsprogs (mkfs.ext4): the base image's root file system.
 # - busybox-static: the initramfs takes busybox from `apt-get download
 #   busybox-static`, which needs the package lists this script updates.
+# - iproute2, nftables, curl, openssl: orgo-netd's namespace test (network
+#   namespaces, a redirect to the proxy, HTTP and HTTPS probes, a
+#   self-signed test server).
 # - ca-certificates; python3-venv when Python has no venv with ensurepip
 #   (the Python package's tests make a virtual environment).
 # - iproute2 (ip, tc), nftables, util-linux (nsenter, setpriv): each VM's
@@ -43,6 +46,7 @@ packages=(
     nftables
     util-linux
     python3
+    curl
     openssl
 )
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then

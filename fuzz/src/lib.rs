@@ -1,4 +1,5 @@
-//! Invariants of the `orgo-template` pipeline, checked on arbitrary input.
+//! Invariants of the `orgo-template` pipeline, checked on arbitrary input;
+//! and of `orgo-net`'s guest-facing parsers ([`check_net`], see `net.rs`).
 //!
 //! [`check`] panics when an invariant breaks; the fuzz targets in
 //! `fuzz_targets/` call it with libFuzzer's input, and `tests/seed.rs` calls it
@@ -16,6 +17,10 @@
 //!    every diagnostic's message are non-empty.
 
 #![forbid(unsafe_code)]
+
+mod net;
+
+pub use net::check_net;
 
 use orgo_template::{Document, Format, Template, TemplateError};
 

@@ -36,7 +36,7 @@ pub enum NetError {
         message: String,
     },
     /// The daemon's config file cannot be read.
-    #[error("bad netd config")]
+    #[error("cannot read the netd config")]
     Config(#[from] orgo_snapshot::VersionedError),
     /// A socket could not be created or bound.
     #[error("cannot {what} `{addr}`")]

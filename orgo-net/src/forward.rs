@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::control::{ForwardPort, Proto};
 use crate::netd::{GUEST_ADDR, Shared};
-use crate::proxy::is_transient;
+use crate::proxy::{RELAY_BUF, is_transient};
 
 /// The most connections one TCP forward relays at once.
 const MAX_TCP_RELAYS: usize = 1024;
@@ -94,7 +94,15 @@ async fn relay_tcp(shared: Arc<Shared>, listener: TcpListener, internal: u16) {
             let connect = shared.netns.connect(guest);
             match tokio::time::timeout(Duration::from_secs(10), connect).await {
                 Ok(Ok(mut to_guest)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut to_guest).await;
+                    let _ = client.set_nodelay(true);
+                    let _ = to_guest.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut client,
+                        &mut to_guest,
+                        RELAY_BUF,
+                        RELAY_BUF,
+                    )
+                    .await;
                 }
                 Ok(Err(e)) => shared.log(format_args!("forward to {guest}: {e}")),
                 Err(_) => shared.log(format_args!("forward to {guest}: timed out")),

@@ -22,6 +22,8 @@ use crate::sniff::{MAX_SNIFF, Sniffed, Target, sniff};
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// How long the guest has to send the bytes that name its host.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// The relay's buffer each way (tokio's default 8 KiB costs throughput).
+pub(crate) const RELAY_BUF: usize = 64 << 10;
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,9 +70,14 @@ async fn serve_one(shared: &Shared, mut guest: TcpStream) {
     let Ok(original) = original_destination(&guest) else {
         return;
     };
+    // Small TLS records must not wait for the guest's delayed ACK.
+    let _ = guest.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
     let sniffed = read_head(&mut guest, &mut buf).await;
-    let is_http = matches!(sniffed, Sniffed::Http(_));
+    // HTTP, whether or not its head is valid: it gets a 403 it can read.
+    let is_http = matches!(sniffed, Sniffed::Http(_))
+        || (matches!(sniffed, Sniffed::Invalid(_))
+            && buf.first().is_some_and(u8::is_ascii_uppercase));
     let port = original.port();
     let decision = decide(shared, sniffed, original).await;
     let (addrs, learned) = match decision {
@@ -100,7 +107,9 @@ async fn serve_one(shared: &Shared, mut guest: TcpStream) {
     if upstream.write_all(&buf).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut guest, &mut upstream).await;
+    let _ =
+        tokio::io::copy_bidirectional_with_sizes(&mut guest, &mut upstream, RELAY_BUF, RELAY_BUF)
+            .await;
 }
 
 /// The destination the guest dialled, before the namespace's redirect.

@@ -201,13 +201,15 @@ fn target(host: &str) -> Option<Target> {
 
 /// An HTTP/1 request head: the request line, then headers up to an empty line.
 fn sniff_http(buf: &[u8]) -> Sniffed {
+    // Decided on the first bytes alone, so that more bytes never change it.
+    if !looks_like_request_line(buf) {
+        return Sniffed::Other;
+    }
     let Some(end) = find(buf, b"\r\n\r\n") else {
         return if buf.len() >= MAX_SNIFF {
             Sniffed::Invalid("an HTTP request head over 16 KiB")
-        } else if looks_like_request_line(buf) {
-            Sniffed::NeedMore
         } else {
-            Sniffed::Other
+            Sniffed::NeedMore
         };
     };
     let Ok(head) = std::str::from_utf8(&buf[..end]) else {
