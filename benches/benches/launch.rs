@@ -11,7 +11,8 @@
 //! - the host network's cost: cold and pool launch p50 with it (a network
 //!   namespace, nftables and `orgo-netd` per computer; the default as root)
 //!   against QEMU's user-mode network (`RuntimeConfig::user_mode_network`),
-//!   each over a snapshot built with its own network.
+//!   each over a snapshot built with its own network, measured in turns
+//!   (`ORGO_BENCH_NETWORK_ONLY=1` measures only these).
 //!
 //! `cargo bench -p orgo-benches --bench launch`. Needs root and QEMU; the
 //! agent is the one built into orgo-runtime (`ORGO_AGENT` overrides it);
@@ -122,6 +123,10 @@ async fn main() {
     // Warm-up (page cache), then 20 launches that restore on the spot.
     let (_, warm) = launch_and_exec(&runtime, &template).await;
     warm.stop().await.unwrap();
+    if std::env::var_os("ORGO_BENCH_NETWORK_ONLY").is_some() {
+        network_cost(&runtime, &template, &nonce).await;
+        return;
+    }
     let cold = launches(&runtime, &template, None).await;
     report("cold (restore at launch)", &cold);
     // 20 launches, each taking a computer the pool restored and parked.
@@ -154,48 +159,60 @@ async fn main() {
     }
     runtime.drain().await;
 
-    network_cost(&runtime, &nonce, &cold, &pooled).await;
+    network_cost(&runtime, &template, &nonce).await;
 
     if std::env::var_os("ORGO_BENCH_LAUNCHES").is_none() {
         memory_ratio(&runtime).await;
     }
 }
 
-/// Cold and pool launch p50 under the user-mode network (a runtime of its
-/// own on the same home, a template of its own: a snapshot restores only
-/// onto the network it was taken with), against `runtime`'s (`cold`,
-/// `pooled`).
-async fn network_cost(runtime: &Runtime, nonce: &str, cold: &[Duration], pooled: &[Duration]) {
+/// Cold and pool launch p50 with the host network (`runtime`, `template`)
+/// against the user-mode network (a runtime of its own on the same home, a
+/// template of its own: a snapshot restores only onto the network it was
+/// taken with), the two measured in turns so that the host's load weighs on
+/// both alike.
+async fn network_cost(runtime: &Runtime, template: &Template, nonce: &str) {
     let mut config = RuntimeConfig::from_env(Some(home())).unwrap();
     config.accel = Some(Accel::Tcg);
     config.user_mode_network = true;
     let user = Runtime::open(config).await.unwrap();
-    let template = Template::from_yaml(&format!(
+    let user_template = Template::from_yaml(&format!(
         "api_version: orgo.ai/v1\nname: bench-user-net@1.0.0\nenv: {{ NONCE: \"{nonce}\" }}\n\
          build:\n  run: [\"sleep 2; echo step\"]\nhooks:\n  on_resume: echo resumed\n"
     ))
     .unwrap();
-    user.build(&template, &mut |_| {}).await.unwrap();
-    let (_, warm) = launch_and_exec(&user, &template).await;
+    user.build(&user_template, &mut |_| {}).await.unwrap();
+    let (_, warm) = launch_and_exec(&user, &user_template).await;
     warm.stop().await.unwrap();
-    let user_cold = launches(&user, &template, None).await;
-    report("cold, user-mode network", &user_cold);
-    let user_pooled = launches(&user, &template, Some(1)).await;
-    report("from the warm pool, user-mode network", &user_pooled);
-    user.drain().await;
-    let _ = runtime;
-    for (name, with, without) in [
-        ("cold", cold, &user_cold[..]),
-        ("from the warm pool", pooled, &user_pooled[..]),
-    ] {
-        let (a, b) = (percentile(with, 50.0), percentile(without, 50.0));
+    let n: usize = std::env::var("ORGO_BENCH_LAUNCHES").map_or(20, |v| v.parse().unwrap());
+    for (name, pool) in [("cold", None), ("from the warm pool", Some(1))] {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            for (rt, t, times) in [
+                (runtime, template, &mut with),
+                (&user, &user_template, &mut without),
+            ] {
+                if let Some(count) = pool {
+                    rt.prewarm(t, count).await.unwrap();
+                }
+                let (took, computer) = launch_and_exec(rt, t).await;
+                times.push(took);
+                computer.stop().await.unwrap();
+            }
+        }
+        with.sort();
+        without.sort();
+        let (a, b) = (percentile(&with, 50.0), percentile(&without, 50.0));
         println!(
-            "launch p50 {name}: host network {}, user-mode network {}, {:+.1}%",
+            "launch p50 {name}, {n} each in turns: host network {} (p95 {}), user-mode network {} (p95 {}), {:+.1}%",
             ms(a),
+            ms(percentile(&with, 95.0)),
             ms(b),
+            ms(percentile(&without, 95.0)),
             (a.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0
         );
     }
+    user.drain().await;
 }
 
 /// 20 launches, one at a time, each from a pool of `pool` parked

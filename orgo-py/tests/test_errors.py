@@ -178,7 +178,10 @@ def test_diagnostics_compare_by_value():
     assert errors() == errors()
 
 
-def test_a_template_this_host_cannot_run_raises_unsupported_error(tmp_path):
+def test_a_template_this_host_cannot_run_raises_unsupported_error(tmp_path, monkeypatch):
+    # The user-mode network (as on a host without root), which cannot
+    # enforce `egress_policy`, whoever runs the test.
+    monkeypatch.setenv("ORGO_USER_NET", "1")
     template = orgo.Template.from_yaml(
         "api_version: orgo.ai/v1\nname: gpu@1.0.0\n"
         "hardware: { gpu: h100 }\n"
@@ -190,6 +193,7 @@ def test_a_template_this_host_cannot_run_raises_unsupported_error(tmp_path):
     assert isinstance(error, orgo.OrgoError)
     assert set(error.fields) == {"hardware.gpu", "egress_policy"}
     assert "no GPU to pass through" in error.fields["hardware.gpu"]
+    assert "user-mode network" in error.fields["egress_policy"]
     assert "`hardware.gpu`" in str(error) and "`egress_policy`" in str(error)
     # Nothing was built or started: the home holds no computer.
     assert not (tmp_path / "computers").exists()

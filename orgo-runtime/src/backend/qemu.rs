@@ -995,13 +995,18 @@ mod tests {
     fn snapshot_meta_is_read_by_the_version_rule() {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let path = dir.path().join("meta.json");
-        let current =
-            r#"{"orgo_qemu_snapshot":2,"memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true}"#;
+        let current = r#"{"orgo_qemu_snapshot":"2.1","memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true,"network":"tap"}"#;
         std::fs::write(&path, current).expect("written");
         let meta = Meta::read(&path).expect("reads");
         assert_eq!((meta.memory_mib, meta.cpus, meta.hotplug), (512, 2, true));
+        assert_eq!(meta.network, "tap");
         let written = serde_json::to_string(&META.to_value(&meta)).expect("JSON");
         assert_eq!(written, current, "written as read");
+        // A 2.0 meta (before the network was recorded): the user-mode one.
+        let older =
+            r#"{"orgo_qemu_snapshot":2,"memory_mib":512,"cpus":2,"accel":"kvm","hotplug":true}"#;
+        std::fs::write(&path, older).expect("written");
+        assert_eq!(Meta::read(&path).expect("reads").network, "user");
 
         for (version, said) in [
             (1, "written by an older orgo"),

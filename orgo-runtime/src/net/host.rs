@@ -62,7 +62,8 @@ pub(crate) async fn run(
 
 /// Whether this process may set up namespaces, links and firewalls: root,
 /// or `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` in its effective set (`ip netns`
-/// mounts), with `ip` and `nft` installed. `Err` says what is lacking.
+/// mounts), with `ip`, `nft` and `nsenter` installed. `Err` says what is
+/// lacking.
 pub(crate) fn capable() -> Result<(), String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = status
@@ -78,10 +79,10 @@ pub(crate) fn capable() -> Result<(), String> {
                 .into(),
         );
     }
-    for tool in ["ip", "nft"] {
+    for tool in ["ip", "nft", "nsenter"] {
         if !in_path(tool) {
             return Err(format!(
-                "needs `{tool}` (iproute2, nftables), which this host lacks"
+                "needs `{tool}` (iproute2, nftables, util-linux), which this host lacks"
             ));
         }
     }

@@ -128,7 +128,8 @@ impl Net {
     pub(crate) fn new(config: Settings) -> Net {
         if config.user_mode_network {
             return Net::User(
-                "the runtime is configured for the user-mode network (`ORGO_USER_NET`)".into(),
+                "is off: the runtime is configured for QEMU's user-mode network (`ORGO_USER_NET`)"
+                    .into(),
             );
         }
         if let Err(why) = host::capable() {
