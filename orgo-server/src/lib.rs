@@ -137,8 +137,10 @@ impl Server {
         config: ServerConfig,
     ) -> Result<(Server, Recovered), ServerError> {
         let home = runtime.store().root().to_path_buf();
-        let orphans = runtime.sweep().await.map_err(ServerError::Runtime)?;
+        // The builder VMs first: with their scratch directories gone, the
+        // runtime's sweep also removes their networks (namespace, orgo-netd).
         let builders = sweep::builders(&home);
+        let orphans = runtime.sweep().await.map_err(ServerError::Runtime)?;
         let builds = Arc::new(Builds::new(&home, config.limits.builds));
         let interrupted = builds.recover().map_err(|source| ServerError::Io {
             what: "cannot recover the build markers".into(),

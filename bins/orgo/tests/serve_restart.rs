@@ -184,10 +184,12 @@ fn kill_9_mid_build_and_mid_launch_then_sigterm() {
         &serve,
         &key,
         format!(
-            "api_version: orgo.ai/v1\nname: restart-slow@1.0.0\nenv: {{ RUN: \"{run}\" }}\nbuild:\n  run: [\"sleep 600\"]\n"
+            "api_version: orgo.ai/v1\nname: restart-slow-{run}@1.0.0\nenv: {{ RUN: \"{run}\" }}\nbuild:\n  run: [\"sleep 600\"]\n"
         ),
     );
-    let build = "/api/templates/restart/restart-slow/1.0.0/build";
+    // Its own name each run: a version is immutable, and the home is
+    // shared by every run of the tests.
+    let build = &format!("/api/templates/restart/restart-slow-{run}/1.0.0/build");
     let started = http()
         .post(format!("{}{build}", serve.url))
         .bearer_auth(&key)
