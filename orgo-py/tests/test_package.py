@@ -20,10 +20,14 @@ INSTANCE_ATTRIBUTES = {
 
 
 def stub_names():
-    """Public classes and functions of the stub, with their public members."""
+    """Public classes and functions of the stub, with their public members
+    (a `_Name` class is a typing helper of the stub alone, such as the
+    `TypedDict` of a returned dict, not an attribute of the module)."""
     tree = ast.parse(STUB.read_text(encoding="utf-8"))
     names = {}
     for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name.startswith("_"):
+            continue
         if isinstance(node, ast.ClassDef):
             members = {
                 item.name
