@@ -16,6 +16,7 @@ INSTANCE_ATTRIBUTES = {
     orgo.BuildError: {"field", "reason", "output"},
     orgo.SecretError: {"missing"},
     orgo.UnsupportedError: {"fields"},
+    orgo.PortError: {"field", "reason"},
 }
 
 
