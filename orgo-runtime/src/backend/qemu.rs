@@ -748,9 +748,6 @@ fn machine_args(
         ),
         "-device",
         "virtio-rng-pci",
-        // A new generation id on every start, restores included: the guest
-        // kernel reseeds its random generator when it changes, so clones of
-        // one snapshot do not share their random streams.
         "-serial",
         &format!("file:{}", option_value(&run_dir.join("console.log"))?),
         "-qmp",
