@@ -193,11 +193,22 @@ pub struct ComputerView {
     pub cpu: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
-    /// Published ports.
-    pub ports: Vec<u16>,
+    /// Its forwarded ports (`apps[].ports[]`, a desktop's VNC and noVNC).
+    pub ports: Vec<PortView>,
     /// When it was launched.
     #[serde(default)]
     pub created_unix: u64,
+}
+
+/// A forwarded port of a computer, as the server describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortView {
+    /// The port inside the computer.
+    pub internal: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Where the host reaches it, `ADDRESS:PORT`.
+    pub address: String,
 }
 
 /// A command to run.
