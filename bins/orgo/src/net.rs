@@ -62,14 +62,24 @@ pub(crate) fn egress(
 /// `orgo ps`'s PORTS column: `8000/tcp->127.0.0.1:41234`, comma-separated
 /// (`-` for none).
 pub(crate) fn ports_column(ports: &[PortMapping]) -> String {
-    if ports.is_empty() {
-        return "-".to_owned();
+    column(
+        ports
+            .iter()
+            .map(|p| (p.internal, p.protocol.as_str(), p.address.to_string())),
+    )
+}
+
+/// The PORTS column of `orgo ps` from `(internal, protocol, address)`
+/// triples (a local record's ports or a server's): `-` for none.
+pub(crate) fn column<'a>(ports: impl Iterator<Item = (u16, &'a str, String)>) -> String {
+    let entries: Vec<String> = ports
+        .map(|(internal, protocol, address)| format!("{internal}/{protocol}->{address}"))
+        .collect();
+    if entries.is_empty() {
+        "-".to_owned()
+    } else {
+        entries.join(",")
     }
-    ports
-        .iter()
-        .map(|p| format!("{}/{}->{}", p.internal, p.protocol, p.address))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The ports as `orgo ps --json` shows them.

@@ -227,7 +227,7 @@ fn dispatch(
             let mut out = String::new();
             if !args.json {
                 out.push_str(
-                    "ID               TEMPLATE                  STATUS     CPU  MEMORY  AGE\n",
+                    "ID               TEMPLATE                  STATUS     CPU  MEMORY  AGE   PORTS\n",
                 );
             }
             for c in computers {
@@ -237,17 +237,25 @@ fn dispatch(
                         serde_json::json!({
                             "id": c.id, "template": c.template_ref, "status": c.status,
                             "cpus": c.cpu, "memory_mib": c.memory_mib, "created_unix": c.created_unix,
+                            "ports": c.ports.iter().map(|p| serde_json::json!({
+                                "internal": p.internal, "protocol": p.protocol, "address": p.address,
+                            })).collect::<Vec<_>>(),
                         })
                     ));
                 } else {
                     out.push_str(&format!(
-                        "{:<16} {:<25} {:<9} {:>4} {:>5}M  {}\n",
+                        "{:<16} {:<25} {:<9} {:>4} {:>5}M  {:<5} {}\n",
                         c.id,
                         c.template_ref,
                         c.status,
                         c.cpu,
                         c.memory_mib,
-                        crate::computer::age(now.saturating_sub(c.created_unix))
+                        crate::computer::age(now.saturating_sub(c.created_unix)),
+                        crate::net::column(c.ports.iter().map(|p| (
+                            p.internal,
+                            p.protocol.as_str(),
+                            p.address.clone()
+                        ))),
                     ));
                 }
             }
