@@ -35,8 +35,14 @@
 //! # Ok::<(), orgo_agent_protocol::FrameError>(())
 //! ```
 
+mod automation;
 mod frame;
 mod message;
+
+pub use automation::{
+    EventRecord, FileEvent, MAX_EVENTS_READ, MAX_LOG_READ_BYTES, MAX_WEBHOOK_BYTES, TriggerAction,
+    TriggerSource, TriggerSpec,
+};
 
 pub use frame::{
     FrameError, FrameReader, HEADER_BYTES, MAGIC, MAX_FRAME_BYTES, PROTOCOL_VERSION,

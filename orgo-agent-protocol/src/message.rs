@@ -203,7 +203,9 @@ pub struct ServiceSpec {
     /// Grace period after the stop signal before `KILL` (default 10 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
-    /// stdout and stderr are appended here (default: discarded).
+    /// stdout and stderr are appended here (default:
+    /// `/var/log/orgo/NAME.log`); the agent writes the file and rotates it
+    /// at its size cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// Restart backoff.
@@ -411,6 +413,51 @@ pub enum Op {
         #[serde(default)]
         reboot: bool,
     },
+    /// The names of the logs the agent writes (services, triggers): [`Reply::LogNames`].
+    ListLogs,
+    /// Read a log from `offset` (its bytes are numbered from the first ever
+    /// written, across rotations), or from the first write at or after
+    /// `since_unix_ms`, else from the oldest byte kept: [`Reply::Log`].
+    ReadLog {
+        /// The log's name (a service's, or `trigger.NAME`).
+        name: String,
+        /// Where to start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// Or: the first write at or after this time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_unix_ms: Option<u64>,
+        /// At most this many bytes (and at most
+        /// [`MAX_LOG_READ_BYTES`](crate::MAX_LOG_READ_BYTES)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u32>,
+    },
+    /// Events of the ring after sequence number `after` (all kept when
+    /// unset): [`Reply::Events`].
+    ReadEvents {
+        /// The last sequence number already seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// At most this many (and at most
+        /// [`MAX_EVENTS_READ`](crate::MAX_EVENTS_READ)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u32>,
+    },
+    /// Replace every trigger.
+    SetTriggers {
+        /// The triggers.
+        triggers: Vec<crate::TriggerSpec>,
+    },
+    /// Fire the webhook triggers of `path` with `data` (their `run`
+    /// actions read it on stdin): [`Reply::Fired`]; no trigger of that path
+    /// is [`ErrorCode::NotFound`].
+    FireWebhook {
+        /// The webhook's path.
+        path: String,
+        /// The body (at most [`MAX_WEBHOOK_BYTES`](crate::MAX_WEBHOOK_BYTES)).
+        #[serde(default)]
+        data: Bytes,
+    },
 }
 
 impl Op {
@@ -432,6 +479,11 @@ impl Op {
             Op::SetEnv { .. } => "set_env",
             Op::ResetIdentity(_) => "reset_identity",
             Op::Shutdown { .. } => "shutdown",
+            Op::ListLogs => "list_logs",
+            Op::ReadLog { .. } => "read_log",
+            Op::ReadEvents { .. } => "read_events",
+            Op::SetTriggers { .. } => "set_triggers",
+            Op::FireWebhook { .. } => "fire_webhook",
         }
     }
 }
@@ -540,6 +592,33 @@ pub enum Reply {
         /// Explanation.
         message: String,
     },
+    /// To [`Op::ListLogs`].
+    LogNames {
+        /// The logs' names, sorted.
+        names: Vec<String>,
+    },
+    /// To [`Op::ReadLog`].
+    Log {
+        /// The bytes from `from` to `next`.
+        data: Bytes,
+        /// The offset of `data`'s first byte (past `offset` when older
+        /// bytes were rotated away).
+        from: u64,
+        /// Where the next read starts.
+        next: u64,
+    },
+    /// To [`Op::ReadEvents`].
+    Events {
+        /// The events, oldest first.
+        events: Vec<crate::EventRecord>,
+        /// How many events after `after` the ring had dropped already.
+        dropped: u64,
+    },
+    /// To [`Op::FireWebhook`].
+    Fired {
+        /// The triggers whose firing was accepted (not deduplicated).
+        triggers: Vec<String>,
+    },
 }
 
 /// An output stream of a process.
@@ -612,17 +691,61 @@ pub enum Event {
         /// App.
         app: String,
     },
-    /// A health check raised an alert.
+    /// A health check (`app`) or a trigger's action (`trigger`) raised an alert.
     Alert {
-        /// App.
+        /// App (empty for a trigger's alert).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         app: String,
-        /// The last failure.
+        /// The last failure, or the trigger's message.
         message: String,
+        /// The trigger whose `alert` action raised it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<String>,
     },
     /// Some events were dropped because the host did not read them.
     Dropped {
         /// How many.
         count: u64,
+    },
+    /// A service was started again (by its restart policy, a health check
+    /// or a request).
+    ServiceRestarted {
+        /// Service.
+        name: String,
+        /// Starts after the first.
+        restarts: u32,
+    },
+    /// A trigger fired; its actions run.
+    TriggerFired {
+        /// Trigger.
+        trigger: String,
+        /// Its source's type.
+        source: String,
+        /// What fired it (the file and change, the webhook path, the minute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A firing within the trigger's dedup window was dropped.
+    TriggerDeduplicated {
+        /// Trigger.
+        trigger: String,
+        /// What fired it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A trigger's actions all ran.
+    TriggerDone {
+        /// Trigger.
+        trigger: String,
+    },
+    /// A trigger's action failed; the actions after it did not run.
+    TriggerFailed {
+        /// Trigger.
+        trigger: String,
+        /// The failed action's index.
+        action: usize,
+        /// Why (with the tail of a `run` action's output).
+        message: String,
     },
 }
 

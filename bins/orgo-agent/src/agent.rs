@@ -202,6 +202,8 @@ struct Routes {
 pub(crate) struct Outbox {
     routes: Mutex<Routes>,
     dropped: AtomicU64,
+    /// Every event, for [`Op::ReadEvents`].
+    ring: crate::events::EventRing,
 }
 
 impl Outbox {
@@ -209,6 +211,7 @@ impl Outbox {
         Outbox {
             routes: Mutex::default(),
             dropped: AtomicU64::new(0),
+            ring: crate::events::EventRing::default(),
         }
     }
 
@@ -254,6 +257,7 @@ impl Outbox {
     }
 
     pub(crate) fn event(&self, event: Event) {
+        self.ring.push(&event);
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0
             && !self.post(AgentMessage::Event {
@@ -337,6 +341,10 @@ pub struct Agent {
     outbox: Outbox,
     supervisor: Supervisor,
     health: HealthChecks,
+    logs: crate::logs::Logs,
+    triggers: crate::triggers::Triggers,
+    /// When the last activity was (see [`Agent::note_activity`]).
+    last_activity: Mutex<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -370,6 +378,9 @@ impl Agent {
             outbox: Outbox::new(),
             supervisor: Supervisor::default(),
             health: HealthChecks::default(),
+            logs: crate::logs::Logs::default(),
+            triggers: crate::triggers::Triggers::default(),
+            last_activity: Mutex::new(std::time::Instant::now()),
         };
         Arc::new(agent)
     }
@@ -397,6 +408,20 @@ impl Agent {
 
     pub(crate) fn supervisor(&self) -> &Supervisor {
         &self.supervisor
+    }
+
+    pub(crate) fn logs(&self) -> &crate::logs::Logs {
+        &self.logs
+    }
+
+    pub(crate) fn triggers(&self) -> &crate::triggers::Triggers {
+        &self.triggers
+    }
+
+    /// Notes activity now: a request that runs or moves something, a
+    /// trigger that fired.
+    pub(crate) fn note_activity(&self) {
+        *lock(&self.last_activity) = std::time::Instant::now();
     }
 
     pub(crate) fn config(&self) -> &AgentConfig {
@@ -517,6 +542,7 @@ impl Agent {
             }
             Op::Ping => Ok(Reply::Done),
             Op::Exec(exec) => {
+                self.note_activity();
                 let (status, timed_out) = crate::exec::exec(self, responder, exec)?;
                 Ok(Reply::Exit { status, timed_out })
             }
@@ -584,7 +610,37 @@ impl Agent {
                 crate::machine::reset_identity(self, &identity)?;
                 Ok(Reply::Done)
             }
+            Op::ListLogs => Ok(Reply::LogNames {
+                names: self.logs.names(),
+            }),
+            Op::ReadLog {
+                name,
+                offset,
+                since_unix_ms,
+                max_bytes,
+            } => {
+                let (data, from, next) = self.logs.read(&name, offset, since_unix_ms, max_bytes)?;
+                Ok(Reply::Log {
+                    data: Bytes(data),
+                    from,
+                    next,
+                })
+            }
+            Op::ReadEvents { after, max } => {
+                let (events, dropped) = self.outbox.ring.read(after, max);
+                Ok(Reply::Events { events, dropped })
+            }
+            Op::SetTriggers { triggers } => {
+                self.triggers.set(self, triggers)?;
+                Ok(Reply::Done)
+            }
+            Op::FireWebhook { path, data } => {
+                self.note_activity();
+                let triggers = self.triggers.webhook(self, &path, data.0)?;
+                Ok(Reply::Fired { triggers })
+            }
             Op::Shutdown { reboot } => {
+                self.triggers.clear();
                 self.health.clear();
                 self.supervisor.stop_all();
                 if self.config.machine {

@@ -93,6 +93,7 @@ fn check_loop(agent: &Weak<Agent>, spec: &HealthSpec, gen_ref: &(Mutex<u64>, Con
                 });
                 if failures >= spec.retries.max(1) {
                     act(&agent, spec, &message);
+                    agent.triggers().health_failed(&agent, &spec.app, &message);
                     failures = 0;
                 }
             }
@@ -118,6 +119,7 @@ fn act(agent: &Arc<Agent>, spec: &HealthSpec, message: &str) {
             agent.outbox().event(Event::Alert {
                 app: app.clone(),
                 message: message.to_string(),
+                trigger: None,
             });
             (true, None)
         }

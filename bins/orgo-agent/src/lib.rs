@@ -43,12 +43,16 @@
 //! ```
 
 mod agent;
+mod cron;
+mod events;
 mod exec;
 mod files;
 mod health;
+mod logs;
 mod machine;
 mod process;
 mod supervisor;
+mod triggers;
 
 pub use agent::{Agent, AgentConfig, Server};
 pub use files::{FilePolicy, OpError, User, lookup_group, lookup_user};
