@@ -68,6 +68,11 @@ impl Computer {
         &self.record
     }
 
+    /// Its agent's channel.
+    pub(crate) fn agent(&self) -> &Arc<AgentClient> {
+        &self.agent
+    }
+
     /// Runs a command and collects its output.
     pub async fn exec(
         &self,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use orgo_agent_protocol::Exec;
+use orgo_agent_protocol::{Exec, Op};
 use orgo_snapshot::Built;
 use orgo_template::Template;
 
@@ -224,6 +224,14 @@ async fn personalize(
     }
     for step in plan::launch_steps(template) {
         run_step(&agent, &step, Some(&secrets), log).await?;
+    }
+    // Triggers first: a health trigger is armed before its check runs.
+    let triggers = crate::automation::triggers(template);
+    if !triggers.is_empty() {
+        call(&agent, move |a| {
+            a.request(Op::SetTriggers { triggers }, QUICK)
+        })
+        .await?;
     }
     let checks = plan::health_checks(template);
     if !checks.is_empty() {

@@ -61,6 +61,7 @@
 //! ```
 
 mod agent;
+mod automation;
 mod backend;
 mod builder;
 mod computer;
@@ -86,6 +87,7 @@ mod vault;
 mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
+pub use automation::{EventReader, FOLLOW_POLL, LogLine, LogReader, event_json};
 pub use backend::ch;
 pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
@@ -102,7 +104,9 @@ pub use image::{
 };
 pub use launch::LaunchOptions;
 /// The agent protocol's types that the runtime's API uses.
-pub use orgo_agent_protocol::{Bytes, ErrorCode, Exec, ExitStatus, Stream};
+pub use orgo_agent_protocol::{
+    Bytes, ErrorCode, Event, EventRecord, Exec, ExitStatus, ServiceState, ServiceStatus, Stream,
+};
 pub use process::process_alive;
 pub use runtime::Runtime;
 pub use steps::{BuildEvent, BuildLog};

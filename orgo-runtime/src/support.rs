@@ -8,7 +8,7 @@
 //! | `hardware.gpu` (other than `none`), `hardware.gpu_count` | refused: no GPU passthrough |
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
 //! | `hardware.resolution`, `hardware.audio`, `desktop`, `apps[].autostart`, `streaming` | refused until the desktop lands |
-//! | `hardware.auto_stop_minutes` (other than 0), `triggers`, `telemetry`, `apps[].health.on_fail` `alert` and `restart_vm` | refused until the in-guest automation lands |
+//! | `hardware.auto_stop_minutes` (other than 0), `telemetry`, `apps[].health.on_fail: restart_vm` | refused until auto-stop, telemetry and VM restarts land (`triggers` and `on_fail: alert` are carried out) |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | refused until host-enforced networking lands |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
 //!
@@ -42,7 +42,7 @@ impl fmt::Display for Unsupported {
 }
 
 const DESKTOP: &str = "this runtime has no desktop yet (no display, VNC or streaming)";
-const AUTOMATION: &str = "this runtime does not run triggers, telemetry, alerts or auto-stop yet";
+const AUTOMATION: &str = "this runtime does not run telemetry, auto-stop or VM restarts yet";
 const NETWORK: &str = "this runtime cannot enforce it yet (no host-side egress filter, port forwarding or rate limit)";
 
 /// Every field of `template` that `host` cannot honour, in document order.
@@ -113,16 +113,13 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             refuse(format!("apps[{i}].ports[{j}]"), NETWORK);
         }
         if let Some(health) = &app.health
-            && matches!(health.on_fail, OnFail::Alert | OnFail::RestartVm)
+            && matches!(health.on_fail, OnFail::RestartVm)
         {
             refuse(format!("apps[{i}].health.on_fail"), AUTOMATION);
         }
         for j in 0..app.autostart.len() {
             refuse(format!("apps[{i}].autostart[{j}]"), DESKTOP);
         }
-    }
-    for i in 0..template.triggers().len() {
-        refuse(format!("triggers[{i}]"), AUTOMATION);
     }
     if template.telemetry().is_some() {
         refuse("telemetry".into(), AUTOMATION);

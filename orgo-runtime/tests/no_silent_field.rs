@@ -307,7 +307,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     (
         "apps[].health.on_fail",
         Refused(
-            "apps: [{ name: a, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s, on_fail: alert } }]",
+            "apps: [{ name: a, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s, on_fail: restart_vm } }]",
             "apps[0].health.on_fail",
         ),
     ),
@@ -367,34 +367,19 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "apps[0].autostart[0]",
         ),
     ),
-    ("triggers", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].name", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].source", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].source.type", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].source.cron", Refused(TRIGGER, "triggers[0]")),
-    (
-        "triggers[].source.path",
-        Refused(FILE_TRIGGER, "triggers[0]"),
-    ),
-    (
-        "triggers[].source.events",
-        Refused(FILE_TRIGGER, "triggers[0]"),
-    ),
-    (
-        "triggers[].source.app",
-        Refused(HEALTH_TRIGGER, "triggers[0]"),
-    ),
-    ("triggers[].actions", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].actions[].run", Refused(TRIGGER, "triggers[0]")),
-    (
-        "triggers[].actions[].restart_service",
-        Refused(HEALTH_TRIGGER, "triggers[0]"),
-    ),
-    (
-        "triggers[].actions[].alert",
-        Refused(FILE_TRIGGER, "triggers[0]"),
-    ),
-    ("triggers[].dedup", Refused(FILE_TRIGGER, "triggers[0]")),
+    ("triggers", Tested(FILE_TRIGGER_E2E)),
+    ("triggers[].name", Tested(WEBHOOK_E2E)),
+    ("triggers[].source", Tested(SCHEDULE_E2E)),
+    ("triggers[].source.type", Tested(SCHEDULE_E2E)),
+    ("triggers[].source.cron", Tested(SCHEDULE_E2E)),
+    ("triggers[].source.path", Tested(FILE_TRIGGER_E2E)),
+    ("triggers[].source.events", Tested(FILE_TRIGGER_E2E)),
+    ("triggers[].source.app", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions[].run", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions[].restart_service", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions[].alert", Tested(WEBHOOK_E2E)),
+    ("triggers[].dedup", Tested(FILE_TRIGGER_E2E)),
     (
         "terminal",
         Tested(concat!(
@@ -489,9 +474,10 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
 ];
 
-const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* * * * *' }, actions: [{ run: 'true' }] }]";
-const FILE_TRIGGER: &str = "triggers: [{ name: t, source: { type: file, path: /srv, events: [create] }, actions: [{ alert: changed }], dedup: 5s }]";
-const HEALTH_TRIGGER: &str = "apps: [{ name: web, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s } }]\ntriggers: [{ name: t, source: { type: health, app: web }, actions: [{ restart_service: s }] }]";
+const FILE_TRIGGER_E2E: &str =
+    "bins/orgo/tests/vm_automation.rs::a_file_trigger_fires_on_create_and_dedup_drops_a_burst";
+const WEBHOOK_E2E: &str = "bins/orgo/tests/vm_automation.rs::a_webhook_with_data_reaches_its_run_action_and_alerts_are_in_orgo_events";
+const SCHEDULE_E2E: &str = "bins/orgo/tests/vm_automation.rs::a_schedule_of_every_minute_fires_within_70_s_and_not_for_minutes_on_disk";
 const EGRESS: &str = "egress_policy: { mode: allow, rules: [api.github.com] }";
 const STREAM: &str =
     "streaming: [{ name: s, url: 'rtmp://127.0.0.1/live', key: abc, autostart: true }]";

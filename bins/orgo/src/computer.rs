@@ -307,7 +307,7 @@ pub(crate) fn exec(root: Option<PathBuf>, rt: &RuntimeArgs, args: ExecArgs) -> R
 }
 
 pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Result<(), Failure> {
-    let (_tokio, runtime) = open(root, rt)?;
+    let (tokio, runtime) = open(root, rt)?;
     let computers = runtime.computers().map_err(runtime_error)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -319,6 +319,9 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
     for c in computers {
         let r = &c.record;
         let status = c.state.as_str();
+        let services = (c.state == orgo_runtime::ComputerState::Running)
+            .then(|| crate::automation::services(&tokio, &runtime, &r.id))
+            .flatten();
         if args.json {
             out.push_str(&format!(
                 "{}\n",
@@ -326,6 +329,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                     "id": r.id, "template": r.template, "template_digest": r.template_digest.to_string(),
                     "snapshot": r.snapshot.map(|d| d.to_string()), "status": status, "cpus": r.cpus,
                     "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
+                    "services": services,
                 })
             ));
         } else {
@@ -338,6 +342,14 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                 r.memory_mib,
                 age(now.saturating_sub(r.created_unix))
             ));
+            // The services that restarted or are down, under their computer.
+            for s in services
+                .iter()
+                .flatten()
+                .filter(|s| s.restarts > 0 || s.state != orgo_runtime::ServiceState::Running)
+            {
+                out.push_str(&format!("  {}\n", crate::automation::describe_service(s)));
+            }
         }
     }
     emit(&out);

@@ -6,6 +6,7 @@
 //! that fails verification); 2 on usage errors, unreadable files and store
 //! failures.
 
+mod automation;
 mod computer;
 mod image;
 mod store;
@@ -111,6 +112,12 @@ enum Command {
     Ps(computer::PsArgs),
     /// Stop computers: `on_shutdown`, power off, clean up.
     Stop(computer::StopArgs),
+    /// Print a computer's service logs (`/var/log/orgo/<service>.log`).
+    Logs(automation::LogsArgs),
+    /// Print a computer's events, one JSON object per line (`ts`, `kind`, ...).
+    Events(automation::EventsArgs),
+    /// Fire a computer's webhook triggers of PATH.
+    Trigger(automation::TriggerArgs),
 }
 
 #[derive(Subcommand)]
@@ -193,6 +200,9 @@ fn main() -> ExitCode {
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
+        Command::Logs(args) => automation::logs(cli.store, args),
+        Command::Events(args) => automation::events(cli.store, args),
+        Command::Trigger(args) => automation::trigger(cli.store, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
