@@ -433,6 +433,9 @@ class Computer:
         actions read it on stdin); returns the triggers that ran (a firing
         within a trigger's ``dedup`` window does not). Raises
         ``NotFoundError`` when no trigger has that path."""
+    def metrics(self) -> str:
+        """Its metrics now, in the Prometheus text format (CPU, memory, disk,
+        network; each service's state and restarts; each app's health)."""
     def services(self) -> List[Dict[str, Any]]:
         """Its services: dicts with ``name``, ``state``, ``pid``,
         ``restarts`` and ``last_exit`` (``{"code": N}`` or ``{"signal": N}``)."""

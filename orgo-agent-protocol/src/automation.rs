@@ -17,6 +17,11 @@ pub const MAX_EVENTS_READ: u32 = 1024;
 /// The largest webhook body [`Op::FireWebhook`](crate::Op::FireWebhook) carries (1 MiB).
 pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 
+/// The line the agent writes on the guest's console (its serial log) when
+/// auto-stop stops the computer, followed by ` after N s idle`: the host
+/// reads it to say why the computer stopped.
+pub const AUTO_STOP_MARK: &str = "orgo-agent: stopped: auto_stop";
+
 /// One event of the agent's ring: its sequence number (from 1, never
 /// reused), the guest's clock when it happened, and the event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,8 +40,8 @@ mod frame;
 mod message;
 
 pub use automation::{
-    EventRecord, FileEvent, MAX_EVENTS_READ, MAX_LOG_READ_BYTES, MAX_WEBHOOK_BYTES, TriggerAction,
-    TriggerSource, TriggerSpec,
+    AUTO_STOP_MARK, EventRecord, FileEvent, MAX_EVENTS_READ, MAX_LOG_READ_BYTES, MAX_WEBHOOK_BYTES,
+    TriggerAction, TriggerSource, TriggerSpec,
 };
 
 pub use frame::{

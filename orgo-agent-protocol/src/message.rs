@@ -458,6 +458,27 @@ pub enum Op {
         #[serde(default)]
         data: Bytes,
     },
+    /// Stop the computer after `idle_ms` without activity (0: never): the
+    /// agent runs `on_shutdown`, raises [`Event::AutoStop`], writes
+    /// [`AUTO_STOP_MARK`](crate::AUTO_STOP_MARK) on the console and powers
+    /// off. The idle clock starts over now.
+    SetAutoStop {
+        /// The idle time allowed, in milliseconds.
+        idle_ms: u64,
+        /// The `on_shutdown` hook's script.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_shutdown: Option<String>,
+    },
+    /// How long the computer has been idle: [`Reply::Idle`].
+    Idle,
+    /// The metrics now, in the Prometheus text format: [`Reply::Metrics`].
+    Metrics,
+    /// Telemetry settings: with `metrics`, the agent serves its metrics to
+    /// Prometheus scrapes on the guest's port 9464 (`/metrics`).
+    SetTelemetry {
+        /// Serve the scrape endpoint.
+        metrics: bool,
+    },
 }
 
 impl Op {
@@ -484,6 +505,10 @@ impl Op {
             Op::ReadEvents { .. } => "read_events",
             Op::SetTriggers { .. } => "set_triggers",
             Op::FireWebhook { .. } => "fire_webhook",
+            Op::SetAutoStop { .. } => "set_auto_stop",
+            Op::Idle => "idle",
+            Op::Metrics => "metrics",
+            Op::SetTelemetry { .. } => "set_telemetry",
         }
     }
 }
@@ -619,6 +644,16 @@ pub enum Reply {
         /// The triggers whose firing was accepted (not deduplicated).
         triggers: Vec<String>,
     },
+    /// To [`Op::Idle`].
+    Idle {
+        /// Milliseconds since the last activity.
+        idle_ms: u64,
+    },
+    /// To [`Op::Metrics`].
+    Metrics {
+        /// Prometheus text format, version 0.0.4.
+        text: String,
+    },
 }
 
 /// An output stream of a process.
@@ -737,6 +772,11 @@ pub enum Event {
     TriggerDone {
         /// Trigger.
         trigger: String,
+    },
+    /// The computer was idle for its limit and stops.
+    AutoStop {
+        /// How long it was idle, in milliseconds.
+        idle_ms: u64,
     },
     /// A trigger's action failed; the actions after it did not run.
     TriggerFailed {

@@ -322,6 +322,11 @@ impl PyComputer {
         })
     }
 
+    /// Its metrics now, in the Prometheus text format.
+    fn metrics(&self, py: Python<'_>) -> PyResult<String> {
+        self.with_open(py, async move |computer| Ok(computer.metrics().await?))
+    }
+
     /// Its services: dicts with `name`, `state`, `pid`, `restarts` and
     /// `last_exit` (`{"code": N}` or `{"signal": N}`).
     fn services<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {

@@ -655,6 +655,7 @@ pub(crate) fn launch(
         memory_mib,
         env,
         vault,
+        ..LaunchOptions::default()
     };
     let computer = wait(py, None, Interrupt::Never, move || async move {
         Ok(runtime.launch(&template, options, &mut |_| {}).await?)

@@ -82,6 +82,44 @@ pub(crate) fn triggers(template: &Template) -> Vec<TriggerSpec> {
         .collect()
 }
 
+/// The agent's auto-stop setting for `template` launched with
+/// `minutes` (over the template's `hardware.auto_stop_minutes`); `None`
+/// when it is off.
+pub(crate) fn auto_stop(template: &Template, minutes: Option<u32>) -> Option<Op> {
+    let minutes = minutes.or(template.hardware().auto_stop_minutes)?;
+    (minutes > 0).then(|| Op::SetAutoStop {
+        idle_ms: u64::from(minutes) * 60_000,
+        on_shutdown: template.hooks().on_shutdown.clone(),
+    })
+}
+
+/// The most of a computer's console log read for why it stopped.
+const CONSOLE_TAIL_BYTES: u64 = 64 << 10;
+
+/// Why computer `dir` stopped on its own, from its console log's tail:
+/// `auto_stop after N s idle`.
+pub(crate) fn stop_reason(dir: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(dir.join("console.log")).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL_BYTES)))
+        .ok()?;
+    let mut tail = Vec::new();
+    file.take(CONSOLE_TAIL_BYTES).read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let mark = orgo_agent_protocol::AUTO_STOP_MARK;
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.find(mark).map(|i| &l[i..]))?;
+    let rest: String = line[mark.len()..]
+        .chars()
+        .take(64)
+        .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
+        .collect();
+    Some(format!("auto_stop{}", rest.trim_end()))
+}
+
 /// One line of a computer's logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -327,7 +365,26 @@ fn unexpected(op: &'static str, reply: &Reply) -> RuntimeError {
     })
 }
 
+impl crate::Runtime {
+    /// Why computer `id` stopped on its own (`auto_stop after N s idle`),
+    /// when it did; read from its console log, so it is known after every
+    /// orgo process is gone. `None` for a computer that did not.
+    pub fn stop_reason(&self, id: &str) -> Option<String> {
+        stop_reason(&self.shared().home.dir(id))
+    }
+}
+
 impl crate::Computer {
+    /// How long it has been idle (see the agent's auto-stop: exec, file and
+    /// other requests, trigger firings, attached terminals and inbound
+    /// connections are activity).
+    pub async fn idle(&self) -> Result<Duration, RuntimeError> {
+        match call(self.agent(), |a| a.request(Op::Idle, QUICK)).await? {
+            Reply::Idle { idle_ms } => Ok(Duration::from_millis(idle_ms)),
+            other => Err(unexpected("idle", &other)),
+        }
+    }
+
     /// Its logs, line by line: one service's (or `trigger.NAME`'s), else
     /// every log the agent writes; from `since` ago (to the second), else
     /// from the oldest line kept; with `follow`, new lines as they come.
@@ -368,6 +425,15 @@ impl crate::Computer {
                 ..
             })) => Err(RuntimeError::NotFound { what: message }),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Its metrics now, in the Prometheus text format (CPU, memory, disk,
+    /// network; each service's state and restarts; each app's health).
+    pub async fn metrics(&self) -> Result<String, RuntimeError> {
+        match call(self.agent(), |a| a.request(Op::Metrics, QUICK)).await? {
+            Reply::Metrics { text } => Ok(text),
+            other => Err(unexpected("metrics", &other)),
         }
     }
 
@@ -427,6 +493,44 @@ triggers:
                  "actions": [{"action": "alert", "message": "web is down"}]},
             ])
         );
+    }
+
+    #[test]
+    fn why_a_computer_stopped_is_read_from_its_console() {
+        let dir = std::env::temp_dir().join(format!("orgo-reason-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(stop_reason(&dir), None);
+        std::fs::write(dir.join("console.log"), "boot\nother\n").unwrap();
+        assert_eq!(stop_reason(&dir), None);
+        std::fs::write(
+            dir.join("console.log"),
+            "boot\r\n[  1.0] orgo-agent: stopped: auto_stop after 61 s idle\r\nreboot: Power down\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            stop_reason(&dir).as_deref(),
+            Some("auto_stop after 61 s idle")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn auto_stop_comes_from_the_launch_over_the_template() {
+        let template = |minutes: u32| {
+            Template::from_yaml(&format!(
+                "api_version: orgo.ai/v1\nname: t@1.0.0\nhardware: {{ auto_stop_minutes: {minutes} }}\nhooks: {{ on_shutdown: echo bye }}\n"
+            ))
+            .unwrap()
+        };
+        let op = |idle_ms: u64| Op::SetAutoStop {
+            idle_ms,
+            on_shutdown: Some("echo bye".into()),
+        };
+        assert_eq!(auto_stop(&template(5), None), Some(op(300_000)));
+        assert_eq!(auto_stop(&template(5), Some(1)), Some(op(60_000)));
+        assert_eq!(auto_stop(&template(5), Some(0)), None);
+        assert_eq!(auto_stop(&template(0), None), None);
+        assert_eq!(auto_stop(&template(0), Some(2)), Some(op(120_000)));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct LaunchOptions {
     pub env: BTreeMap<String, String>,
     /// Where secrets come from.
     pub vault: Vault,
+    /// Idle minutes before the computer stops itself (see
+    /// [`Computer::idle`](crate::Computer::idle)); over the template's
+    /// `hardware.auto_stop_minutes`; `Some(0)` disables it.
+    pub auto_stop_minutes: Option<u32>,
 }
 
 /// The shape `options` ask for, raised to the snapshot's (its floor).
@@ -236,6 +240,13 @@ async fn personalize(
     let checks = plan::health_checks(template);
     if !checks.is_empty() {
         call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
+    }
+    if template.telemetry().is_some_and(|t| t.metrics) {
+        let op = Op::SetTelemetry { metrics: true };
+        call(&agent, move |a| a.request(op, QUICK)).await?;
+    }
+    if let Some(op) = crate::automation::auto_stop(template, options.auto_stop_minutes) {
+        call(&agent, move |a| a.request(op, QUICK)).await?;
     }
     log(BuildEvent::Status(format!(
         "{id}: identity {} ms, environment {} ms, files, hooks and health checks {} ms",

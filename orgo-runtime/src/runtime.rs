@@ -35,6 +35,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// What its handles share.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Opens the store in `config.home` (creating it if needed; the home is
     /// used by its canonical path).
     pub async fn open(mut config: RuntimeConfig) -> Result<Runtime, RuntimeError> {

@@ -8,7 +8,7 @@
 //! | `hardware.gpu` (other than `none`), `hardware.gpu_count` | refused: no GPU passthrough |
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
 //! | `hardware.resolution`, `hardware.audio`, `desktop`, `apps[].autostart`, `streaming` | refused until the desktop lands |
-//! | `hardware.auto_stop_minutes` (other than 0), `telemetry`, `apps[].health.on_fail: restart_vm` | refused until auto-stop, telemetry and VM restarts land (`triggers` and `on_fail: alert` are carried out) |
+//! | `telemetry.logs`, `telemetry.otel_endpoint`, `apps[].health.on_fail: restart_vm` | refused until log shipping, OTLP and VM restarts land (`triggers`, `on_fail: alert`, `hardware.auto_stop_minutes` and `telemetry.metrics` are carried out) |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | refused until host-enforced networking lands |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
 //!
@@ -42,7 +42,7 @@ impl fmt::Display for Unsupported {
 }
 
 const DESKTOP: &str = "this runtime has no desktop yet (no display, VNC or streaming)";
-const AUTOMATION: &str = "this runtime does not run telemetry, auto-stop or VM restarts yet";
+const AUTOMATION: &str = "this runtime does not ship logs, push OTLP or restart VMs yet";
 const NETWORK: &str = "this runtime cannot enforce it yet (no host-side egress filter, port forwarding or rate limit)";
 
 /// Every field of `template` that `host` cannot honour, in document order.
@@ -92,9 +92,6 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
     if hw.audio {
         refuse("hardware.audio".into(), DESKTOP);
     }
-    if hw.auto_stop_minutes.is_some_and(|m| m > 0) {
-        refuse("hardware.auto_stop_minutes".into(), AUTOMATION);
-    }
     if hw.bandwidth_mbps.is_some() {
         refuse("hardware.bandwidth_mbps".into(), NETWORK);
     }
@@ -121,8 +118,13 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             refuse(format!("apps[{i}].autostart[{j}]"), DESKTOP);
         }
     }
-    if template.telemetry().is_some() {
-        refuse("telemetry".into(), AUTOMATION);
+    if let Some(telemetry) = template.telemetry() {
+        if !telemetry.logs.is_empty() {
+            refuse("telemetry.logs".into(), AUTOMATION);
+        }
+        if telemetry.otel_endpoint.is_some() {
+            refuse("telemetry.otel_endpoint".into(), AUTOMATION);
+        }
     }
     if template.egress_policy().is_some() {
         refuse("egress_policy".into(), NETWORK);

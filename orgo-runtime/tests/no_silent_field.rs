@@ -119,13 +119,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
             "hardware.resolution",
         ),
     ),
-    (
-        "hardware.auto_stop_minutes",
-        Refused(
-            "hardware: { auto_stop_minutes: 5 }",
-            "hardware.auto_stop_minutes",
-        ),
-    ),
+    ("hardware.auto_stop_minutes", Tested(AUTO_STOP_E2E)),
     (
         "hardware.region",
         Refused("hardware: { region: iad }", "hardware.region"),
@@ -427,23 +421,17 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("hooks.on_pre_snapshot", Tested(BUILD)),
     ("hooks.on_resume", Tested(LAUNCH)),
     ("hooks.on_shutdown", Tested(STOP)),
-    (
-        "telemetry",
-        Refused("telemetry: { metrics: true }", "telemetry"),
-    ),
-    (
-        "telemetry.metrics",
-        Refused("telemetry: { metrics: true }", "telemetry"),
-    ),
+    ("telemetry", Tested(METRICS_E2E)),
+    ("telemetry.metrics", Tested(METRICS_E2E)),
     (
         "telemetry.logs",
-        Refused("telemetry: { logs: [/var/log/app.log] }", "telemetry"),
+        Refused("telemetry: { logs: [/var/log/app.log] }", "telemetry.logs"),
     ),
     (
         "telemetry.otel_endpoint",
         Refused(
             "telemetry: { otel_endpoint: 'http://127.0.0.1:4318' }",
-            "telemetry",
+            "telemetry.otel_endpoint",
         ),
     ),
     ("egress_policy", Refused(EGRESS, "egress_policy")),
@@ -474,6 +462,8 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
 ];
 
+const METRICS_E2E: &str = "bins/orgo/tests/vm_automation.rs::metrics_parse_with_a_real_parser_from_orgo_metrics_and_the_endpoint";
+const AUTO_STOP_E2E: &str = "bins/orgo/tests/vm_automation.rs::auto_stop_minutes_1_stops_an_idle_computer_and_leaves_a_busy_one_running";
 const FILE_TRIGGER_E2E: &str =
     "bins/orgo/tests/vm_automation.rs::a_file_trigger_fires_on_create_and_dedup_drops_a_burst";
 const WEBHOOK_E2E: &str = "bins/orgo/tests/vm_automation.rs::a_webhook_with_data_reaches_its_run_action_and_alerts_are_in_orgo_events";

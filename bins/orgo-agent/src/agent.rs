@@ -345,6 +345,9 @@ pub struct Agent {
     triggers: crate::triggers::Triggers,
     /// When the last activity was (see [`Agent::note_activity`]).
     last_activity: Mutex<std::time::Instant>,
+    auto_stop: crate::autostop::AutoStop,
+    health_state: crate::metrics::HealthState,
+    scrape: crate::metrics::Endpoint,
 }
 
 impl std::fmt::Debug for Agent {
@@ -381,6 +384,9 @@ impl Agent {
             logs: crate::logs::Logs::default(),
             triggers: crate::triggers::Triggers::default(),
             last_activity: Mutex::new(std::time::Instant::now()),
+            auto_stop: crate::autostop::AutoStop::default(),
+            health_state: crate::metrics::HealthState::default(),
+            scrape: crate::metrics::Endpoint::default(),
         };
         Arc::new(agent)
     }
@@ -422,6 +428,27 @@ impl Agent {
     /// trigger that fired.
     pub(crate) fn note_activity(&self) {
         *lock(&self.last_activity) = std::time::Instant::now();
+    }
+
+    /// The last result of each app's health check.
+    pub(crate) fn health_state(&self) -> &crate::metrics::HealthState {
+        &self.health_state
+    }
+
+    /// How long since the last activity.
+    pub(crate) fn idle(&self) -> std::time::Duration {
+        lock(&self.last_activity).elapsed()
+    }
+
+    /// Stops the triggers, health checks and services; then, with machine
+    /// control, syncs and powers off.
+    pub(crate) fn shut_down(self: &Arc<Self>) {
+        self.triggers.clear();
+        self.health.clear();
+        self.supervisor.stop_all();
+        if self.config.machine {
+            crate::machine::power_off(self, false);
+        }
     }
 
     pub(crate) fn config(&self) -> &AgentConfig {
@@ -497,6 +524,20 @@ impl Agent {
     /// Handles one request from connection `conn`; the reply goes back there.
     fn handle(self: &Arc<Self>, conn: ConnId, request: Request) {
         let Request { id, op } = request;
+        // Observations are not activity (see `autostop`); the rest is.
+        if !matches!(
+            op,
+            Op::Hello { .. }
+                | Op::Ping
+                | Op::ServiceStatus
+                | Op::ListLogs
+                | Op::ReadLog { .. }
+                | Op::ReadEvents { .. }
+                | Op::Idle
+                | Op::Metrics
+        ) {
+            self.note_activity();
+        }
         let quick = matches!(
             op,
             Op::Hello { .. } | Op::Ping | Op::ServiceStatus | Op::ReadFile { .. }
@@ -542,7 +583,6 @@ impl Agent {
             }
             Op::Ping => Ok(Reply::Done),
             Op::Exec(exec) => {
-                self.note_activity();
                 let (status, timed_out) = crate::exec::exec(self, responder, exec)?;
                 Ok(Reply::Exit { status, timed_out })
             }
@@ -635,11 +675,32 @@ impl Agent {
                 Ok(Reply::Done)
             }
             Op::FireWebhook { path, data } => {
-                self.note_activity();
                 let triggers = self.triggers.webhook(self, &path, data.0)?;
                 Ok(Reply::Fired { triggers })
             }
+            Op::SetAutoStop {
+                idle_ms,
+                on_shutdown,
+            } => {
+                self.auto_stop.set(self, idle_ms, on_shutdown);
+                Ok(Reply::Done)
+            }
+            Op::Idle => Ok(Reply::Idle {
+                idle_ms: self.idle().as_millis() as u64,
+            }),
+            Op::Metrics => Ok(Reply::Metrics {
+                text: crate::metrics::render(self),
+            }),
+            Op::SetTelemetry { metrics } => {
+                if metrics {
+                    self.scrape
+                        .start(self)
+                        .map_err(|e| OpError::io("cannot serve the metrics endpoint", &e))?;
+                }
+                Ok(Reply::Done)
+            }
             Op::Shutdown { reboot } => {
+                self.auto_stop.set(self, 0, None);
                 self.triggers.clear();
                 self.health.clear();
                 self.supervisor.stop_all();

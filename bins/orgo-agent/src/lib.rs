@@ -43,6 +43,7 @@
 //! ```
 
 mod agent;
+mod autostop;
 mod cron;
 mod events;
 mod exec;
@@ -50,6 +51,7 @@ mod files;
 mod health;
 mod logs;
 mod machine;
+mod metrics;
 mod process;
 mod supervisor;
 mod triggers;

@@ -535,3 +535,91 @@ fn a_service_log_is_followed_across_restarts_from_an_offset() {
         host.root.join("var/log/orgo/ticker.log").exists()
     });
 }
+
+#[test]
+fn auto_stop_waits_while_requests_come_then_runs_on_shutdown_and_stops_services() {
+    let mut host = Host::start();
+    host.call(Op::StartService(service("long", "exec sleep 600")));
+    host.wait_event("started", |e| matches!(e, Event::ServiceStarted { .. }));
+    let bye = host.root.join("bye");
+    assert_eq!(
+        host.call(Op::SetAutoStop {
+            idle_ms: 2_000,
+            on_shutdown: Some(format!("echo bye > {}", bye.display())),
+        }),
+        Reply::Done
+    );
+    // Busy: a request every 100 ms for 3 s (longer than the limit).
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < busy_until {
+        host.call(Op::WriteFile {
+            path: host.root.join("touched").display().to_string(),
+            content: Bytes(b"x".to_vec()),
+            mode: None,
+            owner: None,
+            group: None,
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !events(&mut host)
+            .iter()
+            .any(|r| matches!(r.event, Event::AutoStop { .. })),
+        "not stopped while busy"
+    );
+    // Observations are not activity: idle grows while it is watched.
+    let idle = |host: &mut Host| match host.call(Op::Idle) {
+        Reply::Idle { idle_ms } => idle_ms,
+        other => panic!("{other:?}"),
+    };
+    let first = idle(&mut host);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(idle(&mut host) > first);
+    let stopped = host.wait_event("auto stop", |e| matches!(e, Event::AutoStop { .. }));
+    let Event::AutoStop { idle_ms } = stopped else {
+        unreachable!()
+    };
+    assert!(idle_ms >= 2_000, "{idle_ms}");
+    wait_until("on_shutdown ran", || bye.exists());
+    // The services are stopped and forgotten.
+    let deadline = Instant::now() + PATIENCE;
+    while host.call(Op::ServiceStatus) != (Reply::Services { services: vec![] }) {
+        assert!(Instant::now() < deadline, "the services were not stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn metrics_name_services_and_health_in_the_text_format() {
+    let mut host = Host::start();
+    host.call(Op::StartService(service("web", "exec sleep 600")));
+    host.wait_event("started", |e| matches!(e, Event::ServiceStarted { .. }));
+    host.call(Op::SetHealthChecks {
+        checks: vec![HealthSpec {
+            app: "web".into(),
+            probe: Probe::Command {
+                command: "true".into(),
+            },
+            every_ms: 50,
+            timeout_ms: 1_000,
+            retries: 1,
+            on_fail: OnFail::None,
+        }],
+    });
+    host.wait_event("healthy", |e| {
+        matches!(e, Event::Health { healthy: true, .. })
+    });
+    let Reply::Metrics { text } = host.call(Op::Metrics) else {
+        panic!("metrics")
+    };
+    for line in [
+        "# TYPE orgo_service_up gauge",
+        "orgo_service_up{service=\"web\"} 1",
+        "orgo_service_restarts_total{service=\"web\"} 0",
+        "orgo_health_healthy{app=\"web\"} 1",
+        "orgo_health_failures{app=\"web\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    host.call(Op::SetHealthChecks { checks: vec![] });
+}

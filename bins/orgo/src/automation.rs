@@ -45,6 +45,12 @@ pub(crate) struct TriggerArgs {
     data: Option<String>,
 }
 
+#[derive(Args)]
+pub(crate) struct MetricsArgs {
+    /// The computer's id.
+    id: String,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration: {e}"))
 }
@@ -92,6 +98,17 @@ pub(crate) fn events(root: Option<PathBuf>, args: EventsArgs) -> Result<(), Fail
         Ok(())
     };
     until_signal(&tokio, work)?.map_err(runtime_error)
+}
+
+/// `orgo metrics`: the Prometheus text format.
+pub(crate) fn metrics(root: Option<PathBuf>, args: MetricsArgs) -> Result<(), Failure> {
+    let (tokio, runtime) = open_with_agent(root, None)?;
+    let computer = tokio
+        .block_on(runtime.connect(&args.id))
+        .map_err(runtime_error)?;
+    let text = tokio.block_on(computer.metrics()).map_err(runtime_error)?;
+    emit(&text);
+    Ok(())
 }
 
 /// `orgo trigger`: fires a webhook; prints the triggers that ran.

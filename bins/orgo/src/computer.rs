@@ -73,6 +73,11 @@ pub(crate) struct LaunchArgs {
     /// Extra environment, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Stop the computer after this many idle minutes (over the template's
+    /// `hardware.auto_stop_minutes`; 0 disables). The computer keeps the
+    /// clock itself, so it stops after `orgo launch` has exited.
+    #[arg(long, value_name = "MINUTES")]
+    auto_stop_minutes: Option<u32>,
 }
 
 #[derive(Args)]
@@ -261,6 +266,7 @@ pub(crate) fn launch(
         memory_mib: args.ram_gb.map(|gb| u64::from(gb) * 1024),
         env,
         vault,
+        auto_stop_minutes: args.auto_stop_minutes,
     };
     let started = Instant::now();
     let mut log = progress();
@@ -322,6 +328,9 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
         let services = (c.state == orgo_runtime::ComputerState::Running)
             .then(|| crate::automation::services(&tokio, &runtime, &r.id))
             .flatten();
+        let stop_reason = (c.state == orgo_runtime::ComputerState::Exited)
+            .then(|| runtime.stop_reason(&r.id))
+            .flatten();
         if args.json {
             out.push_str(&format!(
                 "{}\n",
@@ -329,7 +338,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                     "id": r.id, "template": r.template, "template_digest": r.template_digest.to_string(),
                     "snapshot": r.snapshot.map(|d| d.to_string()), "status": status, "cpus": r.cpus,
                     "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
-                    "services": services,
+                    "services": services, "stop_reason": stop_reason,
                 })
             ));
         } else {
@@ -342,6 +351,9 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                 r.memory_mib,
                 age(now.saturating_sub(r.created_unix))
             ));
+            if let Some(reason) = &stop_reason {
+                out.push_str(&format!("  stopped: {reason}\n"));
+            }
             // The services that restarted or are down, under their computer.
             for s in services
                 .iter()

@@ -118,6 +118,8 @@ enum Command {
     Events(automation::EventsArgs),
     /// Fire a computer's webhook triggers of PATH.
     Trigger(automation::TriggerArgs),
+    /// Print a computer's metrics in the Prometheus text format.
+    Metrics(automation::MetricsArgs),
 }
 
 #[derive(Subcommand)]
@@ -203,6 +205,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => automation::logs(cli.store, args),
         Command::Events(args) => automation::events(cli.store, args),
         Command::Trigger(args) => automation::trigger(cli.store, args),
+        Command::Metrics(args) => automation::metrics(cli.store, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
