@@ -474,10 +474,24 @@ pub enum Op {
     /// The metrics now, in the Prometheus text format: [`Reply::Metrics`].
     Metrics,
     /// Telemetry settings: with `metrics`, the agent serves its metrics to
-    /// Prometheus scrapes on the guest's port 9464 (`/metrics`).
+    /// Prometheus scrapes on the guest's port 9464 (`/metrics`); with an
+    /// `otel_endpoint`, it pushes the lines of the `logs` named and its
+    /// metrics there as OTLP/HTTP (JSON), with `resource` as the resource's
+    /// attributes.
     SetTelemetry {
         /// Serve the scrape endpoint.
         metrics: bool,
+        /// Logs whose lines are shipped: service names, or the paths of
+        /// services' log files.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logs: Vec<String>,
+        /// The OTLP/HTTP endpoint (`http(s)://host:port`; `/v1/logs` and
+        /// `/v1/metrics` are appended).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        otel_endpoint: Option<String>,
+        /// Resource attributes (the computer's id, its template).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        resource: BTreeMap<String, String>,
     },
 }
 

@@ -93,6 +93,35 @@ pub(crate) fn auto_stop(template: &Template, minutes: Option<u32>) -> Option<Op>
     })
 }
 
+/// The agent's telemetry setting for computer `id` of `template`: the
+/// scrape endpoint, the logs shipped and the OTLP endpoint, with the
+/// resource attributes `orgo.computer.id`, `orgo.template` (`name@version`)
+/// and `orgo.template.digest`; `None` without `telemetry`.
+pub(crate) fn telemetry(template: &Template, id: &str) -> Option<Op> {
+    let telemetry = template.telemetry()?;
+    let resource = std::collections::BTreeMap::from([
+        ("orgo.computer.id".to_owned(), id.to_owned()),
+        (
+            "orgo.template".to_owned(),
+            format!(
+                "{}@{}",
+                template.template().name,
+                template.template().version
+            ),
+        ),
+        (
+            "orgo.template.digest".to_owned(),
+            template.digest().to_string(),
+        ),
+    ]);
+    Some(Op::SetTelemetry {
+        metrics: telemetry.metrics,
+        logs: telemetry.logs.clone(),
+        otel_endpoint: telemetry.otel_endpoint.as_ref().map(|u| u.to_string()),
+        resource,
+    })
+}
+
 /// The most of a computer's console log read for why it stopped.
 const CONSOLE_TAIL_BYTES: u64 = 64 << 10;
 

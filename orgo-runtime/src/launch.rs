@@ -241,8 +241,7 @@ async fn personalize(
     if !checks.is_empty() {
         call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
     }
-    if template.telemetry().is_some_and(|t| t.metrics) {
-        let op = Op::SetTelemetry { metrics: true };
+    if let Some(op) = crate::automation::telemetry(template, &id) {
         call(&agent, move |a| a.request(op, QUICK)).await?;
     }
     if let Some(op) = crate::automation::auto_stop(template, options.auto_stop_minutes) {

@@ -8,7 +8,8 @@
 //! | `hardware.gpu` (other than `none`), `hardware.gpu_count` | refused: no GPU passthrough |
 //! | `hardware.region` | enforced: must match the host's [`RuntimeConfig::region`](crate::RuntimeConfig::region) (`auto-us` matches any US region) |
 //! | `hardware.resolution`, `hardware.audio`, `desktop`, `apps[].autostart`, `streaming` | refused until the desktop lands |
-//! | `telemetry.logs`, `telemetry.otel_endpoint`, `apps[].health.on_fail: restart_vm` | refused until log shipping, OTLP and VM restarts land (`triggers`, `on_fail: alert`, `hardware.auto_stop_minutes` and `telemetry.metrics` are carried out) |
+//! | `apps[].health.on_fail: restart_vm` | refused until VM restarts land (`triggers`, `on_fail: alert`, `hardware.auto_stop_minutes` and `telemetry` are carried out) |
+//! | `telemetry.logs[i]` naming a path that is no service's log file | refused: services' logs are shipped |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | refused until host-enforced networking lands |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
 //!
@@ -119,11 +120,26 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         }
     }
     if let Some(telemetry) = template.telemetry() {
-        if !telemetry.logs.is_empty() {
-            refuse("telemetry.logs".into(), AUTOMATION);
-        }
-        if telemetry.otel_endpoint.is_some() {
-            refuse("telemetry.otel_endpoint".into(), AUTOMATION);
+        // A path ships only as a service's log file.
+        let log_files: Vec<String> = template
+            .apps()
+            .iter()
+            .flat_map(|a| a.services.iter())
+            .map(|s| {
+                s.log
+                    .clone()
+                    .unwrap_or_else(|| format!("/var/log/orgo/{}.log", s.name))
+            })
+            .collect();
+        for (i, entry) in telemetry.logs.iter().enumerate() {
+            if entry.starts_with('/') && !log_files.contains(entry) {
+                refuse(
+                    format!("telemetry.logs[{i}]"),
+                    &format!(
+                        "`{entry}` is no service's log file; this runtime ships services' logs (name the service, or its `log` file)"
+                    ),
+                );
+            }
         }
     }
     if template.egress_policy().is_some() {
@@ -143,5 +159,35 @@ fn region_matches(region: Region, here: &str) -> bool {
     match region {
         Region::AutoUs => matches!(here, "auto-us" | "iad" | "sjc" | "lax"),
         named => named.as_str() == here,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn telemetry_ships_services_logs_only() {
+        let template = Template::from_yaml(
+            r#"
+api_version: orgo.ai/v1
+name: t@1.0.0
+apps:
+  - name: a
+    services:
+      - { name: web, run: "sleep 1" }
+      - { name: api, run: "sleep 1", log: /srv/api.log }
+telemetry:
+  logs: [web, /var/log/orgo/web.log, /srv/api.log, /var/log/syslog]
+  otel_endpoint: http://127.0.0.1:4318
+"#,
+        )
+        .unwrap();
+        let refused = unsupported(&template, &HostFacts::default());
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "telemetry.logs[3]");
+        assert!(refused[0].missing.contains("`/var/log/syslog`"));
     }
 }

@@ -423,17 +423,8 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("hooks.on_shutdown", Tested(STOP)),
     ("telemetry", Tested(METRICS_E2E)),
     ("telemetry.metrics", Tested(METRICS_E2E)),
-    (
-        "telemetry.logs",
-        Refused("telemetry: { logs: [/var/log/app.log] }", "telemetry.logs"),
-    ),
-    (
-        "telemetry.otel_endpoint",
-        Refused(
-            "telemetry: { otel_endpoint: 'http://127.0.0.1:4318' }",
-            "telemetry.otel_endpoint",
-        ),
-    ),
+    ("telemetry.logs", Tested(OTLP_E2E)),
+    ("telemetry.otel_endpoint", Tested(OTLP_E2E)),
     ("egress_policy", Refused(EGRESS, "egress_policy")),
     ("egress_policy.mode", Refused(EGRESS, "egress_policy")),
     ("egress_policy.rules", Refused(EGRESS, "egress_policy")),
@@ -462,6 +453,8 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
 ];
 
+const OTLP_E2E: &str =
+    "bins/orgo/tests/vm_automation.rs::otlp_reaches_a_test_receiver_with_the_computer_s_attributes";
 const METRICS_E2E: &str = "bins/orgo/tests/vm_automation.rs::metrics_parse_with_a_real_parser_from_orgo_metrics_and_the_endpoint";
 const AUTO_STOP_E2E: &str = "bins/orgo/tests/vm_automation.rs::auto_stop_minutes_1_stops_an_idle_computer_and_leaves_a_busy_one_running";
 const FILE_TRIGGER_E2E: &str =

@@ -348,6 +348,7 @@ pub struct Agent {
     auto_stop: crate::autostop::AutoStop,
     health_state: crate::metrics::HealthState,
     scrape: crate::metrics::Endpoint,
+    shipper: Mutex<Option<Arc<crate::telemetry::Shipper>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -387,6 +388,7 @@ impl Agent {
             auto_stop: crate::autostop::AutoStop::default(),
             health_state: crate::metrics::HealthState::default(),
             scrape: crate::metrics::Endpoint::default(),
+            shipper: Mutex::new(None),
         };
         Arc::new(agent)
     }
@@ -433,6 +435,11 @@ impl Agent {
     /// The last result of each app's health check.
     pub(crate) fn health_state(&self) -> &crate::metrics::HealthState {
         &self.health_state
+    }
+
+    /// Where telemetry goes, when it is pushed.
+    pub(crate) fn shipper(&self) -> Option<Arc<crate::telemetry::Shipper>> {
+        lock(&self.shipper).clone()
     }
 
     /// How long since the last activity.
@@ -691,12 +698,28 @@ impl Agent {
             Op::Metrics => Ok(Reply::Metrics {
                 text: crate::metrics::render(self),
             }),
-            Op::SetTelemetry { metrics } => {
+            Op::SetTelemetry {
+                metrics,
+                logs,
+                otel_endpoint,
+                resource,
+            } => {
                 if metrics {
                     self.scrape
                         .start(self)
                         .map_err(|e| OpError::io("cannot serve the metrics endpoint", &e))?;
                 }
+                let shipper = match otel_endpoint {
+                    Some(endpoint) => Some(
+                        crate::telemetry::Shipper::start(self, endpoint, resource)
+                            .map_err(|e| OpError::io("cannot start the telemetry thread", &e))?,
+                    ),
+                    None => None,
+                };
+                if let Some(old) = std::mem::replace(&mut *lock(&self.shipper), shipper.clone()) {
+                    old.stop();
+                }
+                self.logs.set_shipping(logs, shipper);
                 Ok(Reply::Done)
             }
             Op::Shutdown { reboot } => {

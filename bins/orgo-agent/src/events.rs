@@ -41,8 +41,13 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Cuts `text` to [`MAX_EVENT_TEXT`] bytes (on a character boundary).
 pub(crate) fn cut(text: &mut String) {
-    if text.len() > MAX_EVENT_TEXT {
-        let mut end = MAX_EVENT_TEXT;
+    cut_to(text, MAX_EVENT_TEXT);
+}
+
+/// Cuts `text` to `max` bytes (on a character boundary), marked with `…`.
+pub(crate) fn cut_to(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }

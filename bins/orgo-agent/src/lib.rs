@@ -54,6 +54,7 @@ mod machine;
 mod metrics;
 mod process;
 mod supervisor;
+mod telemetry;
 mod triggers;
 
 pub use agent::{Agent, AgentConfig, Server};

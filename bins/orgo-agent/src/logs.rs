@@ -41,6 +41,8 @@ pub(crate) struct LogFile {
     rotated_base: Option<u64>,
     /// (unix ms, offset) of the first write of each second.
     index: VecDeque<(u64, u64)>,
+    /// Where its lines are shipped (telemetry), and the line begun.
+    tap: Option<(String, Arc<crate::telemetry::Shipper>, Vec<u8>)>,
 }
 
 impl LogFile {
@@ -53,6 +55,7 @@ impl LogFile {
             base: 0,
             rotated_base: None,
             index: VecDeque::new(),
+            tap: None,
         };
         log.reopen();
         log
@@ -113,6 +116,22 @@ impl LogFile {
         {
             self.size += data.len() as u64;
         }
+        if let Some((service, shipper, partial)) = &mut self.tap {
+            partial.extend_from_slice(data);
+            let mut lines = Vec::new();
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                lines.push(String::from_utf8_lossy(&line[..end]).into_owned());
+            }
+            // A line with no end in sight is shipped in pieces.
+            if partial.len() > crate::telemetry::MAX_LINE_BYTES {
+                lines.push(String::from_utf8_lossy(partial).into_owned());
+                partial.clear();
+            }
+            if !lines.is_empty() {
+                shipper.push(service, lines);
+            }
+        }
     }
 
     /// The end: where the next byte written will be.
@@ -163,10 +182,21 @@ impl LogFile {
     }
 }
 
+/// Which logs are shipped, and where to.
+type Shipping = (Vec<String>, Arc<crate::telemetry::Shipper>);
+
 /// Every log the agent writes, by name.
 #[derive(Default)]
 pub(crate) struct Logs {
     logs: Mutex<BTreeMap<String, Arc<Mutex<LogFile>>>>,
+    shipping: Mutex<Option<Shipping>>,
+}
+
+/// Whether log `name` at `path` is one of `wanted` (names or paths).
+fn wanted(wanted: &[String], name: &str, path: &Path) -> bool {
+    wanted
+        .iter()
+        .any(|w| w == name || Path::new(w) == path || path.ends_with(w.trim_start_matches('/')))
 }
 
 pub(crate) fn lock_log(log: &Mutex<LogFile>) -> MutexGuard<'_, LogFile> {
@@ -188,9 +218,35 @@ impl Logs {
         {
             return Arc::clone(log);
         }
-        let log = Arc::new(Mutex::new(LogFile::open(path, cap)));
+        let mut file = LogFile::open(path, cap);
+        if let Some((names, shipper)) = &*self.shipping.lock().unwrap_or_else(|e| e.into_inner())
+            && wanted(names, name, path)
+        {
+            file.tap = Some((name.to_owned(), Arc::clone(shipper), Vec::new()));
+        }
+        let log = Arc::new(Mutex::new(file));
         logs.insert(name.to_owned(), Arc::clone(&log));
         log
+    }
+
+    /// Ships the lines of the logs `names` (names or paths) to `shipper`
+    /// from now on (none, without one).
+    pub(crate) fn set_shipping(
+        &self,
+        names: Vec<String>,
+        shipper: Option<Arc<crate::telemetry::Shipper>>,
+    ) {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, log) in logs.iter() {
+            let mut log = lock_log(log);
+            log.tap = match &shipper {
+                Some(shipper) if wanted(&names, name, &log.path) => {
+                    Some((name.clone(), Arc::clone(shipper), Vec::new()))
+                }
+                _ => None,
+            };
+        }
+        *self.shipping.lock().unwrap_or_else(|e| e.into_inner()) = shipper.map(|s| (names, s));
     }
 
     /// The logs' names.

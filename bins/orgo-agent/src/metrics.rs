@@ -249,6 +249,29 @@ pub(crate) fn render(agent: &Agent) -> String {
             );
         }
     }
+    if let Some(shipper) = agent.shipper() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, value) in [
+            (
+                "orgo_telemetry_sent_lines_total",
+                "Log lines pushed to the OTLP endpoint.",
+                shipper.sent.load(Relaxed),
+            ),
+            (
+                "orgo_telemetry_dropped_lines_total",
+                "Log lines dropped because the push buffer was full.",
+                shipper.dropped.load(Relaxed),
+            ),
+            (
+                "orgo_telemetry_failed_pushes_total",
+                "Pushes to the OTLP endpoint that failed (and were retried).",
+                shipper.failures.load(Relaxed),
+            ),
+        ] {
+            f.head(name, "counter", help);
+            f.sample(name, &[], value as f64);
+        }
+    }
     out
 }
 

@@ -623,3 +623,182 @@ fn metrics_name_services_and_health_in_the_text_format() {
     }
     host.call(Op::SetHealthChecks { checks: vec![] });
 }
+
+/// A test OTLP/HTTP receiver on a loopback port: each request's path and
+/// body, answered 503 for the first `refuse` requests, then 200.
+fn otlp_receiver(refuse: usize) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = if n < refuse { "503 Busy" } else { "200 OK" };
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            let path = request_line.split_whitespace().nth(1).unwrap().to_owned();
+            if n >= refuse && tx.send((path, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+fn string_value(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+fn attributes(
+    list: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|kv| (kv.key.clone(), string_value(&kv.value)))
+        .collect()
+}
+
+#[test]
+fn shipped_lines_and_metrics_reach_an_otlp_receiver_with_their_attributes_after_retries() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    // The first two pushes are refused: the agent retries with backoff.
+    let (port, received) = otlp_receiver(2);
+    let mut host = Host::start();
+    let resource = BTreeMap::from([
+        ("orgo.computer.id".to_owned(), "c-0123456789ab".to_owned()),
+        ("orgo.template".to_owned(), "app@1.0.0".to_owned()),
+    ]);
+    assert_eq!(
+        host.call(Op::SetTelemetry {
+            metrics: false,
+            logs: vec!["web".into()],
+            otel_endpoint: Some(format!("http://127.0.0.1:{port}")),
+            resource,
+        }),
+        Reply::Done
+    );
+    host.call(Op::StartService(service(
+        "web",
+        "for i in 1 2 3; do echo line-$i; done; exec sleep 600",
+    )));
+    host.call(Op::StartService(service(
+        "quiet",
+        "echo not shipped; exec sleep 600",
+    )));
+    let (mut lines, mut metrics) = (Vec::new(), None);
+    let deadline = Instant::now() + PATIENCE;
+    while lines.len() < 3 || metrics.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (path, body) = received.recv_timeout(left).expect("pushes arrive");
+        match path.as_str() {
+            "/v1/logs" => {
+                let request: ExportLogsServiceRequest = serde_json::from_slice(&body).unwrap();
+                for resource_logs in request.resource_logs {
+                    let attrs = attributes(&resource_logs.resource.unwrap().attributes);
+                    assert_eq!(attrs["orgo.computer.id"], "c-0123456789ab");
+                    assert_eq!(attrs["orgo.template"], "app@1.0.0");
+                    assert_eq!(attrs["service.name"], "web", "only the logs named");
+                    for scope in resource_logs.scope_logs {
+                        for record in scope.log_records {
+                            assert!(record.time_unix_nano > 1_600_000_000_000_000_000);
+                            lines.push(string_value(&record.body));
+                        }
+                    }
+                }
+            }
+            "/v1/metrics" => {
+                let request: ExportMetricsServiceRequest = serde_json::from_slice(&body).unwrap();
+                let resource_metrics = &request.resource_metrics[0];
+                let attrs = attributes(&resource_metrics.resource.as_ref().unwrap().attributes);
+                assert_eq!(attrs["orgo.computer.id"], "c-0123456789ab");
+                let names: Vec<String> = resource_metrics.scope_metrics[0]
+                    .metrics
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect();
+                metrics = Some(names);
+            }
+            other => panic!("pushed to `{other}`"),
+        }
+    }
+    assert_eq!(lines, ["line-1", "line-2", "line-3"]);
+    let metrics = metrics.unwrap();
+    assert!(
+        metrics.iter().any(|m| m == "orgo_service_up")
+            && metrics
+                .iter()
+                .any(|m| m == "orgo_telemetry_failed_pushes_total"),
+        "{metrics:?}"
+    );
+    let Reply::Metrics { text } = host.call(Op::Metrics) else {
+        panic!("metrics")
+    };
+    let failed: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("orgo_telemetry_failed_pushes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failed >= 2.0, "the refused pushes count: {text}");
+}
+
+#[test]
+fn a_full_push_buffer_drops_the_oldest_lines_and_counts_them() {
+    // Nothing listens there: every push fails, the buffer fills.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut host = Host::start();
+    host.call(Op::SetTelemetry {
+        metrics: false,
+        logs: vec!["chatty".into()],
+        otel_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        resource: BTreeMap::new(),
+    });
+    host.call(Op::StartService(service(
+        "chatty",
+        "seq 1 12000; exec sleep 600",
+    )));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let Reply::Metrics { text } = host.call(Op::Metrics) else {
+            panic!("metrics")
+        };
+        let dropped: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("orgo_telemetry_dropped_lines_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if dropped >= 2000.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dropped only {dropped}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The service was never held up: its log has every line.
+    assert!(read_log(&mut host, "chatty").ends_with("11999\n12000\n"));
+}

@@ -61,6 +61,8 @@ apps:
         restart: "no"
 telemetry:
   metrics: true
+  logs: [broken]
+  otel_endpoint: "http://10.0.2.2:{otlp_port}"
 triggers:
   - name: on-flag
     source: {{ type: file, path: /srv/inbox/flag, events: [create] }}
@@ -80,9 +82,57 @@ triggers:
     source: {{ type: schedule, cron: "* * * * *" }}
     actions: [{{ run: "date +%s >> /var/tmp/cron-fired" }}]
 "#,
-        nonce = *NONCE
+        nonce = *NONCE,
+        otlp_port = RECEIVER.0
     )
 }
+
+/// What the test OTLP receiver got: each request's path and body.
+type Pushes = std::sync::Mutex<Vec<(String, Vec<u8>)>>;
+
+/// A test OTLP/HTTP receiver on a loopback port of the host, which the
+/// guests reach as `10.0.2.2` (QEMU's user network); every computer of the
+/// template pushes to it.
+static RECEIVER: LazyLock<(u16, std::sync::Arc<Pushes>)> = LazyLock::new(|| {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pushes = std::sync::Arc::new(Pushes::default());
+    let store = std::sync::Arc::clone(&pushes);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let mut length = 0;
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length.min(64 << 20)];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            store.lock().unwrap().push((path, body));
+        }
+    });
+    (port, pushes)
+});
 
 fn template() -> Template {
     Template::from_yaml(&template_text()).unwrap()
@@ -527,7 +577,15 @@ fn parse_metrics(text: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_with_a_real_parser_from_orgo_metrics_and_the_endpoint() {
     let c = launched().await;
-    let from_agent = c.metrics().await.unwrap();
+    // The health check's first probe comes a second after the launch.
+    let mut from_agent = String::new();
+    for _ in 0..120 {
+        from_agent = c.metrics().await.unwrap();
+        if from_agent.contains("orgo_health_healthy{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     // `metrics: true`: the scrape endpoint in the guest.
     let scraped = sh(&c, "curl -fsS http://127.0.0.1:9464/metrics").await;
     for text in [from_agent, scraped] {
@@ -551,5 +609,100 @@ async fn metrics_parse_with_a_real_parser_from_orgo_metrics_and_the_endpoint() {
             assert!(has(want), "no `{want}` in:\n{}", samples.join("\n"));
         }
     }
+    c.stop().await.unwrap();
+}
+
+fn string_value(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn attribute(list: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> String {
+    string_value(
+        list.iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_reaches_a_test_receiver_with_the_computer_s_attributes() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    let c = launched().await;
+    let id = c.id().to_owned();
+    let template_ref = "automation@1.0.0";
+    let (mut line, mut metric) = (None, None);
+    for _ in 0..180 {
+        for (path, body) in RECEIVER.1.lock().unwrap().iter() {
+            match path.as_str() {
+                "/v1/logs" => {
+                    let request: ExportLogsServiceRequest = serde_json::from_slice(body).unwrap();
+                    for logs in &request.resource_logs {
+                        let attrs = &logs.resource.as_ref().unwrap().attributes;
+                        if attribute(attrs, "orgo.computer.id") != id {
+                            continue;
+                        }
+                        assert_eq!(attribute(attrs, "orgo.template"), template_ref);
+                        assert_eq!(
+                            attribute(attrs, "service.name"),
+                            "broken",
+                            "only `logs` ship"
+                        );
+                        for scope in &logs.scope_logs {
+                            for record in &scope.log_records {
+                                let body = string_value(record.body.as_ref());
+                                if body.contains("Permission denied") {
+                                    line = Some(body);
+                                }
+                            }
+                        }
+                    }
+                }
+                "/v1/metrics" => {
+                    let request: ExportMetricsServiceRequest =
+                        serde_json::from_slice(body).unwrap();
+                    for metrics in &request.resource_metrics {
+                        let attrs = &metrics.resource.as_ref().unwrap().attributes;
+                        if attribute(attrs, "orgo.computer.id") != id {
+                            continue;
+                        }
+                        assert_eq!(attribute(attrs, "orgo.template"), template_ref);
+                        for scope in &metrics.scope_metrics {
+                            if let Some(m) =
+                                scope.metrics.iter().find(|m| m.name == "orgo_service_up")
+                            {
+                                metric = Some(m.clone());
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if line.is_some() && metric.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        line.is_some(),
+        "the failing service's error line was pushed"
+    );
+    let metric = metric.expect("the metrics were pushed");
+    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(gauge)) = metric.data
+    else {
+        panic!("orgo_service_up is a gauge: {metric:?}")
+    };
+    assert!(
+        gauge
+            .data_points
+            .iter()
+            .any(|p| attribute(&p.attributes, "service") == "web"),
+        "{gauge:?}"
+    );
     c.stop().await.unwrap();
 }
