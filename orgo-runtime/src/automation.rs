@@ -394,15 +394,6 @@ fn unexpected(op: &'static str, reply: &Reply) -> RuntimeError {
     })
 }
 
-impl crate::Runtime {
-    /// Why computer `id` stopped on its own (`auto_stop after N s idle`),
-    /// when it did; read from its console log, so it is known after every
-    /// orgo process is gone. `None` for a computer that did not.
-    pub fn stop_reason(&self, id: &str) -> Option<String> {
-        stop_reason(&self.shared().home.dir(id))
-    }
-}
-
 impl crate::Computer {
     /// How long it has been idle (see the agent's auto-stop: exec, file and
     /// other requests, trigger firings, attached terminals and inbound

@@ -41,7 +41,9 @@
 //! (a running computer's handle), `home` (computer records, orphans);
 //! `images` (the base image in the store);
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
-//! `support` (no silent field); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
+//! `support` (no silent field); `automation` (triggers, telemetry and
+//! auto-stop as the agent takes them; a computer's logs, events and
+//! metrics read back); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build).
 //!
 //! ```no_run
