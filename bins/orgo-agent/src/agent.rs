@@ -349,6 +349,8 @@ pub struct Agent {
     health_state: crate::metrics::HealthState,
     scrape: crate::metrics::Endpoint,
     shipper: Mutex<Option<Arc<crate::telemetry::Shipper>>>,
+    /// Requests that are activity, running now.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Agent {
@@ -389,6 +391,7 @@ impl Agent {
             health_state: crate::metrics::HealthState::default(),
             scrape: crate::metrics::Endpoint::default(),
             shipper: Mutex::new(None),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         };
         Arc::new(agent)
     }
@@ -442,8 +445,12 @@ impl Agent {
         lock(&self.shipper).clone()
     }
 
-    /// How long since the last activity.
+    /// How long since the last activity (none while a request that is
+    /// activity runs).
     pub(crate) fn idle(&self) -> std::time::Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return std::time::Duration::ZERO;
+        }
         lock(&self.last_activity).elapsed()
     }
 
@@ -531,8 +538,9 @@ impl Agent {
     /// Handles one request from connection `conn`; the reply goes back there.
     fn handle(self: &Arc<Self>, conn: ConnId, request: Request) {
         let Request { id, op } = request;
-        // Observations are not activity (see `autostop`); the rest is.
-        if !matches!(
+        // Observations are not activity (see `autostop`); the rest is, from
+        // its start to its end (a long exec keeps the computer busy).
+        let active = !matches!(
             op,
             Op::Hello { .. }
                 | Op::Ping
@@ -542,8 +550,10 @@ impl Agent {
                 | Op::ReadEvents { .. }
                 | Op::Idle
                 | Op::Metrics
-        ) {
+        );
+        if active {
             self.note_activity();
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
         }
         let quick = matches!(
             op,
@@ -559,6 +569,10 @@ impl Agent {
                     message: e.message,
                 });
             responder.respond(reply);
+            if active {
+                agent.note_activity();
+                agent.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
         };
         if quick {
             work();
@@ -566,6 +580,9 @@ impl Agent {
             .name(format!("req-{id}"))
             .spawn(work)
         {
+            if active {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             self.error(
                 conn,
                 id,

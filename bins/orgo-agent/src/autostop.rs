@@ -2,8 +2,9 @@
 //! any host process does (a computer launched by `orgo launch`, which
 //! exits, stops on time too).
 //!
-//! **Activity** is any host request that runs or moves something (exec,
-//! files, hooks, services, terminals, webhooks; not the observations
+//! **Activity** is any host request that runs or moves something, from
+//! its start to its end (exec, files, hooks, services, terminals,
+//! webhooks; not the observations
 //! `hello`, `ping`, `service_status`, `list_logs`, `read_log`,
 //! `read_events`, `idle`), a trigger firing, a terminal client attached to
 //! tmux, and an established TCP connection from another machine to a port

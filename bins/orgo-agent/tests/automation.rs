@@ -549,7 +549,10 @@ fn auto_stop_waits_while_requests_come_then_runs_on_shutdown_and_stops_services(
         }),
         Reply::Done
     );
-    // Busy: a request every 100 ms for 3 s (longer than the limit).
+    // Busy: a command that runs longer than the limit...
+    let long = host.call(Op::Exec(orgo_agent_protocol::Exec::shell("sleep 3")));
+    assert!(matches!(long, Reply::Exit { .. }), "{long:?}");
+    // ... then a request every 100 ms for 3 s.
     let busy_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < busy_until {
         host.call(Op::WriteFile {
