@@ -333,7 +333,6 @@ class ExecResult:
     def __eq__(self, other: object, /) -> bool: ...
 
 @final
-@final
 class LogLines:
     """A computer's log lines as ``(service, line)`` pairs, from
     ``Computer.logs()``; with ``follow``, it waits for new lines."""
@@ -351,6 +350,7 @@ class Events:
     def __iter__(self) -> Iterator[Dict[str, Any]]: ...
     def __next__(self) -> Dict[str, Any]: ...
 
+@final
 class Computer:
     """A running computer, from ``launch`` or ``connect``::
 
