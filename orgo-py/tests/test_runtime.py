@@ -92,9 +92,11 @@ def test_build_reports_its_steps_and_their_output(built, template):
     assert result.backend.startswith("qemu-")
     assert all(isinstance(e, orgo.LogEvent) for e in events)
     steps = [e for e in events if e.kind == "step"]
-    assert [e.field for e in steps] == ["build.run[0]", "build.run[1]", "files[0]"]
-    assert [(e.index, e.total) for e in steps] == [(1, 3), (2, 3), (3, 3)]
-    assert str(steps[0]) == "[1/3] build.run[0]"
+    assert [e.field for e in steps] == [
+        "build.run[0]", "build.run[1]", "files[0]", "apps[0].services[0]"
+    ]
+    assert [(e.index, e.total) for e in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert str(steps[0]) == "[1/4] build.run[0]"
     output = [e for e in events if e.kind == "output"]
     assert ("stdout", b"to-stdout\n") in [(e.stream, e.data) for e in output]
     assert ("stderr", b"to-stderr\n") in [(e.stream, e.data) for e in output]
