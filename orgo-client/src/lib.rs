@@ -168,6 +168,9 @@ pub struct Launch {
     /// Secret values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Idle minutes before the computer stops itself (0 disables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_stop_minutes: Option<u32>,
 }
 
 impl Launch {

@@ -179,6 +179,7 @@ fn dispatch(
             let mut launch = Launch::new(&reference);
             launch.cpu = args.cpu;
             launch.ram_gb = args.ram_gb;
+            launch.auto_stop_minutes = args.auto_stop_minutes;
             for pair in &args.env {
                 let (key, value) = pair
                     .split_once('=')
