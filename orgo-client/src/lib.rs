@@ -566,6 +566,128 @@ impl Client {
             .await?;
         Ok(response.bytes().await.map_err(ClientError::Http)?.to_vec())
     }
+
+    /// A computer's service logs: `on_line(service, line)` for each line,
+    /// one service's (or `trigger.NAME`'s) or every log; `since_s` only the
+    /// last while; `follow` waits for new lines until the call is dropped.
+    pub async fn logs(
+        &self,
+        id: &str,
+        service: Option<&str>,
+        since_s: Option<u64>,
+        follow: bool,
+        on_line: &mut (dyn FnMut(&str, &str) + Send),
+    ) -> Result<(), ClientError> {
+        let mut query = vec![("follow", follow.to_string())];
+        if let Some(service) = service {
+            query.push(("service", service.to_owned()));
+        }
+        if let Some(since) = since_s {
+            query.push(("since_s", since.to_string()));
+        }
+        let response = self
+            .send(
+                self.request(
+                    reqwest::Method::GET,
+                    &format!("/api/computers/{}/logs", segment(id)),
+                )
+                .query(&query),
+            )
+            .await?;
+        ndjson(response, &mut |line| {
+            on_line(
+                line["service"].as_str().unwrap_or_default(),
+                line["line"].as_str().unwrap_or_default(),
+            );
+        })
+        .await
+    }
+
+    /// A computer's events, oldest first: `on_event` gets each as the JSON
+    /// object `orgo events` prints (`ts`, `seq`, `kind`, ...); `follow`
+    /// waits for new ones until the call is dropped.
+    pub async fn events(
+        &self,
+        id: &str,
+        follow: bool,
+        on_event: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(
+                self.request(
+                    reqwest::Method::GET,
+                    &format!("/api/computers/{}/events", segment(id)),
+                )
+                .query(&[("follow", follow)]),
+            )
+            .await?;
+        ndjson(response, on_event).await
+    }
+
+    /// Fires a computer's webhook triggers of `path` with `data`; returns
+    /// the triggers that ran.
+    pub async fn trigger(
+        &self,
+        id: &str,
+        path: &str,
+        data: Vec<u8>,
+    ) -> Result<Vec<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Fired {
+            triggers: Vec<String>,
+        }
+        let fired: Fired = self
+            .json(
+                self.request(
+                    reqwest::Method::POST,
+                    &format!("/api/computers/{}/webhooks", segment(id)),
+                )
+                .query(&[("path", path)])
+                .body(data),
+            )
+            .await?;
+        Ok(fired.triggers)
+    }
+
+    /// A computer's metrics, in the Prometheus text format.
+    pub async fn metrics(&self, id: &str) -> Result<String, ClientError> {
+        let response = self
+            .send(self.request(
+                reqwest::Method::GET,
+                &format!("/api/computers/{}/metrics", segment(id)),
+            ))
+            .await?;
+        response.text().await.map_err(ClientError::Http)
+    }
+}
+
+/// Reads an NDJSON answer: each object to `on_item`, until the body ends;
+/// an `{"type": "error", "error": ...}` line is the call's error.
+async fn ndjson(
+    response: reqwest::Response,
+    on_item: &mut (dyn FnMut(Value) + Send),
+) -> Result<(), ClientError> {
+    let mut stream = response.bytes_stream();
+    let mut buffer = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.extend_from_slice(&chunk.map_err(ClientError::Http)?);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let item: Value =
+                serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if item["type"] == "error" {
+                let error = &item["error"];
+                return Err(ClientError::Api {
+                    status: 200,
+                    code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+                    message: error["message"].as_str().unwrap_or("").to_owned(),
+                    details: error["details"].clone(),
+                });
+            }
+            on_item(item);
+        }
+    }
+    Ok(())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

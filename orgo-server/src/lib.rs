@@ -14,6 +14,10 @@
 //! | `GET /api/computers`, `GET`, `DELETE /api/computers/{id}` | list, read, stop (`on_shutdown`, power off) |
 //! | `POST /api/computers/{id}/exec` | run `{command: argv or "shell line", cwd, user, env, timeout_s}`: **NDJSON**, one `{"type": "stdout"\|"stderr", "data": base64}` line per chunk as it comes, then `{"type": "exit", "exit_code", "signal"}` (or `{"type": "error", "error"}`) |
 //! | `PUT`, `GET /api/computers/{id}/files?path=` | write (streamed in, refused past the cap, `?mode=0644`), read (bytes) |
+//! | `GET /api/computers/{id}/logs?service=&since_s=&follow=` | service logs: **NDJSON** `{"service", "line"}`; `follow` keeps it open |
+//! | `GET /api/computers/{id}/events?follow=` | the event stream: **NDJSON** objects with `ts`, `seq`, `kind` and the event's fields |
+//! | `POST /api/computers/{id}/webhooks?path=` | fire the webhook triggers of `path` with the body (at most 1 MiB): `{triggers}` that ran |
+//! | `GET /api/computers/{id}/metrics`, `GET .../services` | the Prometheus text format; the services' state, restarts and last exit |
 //! | `GET /api/template-schema`, `GET /api/openapi.json` | the documents (no key needed) |
 //!
 //! Errors are one shape, `{"error": {"code", "message", "details"}}`, with

@@ -332,6 +332,36 @@ async fn auth_matrix() {
             ["not_found", "not_found", "not_found"],
         ),
         (
+            Method::GET,
+            "/api/computers/c-000000000000/logs?follow=true",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::GET,
+            "/api/computers/c-000000000000/events",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::POST,
+            "/api/computers/c-000000000000/webhooks?path=/deploy",
+            Some("x".into()),
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::GET,
+            "/api/computers/c-000000000000/metrics",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::GET,
+            "/api/computers/c-000000000000/services",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
             Method::POST,
             "/api/computers",
             launch("team/app@1.0.0"),

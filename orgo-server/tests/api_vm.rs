@@ -2,7 +2,8 @@
 //! build it (two posts share one build; the SSE log consumed to the end by
 //! a late subscriber), launch one computer, then many calls on it: exec
 //! streaming (output, exit code, cwd, user, env, timeout), files both ways
-//! (binary, over the cap, missing), another namespace's view, stop.
+//! (binary, over the cap, missing), the automation (a webhook, events, a
+//! service's log, metrics), another namespace's view, stop.
 //!
 //! Needs root, QEMU and the base image (built into `target/orgo-test-home`
 //! the first time, as the runtime's VM tests do).
@@ -72,6 +73,22 @@ fn output(frames: &[Value], kind: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// Polls `check` every half second until it gives a value (a hang fails
+/// after two minutes).
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..240 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("never: {what}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_build_launch_exec_files_stop() {
     let runtime = vm::test_runtime().await;
@@ -82,8 +99,11 @@ async fn publish_build_launch_exec_files_stop() {
     let other = key(&home, "other", false);
     let http = client();
     let nonce = vm::nonce();
+    // A name of its own per run: the shared store keeps earlier runs' refs,
+    // and a version is immutable.
+    let name = format!("api-e2e-{nonce}");
     let document = format!(
-        "api_version: orgo.ai/v1\nname: api-e2e@1.0.0\nenv:\n  NONCE: \"{nonce}\"\nbuild:\n  run:\n    - echo building-{nonce}\n    - echo built > /opt/built.txt\nhooks:\n  on_shutdown: echo bye\n"
+        "api_version: orgo.ai/v1\nname: {name}@1.0.0\nenv:\n  NONCE: \"{nonce}\"\nbuild:\n  run:\n    - echo building-{nonce}\n    - echo built > /opt/built.txt\nhooks:\n  on_shutdown: echo bye\napps:\n  - name: greeter\n    services:\n      - name: greeter\n        run: \"echo hello-{nonce}; exec sleep infinity\"\ntriggers:\n  - name: deploy\n    source: {{ type: webhook, path: /deploy }}\n    actions: [{{ run: \"cat > /tmp/hook-body\" }}]\n"
     );
     let published = http
         .post(format!("{url}/api/templates"))
@@ -93,7 +113,7 @@ async fn publish_build_launch_exec_files_stop() {
         .await
         .unwrap();
     assert_eq!(published.status().as_u16(), 201);
-    let build = format!("{url}/api/templates/team/api-e2e/1.0.0/build");
+    let build = format!("{url}/api/templates/team/{name}/1.0.0/build");
 
     // Two posts, one build.
     let first: Value = http
@@ -190,7 +210,7 @@ async fn publish_build_launch_exec_files_stop() {
     let launched = http
         .post(format!("{url}/api/computers"))
         .bearer_auth(&team)
-        .json(&json!({"template_ref": "api-e2e@1.0.0", "env": {"GREETING": "hi"}}))
+        .json(&json!({"template_ref": format!("{name}@1.0.0"), "env": {"GREETING": "hi"}}))
         .send()
         .await
         .unwrap();
@@ -198,7 +218,7 @@ async fn publish_build_launch_exec_files_stop() {
     let computer: Value = launched.json().await.unwrap();
     let id = computer["id"].as_str().unwrap().to_owned();
     assert_eq!(computer["status"], "running");
-    assert_eq!(computer["template_ref"], "team/api-e2e@1.0.0");
+    assert_eq!(computer["template_ref"], format!("team/{name}@1.0.0"));
     assert!(computer["memory_mib"].as_u64().unwrap() >= 1024 && computer["ports"].is_array());
 
     // Exec: output as it comes, the exit code, cwd, user, env.
@@ -282,10 +302,115 @@ async fn publish_build_launch_exec_files_stop() {
     .await;
     assert_eq!((status, code.as_str()), (404, "not_found"));
 
+    // The automation: a webhook with data, the events it made, the
+    // service's log, the metrics.
+    let fired: Value = http
+        .post(format!("{url}/api/computers/{id}/webhooks"))
+        .query(&[("path", "/deploy")])
+        .bearer_auth(&team)
+        .body("payload-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fired["triggers"], json!(["deploy"]));
+    let (status, code, _) = error_code(
+        http.post(format!("{url}/api/computers/{id}/webhooks"))
+            .query(&[("path", "/nope")])
+            .bearer_auth(&team)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    // The action runs beside the answer: its file appears soon.
+    let body = eventually("the webhook's action wrote its body", || async {
+        let response = http
+            .get(&files)
+            .query(&[("path", "/tmp/hook-body")])
+            .bearer_auth(&team)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => Some(response.text().await.unwrap()),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(body, "payload-1");
+    let events = http
+        .get(format!("{url}/api/computers/{id}/events"))
+        .bearer_auth(&team)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "application/x-ndjson");
+    let events: Vec<Value> = events
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "trigger_fired" && e["trigger"] == "deploy"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["ts"].is_string() && e["seq"].is_u64())
+    );
+    let logs = eventually("the service's line is in its log", || async {
+        let logs: Vec<Value> = http
+            .get(format!("{url}/api/computers/{id}/logs"))
+            .query(&[("service", "greeter")])
+            .bearer_auth(&team)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (!logs.is_empty()).then_some(logs)
+    })
+    .await;
+    assert_eq!(
+        logs,
+        vec![json!({"service": "greeter", "line": format!("hello-{nonce}")})]
+    );
+    let metrics = http
+        .get(format!("{url}/api/computers/{id}/metrics"))
+        .bearer_auth(&team)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("orgo_service_up{service=\"greeter\"}"),
+        "{metrics}"
+    );
+
     // Another namespace does not see it.
     for (method, path) in [
         ("GET", format!("/api/computers/{id}")),
         ("DELETE", format!("/api/computers/{id}")),
+        ("GET", format!("/api/computers/{id}/logs")),
+        ("GET", format!("/api/computers/{id}/events")),
+        ("POST", format!("/api/computers/{id}/webhooks?path=/deploy")),
+        ("GET", format!("/api/computers/{id}/metrics")),
+        ("GET", format!("/api/computers/{id}/services")),
     ] {
         let response = http
             .request(method.parse().unwrap(), format!("{url}{path}"))
@@ -323,7 +448,7 @@ async fn publish_build_launch_exec_files_stop() {
     assert_eq!(ours["computers"][0]["status"], "running");
     // The template is in use: it is not deleted.
     let (status, code, _) = error_code(
-        http.delete(format!("{url}/api/templates/team/api-e2e/1.0.0"))
+        http.delete(format!("{url}/api/templates/team/{name}/1.0.0"))
             .bearer_auth(&team)
             .send()
             .await

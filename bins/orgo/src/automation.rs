@@ -13,42 +13,42 @@ use crate::{Failure, emit};
 #[derive(Args)]
 pub(crate) struct LogsArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
     /// Only this service's log (or `trigger.NAME`, a trigger's `run`
     /// output); else every log, each line prefixed with its name.
-    service: Option<String>,
+    pub(crate) service: Option<String>,
     /// Keep printing new lines as they come (until interrupted).
     #[arg(short, long)]
-    follow: bool,
+    pub(crate) follow: bool,
     /// Only lines written in this last while (`30s`, `10m`, `2h`; to the second).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    since: Option<Duration>,
+    pub(crate) since: Option<Duration>,
 }
 
 #[derive(Args)]
 pub(crate) struct EventsArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
     /// Keep printing new events as they come (until interrupted).
     #[arg(short, long)]
-    follow: bool,
+    pub(crate) follow: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct TriggerArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
     /// The webhook trigger's path (`/deploy`).
-    path: String,
+    pub(crate) path: String,
     /// The body: text, or `@FILE` for a file's bytes (`@-` reads stdin).
     #[arg(long, value_name = "DATA|@FILE")]
-    data: Option<String>,
+    pub(crate) data: Option<String>,
 }
 
 #[derive(Args)]
 pub(crate) struct MetricsArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -113,7 +113,24 @@ pub(crate) fn metrics(root: Option<PathBuf>, args: MetricsArgs) -> Result<(), Fa
 
 /// `orgo trigger`: fires a webhook; prints the triggers that ran.
 pub(crate) fn trigger(root: Option<PathBuf>, args: TriggerArgs) -> Result<(), Failure> {
-    let data = match args.data.as_deref() {
+    let data = webhook_data(args.data.as_deref())?;
+    let (tokio, runtime) = open_with_agent(root, None)?;
+    let computer = tokio
+        .block_on(runtime.connect(&args.id))
+        .map_err(runtime_error)?;
+    let fired = tokio
+        .block_on(computer.trigger(&args.path, data))
+        .map_err(runtime_error)?;
+    if fired.is_empty() {
+        none_ran(&args.path);
+    }
+    emit(&fired.iter().map(|t| format!("{t}\n")).collect::<String>());
+    Ok(())
+}
+
+/// `--data`: text, `@FILE` for a file's bytes, `@-` for stdin.
+pub(crate) fn webhook_data(data: Option<&str>) -> Result<Vec<u8>, Failure> {
+    Ok(match data {
         None => Vec::new(),
         Some("@-") => {
             let mut bytes = Vec::new();
@@ -126,22 +143,12 @@ pub(crate) fn trigger(root: Option<PathBuf>, args: TriggerArgs) -> Result<(), Fa
                 .map_err(|e| Failure::Input(format!("cannot read `{file}`: {e}")))?,
             None => text.as_bytes().to_vec(),
         },
-    };
-    let (tokio, runtime) = open_with_agent(root, None)?;
-    let computer = tokio
-        .block_on(runtime.connect(&args.id))
-        .map_err(runtime_error)?;
-    let fired = tokio
-        .block_on(computer.trigger(&args.path, data))
-        .map_err(runtime_error)?;
-    if fired.is_empty() {
-        eprintln!(
-            "orgo: every trigger of `{}` is within its dedup window; none ran",
-            args.path
-        );
-    }
-    emit(&fired.iter().map(|t| format!("{t}\n")).collect::<String>());
-    Ok(())
+    })
+}
+
+/// What `orgo trigger` says when every trigger was deduplicated.
+pub(crate) fn none_ran(path: &str) {
+    eprintln!("orgo: every trigger of `{path}` is within its dedup window; none ran");
 }
 
 /// How long `orgo ps` waits for one computer's services (its agent may be

@@ -40,6 +40,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             | Command::Ps(_)
             | Command::Stop(_)
             | Command::Cp(_)
+            | Command::Logs(_)
+            | Command::Events(_)
+            | Command::Trigger(_)
+            | Command::Metrics(_)
     );
     if !remote {
         return Err(Box::new(cli));
@@ -298,6 +302,46 @@ fn dispatch(
             }
             _ => unreachable!("ends() checked one side is a computer"),
         },
+        Command::Logs(args) => {
+            let prefixed = args.service.is_none();
+            let mut print = |service: &str, line: &str| {
+                if prefixed {
+                    emit(&format!("{service} | {line}\n"));
+                } else {
+                    emit(&format!("{line}\n"));
+                }
+            };
+            let since = args.since.map(|d| d.as_secs().max(1));
+            tokio
+                .block_on(client.logs(
+                    &args.id,
+                    args.service.as_deref(),
+                    since,
+                    args.follow,
+                    &mut print,
+                ))
+                .map_err(failure)?;
+        }
+        Command::Events(args) => {
+            let mut print = |event: serde_json::Value| emit(&format!("{event}\n"));
+            tokio
+                .block_on(client.events(&args.id, args.follow, &mut print))
+                .map_err(failure)?;
+        }
+        Command::Trigger(args) => {
+            let data = crate::automation::webhook_data(args.data.as_deref())?;
+            let fired = tokio
+                .block_on(client.trigger(&args.id, &args.path, data))
+                .map_err(failure)?;
+            if fired.is_empty() {
+                crate::automation::none_ran(&args.path);
+            }
+            emit(&fired.iter().map(|t| format!("{t}\n")).collect::<String>());
+        }
+        Command::Metrics(args) => {
+            let text = tokio.block_on(client.metrics(&args.id)).map_err(failure)?;
+            emit(&text);
+        }
         _ => unreachable!("run() sends only the remote commands"),
     }
     Ok(0)

@@ -223,6 +223,21 @@ fn remote_commands_match_the_local_ones() {
         "{ps}"
     );
 
+    // The automation's commands, remote: metrics, events and logs print
+    // (this template has no services or triggers; api_vm checks their
+    // content), a webhook no trigger has is a "no" (exit 1).
+    let metrics = ok(&remote.run(&["metrics", &id]), "metrics");
+    assert!(metrics.contains("orgo_cpu_seconds_total"), "{metrics}");
+    ok(&remote.run(&["events", &id]), "events");
+    ok(&remote.run(&["logs", &id]), "logs");
+    let trigger = remote.run(&["trigger", &id, "/nope", "--data", "x"]);
+    assert_eq!(trigger.status.code(), Some(1), "{}", text(&trigger.stderr));
+    assert!(
+        text(&trigger.stderr).contains("/nope"),
+        "{}",
+        text(&trigger.stderr)
+    );
+
     // cp, remote, both ways.
     let payload = dir.path().join("payload.bin");
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();

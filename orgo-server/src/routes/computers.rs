@@ -202,7 +202,7 @@ pub(crate) struct Written {
 #[into_params(parameter_in = Path)]
 pub(crate) struct IdPath {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
 }
 
 fn view(owner: &Owner, status: Option<&orgo_runtime::ComputerStatus>) -> ComputerView {
@@ -538,7 +538,10 @@ pub(crate) async fn exec(
 }
 
 /// A running computer's handle.
-async fn running(state: &AppState, id: &str) -> Result<Arc<orgo_runtime::Computer>, ApiError> {
+pub(crate) async fn running(
+    state: &AppState,
+    id: &str,
+) -> Result<Arc<orgo_runtime::Computer>, ApiError> {
     let status = state
         .runtime
         .computers()?

@@ -11,6 +11,7 @@ use axum::http::Method;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
+pub(crate) mod automation;
 pub(crate) mod builds;
 pub(crate) mod computers;
 pub(crate) mod docs;
@@ -22,6 +23,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(templates::routes())
         .merge(builds::routes())
         .merge(computers::routes())
+        .merge(automation::routes())
         .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
