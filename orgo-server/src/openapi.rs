@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{builds, computers, docs, templates};
+use crate::routes::{builds, computers, desktop, docs, egress, templates};
 
 /// The API's description.
 #[derive(OpenApi)]
@@ -21,6 +21,8 @@ use crate::routes::{builds, computers, docs, templates};
         builds::start, builds::status, builds::cancel, builds::events,
         computers::launch, computers::list, computers::read, computers::stop,
         computers::exec, computers::write_file, computers::read_file,
+        egress::learned,
+        desktop::screenshot, desktop::cursor, desktop::act,
         docs::template_schema, docs::openapi,
     ),
     components(schemas(crate::builds::Frame)),
