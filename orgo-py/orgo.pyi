@@ -15,6 +15,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Literal,
     Mapping,
@@ -33,9 +34,11 @@ __all__ = [
     "BuildResult",
     "Computer",
     "Diagnostic",
+    "Events",
     "ExecResult",
     "Image",
     "LogEvent",
+    "LogLines",
     "NotFoundError",
     "OrgoError",
     "PortError",
@@ -356,6 +359,24 @@ class ExecResult:
     def __eq__(self, other: object, /) -> bool: ...
 
 @final
+class LogLines:
+    """A computer's log lines as ``(service, line)`` pairs, from
+    ``Computer.logs()``; with ``follow``, it waits for new lines."""
+
+    def __iter__(self) -> Iterator[Tuple[str, str]]: ...
+    def __next__(self) -> Tuple[str, str]: ...
+
+@final
+class Events:
+    """A computer's events, oldest first, from ``Computer.events()``: dicts
+    with ``ts`` (RFC 3339, UTC), ``seq``, ``kind`` (``service_exited``,
+    ``trigger_fired``, ``alert``, ...) and the event's fields; with
+    ``follow``, it waits for new ones."""
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]: ...
+    def __next__(self) -> Dict[str, Any]: ...
+
+@final
 class Computer:
     """A running computer, from ``launch`` or ``connect``::
 
@@ -454,6 +475,29 @@ class Computer:
     def stream_status(self, name: str) -> Dict[str, Any]:
         """``{"name", "state", "restarts", "last_exit_code"}``; ``state`` is
         ``streaming``, ``retrying``, ``stopped`` or ``failed``."""
+    def logs(
+        self, service: Optional[str] = None, *, since: Optional[float] = None, follow: bool = False
+    ) -> LogLines:
+        """Its service logs (``/var/log/orgo/<service>.log`` unless ``log:``
+        names another file), line by line, as ``(service, line)`` pairs: one
+        service's (or ``trigger.NAME``'s, a trigger's ``run`` output), else
+        every log; ``since`` (seconds) only the last while; ``follow`` waits
+        for new lines (Ctrl-C on the main thread ends the wait)."""
+    def events(self, *, follow: bool = False) -> Events:
+        """Its events, oldest first (the computer keeps the newest 4096), as
+        dicts with ``ts``, ``seq``, ``kind`` and the event's fields; ``follow``
+        waits for new ones."""
+    def trigger(self, path: str, data: Optional[_Content] = None) -> List[str]:
+        """Fires the webhook triggers of ``path`` with ``data`` (their ``run``
+        actions read it on stdin); returns the triggers that ran (a firing
+        within a trigger's ``dedup`` window does not). Raises
+        ``NotFoundError`` when no trigger has that path."""
+    def metrics(self) -> str:
+        """Its metrics now, in the Prometheus text format (CPU, memory, disk,
+        network; each service's state and restarts; each app's health)."""
+    def services(self) -> List[Dict[str, Any]]:
+        """Its services: dicts with ``name``, ``state``, ``pid``,
+        ``restarts`` and ``last_exit`` (``{"code": N}`` or ``{"signal": N}``)."""
     def stop(self) -> Optional[str]:
         """Stops the computer: runs the template's ``on_shutdown`` hook, powers
         the guest off, stops its VM and removes its files. Returns what the

@@ -35,10 +35,15 @@
 //! # Ok::<(), orgo_agent_protocol::FrameError>(())
 //! ```
 
+mod automation;
 mod desktop;
 mod frame;
 mod message;
 
+pub use automation::{
+    AUTO_STOP_MARK, EventRecord, FileEvent, MAX_EVENTS_READ, MAX_LOG_READ_BYTES, MAX_WEBHOOK_BYTES,
+    TriggerAction, TriggerSource, TriggerSpec,
+};
 pub use desktop::{DesktopSpec, Input, MouseButton, Point, Region, ScrollDirection};
 pub use frame::{
     FrameError, FrameReader, HEADER_BYTES, MAGIC, MAX_FRAME_BYTES, PROTOCOL_VERSION,

@@ -205,7 +205,9 @@ pub struct ServiceSpec {
     /// Grace period after the stop signal before `KILL` (default 10 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
-    /// stdout and stderr are appended here (default: discarded).
+    /// stdout and stderr are appended here (default:
+    /// `/var/log/orgo/NAME.log`); the agent writes the file and rotates it
+    /// at its size cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// Restart backoff.
@@ -428,6 +430,86 @@ pub enum Op {
     Input(Input),
     /// Where the pointer is: [`Reply::Cursor`].
     Cursor,
+    /// The names of the logs the agent writes (services, triggers): [`Reply::LogNames`].
+    ListLogs,
+    /// Read a log from `offset` (its bytes are numbered from the first ever
+    /// written, across rotations), or from the first write at or after
+    /// `since_unix_ms`, else from the oldest byte kept: [`Reply::Log`].
+    ReadLog {
+        /// The log's name (a service's, or `trigger.NAME`).
+        name: String,
+        /// Where to start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// Or: the first write at or after this time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_unix_ms: Option<u64>,
+        /// At most this many bytes (and at most
+        /// [`MAX_LOG_READ_BYTES`](crate::MAX_LOG_READ_BYTES)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u32>,
+    },
+    /// Events of the ring after sequence number `after` (all kept when
+    /// unset): [`Reply::Events`].
+    ReadEvents {
+        /// The last sequence number already seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// At most this many (and at most
+        /// [`MAX_EVENTS_READ`](crate::MAX_EVENTS_READ)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u32>,
+    },
+    /// Replace every trigger.
+    SetTriggers {
+        /// The triggers.
+        triggers: Vec<crate::TriggerSpec>,
+    },
+    /// Fire the webhook triggers of `path` with `data` (their `run`
+    /// actions read it on stdin): [`Reply::Fired`]; no trigger of that path
+    /// is [`ErrorCode::NotFound`].
+    FireWebhook {
+        /// The webhook's path.
+        path: String,
+        /// The body (at most [`MAX_WEBHOOK_BYTES`](crate::MAX_WEBHOOK_BYTES)).
+        #[serde(default)]
+        data: Bytes,
+    },
+    /// Stop the computer after `idle_ms` without activity (0: never): the
+    /// agent runs `on_shutdown`, raises [`Event::AutoStop`], writes
+    /// [`AUTO_STOP_MARK`](crate::AUTO_STOP_MARK) on the console and powers
+    /// off. The idle clock starts over now.
+    SetAutoStop {
+        /// The idle time allowed, in milliseconds.
+        idle_ms: u64,
+        /// The `on_shutdown` hook's script.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_shutdown: Option<String>,
+    },
+    /// How long the computer has been idle: [`Reply::Idle`].
+    Idle,
+    /// The metrics now, in the Prometheus text format: [`Reply::Metrics`].
+    Metrics,
+    /// Telemetry settings: with `metrics`, the agent serves its metrics to
+    /// Prometheus scrapes on the guest's port 9464 (`/metrics`); with an
+    /// `otel_endpoint`, it pushes the lines of the `logs` named and its
+    /// metrics there as OTLP/HTTP (JSON), with `resource` as the resource's
+    /// attributes.
+    SetTelemetry {
+        /// Serve the scrape endpoint.
+        metrics: bool,
+        /// Logs whose lines are shipped: service names, or the paths of
+        /// services' log files.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logs: Vec<String>,
+        /// The OTLP/HTTP endpoint (`http(s)://host:port`; `/v1/logs` and
+        /// `/v1/metrics` are appended).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        otel_endpoint: Option<String>,
+        /// Resource attributes (the computer's id, its template).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        resource: BTreeMap<String, String>,
+    },
 }
 
 impl Op {
@@ -453,6 +535,15 @@ impl Op {
             Op::Screenshot { .. } => "screenshot",
             Op::Input(_) => "input",
             Op::Cursor => "cursor",
+            Op::ListLogs => "list_logs",
+            Op::ReadLog { .. } => "read_log",
+            Op::ReadEvents { .. } => "read_events",
+            Op::SetTriggers { .. } => "set_triggers",
+            Op::FireWebhook { .. } => "fire_webhook",
+            Op::SetAutoStop { .. } => "set_auto_stop",
+            Op::Idle => "idle",
+            Op::Metrics => "metrics",
+            Op::SetTelemetry { .. } => "set_telemetry",
         }
     }
 }
@@ -579,6 +670,43 @@ pub enum Reply {
         /// Explanation.
         message: String,
     },
+    /// To [`Op::ListLogs`].
+    LogNames {
+        /// The logs' names, sorted.
+        names: Vec<String>,
+    },
+    /// To [`Op::ReadLog`].
+    Log {
+        /// The bytes from `from` to `next`.
+        data: Bytes,
+        /// The offset of `data`'s first byte (past `offset` when older
+        /// bytes were rotated away).
+        from: u64,
+        /// Where the next read starts.
+        next: u64,
+    },
+    /// To [`Op::ReadEvents`].
+    Events {
+        /// The events, oldest first.
+        events: Vec<crate::EventRecord>,
+        /// How many events after `after` the ring had dropped already.
+        dropped: u64,
+    },
+    /// To [`Op::FireWebhook`].
+    Fired {
+        /// The triggers whose firing was accepted (not deduplicated).
+        triggers: Vec<String>,
+    },
+    /// To [`Op::Idle`].
+    Idle {
+        /// Milliseconds since the last activity.
+        idle_ms: u64,
+    },
+    /// To [`Op::Metrics`].
+    Metrics {
+        /// Prometheus text format, version 0.0.4.
+        text: String,
+    },
 }
 
 /// An output stream of a process.
@@ -651,17 +779,66 @@ pub enum Event {
         /// App.
         app: String,
     },
-    /// A health check raised an alert.
+    /// A health check (`app`) or a trigger's action (`trigger`) raised an alert.
     Alert {
-        /// App.
+        /// App (empty for a trigger's alert).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         app: String,
-        /// The last failure.
+        /// The last failure, or the trigger's message.
         message: String,
+        /// The trigger whose `alert` action raised it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<String>,
     },
     /// Some events were dropped because the host did not read them.
     Dropped {
         /// How many.
         count: u64,
+    },
+    /// A service was started again (by its restart policy, a health check
+    /// or a request).
+    ServiceRestarted {
+        /// Service.
+        name: String,
+        /// Starts after the first.
+        restarts: u32,
+    },
+    /// A trigger fired; its actions run.
+    TriggerFired {
+        /// Trigger.
+        trigger: String,
+        /// Its source's type.
+        source: String,
+        /// What fired it (the file and change, the webhook path, the minute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A firing within the trigger's dedup window was dropped.
+    TriggerDeduplicated {
+        /// Trigger.
+        trigger: String,
+        /// What fired it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A trigger's actions all ran.
+    TriggerDone {
+        /// Trigger.
+        trigger: String,
+    },
+    /// The computer was idle for its limit and stops.
+    AutoStop {
+        /// How long it was idle, in milliseconds.
+        idle_ms: u64,
+    },
+    /// A trigger's action failed; the actions after it did not run.
+    TriggerFailed {
+        /// Trigger.
+        trigger: String,
+        /// The failed action's index.
+        action: usize,
+        /// Why (with the tail of a `run` action's output).
+        message: String,
     },
 }
 

@@ -171,6 +171,9 @@ pub struct Launch {
     /// Record what the computer reaches, for [`Client::egress`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub egress_learn: bool,
+    /// Idle minutes before the computer stops itself (0 disables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_stop_minutes: Option<u32>,
 }
 
 impl Launch {

@@ -287,6 +287,79 @@ impl PyComputer {
         Ok(PyBytes::new(py, &bytes))
     }
 
+    /// Its service logs, line by line, as `(service, line)` pairs: one
+    /// service's (or `trigger.NAME`'s, a trigger's `run` output), else every
+    /// log; `since` (seconds) only the last while; `follow` waits for new
+    /// lines (Ctrl-C on the main thread ends the wait).
+    #[pyo3(signature = (service = None, *, since = None, follow = false))]
+    fn logs(
+        &self,
+        py: Python<'_>,
+        service: Option<String>,
+        since: Option<f64>,
+        follow: bool,
+    ) -> PyResult<crate::automation::PyLogLines> {
+        let since = since
+            .map(|s| {
+                Duration::try_from_secs_f64(s).map_err(|_| {
+                    errors::orgo_error(format!("since `{s}` is not a number of seconds"), None)
+                })
+            })
+            .transpose()?;
+        self.with_open(py, async move |computer| {
+            Ok(crate::automation::PyLogLines::new(computer.logs(
+                service.as_deref(),
+                since,
+                follow,
+            )))
+        })
+    }
+
+    /// Its events, oldest first, as dicts with `ts`, `seq`, `kind` and the
+    /// event's fields; `follow` waits for new ones.
+    #[pyo3(signature = (*, follow = false))]
+    fn events(&self, py: Python<'_>, follow: bool) -> PyResult<crate::automation::PyEvents> {
+        self.with_open(py, async move |computer| {
+            Ok(crate::automation::PyEvents::new(computer.events(follow)))
+        })
+    }
+
+    /// Fires the webhook triggers of `path` with `data` (`str` or `bytes`,
+    /// their `run` actions' stdin); returns the triggers that ran. Raises
+    /// `orgo.NotFoundError` when no trigger has that path.
+    #[pyo3(signature = (path, data = None))]
+    fn trigger(
+        &self,
+        py: Python<'_>,
+        path: String,
+        data: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<String>> {
+        let data = data.map(content_bytes).transpose()?.unwrap_or_default();
+        self.with_open(py, async move |computer| {
+            Ok(computer.trigger(&path, data).await?)
+        })
+    }
+
+    /// Its metrics now, in the Prometheus text format.
+    fn metrics(&self, py: Python<'_>) -> PyResult<String> {
+        self.with_open(py, async move |computer| Ok(computer.metrics().await?))
+    }
+
+    /// Its services: dicts with `name`, `state`, `pid`, `restarts` and
+    /// `last_exit` (`{"code": N}` or `{"signal": N}`).
+    fn services<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let services = self.with_open(py, async move |computer| Ok(computer.services().await?))?;
+        services
+            .iter()
+            .map(|s| {
+                let value = serde_json::to_value(s).map_err(|e| {
+                    errors::orgo_error(format!("a service status as JSON: {e}"), None)
+                })?;
+                crate::convert::to_python(py, &value)
+            })
+            .collect()
+    }
+
     /// The content of the file `path` in the computer, decoded (UTF-8 by default).
     #[pyo3(signature = (path, encoding = "utf-8", errors = "strict"))]
     fn read_text<'py>(

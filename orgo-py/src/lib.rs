@@ -5,6 +5,7 @@
 //! in `orgo.pyi` and tested by `orgo-py/tests`. Every Rust error becomes a
 //! Python exception in one place, the `errors` module.
 
+mod automation;
 mod computer;
 mod convert;
 mod desktop;
@@ -477,6 +478,9 @@ mod orgo {
     use crate::computer::{PyComputer, PyExecResult};
 
     #[pymodule_export]
+    use crate::automation::{PyEvents, PyLogLines};
+
+    #[pymodule_export]
     use crate::errors::{BuildError, NotFoundError, SecretError, UnsupportedError};
 
     #[pymodule_export]
@@ -513,9 +517,11 @@ mod orgo {
                 "BuildResult",
                 "Computer",
                 "Diagnostic",
+                "Events",
                 "ExecResult",
                 "Image",
                 "LogEvent",
+                "LogLines",
                 "NotFoundError",
                 "OrgoError",
                 "PortError",

@@ -661,6 +661,7 @@ pub(crate) fn launch(
         env,
         vault,
         egress_learn,
+        ..LaunchOptions::default()
     };
     let computer = wait(py, None, Interrupt::Never, move || async move {
         Ok(runtime.launch(&template, options, &mut |_| {}).await?)

@@ -40,6 +40,15 @@ files:
 hooks:
   on_resume: hostname > /opt/resumed.txt
   on_shutdown: echo "bye from $(hostname)"
+apps:
+  - name: greeter
+    services:
+      - name: greeter
+        run: "echo hello from the service; exec sleep infinity"
+triggers:
+  - name: ping
+    source: {{ type: webhook, path: /ping }}
+    actions: [{{ run: "cat > /tmp/pinged" }}, {{ alert: pinged }}]
 """
 
 
@@ -83,9 +92,11 @@ def test_build_reports_its_steps_and_their_output(built, template):
     assert result.backend.startswith("qemu-")
     assert all(isinstance(e, orgo.LogEvent) for e in events)
     steps = [e for e in events if e.kind == "step"]
-    assert [e.field for e in steps] == ["build.run[0]", "build.run[1]", "files[0]"]
-    assert [(e.index, e.total) for e in steps] == [(1, 3), (2, 3), (3, 3)]
-    assert str(steps[0]) == "[1/3] build.run[0]"
+    assert [e.field for e in steps] == [
+        "build.run[0]", "build.run[1]", "files[0]", "apps[0].services[0]"
+    ]
+    assert [(e.index, e.total) for e in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert str(steps[0]) == "[1/4] build.run[0]"
     output = [e for e in events if e.kind == "output"]
     assert ("stdout", b"to-stdout\n") in [(e.stream, e.data) for e in output]
     assert ("stderr", b"to-stderr\n") in [(e.stream, e.data) for e in output]
@@ -161,6 +172,28 @@ def test_launch_exec_files_env_secrets_and_stop(built, template, where):
     assert not computer_dir(where, c.id).exists()
     with pytest.raises(orgo.OrgoError, match=f"computer `{c.id}` is stopped"):
         c.exec("true")
+
+
+def test_logs_events_services_and_a_webhook_trigger(built, template, where):
+    with orgo.launch(template, secrets={"api_key": "k"}, **where) as c:
+        assert list(c.logs("greeter")) == [("greeter", "hello from the service")]
+        assert ("greeter", "hello from the service") in list(c.logs())
+        assert list(c.logs("greeter", since=0.0)) == []
+        [greeter] = c.services()
+        assert (greeter["name"], greeter["state"], greeter["restarts"]) == ("greeter", "running", 0)
+        assert c.trigger("/ping", b"payload") == ["ping"]
+        deadline = time.monotonic() + 120
+        alerts = []
+        while not alerts and time.monotonic() < deadline:
+            alerts = [e for e in c.events() if e["kind"] == "alert"]
+            time.sleep(0.5)
+        assert alerts and alerts[0]["trigger"] == "ping" and alerts[0]["message"] == "pinged"
+        assert alerts[0]["ts"].endswith("Z") and isinstance(alerts[0]["seq"], int)
+        assert c.read_text("/tmp/pinged") == "payload"
+        kinds = [e["kind"] for e in c.events()]
+        assert kinds.index("trigger_fired") < kinds.index("alert") < kinds.index("trigger_done")
+        with pytest.raises(orgo.NotFoundError):
+            c.trigger("/nowhere")
 
 
 def test_two_computers_at_once_and_the_with_block_stops_them(built, template, where):

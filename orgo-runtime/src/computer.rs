@@ -92,7 +92,7 @@ impl Computer {
         self.shared.home.dir(&self.record.id)
     }
 
-    /// The agent channel (the desktop's actions use it).
+    /// Its agent's channel (the desktop's and the automation's calls use it).
     pub(crate) fn agent(&self) -> &Arc<AgentClient> {
         &self.agent
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use orgo_agent_protocol::Exec;
+use orgo_agent_protocol::{Exec, Op};
 use orgo_snapshot::Built;
 use orgo_template::Template;
 
@@ -42,6 +42,10 @@ pub struct LaunchOptions {
     /// `egress_policy` allowing them. Needs the host network (root or
     /// `CAP_NET_ADMIN`).
     pub egress_learn: bool,
+    /// Idle minutes before the computer stops itself (see
+    /// [`Computer::idle`](crate::Computer::idle)); over the template's
+    /// `hardware.auto_stop_minutes`; `Some(0)` disables it.
+    pub auto_stop_minutes: Option<u32>,
 }
 
 /// The shape `options` ask for, raised to the snapshot's (its floor).
@@ -262,9 +266,23 @@ async fn personalize(
         run_step(&agent, &step, Some(&secrets), log).await?;
     }
     crate::streams::on_launch(&shared.home.dir(&id), &agent, template, &secrets).await?;
+    // Triggers first: a health trigger is armed before its check runs.
+    let triggers = crate::automation::triggers(template);
+    if !triggers.is_empty() {
+        call(&agent, move |a| {
+            a.request(Op::SetTriggers { triggers }, QUICK)
+        })
+        .await?;
+    }
     let checks = plan::health_checks(template);
     if !checks.is_empty() {
         call(&agent, move |a| a.set_health_checks(checks, QUICK)).await?;
+    }
+    if let Some(op) = crate::automation::telemetry(template, &id) {
+        call(&agent, move |a| a.request(op, QUICK)).await?;
+    }
+    if let Some(op) = crate::automation::auto_stop(template, options.auto_stop_minutes) {
+        call(&agent, move |a| a.request(op, QUICK)).await?;
     }
     log(BuildEvent::Status(format!(
         "{id}: identity {} ms, environment {} ms, files, hooks and health checks {} ms",

@@ -58,7 +58,9 @@
 //! (a running computer's handle), `home` (computer records, orphans);
 //! `images` (the base image in the store);
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
-//! `support` (no silent field); `desktop` (which templates get a desktop,
+//! `support` (no silent field); `automation` (triggers, telemetry and
+//! auto-stop as the agent takes them; a computer's logs, events and
+//! metrics read back); `desktop` (which templates get a desktop,
 //! and its services), `computer_use` and `streams` (the desktop's API on a
 //! [`Computer`]); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build); `net` (each VM's network: a namespace with a tap, nftables, `tc` and its
@@ -82,6 +84,7 @@
 //! ```
 
 mod agent;
+mod automation;
 mod backend;
 mod builder;
 mod computer;
@@ -111,6 +114,7 @@ mod vault;
 mod vmm;
 
 pub use agent::{AgentClient, AgentError, ExecOutput, HookOutput};
+pub use automation::{EventReader, FOLLOW_POLL, LogLine, LogReader, event_json};
 pub use backend::ch;
 pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
@@ -132,7 +136,8 @@ pub use launch::LaunchOptions;
 pub use net::{EgressLearned, Ipv4Net};
 /// The agent protocol's types that the runtime's API uses.
 pub use orgo_agent_protocol::{
-    Bytes, ErrorCode, Exec, ExitStatus, MouseButton, Region, ScrollDirection, Stream,
+    Bytes, ErrorCode, Event, EventRecord, Exec, ExitStatus, MouseButton, Region, ScrollDirection,
+    ServiceState, ServiceStatus, Stream,
 };
 pub use process::process_alive;
 pub use runtime::Runtime;

@@ -36,6 +36,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Why computer `id` stopped on its own (`auto_stop after N s idle`),
+    /// when it did; read from its console log, so it is known after every
+    /// orgo process is gone. `None` for a computer that did not.
+    pub fn stop_reason(&self, id: &str) -> Option<String> {
+        crate::automation::stop_reason(&self.shared.home.dir(id))
+    }
+
     /// Opens the store in `config.home` (creating it if needed; the home is
     /// used by its canonical path).
     pub async fn open(mut config: RuntimeConfig) -> Result<Runtime, RuntimeError> {

@@ -10,7 +10,9 @@
 //! | `hardware.resolution` (depth 16, 24 or 32), `desktop.wallpaper` (http, https, file), `apps[].autostart` | carried out: the template has a desktop (see [`crate::desktop`]); depth 8 and an `s3://` wallpaper are refused |
 //! | `streaming` | carried out: streamed by `ffmpeg` from the desktop (see `streams`) |
 //! | `hardware.audio` | carried out on a desktop (a sound server with a null sink, see [`crate::desktop`]); refused on a headless template |
-//! | `hardware.auto_stop_minutes` (other than 0), `triggers`, `telemetry`, `apps[].health.on_fail` `alert` and `restart_vm` | refused until the in-guest automation lands |
+//! | `triggers`, `telemetry`, `hardware.auto_stop_minutes`, `apps[].health.on_fail` `alert` | carried out by the guest agent (see [`crate::automation`]) |
+//! | `apps[].health.on_fail: restart_vm` | refused until VM restarts land |
+//! | `telemetry.logs[i]` naming a path that is no service's log file | refused: services' logs are shipped |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | enforced on the host (a network namespace per computer: nftables, the `orgo-netd` proxy and resolver, port forwards, `tc`); refused on a host without root or `CAP_NET_ADMIN` (or with the user-mode network configured), naming what it lacks |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
 //!
@@ -45,7 +47,7 @@ impl fmt::Display for Unsupported {
     }
 }
 
-const AUTOMATION: &str = "this runtime does not run triggers, telemetry, alerts or auto-stop yet";
+const AUTOMATION: &str = "this runtime does not restart VMs yet";
 
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
@@ -107,9 +109,6 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             ),
         );
     }
-    if hw.auto_stop_minutes.is_some_and(|m| m > 0) {
-        refuse("hardware.auto_stop_minutes".into(), AUTOMATION);
-    }
     if let (Some(_), Some(why)) = (hw.bandwidth_mbps, &network) {
         refuse("hardware.bandwidth_mbps".into(), why);
     }
@@ -130,16 +129,33 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             }
         }
         if let Some(health) = &app.health
-            && matches!(health.on_fail, OnFail::Alert | OnFail::RestartVm)
+            && matches!(health.on_fail, OnFail::RestartVm)
         {
             refuse(format!("apps[{i}].health.on_fail"), AUTOMATION);
         }
     }
-    for i in 0..template.triggers().len() {
-        refuse(format!("triggers[{i}]"), AUTOMATION);
-    }
-    if template.telemetry().is_some() {
-        refuse("telemetry".into(), AUTOMATION);
+    if let Some(telemetry) = template.telemetry() {
+        // A path ships only as a service's log file.
+        let log_files: Vec<String> = template
+            .apps()
+            .iter()
+            .flat_map(|a| a.services.iter())
+            .map(|s| {
+                s.log
+                    .clone()
+                    .unwrap_or_else(|| format!("/var/log/orgo/{}.log", s.name))
+            })
+            .collect();
+        for (i, entry) in telemetry.logs.iter().enumerate() {
+            if entry.starts_with('/') && !log_files.contains(entry) {
+                refuse(
+                    format!("telemetry.logs[{i}]"),
+                    &format!(
+                        "`{entry}` is no service's log file; this runtime ships services' logs (name the service, or its `log` file)"
+                    ),
+                );
+            }
+        }
     }
     if let (Some(_), Some(why)) = (template.egress_policy(), &network) {
         refuse("egress_policy".into(), why);
@@ -160,5 +176,35 @@ fn region_matches(region: Region, here: &str) -> bool {
     match region {
         Region::AutoUs => matches!(here, "auto-us" | "iad" | "sjc" | "lax"),
         named => named.as_str() == here,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn telemetry_ships_services_logs_only() {
+        let template = Template::from_yaml(
+            r#"
+api_version: orgo.ai/v1
+name: t@1.0.0
+apps:
+  - name: a
+    services:
+      - { name: web, run: "sleep 1" }
+      - { name: api, run: "sleep 1", log: /srv/api.log }
+telemetry:
+  logs: [web, /var/log/orgo/web.log, /srv/api.log, /var/log/syslog]
+  otel_endpoint: http://127.0.0.1:4318
+"#,
+        )
+        .unwrap();
+        let refused = unsupported(&template, &HostFacts::default());
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "telemetry.logs[3]");
+        assert!(refused[0].missing.contains("`/var/log/syslog`"));
     }
 }

@@ -123,13 +123,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
         Refused("hardware: { gpu: t4, gpu_count: 2 }", "hardware.gpu_count"),
     ),
     ("hardware.resolution", Tested(DESKTOP)),
-    (
-        "hardware.auto_stop_minutes",
-        Refused(
-            "hardware: { auto_stop_minutes: 5 }",
-            "hardware.auto_stop_minutes",
-        ),
-    ),
+    ("hardware.auto_stop_minutes", Tested(AUTO_STOP_E2E)),
     (
         "hardware.region",
         Refused("hardware: { region: iad }", "hardware.region"),
@@ -302,7 +296,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     (
         "apps[].health.on_fail",
         Refused(
-            "apps: [{ name: a, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s, on_fail: alert } }]",
+            "apps: [{ name: a, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s, on_fail: restart_vm } }]",
             "apps[0].health.on_fail",
         ),
     ),
@@ -314,34 +308,19 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("apps[].autostart", Tested(DESKTOP)),
     ("apps[].autostart[].run", Tested(DESKTOP)),
     ("apps[].autostart[].delay", Tested(DESKTOP)),
-    ("triggers", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].name", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].source", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].source.type", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].source.cron", Refused(TRIGGER, "triggers[0]")),
-    (
-        "triggers[].source.path",
-        Refused(FILE_TRIGGER, "triggers[0]"),
-    ),
-    (
-        "triggers[].source.events",
-        Refused(FILE_TRIGGER, "triggers[0]"),
-    ),
-    (
-        "triggers[].source.app",
-        Refused(HEALTH_TRIGGER, "triggers[0]"),
-    ),
-    ("triggers[].actions", Refused(TRIGGER, "triggers[0]")),
-    ("triggers[].actions[].run", Refused(TRIGGER, "triggers[0]")),
-    (
-        "triggers[].actions[].restart_service",
-        Refused(HEALTH_TRIGGER, "triggers[0]"),
-    ),
-    (
-        "triggers[].actions[].alert",
-        Refused(FILE_TRIGGER, "triggers[0]"),
-    ),
-    ("triggers[].dedup", Refused(FILE_TRIGGER, "triggers[0]")),
+    ("triggers", Tested(FILE_TRIGGER_E2E)),
+    ("triggers[].name", Tested(WEBHOOK_E2E)),
+    ("triggers[].source", Tested(SCHEDULE_E2E)),
+    ("triggers[].source.type", Tested(SCHEDULE_E2E)),
+    ("triggers[].source.cron", Tested(SCHEDULE_E2E)),
+    ("triggers[].source.path", Tested(FILE_TRIGGER_E2E)),
+    ("triggers[].source.events", Tested(FILE_TRIGGER_E2E)),
+    ("triggers[].source.app", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions[].run", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions[].restart_service", Tested(WEBHOOK_E2E)),
+    ("triggers[].actions[].alert", Tested(WEBHOOK_E2E)),
+    ("triggers[].dedup", Tested(FILE_TRIGGER_E2E)),
     (
         "terminal",
         Tested(concat!(
@@ -389,25 +368,10 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("hooks.on_pre_snapshot", Tested(BUILD)),
     ("hooks.on_resume", Tested(LAUNCH)),
     ("hooks.on_shutdown", Tested(STOP)),
-    (
-        "telemetry",
-        Refused("telemetry: { metrics: true }", "telemetry"),
-    ),
-    (
-        "telemetry.metrics",
-        Refused("telemetry: { metrics: true }", "telemetry"),
-    ),
-    (
-        "telemetry.logs",
-        Refused("telemetry: { logs: [/var/log/app.log] }", "telemetry"),
-    ),
-    (
-        "telemetry.otel_endpoint",
-        Refused(
-            "telemetry: { otel_endpoint: 'http://127.0.0.1:4318' }",
-            "telemetry",
-        ),
-    ),
+    ("telemetry", Tested(METRICS_E2E)),
+    ("telemetry.metrics", Tested(METRICS_E2E)),
+    ("telemetry.logs", Tested(OTLP_E2E)),
+    ("telemetry.otel_endpoint", Tested(OTLP_E2E)),
     ("egress_policy", Tested(EGRESS_ALLOW)),
     ("egress_policy.mode", Tested(EGRESS_BLOCK)),
     ("egress_policy.rules", Tested(EGRESS_ALLOW)),
@@ -421,9 +385,14 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("desktop.wallpaper", Tested(DESKTOP)),
 ];
 
-const TRIGGER: &str = "triggers: [{ name: t, source: { type: schedule, cron: '* * * * *' }, actions: [{ run: 'true' }] }]";
-const FILE_TRIGGER: &str = "triggers: [{ name: t, source: { type: file, path: /srv, events: [create] }, actions: [{ alert: changed }], dedup: 5s }]";
-const HEALTH_TRIGGER: &str = "apps: [{ name: web, services: [{ name: s, run: 'sleep 1' }], health: { type: process, process: s } }]\ntriggers: [{ name: t, source: { type: health, app: web }, actions: [{ restart_service: s }] }]";
+const OTLP_E2E: &str =
+    "bins/orgo/tests/vm_automation.rs::otlp_reaches_a_test_receiver_with_the_computer_s_attributes";
+const METRICS_E2E: &str = "bins/orgo/tests/vm_automation.rs::metrics_parse_with_a_real_parser_from_orgo_metrics_and_the_endpoint";
+const AUTO_STOP_E2E: &str = "bins/orgo/tests/vm_automation.rs::auto_stop_minutes_1_stops_an_idle_computer_and_leaves_a_busy_one_running";
+const FILE_TRIGGER_E2E: &str =
+    "bins/orgo/tests/vm_automation.rs::a_file_trigger_fires_on_create_and_dedup_drops_a_burst";
+const WEBHOOK_E2E: &str = "bins/orgo/tests/vm_automation.rs::a_webhook_with_data_reaches_its_run_action_and_alerts_are_in_orgo_events";
+const SCHEDULE_E2E: &str = "bins/orgo/tests/vm_automation.rs::a_schedule_of_every_minute_fires_within_70_s_and_not_for_minutes_on_disk";
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

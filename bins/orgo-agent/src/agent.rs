@@ -203,6 +203,8 @@ struct Routes {
 pub(crate) struct Outbox {
     routes: Mutex<Routes>,
     dropped: AtomicU64,
+    /// Every event, for [`Op::ReadEvents`].
+    ring: crate::events::EventRing,
 }
 
 impl Outbox {
@@ -210,6 +212,7 @@ impl Outbox {
         Outbox {
             routes: Mutex::default(),
             dropped: AtomicU64::new(0),
+            ring: crate::events::EventRing::default(),
         }
     }
 
@@ -255,6 +258,7 @@ impl Outbox {
     }
 
     pub(crate) fn event(&self, event: Event) {
+        self.ring.push(&event);
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0
             && !self.post(AgentMessage::Event {
@@ -339,6 +343,16 @@ pub struct Agent {
     supervisor: Supervisor,
     health: HealthChecks,
     desktop: Desktop,
+    logs: crate::logs::Logs,
+    triggers: crate::triggers::Triggers,
+    /// When the last activity was (see [`Agent::note_activity`]).
+    last_activity: Mutex<std::time::Instant>,
+    auto_stop: crate::autostop::AutoStop,
+    health_state: crate::metrics::HealthState,
+    scrape: crate::metrics::Endpoint,
+    shipper: Mutex<Option<Arc<crate::telemetry::Shipper>>>,
+    /// Requests that are activity, running now.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Agent {
@@ -373,6 +387,14 @@ impl Agent {
             supervisor: Supervisor::default(),
             health: HealthChecks::default(),
             desktop: Desktop::default(),
+            logs: crate::logs::Logs::default(),
+            triggers: crate::triggers::Triggers::default(),
+            last_activity: Mutex::new(std::time::Instant::now()),
+            auto_stop: crate::autostop::AutoStop::default(),
+            health_state: crate::metrics::HealthState::default(),
+            scrape: crate::metrics::Endpoint::default(),
+            shipper: Mutex::new(None),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         };
         Arc::new(agent)
     }
@@ -400,6 +422,50 @@ impl Agent {
 
     pub(crate) fn supervisor(&self) -> &Supervisor {
         &self.supervisor
+    }
+
+    pub(crate) fn logs(&self) -> &crate::logs::Logs {
+        &self.logs
+    }
+
+    pub(crate) fn triggers(&self) -> &crate::triggers::Triggers {
+        &self.triggers
+    }
+
+    /// Notes activity now: a request that runs or moves something, a
+    /// trigger that fired.
+    pub(crate) fn note_activity(&self) {
+        *lock(&self.last_activity) = std::time::Instant::now();
+    }
+
+    /// The last result of each app's health check.
+    pub(crate) fn health_state(&self) -> &crate::metrics::HealthState {
+        &self.health_state
+    }
+
+    /// Where telemetry goes, when it is pushed.
+    pub(crate) fn shipper(&self) -> Option<Arc<crate::telemetry::Shipper>> {
+        lock(&self.shipper).clone()
+    }
+
+    /// How long since the last activity (none while a request that is
+    /// activity runs).
+    pub(crate) fn idle(&self) -> std::time::Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        lock(&self.last_activity).elapsed()
+    }
+
+    /// Stops the triggers, health checks and services; then, with machine
+    /// control, syncs and powers off.
+    pub(crate) fn shut_down(self: &Arc<Self>) {
+        self.triggers.clear();
+        self.health.clear();
+        self.supervisor.stop_all();
+        if self.config.machine {
+            crate::machine::power_off(self, false);
+        }
     }
 
     pub(crate) fn config(&self) -> &AgentConfig {
@@ -475,6 +541,23 @@ impl Agent {
     /// Handles one request from connection `conn`; the reply goes back there.
     fn handle(self: &Arc<Self>, conn: ConnId, request: Request) {
         let Request { id, op } = request;
+        // Observations are not activity (see `autostop`); the rest is, from
+        // its start to its end (a long exec keeps the computer busy).
+        let active = !matches!(
+            op,
+            Op::Hello { .. }
+                | Op::Ping
+                | Op::ServiceStatus
+                | Op::ListLogs
+                | Op::ReadLog { .. }
+                | Op::ReadEvents { .. }
+                | Op::Idle
+                | Op::Metrics
+        );
+        if active {
+            self.note_activity();
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
         let quick = matches!(
             op,
             Op::Hello { .. } | Op::Ping | Op::ServiceStatus | Op::ReadFile { .. }
@@ -489,6 +572,10 @@ impl Agent {
                     message: e.message,
                 });
             responder.respond(reply);
+            if active {
+                agent.note_activity();
+                agent.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
         };
         if quick {
             work();
@@ -496,6 +583,9 @@ impl Agent {
             .name(format!("req-{id}"))
             .spawn(work)
         {
+            if active {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             self.error(
                 conn,
                 id,
@@ -587,7 +677,74 @@ impl Agent {
                 crate::machine::reset_identity(self, &identity)?;
                 Ok(Reply::Done)
             }
+            Op::ListLogs => Ok(Reply::LogNames {
+                names: self.logs.names(),
+            }),
+            Op::ReadLog {
+                name,
+                offset,
+                since_unix_ms,
+                max_bytes,
+            } => {
+                let (data, from, next) = self.logs.read(&name, offset, since_unix_ms, max_bytes)?;
+                Ok(Reply::Log {
+                    data: Bytes(data),
+                    from,
+                    next,
+                })
+            }
+            Op::ReadEvents { after, max } => {
+                let (events, dropped) = self.outbox.ring.read(after, max);
+                Ok(Reply::Events { events, dropped })
+            }
+            Op::SetTriggers { triggers } => {
+                self.triggers.set(self, triggers)?;
+                Ok(Reply::Done)
+            }
+            Op::FireWebhook { path, data } => {
+                let triggers = self.triggers.webhook(self, &path, data.0)?;
+                Ok(Reply::Fired { triggers })
+            }
+            Op::SetAutoStop {
+                idle_ms,
+                on_shutdown,
+            } => {
+                self.auto_stop.set(self, idle_ms, on_shutdown);
+                Ok(Reply::Done)
+            }
+            Op::Idle => Ok(Reply::Idle {
+                idle_ms: self.idle().as_millis() as u64,
+            }),
+            Op::Metrics => Ok(Reply::Metrics {
+                text: crate::metrics::render(self),
+            }),
+            Op::SetTelemetry {
+                metrics,
+                logs,
+                otel_endpoint,
+                resource,
+            } => {
+                if metrics {
+                    self.scrape
+                        .start(self)
+                        .map_err(|e| OpError::io("cannot serve the metrics endpoint", &e))?;
+                }
+                let shipper = match otel_endpoint {
+                    Some(endpoint) => Some(
+                        crate::telemetry::Shipper::start(self, endpoint, resource)
+                            .map_err(|e| OpError::io("cannot start the telemetry thread", &e))?,
+                    ),
+                    None => None,
+                };
+                if let Some(old) = std::mem::replace(&mut *lock(&self.shipper), shipper.clone()) {
+                    old.stop();
+                }
+                self.logs.set_shipping(logs, shipper);
+                Ok(Reply::Done)
+            }
             Op::Shutdown { reboot } => {
+                self.auto_stop.set(self, 0, None);
+                self.triggers.clear();
                 self.health.clear();
                 self.supervisor.stop_all();
                 if self.config.machine {

@@ -20,6 +20,7 @@ pub(crate) struct HealthChecks {
 impl HealthChecks {
     /// Replaces every check with `checks`.
     pub(crate) fn set(&self, agent: &Arc<Agent>, checks: Vec<HealthSpec>) {
+        agent.health_state().clear();
         let (lock, cvar) = &*self.generation;
         let generation = {
             let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,6 +73,7 @@ fn check_loop(agent: &Weak<Agent>, spec: &HealthSpec, gen_ref: &(Mutex<u64>, Con
         match result {
             Ok(()) => {
                 failures = 0;
+                agent.health_state().set(&spec.app, true, 0);
                 if healthy != Some(true) {
                     healthy = Some(true);
                     agent.outbox().event(Event::Health {
@@ -84,6 +86,7 @@ fn check_loop(agent: &Weak<Agent>, spec: &HealthSpec, gen_ref: &(Mutex<u64>, Con
             }
             Err(message) => {
                 failures += 1;
+                agent.health_state().set(&spec.app, false, failures);
                 healthy = Some(false);
                 agent.outbox().event(Event::Health {
                     app: spec.app.clone(),
@@ -93,6 +96,7 @@ fn check_loop(agent: &Weak<Agent>, spec: &HealthSpec, gen_ref: &(Mutex<u64>, Con
                 });
                 if failures >= spec.retries.max(1) {
                     act(&agent, spec, &message);
+                    agent.triggers().health_failed(&agent, &spec.app, &message);
                     failures = 0;
                 }
             }
@@ -118,6 +122,7 @@ fn act(agent: &Arc<Agent>, spec: &HealthSpec, message: &str) {
             agent.outbox().event(Event::Alert {
                 app: app.clone(),
                 message: message.to_string(),
+                trigger: None,
             });
             (true, None)
         }

@@ -45,13 +45,20 @@
 //! ```
 
 mod agent;
+mod autostop;
+mod cron;
 mod desktop;
+mod events;
 mod exec;
 mod files;
 mod health;
+mod logs;
 mod machine;
+mod metrics;
 mod process;
 mod supervisor;
+mod telemetry;
+mod triggers;
 
 pub use agent::{Agent, AgentConfig, Server};
 pub use files::{FilePolicy, OpError, User, lookup_group, lookup_user};

@@ -2,7 +2,6 @@
 //! learns how it ended, and restarts it by policy with backoff.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -303,26 +302,16 @@ impl Monitor {
         .map_err(|e| e.message)?;
         let cmd = &mut prepared.command;
         cmd.stdin(std::process::Stdio::null());
-        match &spec.log {
-            Some(log) => {
-                if let Some(dir) = std::path::Path::new(log).parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .map_err(|e| format!("cannot open log `{log}`: {e}"))?;
-                let copy = file
-                    .try_clone()
-                    .map_err(|e| format!("cannot open log `{log}`: {e}"))?;
-                cmd.stdout(file).stderr(copy);
-            }
-            None => {
-                cmd.stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
-        }
+        // The agent writes the log (rotated at its cap) from a pipe: the
+        // service's user need not be able to write the file.
+        let path = match &spec.log {
+            Some(log) => std::path::PathBuf::from(log),
+            None => crate::logs::default_path(agent.root(), &spec.name),
+        };
+        let log = agent.logs().open(&spec.name, &path);
+        let piped = crate::logs::piped_to(log, format!("log-{}", spec.name))
+            .map_err(|e| format!("cannot open log `{}`: {e}", path.display()))?;
+        cmd.stdout(piped.stdout).stderr(piped.stderr);
         let child = agent
             .spawner()
             .spawn(cmd, move |status| {
@@ -340,6 +329,12 @@ impl Monitor {
             pid,
             restarts,
         });
+        if restarts > 0 {
+            self.event(Event::ServiceRestarted {
+                name: spec.name.clone(),
+                restarts,
+            });
+        }
         Ok(pid)
     }
 

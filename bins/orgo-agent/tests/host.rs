@@ -1052,7 +1052,7 @@ fn tcp_http_and_process_probes() {
             |e| matches!(e, Event::Health { app: a, healthy: true, .. } if a == app),
         );
     }
-    host.wait_event("alert", |e| matches!(e, Event::Alert { app, message } if app == "http-503" && message.contains("503")));
+    host.wait_event("alert", |e| matches!(e, Event::Alert { app, message, .. } if app == "http-503" && message.contains("503")));
     host.wait_event(
         "restart vm",
         |e| matches!(e, Event::RestartVmRequested { app } if app == "tcp-closed"),

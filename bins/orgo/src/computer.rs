@@ -84,6 +84,11 @@ pub(crate) struct LaunchArgs {
     /// prints the smallest `egress_policy` allowing them.
     #[arg(long)]
     pub(crate) egress_learn: bool,
+    /// Stop the computer after this many idle minutes (over the template's
+    /// `hardware.auto_stop_minutes`; 0 disables). The computer keeps the
+    /// clock itself, so it stops after `orgo launch` has exited.
+    #[arg(long, value_name = "MINUTES")]
+    pub(crate) auto_stop_minutes: Option<u32>,
 }
 
 #[derive(Args)]
@@ -302,6 +307,7 @@ pub(crate) fn launch(
         env,
         vault,
         egress_learn: args.egress_learn,
+        auto_stop_minutes: args.auto_stop_minutes,
     };
     let started = Instant::now();
     let mut log = progress();
@@ -348,7 +354,7 @@ pub(crate) fn exec(root: Option<PathBuf>, rt: &RuntimeArgs, args: ExecArgs) -> R
 }
 
 pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Result<(), Failure> {
-    let (_tokio, runtime) = open(root, rt)?;
+    let (tokio, runtime) = open(root, rt)?;
     let computers = runtime.computers().map_err(runtime_error)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -362,6 +368,12 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
     for c in computers {
         let r = &c.record;
         let status = c.state.as_str();
+        let services = (c.state == orgo_runtime::ComputerState::Running)
+            .then(|| crate::automation::services(&tokio, &runtime, &r.id))
+            .flatten();
+        let stop_reason = (c.state == orgo_runtime::ComputerState::Exited)
+            .then(|| runtime.stop_reason(&r.id))
+            .flatten();
         if args.json {
             out.push_str(&format!(
                 "{}\n",
@@ -370,6 +382,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                     "snapshot": r.snapshot.map(|d| d.to_string()), "status": status, "cpus": r.cpus,
                     "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
                     "ports": crate::net::ports_json(&r.ports),
+                    "services": services, "stop_reason": stop_reason,
                 })
             ));
         } else {
@@ -383,6 +396,17 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                 age(now.saturating_sub(r.created_unix)),
                 crate::net::ports_column(&r.ports),
             ));
+            if let Some(reason) = &stop_reason {
+                out.push_str(&format!("  stopped: {reason}\n"));
+            }
+            // The services that restarted or are down, under their computer.
+            for s in services
+                .iter()
+                .flatten()
+                .filter(|s| s.restarts > 0 || s.state != orgo_runtime::ServiceState::Running)
+            {
+                out.push_str(&format!("  {}\n", crate::automation::describe_service(s)));
+            }
         }
     }
     emit(&out);

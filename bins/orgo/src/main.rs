@@ -6,6 +6,7 @@
 //! that fails verification); 2 on usage errors, unreadable files and store
 //! failures.
 
+mod automation;
 mod computer;
 mod cp;
 mod desktop;
@@ -140,6 +141,14 @@ enum Command {
     Egress(net::EgressArgs),
     #[command(flatten)]
     Desktop(desktop::DesktopCommand),
+    /// Print a computer's service logs (`/var/log/orgo/<service>.log`).
+    Logs(automation::LogsArgs),
+    /// Print a computer's events, one JSON object per line (`ts`, `kind`, ...).
+    Events(automation::EventsArgs),
+    /// Fire a computer's webhook triggers of PATH.
+    Trigger(automation::TriggerArgs),
+    /// Print a computer's metrics in the Prometheus text format.
+    Metrics(automation::MetricsArgs),
 }
 
 #[derive(Subcommand)]
@@ -237,6 +246,10 @@ fn main() -> ExitCode {
         Command::Ports(args) => net::ports(cli.store, &cli.runtime, args),
         Command::Egress(args) => net::egress(cli.store, &cli.runtime, args),
         Command::Desktop(command) => desktop::run(cli.store, &cli.runtime, command),
+        Command::Logs(args) => automation::logs(cli.store, args),
+        Command::Events(args) => automation::events(cli.store, args),
+        Command::Trigger(args) => automation::trigger(cli.store, args),
+        Command::Metrics(args) => automation::metrics(cli.store, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -180,6 +180,7 @@ fn dispatch(
             launch.egress_learn = args.egress_learn;
             launch.cpu = args.cpu;
             launch.ram_gb = args.ram_gb;
+            launch.auto_stop_minutes = args.auto_stop_minutes;
             for pair in &args.env {
                 let (key, value) = pair
                     .split_once('=')

@@ -70,9 +70,9 @@ pub(crate) struct LaunchRequest {
     /// HTTP (the server's own environment and vault are never used).
     #[serde(default)]
     secrets: BTreeMap<String, String>,
-    /// Not supported by this runtime: only 0 (or none) is accepted;
-    /// other values are refused (422 `unsupported`).
-    #[schema(maximum = 0)]
+    /// Idle minutes before the computer stops itself (over the template's
+    /// `hardware.auto_stop_minutes`; 0 disables). The computer keeps the
+    /// clock; API calls that run or move something are activity.
     auto_stop_minutes: Option<u32>,
 }
 
@@ -259,12 +259,6 @@ pub(crate) async fn launch(
             "the disk is the template's `hardware.disk_gb`; it is not set at launch",
         ));
     }
-    if request.auto_stop_minutes.is_some_and(|m| m != 0) {
-        return Err(refused(
-            "auto_stop_minutes",
-            "this runtime has no in-guest automation to stop an idle computer",
-        ));
-    }
     if let Some(cpu) = request.cpu.filter(|c| !(1..=16).contains(c)) {
         return Err(ApiError::bad_request(format!(
             "cpu: `{cpu}` is not between 1 and 16"
@@ -313,6 +307,7 @@ pub(crate) async fn launch(
         env: request.env,
         vault: Vault::new().with(request.secrets),
         egress_learn: request.egress_learn,
+        auto_stop_minutes: request.auto_stop_minutes,
     };
     let computer = state
         .runtime
