@@ -168,6 +168,9 @@ pub struct Launch {
     /// Secret values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Record what the computer reaches, for [`Client::egress`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub egress_learn: bool,
     /// Idle minutes before the computer stops itself (0 disables).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_stop_minutes: Option<u32>,
@@ -201,6 +204,122 @@ pub struct ComputerView {
     /// When it was launched.
     #[serde(default)]
     pub created_unix: u64,
+    /// Whether it records what it reaches ([`Launch::egress_learn`]).
+    #[serde(default)]
+    pub egress_learn: bool,
+}
+
+/// What a computer launched with [`Launch::egress_learn`] reached.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EgressLearned {
+    /// The names it used (TLS SNI, HTTP `Host`, DNS), sorted.
+    pub names: Vec<String>,
+    /// The addresses it reached without a name, sorted.
+    pub addresses: Vec<String>,
+    /// The smallest `egress_policy` allowing all of it, as YAML.
+    pub policy: String,
+}
+
+/// A point on a computer's screen, in pixels from the top-left corner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    /// From the left edge.
+    pub x: u32,
+    /// From the top edge.
+    pub y: u32,
+}
+
+/// A part of the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// The left edge.
+    pub x: u32,
+    /// The top edge.
+    pub y: u32,
+    /// Pixels across.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
+}
+
+/// A mouse button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Button {
+    /// The left one.
+    #[default]
+    Left,
+    /// The middle one.
+    Middle,
+    /// The right one.
+    Right,
+}
+
+/// Which way the wheel turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Up.
+    Up,
+    /// Down.
+    Down,
+    /// Left.
+    Left,
+    /// Right.
+    Right,
+}
+
+/// One desktop action ([`Client::act`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum DesktopAction {
+    /// Click `button` at (`x`, `y`), twice with `double`.
+    Click {
+        /// From the left edge.
+        x: u32,
+        /// From the top edge.
+        y: u32,
+        /// Which button.
+        button: Button,
+        /// A double click.
+        double: bool,
+    },
+    /// Move the pointer.
+    Move {
+        /// From the left edge.
+        x: u32,
+        /// From the top edge.
+        y: u32,
+    },
+    /// Press `button` at `from`, release it at `to`.
+    Drag {
+        /// Where it is pressed.
+        from: Point,
+        /// Where it is released.
+        to: Point,
+        /// Which button.
+        button: Button,
+    },
+    /// Type UTF-8 text.
+    Type {
+        /// The text.
+        text: String,
+    },
+    /// Press a key combination (`ctrl+shift+t`, `Return`).
+    Key {
+        /// The combination, in `xdotool` syntax.
+        combo: String,
+    },
+    /// Turn the wheel `amount` notches, at `at` if given.
+    Scroll {
+        /// Which way.
+        direction: Direction,
+        /// How many notches.
+        amount: u32,
+        /// Where (else where the pointer is).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        at: Option<Point>,
+    },
 }
 
 /// A forwarded port of a computer, as the server describes it.
@@ -690,6 +809,61 @@ async fn ndjson(
     Ok(())
 }
 
+impl Client {
+    /// What a computer launched with [`Launch::egress_learn`] has reached.
+    pub async fn egress(&self, id: &str) -> Result<EgressLearned, ClientError> {
+        self.json(self.request(
+            reqwest::Method::GET,
+            &format!("/api/computers/{}/egress", segment(id)),
+        ))
+        .await
+    }
+
+    /// A PNG of the computer's screen, or of `region` of it.
+    pub async fn screenshot(
+        &self,
+        id: &str,
+        region: Option<Region>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut request = self.request(
+            reqwest::Method::GET,
+            &format!("/api/computers/{}/desktop/screenshot", segment(id)),
+        );
+        if let Some(r) = region {
+            request = request.query(&[
+                ("x", r.x),
+                ("y", r.y),
+                ("width", r.width),
+                ("height", r.height),
+            ]);
+        }
+        let response = self.send(request).await?;
+        Ok(response.bytes().await.map_err(ClientError::Http)?.to_vec())
+    }
+
+    /// Does one desktop action.
+    pub async fn act(&self, id: &str, action: &DesktopAction) -> Result<(), ClientError> {
+        self.send(
+            self.request(
+                reqwest::Method::POST,
+                &format!("/api/computers/{}/desktop/actions", segment(id)),
+            )
+            .json(action),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Where the pointer is.
+    pub async fn cursor(&self, id: &str) -> Result<Point, ClientError> {
+        self.json(self.request(
+            reqwest::Method::GET,
+            &format!("/api/computers/{}/desktop/cursor", segment(id)),
+        ))
+        .await
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -757,5 +931,27 @@ mod tests {
             "team/app/1.0.0%2Bb"
         );
         assert!(ref_path("app@1.0.0").is_err());
+    }
+
+    #[test]
+    fn desktop_actions_are_tagged_as_the_server_reads_them() {
+        let scroll = DesktopAction::Scroll {
+            direction: Direction::Down,
+            amount: 2,
+            at: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&scroll).expect("serializes"),
+            serde_json::json!({"action": "scroll", "direction": "down", "amount": 2})
+        );
+        let drag = DesktopAction::Drag {
+            from: Point { x: 1, y: 2 },
+            to: Point { x: 3, y: 4 },
+            button: Button::Right,
+        };
+        assert_eq!(
+            serde_json::to_value(&drag).expect("serializes"),
+            serde_json::json!({"action": "drag", "from": {"x": 1, "y": 2}, "to": {"x": 3, "y": 4}, "button": "right"})
+        );
     }
 }

@@ -47,6 +47,12 @@ pub enum Code {
     InUse,
     /// 409: the computer is not in a state that allows this.
     Conflict,
+    /// 409: a desktop action on a computer whose template has no desktop
+    /// (the message names the fields that give it one).
+    NoDesktop,
+    /// 422: the desktop refused an action (a point off the screen, a key
+    /// that is no key).
+    ActionRefused,
     /// 413: the body is over its limit.
     PayloadTooLarge,
     /// 429: as many builds run as the server allows.
@@ -76,8 +82,11 @@ impl Code {
             | Code::HostFileRefused
             | Code::Unsupported
             | Code::SecretMissing
-            | Code::BuildFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::VersionConflict | Code::InUse | Code::Conflict => StatusCode::CONFLICT,
+            | Code::BuildFailed
+            | Code::ActionRefused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::VersionConflict | Code::InUse | Code::Conflict | Code::NoDesktop => {
+                StatusCode::CONFLICT
+            }
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::TooManyBuilds | Code::TooManyComputers => StatusCode::TOO_MANY_REQUESTS,
             Code::AgentFailed => StatusCode::BAD_GATEWAY,
@@ -104,6 +113,8 @@ impl Code {
             Code::VersionConflict => "version_conflict",
             Code::InUse => "in_use",
             Code::Conflict => "conflict",
+            Code::NoDesktop => "no_desktop",
+            Code::ActionRefused => "action_refused",
             Code::PayloadTooLarge => "payload_too_large",
             Code::TooManyBuilds => "too_many_builds",
             Code::TooManyComputers => "too_many_computers",
@@ -274,6 +285,12 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Invalid { .. } => ApiError::new(Code::Conflict, message),
             RuntimeError::Timeout { .. } => ApiError::new(Code::Timeout, message),
             RuntimeError::Agent(_) => ApiError::new(Code::AgentFailed, message),
+            RuntimeError::NoDesktop { id } => {
+                ApiError::new(Code::NoDesktop, message).details(json!({ "id": id }))
+            }
+            RuntimeError::Action { action, .. } => {
+                ApiError::new(Code::ActionRefused, message).details(json!({ "action": action }))
+            }
             RuntimeError::Store(store) => match *store {
                 StoreError::BuildFailed { .. } => ApiError::new(Code::BuildFailed, message),
                 other => ApiError::from(other),
@@ -304,6 +321,8 @@ mod tests {
             Code::VersionConflict,
             Code::InUse,
             Code::Conflict,
+            Code::NoDesktop,
+            Code::ActionRefused,
             Code::PayloadTooLarge,
             Code::TooManyBuilds,
             Code::TooManyComputers,

@@ -10,7 +10,7 @@
 //! | `GET`, `DELETE /api/templates/{ns}/{name}/{version}` | the canonical document, digest and build status; unpublish (409 `in_use` while computers or other refs use the digest) |
 //! | `POST`, `GET`, `DELETE .../build` | start (202 `{status, reused}`; one build per digest, shared), status (`build_time_ms`, the error with the failing step's field and output), cancel |
 //! | `GET .../build/events` | Server-Sent Events: `log` events (`{ts, level, phase, source, field, line}`), every one so far then the live ones, then one `end` event with the final status |
-//! | `POST /api/computers` | launch `{template_ref, cpu, ram_gb, env, secrets}` (built first if needed): 201 `{id, status, template_ref, cpu, memory_mib, ports}` |
+//! | `POST /api/computers` | launch `{template_ref, cpu, ram_gb, env, secrets, egress_learn}` (built first if needed): 201 `{id, status, template_ref, cpu, memory_mib, ports, egress_learn}` |
 //! | `GET /api/computers`, `GET`, `DELETE /api/computers/{id}` | list, read, stop (`on_shutdown`, power off) |
 //! | `POST /api/computers/{id}/exec` | run `{command: argv or "shell line", cwd, user, env, timeout_s}`: **NDJSON**, one `{"type": "stdout"\|"stderr", "data": base64}` line per chunk as it comes, then `{"type": "exit", "exit_code", "signal"}` (or `{"type": "error", "error"}`) |
 //! | `PUT`, `GET /api/computers/{id}/files?path=` | write (streamed in, refused past the cap, `?mode=0644`), read (bytes) |
@@ -18,6 +18,10 @@
 //! | `GET /api/computers/{id}/events?follow=` | the event stream: **NDJSON** objects with `ts`, `seq`, `kind` and the event's fields |
 //! | `POST /api/computers/{id}/webhooks?path=` | fire the webhook triggers of `path` with the body (at most 1 MiB): `{triggers}` that ran |
 //! | `GET /api/computers/{id}/metrics`, `GET .../services` | the Prometheus text format; the services' state, restarts and last exit |
+//! | `GET /api/computers/{id}/egress` | what a computer launched with `egress_learn` reached: `{names, addresses, policy}`, the policy the smallest `egress_policy` allowing it, as YAML (`orgo egress ID`); 409 `conflict` when it was not launched to learn |
+//! | `GET /api/computers/{id}/desktop/screenshot[?x=&y=&width=&height=]` | a PNG (`image/png`) of the screen or a region |
+//! | `GET /api/computers/{id}/desktop/cursor` | the pointer's position `{x, y}` |
+//! | `POST /api/computers/{id}/desktop/actions` | one action, tagged: `{"action": "click", x, y, button, double}`, `move {x, y}`, `drag {from, to, button}`, `type {text}`, `key {combo}`, `scroll {direction, amount, at}`: 204; 409 `no_desktop` on a computer without a desktop, 422 `action_refused` for a point off the screen or a key that is no key |
 //! | `GET /api/template-schema`, `GET /api/openapi.json` | the documents (no key needed) |
 //!
 //! Errors are one shape, `{"error": {"code", "message", "details"}}`, with

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{automation, builds, computers, docs, templates};
+use crate::routes::{automation, builds, computers, desktop, docs, egress, templates};
 
 /// The API's description.
 #[derive(OpenApi)]
@@ -23,6 +23,8 @@ use crate::routes::{automation, builds, computers, docs, templates};
         computers::exec, computers::write_file, computers::read_file,
         automation::logs, automation::events, automation::webhook, automation::metrics,
         automation::services,
+        egress::learned,
+        desktop::screenshot, desktop::cursor, desktop::act,
         docs::template_schema, docs::openapi,
     ),
     components(schemas(crate::builds::Frame)),

@@ -362,6 +362,39 @@ async fn auth_matrix() {
             ["not_found", "not_found", "not_found"],
         ),
         (
+            Method::GET,
+            "/api/computers/c-000000000000/egress",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::GET,
+            "/api/computers/c-000000000000/desktop/screenshot",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::GET,
+            "/api/computers/c-000000000000/desktop/cursor",
+            None,
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::POST,
+            "/api/computers/c-000000000000/desktop/actions",
+            Some(r#"{"action": "click", "x": 1, "y": 1}"#.into()),
+            ["not_found", "not_found", "not_found"],
+        ),
+        (
+            Method::POST,
+            "/api/computers",
+            Some(
+                serde_json::json!({"template_ref": "team/app@1.0.0", "egress_learn": true})
+                    .to_string(),
+            ),
+            ["429", "read_only_key", "namespace_scope_mismatch"],
+        ),
+        (
             Method::POST,
             "/api/computers",
             launch("team/app@1.0.0"),

@@ -3,7 +3,9 @@
 //! a late subscriber), launch one computer, then many calls on it: exec
 //! streaming (output, exit code, cwd, user, env, timeout), files both ways
 //! (binary, over the cap, missing), the automation (a webhook, events, a
-//! service's log, metrics), another namespace's view, stop.
+//! service's log, metrics), the desktop and egress routes of a headless
+//! computer not launched to learn (409 `no_desktop`, 409 `conflict`; a
+//! read-only key may look, not act), another namespace's view, stop.
 //!
 //! Needs root, QEMU and the base image (built into `target/orgo-test-home`
 //! the first time, as the runtime's VM tests do).
@@ -97,6 +99,7 @@ async fn publish_build_launch_exec_files_stop() {
     let url = server.url.clone();
     let team = key(&home, "team", false);
     let other = key(&home, "other", false);
+    let read_only = key(&home, "team", true);
     let http = client();
     let nonce = vm::nonce();
     // A name of its own per run: the shared store keeps earlier runs' refs,
@@ -220,6 +223,7 @@ async fn publish_build_launch_exec_files_stop() {
     assert_eq!(computer["status"], "running");
     assert_eq!(computer["template_ref"], format!("team/{name}@1.0.0"));
     assert!(computer["memory_mib"].as_u64().unwrap() >= 1024 && computer["ports"].is_array());
+    assert_eq!(computer["egress_learn"], false);
 
     // Exec: output as it comes, the exit code, cwd, user, env.
     let frames = exec(
@@ -401,6 +405,82 @@ async fn publish_build_launch_exec_files_stop() {
         metrics.contains("orgo_service_up{service=\"greeter\"}"),
         "{metrics}"
     );
+    // No desktop: every desktop route says so, with its stable code; a
+    // read-only key may look but not act. Not launched to learn: its
+    // egress is a conflict.
+    let click = || json!({"action": "click", "x": 1, "y": 1});
+    for (method, path, body, key, want) in [
+        (
+            "GET",
+            "desktop/screenshot",
+            None,
+            &team,
+            (409, "no_desktop"),
+        ),
+        (
+            "GET",
+            "desktop/screenshot?x=0&y=0&width=10&height=10",
+            None,
+            &team,
+            (409, "no_desktop"),
+        ),
+        (
+            "GET",
+            "desktop/screenshot?x=0",
+            None,
+            &team,
+            (400, "invalid_request"),
+        ),
+        ("GET", "desktop/cursor", None, &team, (409, "no_desktop")),
+        (
+            "GET",
+            "desktop/cursor",
+            None,
+            &read_only,
+            (409, "no_desktop"),
+        ),
+        (
+            "POST",
+            "desktop/actions",
+            Some(click()),
+            &team,
+            (409, "no_desktop"),
+        ),
+        (
+            "POST",
+            "desktop/actions",
+            Some(json!({"action": "type", "text": "hi"})),
+            &team,
+            (409, "no_desktop"),
+        ),
+        (
+            "POST",
+            "desktop/actions",
+            Some(json!({"action": "wave"})),
+            &team,
+            (400, "invalid_request"),
+        ),
+        (
+            "POST",
+            "desktop/actions",
+            Some(click()),
+            &read_only,
+            (403, "read_only_key"),
+        ),
+        ("GET", "egress", None, &team, (409, "conflict")),
+    ] {
+        let mut request = http
+            .request(
+                method.parse().unwrap(),
+                format!("{url}/api/computers/{id}/{path}"),
+            )
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let (status, code, _) = error_code(request.send().await.unwrap()).await;
+        assert_eq!((status, code.as_str()), want, "{method} {path}");
+    }
 
     // Another namespace does not see it.
     for (method, path) in [
@@ -411,6 +491,10 @@ async fn publish_build_launch_exec_files_stop() {
         ("POST", format!("/api/computers/{id}/webhooks?path=/deploy")),
         ("GET", format!("/api/computers/{id}/metrics")),
         ("GET", format!("/api/computers/{id}/services")),
+        ("GET", format!("/api/computers/{id}/egress")),
+        ("GET", format!("/api/computers/{id}/desktop/screenshot")),
+        ("GET", format!("/api/computers/{id}/desktop/cursor")),
+        ("POST", format!("/api/computers/{id}/desktop/actions")),
     ] {
         let response = http
             .request(method.parse().unwrap(), format!("{url}{path}"))

@@ -111,13 +111,13 @@ pub(crate) enum DesktopCommand {
 #[derive(Args)]
 pub(crate) struct ScreenshotArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
     /// Write the PNG here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     /// Only this region, `X,Y,WIDTH,HEIGHT`.
     #[arg(long, value_name = "X,Y,W,H", value_parser = region)]
-    region: Option<Region>,
+    pub(crate) region: Option<Region>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +199,20 @@ fn button(b: Button) -> MouseButton {
     }
 }
 
+/// A screenshot's PNG to `output`, or stdout.
+pub(crate) fn write_png(output: Option<&std::path::Path>, png: &[u8]) -> Result<(), Failure> {
+    match output {
+        Some(path) => std::fs::write(path, png)
+            .map_err(|e| Failure::Input(format!("cannot write `{}`: {e}", path.display()))),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(png)
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::Input(format!("cannot write stdout: {e}")))
+        }
+    }
+}
+
 /// Runs a desktop command.
 pub(crate) fn run(
     root: Option<PathBuf>,
@@ -216,16 +230,7 @@ async fn act(runtime: &Runtime, c: &Computer, command: DesktopCommand) -> Result
     let done = match command {
         DesktopCommand::Screenshot(args) => {
             let shot = c.screenshot(args.region).await.map_err(runtime_error)?;
-            return match args.output {
-                Some(path) => std::fs::write(&path, &shot.png)
-                    .map_err(|e| Failure::Input(format!("cannot write `{}`: {e}", path.display()))),
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&shot.png)
-                        .and_then(|()| out.flush())
-                        .map_err(|e| Failure::Input(format!("cannot write stdout: {e}")))
-                }
-            };
+            return write_png(args.output.as_deref(), &shot.png);
         }
         DesktopCommand::Click {
             x,

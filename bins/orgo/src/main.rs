@@ -13,6 +13,7 @@ mod desktop;
 mod image;
 mod net;
 mod remote;
+mod remote_desktop;
 mod serve;
 mod store;
 
@@ -37,7 +38,8 @@ struct Cli {
     runtime: computer::RuntimeArgs,
     /// Talk to an `orgo serve` at this URL (default: `$ORGO_URL`), with
     /// the key in `$ORGO_API_KEY`: publish, templates, resolve, build,
-    /// launch, exec, ps, stop and cp then run there.
+    /// launch, exec, ps, stop, cp, egress and the desktop commands (but
+    /// vnc and stream) then run there.
     #[arg(long, global = true, value_name = "URL")]
     remote: Option<String>,
     #[command(subcommand)]

@@ -19,7 +19,7 @@ pub(crate) struct PortsArgs {
 #[derive(Args)]
 pub(crate) struct EgressArgs {
     /// The computer's id (launched with `orgo launch --egress-learn`).
-    id: String,
+    pub(crate) id: String,
 }
 
 /// `orgo ports ID`: one line per forwarded port, `INTERNAL/PROTOCOL

@@ -1,12 +1,15 @@
 //! Remote mode: with `--remote URL` (or `$ORGO_URL`) and `$ORGO_API_KEY`,
-//! `publish`, `templates`, `resolve`, `build`, `launch`, `exec`, `ps`,
-//! `stop` and `cp` talk to an `orgo serve` (`orgo-client`), with the same
-//! output and exit codes as locally. The other commands run here.
+//! `publish`, `templates`, `resolve`, `build`, `launch` (with
+//! `--egress-learn`), `exec`, `ps`, `stop`, `cp`, `egress` and the desktop
+//! commands (`screenshot`, `click`, `move`, `drag`, `type`, `key`,
+//! `scroll`, `cursor`) talk to an `orgo serve` (`orgo-client`), with the
+//! same output and exit codes as locally. The other commands run here.
 //!
 //! Where remote differs: a template *file* given to `build` or `launch` is
 //! first published (in the key's namespace); `build --check` asks this
 //! host, so it is refused; a launch's secrets are the `ORGO_SECRET_*`
-//! variables of this environment (the server's vault is not used).
+//! variables of this environment (the server's vault is not used); `vnc`
+//! and `stream` are refused, saying why (the API serves neither).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -44,6 +47,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             | Command::Events(_)
             | Command::Trigger(_)
             | Command::Metrics(_)
+            | Command::Egress(_)
+            | Command::Desktop(_)
     );
     if !remote {
         return Err(Box::new(cli));
@@ -79,7 +84,7 @@ fn open(url: &str) -> Result<(tokio::runtime::Runtime, Client), Failure> {
 
 /// A server's answer as the local command's failure: a "no" (exit 1)
 /// where the local command says no, else exit 2.
-fn failure(error: ClientError) -> Failure {
+pub(crate) fn failure(error: ClientError) -> Failure {
     match error.code() {
         Some("not_found" | "version_conflict" | "invalid_template") => {
             Failure::No(error.to_string())
@@ -174,13 +179,9 @@ fn dispatch(
             ));
         }
         Command::Launch(args) => {
-            if args.egress_learn {
-                return Err(Failure::Input(
-                    "`--egress-learn` is not offered by the HTTP API yet; launch locally".into(),
-                ));
-            }
             let reference = reference(tokio, client, &args.template)?;
             let mut launch = Launch::new(&reference);
+            launch.egress_learn = args.egress_learn;
             launch.cpu = args.cpu;
             launch.ram_gb = args.ram_gb;
             launch.auto_stop_minutes = args.auto_stop_minutes;
@@ -342,6 +343,11 @@ fn dispatch(
             let text = tokio.block_on(client.metrics(&args.id)).map_err(failure)?;
             emit(&text);
         }
+        Command::Egress(args) => {
+            let learned = tokio.block_on(client.egress(&args.id)).map_err(failure)?;
+            emit(&learned.policy);
+        }
+        Command::Desktop(command) => crate::remote_desktop::run(tokio, client, command)?,
         _ => unreachable!("run() sends only the remote commands"),
     }
     Ok(0)

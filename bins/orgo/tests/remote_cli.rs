@@ -2,8 +2,11 @@
 //! `orgo serve`, and `orgo cp` both ways in both modes, under QEMU TCG:
 //! publish (published, already published, a conflict and an invalid
 //! document with the local command's output and exit codes), templates,
-//! resolve, build, launch, exec (output and exit code passed through; 125
-//! for orgo's own failures), ps, cp, stop; a bad key.
+//! resolve, build, launch (learning its egress), exec (output and exit
+//! code passed through; 125 for orgo's own failures), ps, cp, egress (the
+//! local command's output on the same computer), the desktop commands on a
+//! headless computer (the local command's error and exit code), `vnc`
+//! refused, stop; a bad key.
 //!
 //! Needs root, QEMU and the base image in `target/orgo-test-home` (shared
 //! with the other VM tests); its template is the restart test's, so one
@@ -188,7 +191,7 @@ fn remote_commands_match_the_local_ones() {
         "{built}"
     );
     let id = ok(
-        &remote.run(&["launch", "remote/restart-base@1.0.0"]),
+        &remote.run(&["launch", "--egress-learn", "remote/restart-base@1.0.0"]),
         "launch",
     )
     .trim()
@@ -260,6 +263,57 @@ fn remote_commands_match_the_local_ones() {
         "cp out",
     );
     assert_eq!(std::fs::read(&back).unwrap(), bytes);
+
+    // Egress: what the server's computer learned, as the local command
+    // prints it from the same home.
+    let learned = ok(&remote.run(&["egress", &id]), "egress");
+    assert!(learned.starts_with("egress_policy:\n"), "{learned}");
+    assert_eq!(
+        learned,
+        ok(
+            &orgo().args(["egress", &id]).output().unwrap(),
+            "local egress"
+        )
+    );
+    assert_eq!(
+        remote.run(&["egress", "c-000000000000"]).status.code(),
+        orgo()
+            .args(["egress", "c-000000000000"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    );
+    // The desktop commands reach the server: a headless computer says so.
+    let mut headless = Vec::new();
+    for args in [
+        vec!["cursor", &id],
+        vec!["screenshot", &id],
+        vec!["click", &id, "1", "1"],
+        vec!["scroll", &id, "down"],
+    ] {
+        let out = remote.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("has no desktop"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        headless.push((args[0], text(&out.stderr).replace(&id, "ID")));
+    }
+    let vnc = remote.run(&["vnc", &id]);
+    assert_eq!(vnc.status.code(), Some(2));
+    assert!(
+        text(&vnc.stderr).contains("run it on the server's host"),
+        "{}",
+        text(&vnc.stderr)
+    );
     assert_eq!(ok(&remote.run(&["stop", &id]), "stop"), format!("{id}\n"));
 
     // cp, local, both ways, on a computer the CLI launched.
@@ -285,6 +339,23 @@ fn remote_commands_match_the_local_ones() {
         .output()
         .unwrap();
     assert_eq!(out.stdout, bytes, "local cp out: {}", text(&out.stderr));
+    // The local desktop commands on a headless computer: the same error
+    // and exit code as remote.
+    for (command, remote_stderr) in &headless {
+        let mut args = vec![*command, local.as_str()];
+        if *command == "click" {
+            args.extend(["1", "1"]);
+        } else if *command == "scroll" {
+            args.push("down");
+        }
+        let out = orgo().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "local {command}");
+        assert_eq!(
+            &text(&out.stderr).replace(&local, "ID"),
+            remote_stderr,
+            "{command}"
+        );
+    }
     let neither = orgo().args(["cp", "a", "b"]).output().unwrap();
     assert_eq!(neither.status.code(), Some(2));
     ok(

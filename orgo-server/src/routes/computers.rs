@@ -60,6 +60,12 @@ pub(crate) struct LaunchRequest {
     /// Extra environment.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Record every destination the computer reaches (names from TLS
+    /// SNI, HTTP `Host` and DNS; bare addresses), for
+    /// `GET /api/computers/{id}/egress` to turn into the smallest
+    /// `egress_policy` allowing them (`orgo launch --egress-learn`).
+    #[serde(default)]
+    egress_learn: bool,
     /// Secret values by name: the only source of secrets for a launch over
     /// HTTP (the server's own environment and vault are never used).
     #[serde(default)]
@@ -88,6 +94,8 @@ pub(crate) struct ComputerView {
     ports: Vec<PortView>,
     /// When it was launched (seconds since the Unix epoch).
     created_unix: u64,
+    /// Whether it records what it reaches (`egress_learn` at launch).
+    egress_learn: bool,
 }
 
 /// A forwarded port.
@@ -214,6 +222,7 @@ fn view(owner: &Owner, status: Option<&orgo_runtime::ComputerStatus>) -> Compute
         memory_mib: status.map_or(0, |s| s.record.memory_mib),
         ports: status.map_or_else(Vec::new, |s| ports(&s.record)),
         created_unix: status.map_or(0, |s| s.record.created_unix),
+        egress_learn: status.is_some_and(|s| s.record.egress_learn),
     }
 }
 
@@ -297,9 +306,7 @@ pub(crate) async fn launch(
         memory_mib: request.ram_gb.map(|gb| u64::from(gb) * 1024),
         env: request.env,
         vault: Vault::new().with(request.secrets),
-        // Learn mode is the CLI's and the library's for now (`orgo launch
-        // --egress-learn`); the API's launch body has no such field.
-        egress_learn: false,
+        egress_learn: request.egress_learn,
         auto_stop_minutes: request.auto_stop_minutes,
     };
     let computer = state
@@ -330,6 +337,7 @@ pub(crate) async fn launch(
             memory_mib: record.memory_mib,
             ports,
             created_unix: record.created_unix,
+            egress_learn: record.egress_learn,
         }),
     ))
 }

@@ -14,7 +14,9 @@ use crate::state::AppState;
 pub(crate) mod automation;
 pub(crate) mod builds;
 pub(crate) mod computers;
+pub(crate) mod desktop;
 pub(crate) mod docs;
+pub(crate) mod egress;
 pub(crate) mod templates;
 
 /// Every route of the API.
@@ -24,6 +26,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(builds::routes())
         .merge(computers::routes())
         .merge(automation::routes())
+        .merge(egress::routes())
+        .merge(desktop::routes())
         .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
