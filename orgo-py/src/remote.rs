@@ -35,22 +35,18 @@ impl Remote {
     /// `template` as for `orgo.build`: a `Template` or a file is published
     /// (as canonical JSON), a ref names a published template.
     fn new(template: &Bound<'_, PyAny>) -> PyResult<Remote> {
-        if let Ok(text) = template.cast::<PyString>() {
-            let text = text.to_cow()?.into_owned();
-            let parsed = match Source::new(template)? {
-                Source::Ref(reference) => reference,
-                Source::Template(_) => unreachable!("a str is a ref"),
-            };
-            return Ok(if text.contains('/') {
-                Remote::Qualified(parsed.to_string())
-            } else {
-                Remote::Bare(text)
-            });
-        }
-        match Source::new(template)? {
-            Source::Template(template) => Ok(Remote::Document(template.canonical_json())),
-            Source::Ref(reference) => Ok(Remote::Qualified(reference.to_string())),
-        }
+        let bare = match template.cast::<PyString>() {
+            Ok(text) => {
+                let text = text.to_cow()?;
+                (!text.contains('/')).then(|| text.into_owned())
+            }
+            Err(_) => None,
+        };
+        Ok(match (Source::new(template)?, bare) {
+            (Source::Template(template), _) => Remote::Document(template.canonical_json()),
+            (Source::Ref(_), Some(bare)) => Remote::Bare(bare),
+            (Source::Ref(reference), None) => Remote::Qualified(reference.to_string()),
+        })
     }
 
     /// The published ref: publishes a document, finds a bare ref in the
@@ -98,15 +94,28 @@ async fn build_ref(
         field: None,
         output: None,
     });
+    // A step's failure is `BuildError`; any other (cancelled, interrupted)
+    // `ApiError` with code `build_failed`.
+    let details = match failure.field {
+        Some(field) => {
+            let prefix = format!("`{field}` ");
+            let reason = failure
+                .message
+                .strip_prefix(&prefix)
+                .unwrap_or(&failure.message);
+            serde_json::json!({
+                "field": field,
+                "reason": reason,
+                "output": failure.output.unwrap_or_default(),
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     Err(Failure::Client(ClientError::Api {
         status: 422,
         code: "build_failed".into(),
-        message: failure.message.clone(),
-        details: serde_json::json!({
-            "field": failure.field.unwrap_or_default(),
-            "reason": failure.message,
-            "output": failure.output.unwrap_or_default(),
-        }),
+        message: failure.message,
+        details,
     }))
 }
 

@@ -53,9 +53,9 @@ def server():
     env = {k: v for k, v in os.environ.items() if k not in ("ORGO_URL", "ORGO_API_KEY")}
     env["ORGO_HOME"] = str(home)
     env.setdefault("ORGO_ACCEL", "tcg")
-    certs = pathlib.Path("/usr/local/share/ca-certificates")
-    if certs.is_dir() and any(certs.glob("*.crt")):
-        env.setdefault("ORGO_GUEST_CA_CERTS", str(certs))
+    # The templates here fetch nothing: no CA certificates to install in
+    # builder VMs (a minute under TCG).
+    env.pop("ORGO_GUEST_CA_CERTS", None)
     key = subprocess.run(
         [orgo_bin(), "keys", "create", "--namespace", NAMESPACE],
         env=env, check=True, capture_output=True, text=True,
@@ -152,6 +152,27 @@ def test_build_streams_its_log_and_is_cached_the_second_time(client, built):
         assert [(e.field, e.index, e.total) for e in steps] == [("build.run[0]", 1, 1)]
     again = client.build(REF)
     assert again.cached and again.snapshot_digest == result.snapshot_digest
+
+
+def test_a_failing_step_raises_build_error_with_its_field_and_output(client):
+    nonce = f"{os.getpid()}-{time.time_ns()}"
+    failing = orgo.Template.from_yaml(f"""
+api_version: orgo.ai/v1
+name: py-remote-fail@1.0.0-n{nonce.replace("-", ".")}
+build:
+  run:
+    - echo about to fail; echo oops >&2; exit 3
+    - echo never > /opt/never.txt
+""")
+    events = []
+    with pytest.raises(orgo.BuildError) as info:
+        client.build(failing, on_log=events.append)  # published first, in the key's namespace
+    error = info.value
+    assert (error.field, error.reason) == ("build.run[0]", "exited with status 3")
+    assert "about to fail" in error.output and "oops" in error.output
+    assert str(error).startswith("`build.run[0]` exited with status 3")
+    assert [e.field for e in events if e.kind == "step"] == ["build.run[0]"]
+    assert ("stderr", "oops\n") in [(e.stream, e.text) for e in events if e.kind == "output"]
 
 
 def test_launch_exec_streaming_files_and_stop(client, built):
