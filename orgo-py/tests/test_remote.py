@@ -28,7 +28,18 @@ from conftest import REPO
 NAMESPACE = "pyremote"
 BASE = 'api_version: orgo.ai/v1\nname: restart-base@1.0.0\nbuild:\n  run: ["echo base > /opt/base.txt"]\n'
 REF = f"{NAMESPACE}/restart-base@1.0.0"
-INVALID = "api_version: orgo.ai/v1\nname: b@1.0.0\nhardwares: {}\ncpu: 3\n"
+# Problems at plain keys, a quoted key and indexes: every path reads back.
+INVALID = """api_version: orgo.ai/v1
+name: b@1.0.0
+hardwares: {}
+cpu: 3
+env:
+  "A B": x
+apps:
+  - name: web
+    services:
+      - { name: s, command: x, restart: sometimes }
+"""
 
 # Prints, waits until the file `$GO` exists (a callback makes it), prints
 # more; `é` comes in two writes, cut inside the character.
@@ -123,8 +134,11 @@ def test_an_invalid_document_raises_validation_error_with_the_servers_diagnostic
     def seen(error):
         return [(d.path, d.path_str, d.line, d.column, d.message) for d in error.errors]
 
-    assert len(remote.value.errors) == 2
+    assert len(remote.value.errors) == 6
     assert seen(remote.value) == seen(local.value)
+    assert str(remote.value) == str(local.value)
+    paths = [d.path for d in remote.value.errors]
+    assert ["env", "A B"] in paths and ["apps", 0, "services", 0, "restart"] in paths
 
 
 def test_a_wrong_key_and_another_namespace_are_refused(server, client):
