@@ -300,3 +300,21 @@ def test_the_asyncio_client(server, built):
 
     asyncio.run(main())
 
+
+
+SECRET = """api_version: orgo.ai/v1
+name: py-remote-secret@1.0.0
+secrets:
+  - name: api_key
+env:
+  API_KEY: { secret: api_key }
+"""
+
+
+def test_secrets_go_with_the_launch_and_a_missing_one_raises_secret_error(client):
+    template = orgo.Template.from_yaml(SECRET)  # the same each run: built once per home
+    with pytest.raises(orgo.SecretError) as info:
+        client.launch(template)
+    assert info.value.missing == ["api_key"]
+    with client.launch(template, secrets={"api_key": "s3cret"}, env={"EXTRA": "x"}) as c:
+        assert c.exec('echo "$API_KEY|$EXTRA"').stdout == "s3cret|x\n"
