@@ -391,6 +391,8 @@ pub struct ExitStatus {
     pub code: Option<i32>,
     /// The signal, when one ended it.
     pub signal: Option<i32>,
+    /// Whether the request's `timeout_s` killed it.
+    pub timed_out: bool,
 }
 
 /// A client of one server with one key. Cheap to clone.
@@ -624,6 +626,7 @@ impl Client {
                         return Ok(ExitStatus {
                             code: int(&frame["exit_code"]),
                             signal: int(&frame["signal"]),
+                            timed_out: frame["timed_out"].as_bool().unwrap_or(false),
                         });
                     }
                     Some("error") => {

@@ -9,11 +9,16 @@
 # repository from its own path and reads, from the environment passed on
 # here: ORGO_TEST_HOME (default target/orgo-test-home), ORGO_AGENT (default:
 # the agent built into the extension) and ORGO_ACCEL (default tcg).
+# tests/test_remote.py starts the workspace's `orgo serve` (ORGO_BIN, default
+# target/debug/orgo, built here) on 127.0.0.1 over that home.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
 
 python="${PYTHON:-python3}"
+if [ -z "${ORGO_BIN:-}" ]; then
+    cargo build --quiet --locked -p orgo --bin orgo
+fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 

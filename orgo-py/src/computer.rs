@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
 use crate::errors::{self, Failure};
-use crate::runtime::{Interrupt, wait};
+use crate::output::Output;
+use crate::runtime::{Cancel, Interrupt, callable, wait};
 
 /// How long a command without a timeout may run: as long as it takes.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -73,7 +74,16 @@ impl PyComputer {
         F: AsyncFnOnce(&Computer) -> Result<T, Failure> + Send,
         T: Send,
     {
-        wait(py, None, Interrupt::Allowed, || async move {
+        self.with_open_cancel(py, None, f)
+    }
+
+    /// [`PyComputer::with_open`], with callbacks' exceptions going to `cancel`.
+    fn with_open_cancel<T, F>(&self, py: Python<'_>, cancel: Option<&Cancel>, f: F) -> PyResult<T>
+    where
+        F: AsyncFnOnce(&Computer) -> Result<T, Failure> + Send,
+        T: Send,
+    {
+        wait(py, cancel, Interrupt::Allowed, || async move {
             let state = self.state.read().await;
             match &*state {
                 State::Open(computer) => f(computer).await,
@@ -83,9 +93,23 @@ impl PyComputer {
     }
 }
 
+/// `exec`'s timeout: how long the command may run, or `None`.
+pub(crate) fn exec_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    let Some(seconds) = timeout else {
+        return Ok(None);
+    };
+    if !(seconds.is_finite() && seconds > 0.0 && seconds < FOREVER.as_secs_f64()) {
+        return Err(errors::orgo_error(
+            format!("timeout must be a positive number of seconds, not {seconds}"),
+            None,
+        ));
+    }
+    Ok(Some(Duration::from_secs_f64(seconds)))
+}
+
 /// Content for `write_file`: `str` (written as UTF-8), `bytes`, `bytearray`
 /// or `memoryview`.
-fn content_bytes(content: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+pub(crate) fn content_bytes(content: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(text) = content.cast::<PyString>() {
         return Ok(text.to_cow()?.as_bytes().to_vec());
     }
@@ -105,10 +129,26 @@ fn content_bytes(content: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
-/// The command of `exec`: a `str` runs in bash; a list of `str` is an argv.
+/// The command of `exec`, as Python gives it.
+pub(crate) enum CommandLine {
+    /// A `str`: bash runs it.
+    Shell(String),
+    /// A list of `str`: an argv (never empty).
+    Argv(Vec<String>),
+}
+
+/// The command of `exec` for the local runtime.
 fn command(cmd: &Bound<'_, PyAny>) -> PyResult<Exec> {
+    Ok(match command_line(cmd)? {
+        CommandLine::Shell(script) => Exec::shell(script),
+        CommandLine::Argv(argv) => Exec::argv(argv),
+    })
+}
+
+/// The command of `exec`: a `str` runs in bash; a list of `str` is an argv.
+pub(crate) fn command_line(cmd: &Bound<'_, PyAny>) -> PyResult<CommandLine> {
     if let Ok(script) = cmd.cast::<PyString>() {
-        return Ok(Exec::shell(script.to_cow()?.into_owned()));
+        return Ok(CommandLine::Shell(script.to_cow()?.into_owned()));
     }
     let not_argv = || {
         PyTypeError::new_err(format!(
@@ -128,7 +168,7 @@ fn command(cmd: &Bound<'_, PyAny>) -> PyResult<Exec> {
     if argv.is_empty() {
         return Err(errors::orgo_error("cmd is an empty argv".into(), None));
     }
-    Ok(Exec::argv(argv))
+    Ok(CommandLine::Argv(argv))
 }
 
 #[pymethods]
@@ -205,7 +245,19 @@ impl PyComputer {
     /// that directory (default the user's home), with `env` over the
     /// computer's environment and `input` (`str` or `bytes`) on stdin. On
     /// the main thread, Ctrl-C stops the wait (the command goes on running).
-    #[pyo3(signature = (cmd, *, timeout = None, user = None, cwd = None, env = None, input = None))]
+    ///
+    /// `on_stdout` and `on_stderr`, if given, are called with the output as
+    /// it comes: `str` chunks (UTF-8, invalid bytes replaced; a character
+    /// is never split across two calls; not always whole lines), on the
+    /// calling thread with the GIL held, in order. Their concatenation is
+    /// the result's `stdout`/`stderr`. Once a callback raises an
+    /// `Exception`, neither is called again; the command runs to its end
+    /// and the exception is raised then (an error of the call is its
+    /// `__context__`). A `KeyboardInterrupt` stops the wait at once.
+    #[pyo3(signature = (
+        cmd, *, timeout = None, user = None, cwd = None, env = None, input = None,
+        on_stdout = None, on_stderr = None
+    ))]
     #[allow(clippy::too_many_arguments, reason = "a Python method with keywords")]
     fn exec(
         &self,
@@ -216,22 +268,13 @@ impl PyComputer {
         cwd: Option<String>,
         env: Option<&Bound<'_, PyAny>>,
         input: Option<&Bound<'_, PyAny>>,
+        on_stdout: Option<Bound<'_, PyAny>>,
+        on_stderr: Option<Bound<'_, PyAny>>,
     ) -> PyResult<PyExecResult> {
         let mut exec = command(cmd)?;
-        let wait_for = match timeout {
-            None => FOREVER,
-            Some(seconds) => {
-                if !(seconds.is_finite() && seconds > 0.0 && seconds < FOREVER.as_secs_f64()) {
-                    return Err(errors::orgo_error(
-                        format!("timeout must be a positive number of seconds, not {seconds}"),
-                        None,
-                    ));
-                }
-                let limit = Duration::from_secs_f64(seconds);
-                exec.timeout_ms = Some(limit.as_millis().max(1) as u64);
-                limit + REPLY_GRACE
-            }
-        };
+        let limit = exec_timeout(timeout)?;
+        let wait_for = limit.map_or(FOREVER, |limit| limit + REPLY_GRACE);
+        exec.timeout_ms = limit.map(|limit| limit.as_millis().max(1) as u64);
         exec.user = user;
         exec.cwd = cwd;
         exec.env = crate::runtime::string_map(env, "env")?;
@@ -240,19 +283,32 @@ impl PyComputer {
             .map(content_bytes)
             .transpose()?
             .map(Bytes);
-        let out = self.with_open(py, async move |computer| {
-            Ok(computer.exec(exec, wait_for).await?)
+        let on_stdout = callable("on_stdout", on_stdout)?;
+        let on_stderr = callable("on_stderr", on_stderr)?;
+        if on_stdout.is_none() && on_stderr.is_none() {
+            let out = self.with_open(py, async move |computer| {
+                Ok(computer.exec(exec, wait_for).await?)
+            })?;
+            let (status, timed_out) = (out.status, out.timed_out);
+            return Ok(PyExecResult::new(
+                &out.stdout,
+                &out.stderr,
+                status.code,
+                status.signal,
+                timed_out,
+            ));
+        }
+        let cancel = Cancel::default();
+        let mut output = Output::new(on_stdout, on_stderr, &cancel);
+        let sink = &mut output;
+        let end = self.with_open_cancel(py, Some(&cancel), async move |computer| {
+            let mut take = |stream: orgo_runtime::Stream, data: &[u8]| match stream {
+                orgo_runtime::Stream::Stdout => sink.take(false, data),
+                orgo_runtime::Stream::Stderr => sink.take(true, data),
+            };
+            Ok(computer.exec_streamed(exec, wait_for, &mut take).await?)
         })?;
-        let status = out.status;
-        Ok(PyExecResult {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            exit_code: status
-                .code
-                .or(status.signal.map(|signal| -signal))
-                .unwrap_or(-1),
-            timed_out: out.timed_out,
-        })
+        Ok(output.finish(end.status.code, end.status.signal, end.timed_out))
     }
 
     /// Writes `content` (`str` as UTF-8, or `bytes`) to the file `path` in
@@ -581,6 +637,25 @@ pub(crate) struct PyExecResult {
     stderr: String,
     exit_code: i32,
     timed_out: bool,
+}
+
+impl PyExecResult {
+    /// The result of a command that printed `stdout` and `stderr` and ended
+    /// with `code` or `signal`.
+    pub(crate) fn new(
+        stdout: &[u8],
+        stderr: &[u8],
+        code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+    ) -> Self {
+        PyExecResult {
+            stdout: String::from_utf8_lossy(stdout).into_owned(),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            exit_code: code.or(signal.map(|signal| -signal)).unwrap_or(-1),
+            timed_out,
+        }
+    }
 }
 
 #[pymethods]

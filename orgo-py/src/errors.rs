@@ -13,13 +13,21 @@
 //!   (no such computer, published template or guest file), `orgo.PortError`
 //!   (a port of `apps[].ports` that could not be forwarded) or, for anything
 //!   else, `orgo.OrgoError` with the whole chain of causes in its message.
+//! - A server's error ([`ClientError::Api`], `orgo.Client`) becomes the
+//!   same class by its stable code: `invalid_template` `ValidationError`,
+//!   `not_found` `NotFoundError`, `build_failed` `BuildError`,
+//!   `secret_missing` `SecretError`, `unsupported` `UnsupportedError`; any
+//!   other code `orgo.ApiError`, with `code`, `status` and `details`. A
+//!   server that cannot be reached, or answers nonsense, is `OrgoError`.
 
+use orgo_client::ClientError;
 use orgo_runtime::ErrorCode;
 use orgo_runtime::{AgentError, ErrorChain, RuntimeError, StepFailure, VaultError};
-use orgo_template::{Diagnostic, Segment, TemplateError};
+use orgo_template::{Diagnostic, FieldPath, Location, Segment, TemplateError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
+use serde_json::Value;
 
 pyo3::create_exception!(
     orgo,
@@ -74,6 +82,18 @@ pyo3::create_exception!(
      runtime cannot honour here (a GPU, a region, a desktop, an egress policy,\n\
      ...). `fields` maps each field's path (`hardware.gpu`, `apps[0].ports[0]`)\n\
      to what is missing. Raised before anything is built or started."
+);
+
+pyo3::create_exception!(
+    orgo,
+    ApiError,
+    OrgoError,
+    "An `orgo serve` refused a request for a reason the local module has no\n\
+     class for (the others raise `ValidationError`, `NotFoundError`, ...).\n\n\
+     `code` is the server's stable code (`unauthorized`,\n\
+     `namespace_scope_mismatch`, `version_conflict`, `too_many_computers`,\n\
+     ...), `status` the HTTP status, `details` the code's fields (a `dict`,\n\
+     or `None`): a `version_conflict` has the `existing` and `new` digests."
 );
 
 /// One problem in a template: the field it is about, what is wrong, and
@@ -193,6 +213,14 @@ pub(crate) enum Failure {
     Runtime(RuntimeError),
     /// The computer handle was stopped or detached: `orgo.OrgoError`.
     Closed(String),
+    /// A call to a server failed.
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::Client(error)
+    }
 }
 
 impl From<RuntimeError> for Failure {
@@ -206,6 +234,7 @@ pub(crate) fn failure(py: Python<'_>, failure: Failure) -> PyErr {
     match failure {
         Failure::Runtime(error) => runtime_error(py, error),
         Failure::Closed(message) => OrgoError::new_err(message),
+        Failure::Client(error) => client_error(py, error),
     }
 }
 
@@ -299,4 +328,122 @@ fn secret_error(py: Python<'_>, error: VaultError) -> PyErr {
         Ok(()) => error,
         Err(failure) => failure,
     }
+}
+
+/// The exception for a failure of `orgo.Client`: by the server's code.
+pub(crate) fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
+    let ClientError::Api {
+        status,
+        code,
+        message,
+        details,
+    } = error
+    else {
+        return OrgoError::new_err(ErrorChain(&error).to_string());
+    };
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    match code.as_str() {
+        "invalid_template" => {
+            let diagnostics: Vec<Diagnostic> = details["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let at = |k: &str| e[k].as_u64().and_then(|n| u32::try_from(n).ok());
+                    Diagnostic {
+                        path: field_path(e["path"].as_str().unwrap_or_default()),
+                        message: text(&e["message"]),
+                        location: at("line")
+                            .zip(at("column"))
+                            .map(|(line, column)| Location { line, column }),
+                    }
+                })
+                .collect();
+            if diagnostics.is_empty() {
+                return ValidationError::new_err(message);
+            }
+            validation_error(py, diagnostics, None)
+        }
+        "not_found" => NotFoundError::new_err(message),
+        "build_failed" if details.is_object() => build_error(
+            py,
+            StepFailure::new(
+                text(&details["field"]),
+                text(&details["reason"]),
+                text(&details["output"]),
+            ),
+        ),
+        "secret_missing" => {
+            let missing: Vec<String> = details["secrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| text(&s["name"]))
+                .collect();
+            let error = SecretError::new_err(message);
+            let attached =
+                PyList::new(py, missing).and_then(|list| error.value(py).setattr("missing", list));
+            attached.map_or_else(|failure| failure, |()| error)
+        }
+        "unsupported" => {
+            let error = UnsupportedError::new_err(message);
+            let fields = PyDict::new(py);
+            let attached = details["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .try_for_each(|f| fields.set_item(text(&f["field"]), text(&f["missing"])))
+                .and_then(|()| error.value(py).setattr("fields", fields));
+            attached.map_or_else(|failure| failure, |()| error)
+        }
+        _ => {
+            let error = ApiError::new_err(message);
+            let value = error.value(py);
+            let attached = crate::convert::to_python(py, &details).and_then(|details| {
+                value.setattr("code", code)?;
+                value.setattr("status", status)?;
+                value.setattr("details", details)
+            });
+            attached.map_or_else(|failure| failure, |()| error)
+        }
+    }
+}
+
+/// A field path as `FieldPath` writes it (`apps[0].services[1].restart`,
+/// `files["/opt/x y"]`, `(document)`), read back; text it cannot read is
+/// one key.
+fn field_path(text: &str) -> FieldPath {
+    let mut path = FieldPath::root();
+    if text.is_empty() || text == "(document)" {
+        return path;
+    }
+    let mut rest = text;
+    while !rest.is_empty() {
+        if rest.starts_with("[\"") {
+            // A quoted key: a JSON string, then `]`.
+            let mut stream = serde_json::Deserializer::from_str(&rest[1..]).into_iter::<String>();
+            match stream.next() {
+                Some(Ok(key)) if rest[1 + stream.byte_offset()..].starts_with(']') => {
+                    rest = &rest[1 + stream.byte_offset() + 1..];
+                    path = path.key(key);
+                }
+                _ => return FieldPath::root().key(text.to_owned()),
+            }
+        } else if let Some(inner) = rest.strip_prefix('[') {
+            let Some((index, after)) = inner.split_once(']') else {
+                return FieldPath::root().key(text.to_owned());
+            };
+            let Ok(index) = index.parse() else {
+                return FieldPath::root().key(text.to_owned());
+            };
+            path = path.index(index);
+            rest = after;
+        } else {
+            let key = rest.strip_prefix('.').unwrap_or(rest);
+            let end = key.find(['.', '[']).unwrap_or(key.len());
+            path = path.key(key[..end].to_owned());
+            rest = &key[end..];
+        }
+    }
+    path
 }

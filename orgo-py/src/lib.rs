@@ -1,8 +1,9 @@
 //! The `orgo` Python module: a thin translation layer over `orgo-template`
 //! (templates, images) and `orgo-runtime` (build, launch, computers).
 //!
-//! Built with maturin (`pip install ./orgo-py`); the Python API is described
-//! in `orgo.pyi` and tested by `orgo-py/tests`. Every Rust error becomes a
+//! Built with maturin (`pip install ./orgo-py`) as `orgo._orgo`, which the
+//! package `python/orgo` re-exports; the Python API is described in
+//! `python/orgo/__init__.pyi` and tested by `orgo-py/tests`. Every Rust error becomes a
 //! Python exception in one place, the `errors` module.
 
 mod automation;
@@ -11,6 +12,8 @@ mod convert;
 mod desktop;
 mod errors;
 mod net;
+mod output;
+mod remote;
 mod runtime;
 
 use std::sync::OnceLock;
@@ -467,7 +470,7 @@ fn template_schema(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 /// `build` makes a template's golden snapshot; `launch` starts a `Computer`
 /// from it (`exec`, `write_file`, `read_file`, `stop`); `connect` reaches a
 /// running one again.
-#[pymodule(name = "orgo")]
+#[pymodule(name = "_orgo")]
 mod orgo {
     use pyo3::prelude::*;
 
@@ -485,6 +488,12 @@ mod orgo {
 
     #[pymodule_export]
     use crate::net::PortError;
+
+    #[pymodule_export]
+    use crate::remote::{PyClient, PyRemoteComputer};
+
+    #[pymodule_export]
+    use crate::errors::ApiError;
 
     #[pymodule_export]
     use super::PyTemplate;
@@ -507,14 +516,16 @@ mod orgo {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        // maturin's `orgo/__init__.py` re-exports `__all__` from the extension,
-        // so `__version__` is listed to reach the package.
+        // `orgo/__init__.py` re-exports `__all__` from the extension, so
+        // `__version__` is listed to reach the package.
         m.add(
             "__all__",
             [
                 "__version__",
+                "ApiError",
                 "BuildError",
                 "BuildResult",
+                "Client",
                 "Computer",
                 "Diagnostic",
                 "Events",
@@ -525,6 +536,7 @@ mod orgo {
                 "NotFoundError",
                 "OrgoError",
                 "PortError",
+                "RemoteComputer",
                 "SecretError",
                 "Template",
                 "UnsupportedError",

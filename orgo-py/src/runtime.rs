@@ -139,7 +139,7 @@ impl Cancel {
 
     /// `error`, raised by a callback: `Exception`s are raised when the call
     /// ends; anything else (`KeyboardInterrupt`) cuts it short.
-    fn raised(&self, py: Python<'_>, error: PyErr) {
+    pub(crate) fn raised(&self, py: Python<'_>, error: PyErr) {
         if !error.is_instance_of::<PyException>(py) {
             return self.interrupt(error);
         }
@@ -150,7 +150,7 @@ impl Cancel {
     }
 
     /// Whether a callback (or a signal) raised: callbacks are not called again.
-    fn raised_any(&self) -> bool {
+    pub(crate) fn raised_any(&self) -> bool {
         let set = |slot: &Mutex<Option<PyErr>>| {
             slot.lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -190,6 +190,15 @@ where
     Fut: Future<Output = Result<T, Failure>>,
     T: Send,
 {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // A callback (`on_log`, `on_stdout`, ...) runs inside a call's wait.
+        return Err(errors::orgo_error(
+            "orgo calls cannot be made from inside a callback (`on_log`, `on_stdout`, \
+             `on_stderr`) on the thread it runs on; start a thread for them"
+                .into(),
+            None,
+        ));
+    }
     let tokio = tokio()?;
     let own = Cancel::default();
     let cancel = cancel.unwrap_or(&own);
@@ -302,10 +311,13 @@ impl Source {
 
 /// Hands build events to `on_log` with the GIL held, until it raises: the
 /// exception goes to `cancel` (see [`Cancel::raised`]).
-fn forward<'a>(
+pub(crate) fn forward<'a, E>(
     on_log: Option<&'a Py<PyAny>>,
     cancel: &'a Cancel,
-) -> impl FnMut(BuildEvent) + Send + 'a {
+) -> impl FnMut(E) + Send + 'a
+where
+    PyLogEvent: From<E>,
+{
     move |event| {
         let Some(on_log) = on_log else {
             return;
@@ -323,12 +335,16 @@ fn forward<'a>(
     }
 }
 
-fn callable(on_log: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
-    match on_log {
+/// The callback `what` (`on_log`, `on_stdout`, ...), or `None` for none.
+pub(crate) fn callable(
+    what: &str,
+    callback: Option<Bound<'_, PyAny>>,
+) -> PyResult<Option<Py<PyAny>>> {
+    match callback {
         Some(f) if !f.is_none() => {
             if !f.is_callable() {
                 return Err(PyTypeError::new_err(format!(
-                    "on_log must be callable, not `{}`",
+                    "{what} must be callable, not `{}`",
                     f.get_type().name()?
                 )));
             }
@@ -390,6 +406,50 @@ impl From<BuildEvent> for PyLogEvent {
                 out.data = Some(data);
             }
             other => out.text = format!("{other:?}"),
+        }
+        out
+    }
+}
+
+impl From<orgo_client::Frame> for PyLogEvent {
+    /// A frame of a server's build log: the step's index and total read
+    /// back from its line (`[2/3] build.run[1]`), an output line with its
+    /// newline again.
+    fn from(frame: orgo_client::Frame) -> Self {
+        let mut out = PyLogEvent {
+            kind: "status",
+            text: frame.line,
+            field: None,
+            index: None,
+            total: None,
+            stream: None,
+            data: None,
+        };
+        match frame.phase.as_str() {
+            "step" => {
+                out.kind = "step";
+                let counts = out
+                    .text
+                    .strip_prefix('[')
+                    .and_then(|rest| rest.split_once(']'))
+                    .and_then(|(counts, _)| counts.split_once('/'));
+                if let Some((index, total)) = counts {
+                    out.index = index.parse().ok();
+                    out.total = total.parse().ok();
+                }
+                out.field = frame.field;
+            }
+            "output" => {
+                out.kind = "output";
+                out.text.push('\n');
+                out.stream = Some(if frame.source == "stderr" {
+                    "stderr"
+                } else {
+                    "stdout"
+                });
+                out.data = Some(out.text.as_bytes().to_vec());
+            }
+            _ => {}
         }
         out
     }
@@ -474,6 +534,19 @@ impl From<Built> for PyBuildResult {
     }
 }
 
+impl PyBuildResult {
+    /// A server's build of `view` (`ready`); `reused` when it was built
+    /// already. The server does not say which backend made it: `"remote"`.
+    pub(crate) fn remote(view: orgo_client::BuildView, reused: bool) -> Self {
+        PyBuildResult {
+            template_digest: view.digest,
+            snapshot_digest: view.snapshot.unwrap_or_default(),
+            cached: reused,
+            backend: "remote".to_owned(),
+        }
+    }
+}
+
 #[pymethods]
 impl PyBuildResult {
     /// The digest of the template built (`Template.digest`).
@@ -495,7 +568,8 @@ impl PyBuildResult {
         self.cached
     }
 
-    /// What made the snapshot and restores it: `"qemu-kvm"` or `"qemu-tcg"`.
+    /// What made the snapshot and restores it: `"qemu-kvm"` or `"qemu-tcg"`;
+    /// `"remote"` for a server's build (`Client.build`).
     #[getter]
     fn backend(&self) -> &str {
         &self.backend
@@ -537,7 +611,7 @@ pub(crate) fn build(
 ) -> PyResult<PyBuildResult> {
     let source = Source::new(template)?;
     let setup = Setup::new(home, agent)?;
-    let on_log = callable(on_log)?;
+    let on_log = callable("on_log", on_log)?;
     let cancel = Cancel::default();
     let (on_log, shared) = (on_log.as_ref(), &cancel);
     let built = wait(py, Some(&cancel), Interrupt::Allowed, move || async move {
@@ -579,7 +653,7 @@ pub(crate) fn string_map(
 }
 
 /// A positive count that fits a `u32`, or `OrgoError` naming `what`.
-fn positive(value: Option<i64>, what: &str) -> PyResult<Option<u32>> {
+pub(crate) fn positive(value: Option<i64>, what: &str) -> PyResult<Option<u32>> {
     value
         .map(|n| {
             u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -640,7 +714,7 @@ pub(crate) fn launch(
     let cpus = positive(cpu, "cpu")?;
     let env = string_map(env, "env")?;
     let secrets = string_map(secrets, "secrets")?;
-    let on_log = callable(on_log)?;
+    let on_log = callable("on_log", on_log)?;
     let cancel = Cancel::default();
     let (on_log, shared) = (on_log.as_ref(), &cancel);
     // The secrets, then the build: interruptible.

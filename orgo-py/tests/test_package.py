@@ -17,6 +17,7 @@ INSTANCE_ATTRIBUTES = {
     orgo.SecretError: {"missing"},
     orgo.UnsupportedError: {"fields"},
     orgo.PortError: {"field", "reason"},
+    orgo.ApiError: {"code", "status", "details"},
 }
 
 

@@ -12,6 +12,7 @@ Needs root, QEMU and, for the first base image, mmdebstrap and Debian's
 package mirror.
 """
 
+import asyncio
 import gc
 import os
 import pathlib
@@ -21,6 +22,7 @@ import time
 import pytest
 
 import orgo
+import orgo.aio
 from conftest import REPO
 
 TEMPLATE = """
@@ -336,3 +338,78 @@ def test_a_headless_computer_refuses_the_desktop_actions(built, template, where)
             c.click(1, 1, button="thumb")
         with pytest.raises(orgo.OrgoError, match="both `x` and `y`"):
             c.scroll("down", 1, x=3)
+
+
+# Prints, waits until the file `$GO` exists (a callback makes it), prints
+# more; `é` comes in two writes, cut inside the character.
+STREAMING = (
+    "echo first; "
+    'for i in $(seq 1200); do [ -e "$GO" ] && break; sleep 0.05; done; '
+    '[ -e "$GO" ] || { echo "no $GO" >&2; exit 1; }; '
+    "echo second >&2; printf 'caf\\xc3'; sleep 0.3; printf '\\xa9\\n'"
+)
+
+
+def test_exec_callbacks_get_the_output_as_it_comes(built, template, where):
+    with orgo.launch(template, secrets={"api_key": "k"}, **where) as c:
+        go, out, err, writers = f"/tmp/go-{nonce()}", [], [], []
+
+        def on_stdout(chunk):
+            out.append(chunk)
+            if len(out) == 1:
+                # Another thread: orgo calls from the callback's own are refused.
+                writer = threading.Thread(target=lambda: c.write_file(go, "go"))
+                writer.start()
+                writers.append(writer)
+
+        r = c.exec(STREAMING, env={"GO": go}, on_stdout=on_stdout, on_stderr=err.append)
+        for writer in writers:
+            writer.join()
+        assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (0, "first\ncafé\n", "second\n", False)
+        assert out[0] == "first\n"
+        assert "".join(out) == r.stdout and "".join(err) == r.stderr
+        assert all("\ufffd" not in chunk for chunk in out), out
+        # With callbacks, a timeout still says it killed the command.
+        r = c.exec("echo started; sleep 60", timeout=1, on_stdout=out.append)
+        assert r.timed_out and r.stdout == "started\n" and out[-1] == "started\n"
+        # stdin still works with callbacks.
+        assert c.exec(["cat"], input=b"piped", on_stdout=out.append).stdout == "piped"
+
+        calls = []
+
+        def raises(chunk):
+            calls.append(chunk)
+            raise ZeroDivisionError("from on_stderr")
+
+        with pytest.raises(ZeroDivisionError, match="from on_stderr"):
+            c.exec("echo a >&2; sleep 0.5; echo b >&2; echo done > /tmp/after", on_stderr=raises)
+        assert len(calls) == 1, "not called again once it raised"
+        assert c.read_text("/tmp/after") == "done\n", "the command ran to its end"
+        with pytest.raises(orgo.OrgoError, match="inside a callback"):
+            c.exec("echo x", on_stdout=lambda _: c.read_file("/etc/hostname"))
+        with pytest.raises(TypeError, match="on_stdout must be callable"):
+            c.exec("true", on_stdout="print")
+
+
+def test_the_asyncio_module(built, template, where):
+    async def main():
+        loop_thread = threading.get_ident()
+        assert (await orgo.aio.build(template, **where)).cached
+        async with await orgo.aio.launch(template, secrets={"api_key": "k"}, **where) as c:
+            assert isinstance(c.sync, orgo.Computer)
+            go, seen = f"/tmp/go-{nonce()}", []
+
+            async def on_stdout(chunk):
+                seen.append((chunk, threading.get_ident()))
+                if len(seen) == 1:
+                    # The loop is free while exec runs in its thread.
+                    await c.write_file(go, "go")
+
+            r = await c.exec(STREAMING, env={"GO": go}, on_stdout=on_stdout)
+            assert (r.exit_code, r.stdout) == (0, "first\ncafé\n")
+            assert seen[0] == ("first\n", loop_thread), "on the event loop's thread"
+            assert await c.read_text("/opt/hello.txt") == "hello from orgo\n"
+        assert c.closed
+        assert not computer_dir(where, c.id).exists()
+
+    asyncio.run(main())

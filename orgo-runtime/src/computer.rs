@@ -18,6 +18,15 @@ use crate::steps::{describe, tail};
 use crate::vmm::Vm;
 use crate::vmm::{AgentEndpoint, BackendKind};
 
+/// How a streamed command ended ([`Computer::exec_streamed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecEnd {
+    /// Its exit code or signal.
+    pub status: ExitStatus,
+    /// Whether its timeout killed it.
+    pub timed_out: bool,
+}
+
 /// A running computer. Stop it ([`Computer::stop`]) or leave it running
 /// ([`Computer::detach`]); dropped otherwise, it is killed and cleaned up.
 #[derive(Debug)]
@@ -113,6 +122,17 @@ impl Computer {
         timeout: Duration,
         on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<ExitStatus, RuntimeError> {
+        Ok(self.exec_streamed(exec, timeout, on_output).await?.status)
+    }
+
+    /// As [`Computer::exec_streaming`], and whether the command's timeout
+    /// killed it.
+    pub async fn exec_streamed(
+        &self,
+        exec: orgo_agent_protocol::Exec,
+        timeout: Duration,
+        on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<ExecEnd, RuntimeError> {
         let agent = Arc::clone(&self.agent);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let job = tokio::task::spawn_blocking(move || {
@@ -124,7 +144,7 @@ impl Computer {
             on_output(stream, &data);
         }
         match joined("agent", job).await?.map_err(RuntimeError::Agent)? {
-            Reply::Exit { status, .. } => Ok(status),
+            Reply::Exit { status, timed_out } => Ok(ExecEnd { status, timed_out }),
             other => Err(RuntimeError::Agent(AgentError::Unexpected {
                 op: "exec",
                 reply: format!("{other:?}"),

@@ -118,7 +118,7 @@ pub use automation::{EventReader, FOLLOW_POLL, LogLine, LogReader, event_json};
 pub use backend::ch;
 pub use backend::ch::{ChVm, CloudHypervisor, VmmPool};
 pub use backend::qemu::{Qemu, USER_NET_IP};
-pub use computer::Computer;
+pub use computer::{Computer, ExecEnd};
 pub use computer_use::Screenshot;
 pub use config::{Backend, RuntimeConfig};
 pub use desktop::{DEFAULT_RESOLUTION, DESKTOP_FIELDS, NOVNC_PORT, PULSE_SERVER, VNC_PORT};

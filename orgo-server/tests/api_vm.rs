@@ -237,6 +237,7 @@ async fn publish_build_launch_exec_files_stop() {
     assert_eq!(output(&frames, "stderr"), "err\n");
     assert_eq!(frames.last().unwrap()["type"], "exit");
     assert_eq!(frames.last().unwrap()["exit_code"], 3);
+    assert_eq!(frames.last().unwrap()["timed_out"], false);
     let frames = exec(&url, &team, &id, json!({"command": ["sh", "-c", "pwd; id -un; echo $GREETING $EXTRA"], "cwd": "/tmp", "user": "orgo", "env": {"EXTRA": "there"}})).await;
     assert_eq!(output(&frames, "stdout"), "/tmp\norgo\nhi there\n");
     let frames = exec(
@@ -252,6 +253,7 @@ async fn publish_build_launch_exec_files_stop() {
     );
     assert_eq!(frames.last().unwrap()["type"], "exit");
     assert_ne!(frames.last().unwrap()["exit_code"], 0);
+    assert_eq!(frames.last().unwrap()["timed_out"], true, "{frames:?}");
 
     // Files both ways.
     let files = format!("{url}/api/computers/{id}/files");

@@ -179,6 +179,8 @@ pub(crate) struct ExecFrame {
     exit_code: Option<i32>,
     /// The signal (`exit`), when a signal ended it.
     signal: Option<i32>,
+    /// Whether the command's `timeout_s` killed it (`exit`).
+    timed_out: Option<bool>,
     /// What failed (`error`): `{code, message, details}`.
     #[schema(value_type = Object, nullable)]
     error: Option<serde_json::Value>,
@@ -520,10 +522,11 @@ pub(crate) async fn exec(
             let data = base64::engine::general_purpose::STANDARD.encode(data);
             let _ = out.send(line(json!({"type": kind, "data": data})));
         };
-        let last = match computer.exec_streaming(exec, wait, &mut forward).await {
-            Ok(status) => {
-                json!({"type": "exit", "exit_code": status.code, "signal": status.signal})
-            }
+        let last = match computer.exec_streamed(exec, wait, &mut forward).await {
+            Ok(end) => json!({
+                "type": "exit", "exit_code": end.status.code, "signal": end.status.signal,
+                "timed_out": end.timed_out,
+            }),
             Err(error) => {
                 if matches!(error, orgo_runtime::RuntimeError::Agent(_)) {
                     // The connection may be broken: the next request connects again.

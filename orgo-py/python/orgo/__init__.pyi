@@ -5,7 +5,8 @@ golden snapshots and launched as computers.
 step by step; ``ValidationError`` lists every problem of a template.
 ``build`` makes a template's golden snapshot; ``launch`` starts a ``Computer``
 from it (``exec``, ``write_file``, ``read_file``, ``stop``); ``connect``
-reaches a running one again.
+reaches a running one again. ``Client(url, api_key)`` offers the same calls
+against an ``orgo serve``; ``orgo.aio`` offers both to asyncio.
 """
 
 import os
@@ -30,8 +31,10 @@ from typing import (
 __version__: str
 __all__ = [
     "__version__",
+    "ApiError",
     "BuildError",
     "BuildResult",
+    "Client",
     "Computer",
     "Diagnostic",
     "Events",
@@ -42,6 +45,7 @@ __all__ = [
     "NotFoundError",
     "OrgoError",
     "PortError",
+    "RemoteComputer",
     "SecretError",
     "Template",
     "UnsupportedError",
@@ -110,6 +114,33 @@ class PortError(OrgoError):
     """The port's path (``apps[0].ports[1]``)."""
     reason: str
     """Why it could not be forwarded."""
+
+class ApiError(OrgoError):
+    """An ``orgo serve`` refused a request for a reason the local module has
+    no class for (the others raise ``ValidationError``, ``NotFoundError``,
+    ``BuildError``, ``SecretError`` and ``UnsupportedError``, as locally)."""
+
+    code: str
+    """The server's stable code: ``unauthorized``, ``namespace_scope_mismatch``,
+    ``read_only_key``, ``version_conflict``, ``too_many_computers``, ..."""
+    status: int
+    """The HTTP status."""
+    details: Any
+    """The code's fields (a ``dict``) or ``None``: a ``version_conflict`` has
+    the ``existing`` and ``new`` digests."""
+
+class _Published(TypedDict):
+    """What ``Client.publish`` returns."""
+
+    ref: str
+    digest: str
+    published: bool
+
+class _TemplateSummary(TypedDict):
+    """An item of ``Client.templates()``."""
+
+    ref: str
+    digest: str
 
 class _PortMapping(TypedDict):
     """A forwarded port of ``Computer.ports``."""
@@ -337,7 +368,8 @@ class BuildResult:
         call built it."""
     @property
     def backend(self) -> str:
-        """What made the snapshot and restores it: ``"qemu-kvm"`` or ``"qemu-tcg"``."""
+        """What made the snapshot and restores it: ``"qemu-kvm"`` or
+        ``"qemu-tcg"``; ``"remote"`` for a server's build (``Client.build``)."""
     def __eq__(self, other: object, /) -> bool: ...
 
 @final
@@ -422,6 +454,8 @@ class Computer:
         cwd: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         input: Optional[_Content] = None,
+        on_stdout: Optional[Callable[[str], object]] = None,
+        on_stderr: Optional[Callable[[str], object]] = None,
     ) -> ExecResult:
         """Runs a command in the computer and waits for it to end.
 
@@ -432,7 +466,17 @@ class Computer:
         ``cwd`` in that directory (default the user's home), with ``env`` over
         the computer's environment and ``input`` on stdin. A command that
         fails is a result with its ``exit_code``, not an exception. On the main
-        thread, Ctrl-C stops the wait (the command goes on running)."""
+        thread, Ctrl-C stops the wait (the command goes on running).
+
+        ``on_stdout`` and ``on_stderr``, if given, are called with the output
+        as it comes: ``str`` chunks (UTF-8, invalid bytes replaced; a
+        character is never split across two calls; chunks are not always
+        whole lines), in order, on the calling thread with the GIL held.
+        Their concatenation is the result's ``stdout``/``stderr``. Once a
+        callback raises an ``Exception`` neither is called again; the command
+        runs to its end and the exception is raised then (an error of the
+        call is its ``__context__``). A ``KeyboardInterrupt`` stops the wait
+        at once."""
     def write_file(self, path: str, content: _Content, mode: Optional[int] = None) -> None:
         """Writes ``content`` (``str`` as UTF-8, or ``bytes``) to the file
         ``path`` in the computer, atomically, creating its directory; ``mode``
@@ -585,3 +629,128 @@ def connect(id: str, *, home: Optional[_Path] = None) -> Computer:
     process, or left running with ``Computer.detach()``). Dropping the handle
     leaves the computer running; ``stop()`` (or leaving a ``with`` block)
     stops it. Raises ``NotFoundError`` for an unknown or exited computer."""
+
+@final
+class Client:
+    """A client of an ``orgo serve`` at ``url`` with the API key ``api_key``
+    (``orgo keys create``): the module's ``build``, ``launch`` and
+    ``connect`` as methods, over HTTP. Switching is one line::
+
+        c = orgo.launch(t)                           # this machine
+        c = orgo.Client(url, key).launch(t)          # a server
+
+    The computer has the same ``exec`` (with ``on_stdout``/``on_stderr``),
+    ``write_file``, ``read_file`` and ``stop``; the server's errors raise the
+    same exception classes by their stable code (codes without a local
+    class raise ``ApiError``). A ``Template`` or file given to ``build`` or
+    ``launch`` is published in the key's namespace first; a ref names a
+    published template (``name@version``: in the key's namespace). Calls
+    block with the GIL released (HTTP is done in Rust, by ``orgo-client``);
+    a ``Client`` may be shared by threads."""
+
+    def __new__(cls, url: str, api_key: str) -> "Client": ...
+    @property
+    def url(self) -> str:
+        """The server's URL."""
+    def publish(
+        self, template: _TemplateSource, *, namespace: Optional[str] = None
+    ) -> _Published:
+        """Publishes a ``Template`` (its canonical JSON), a template file
+        (``os.PathLike``, sent as written) or a document's text (``str``) in
+        ``namespace`` (default: the key's). ``published`` is ``False`` when
+        the same document was published already. An invalid document raises
+        ``ValidationError`` with the server's diagnostics; a version
+        published with other content ``ApiError`` (``version_conflict``)."""
+    def templates(self, namespace: Optional[str] = None) -> List[_TemplateSummary]:
+        """The published templates of ``namespace``, else of the key's
+        namespace and ``system``."""
+    def build(
+        self,
+        template: _TemplateSource,
+        *,
+        on_log: Optional[Callable[[LogEvent], object]] = None,
+    ) -> BuildResult:
+        """Builds a template's golden snapshot on the server, or finds it
+        built, as ``orgo.build`` does; ``on_log`` gets the server's log as it
+        streams (output a line at a time)."""
+    def launch(
+        self,
+        template: _TemplateSource,
+        *,
+        ram_gb: Optional[int] = None,
+        cpu: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        secrets: Optional[Mapping[str, str]] = None,
+        on_log: Optional[Callable[[LogEvent], object]] = None,
+    ) -> "RemoteComputer":
+        """Launches a computer on the server, building its template first if
+        needed, as ``orgo.launch`` does. ``secrets`` are sent with the request;
+        this process's ``ORGO_SECRET_*`` variables are not read."""
+    def connect(self, id: str) -> "RemoteComputer":
+        """A running computer of the key's namespace. Dropping the handle
+        leaves it running. Raises ``NotFoundError`` for an unknown one."""
+
+@final
+class RemoteComputer:
+    """A computer on an ``orgo serve``, from ``Client.launch`` or
+    ``Client.connect``: ``Computer``'s ``exec``, ``write_file``,
+    ``read_file``, ``read_text``, ``stop``, ``detach`` and context manager.
+
+    ``exec``'s ``timeout`` is rounded up to whole seconds, and ``input`` is
+    refused (the HTTP API has no stdin); the desktop calls are not offered.
+    A computer this handle launched and nobody stopped or detached is
+    stopped when the handle is garbage-collected."""
+
+    @property
+    def id(self) -> str:
+        """The computer's id (``c-`` and 12 hex digits); its hostname too."""
+    @property
+    def template(self) -> str:
+        """The template it was launched from, as ``namespace/name@version``."""
+    @property
+    def cpu(self) -> int:
+        """Its vCPUs."""
+    @property
+    def memory_mib(self) -> int:
+        """Its memory in MiB."""
+    @property
+    def ports(self) -> List[_PortMapping]:
+        """Its forwarded ports, as ``Computer.ports`` (the server's side)."""
+    @property
+    def closed(self) -> bool:
+        """``True`` once ``stop()`` or ``detach()`` was called on this handle."""
+    def exec(
+        self,
+        cmd: Union[str, Iterable[str]],
+        *,
+        timeout: Optional[float] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        input: Optional[_Content] = None,
+        on_stdout: Optional[Callable[[str], object]] = None,
+        on_stderr: Optional[Callable[[str], object]] = None,
+    ) -> ExecResult:
+        """``Computer.exec`` over HTTP, its output streamed as it comes.
+        ``timeout`` is rounded up to whole seconds; an ``input`` raises
+        ``OrgoError`` (no stdin over HTTP yet)."""
+    def write_file(self, path: str, content: _Content, mode: Optional[int] = None) -> None:
+        """Writes ``content`` (``str`` as UTF-8, or ``bytes``) to ``path``."""
+    def read_file(self, path: str) -> bytes:
+        """The content of ``path``; ``NotFoundError`` when there is none."""
+    def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The content of ``path``, decoded (UTF-8 by default)."""
+    def stop(self) -> Optional[str]:
+        """Stops the computer on the server; returns what ``on_shutdown``
+        printed. Calling it again returns ``None``."""
+    def detach(self) -> None:
+        """Leaves the computer running; ``Client.connect(id)`` reaches it."""
+    def __enter__(self) -> "RemoteComputer": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+        /,
+    ) -> bool:
+        """Stops the computer, unless it was detached."""
