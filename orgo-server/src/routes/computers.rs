@@ -301,6 +301,9 @@ pub(crate) async fn launch(
         // --egress-learn`); the API's launch body has no such field.
         egress_learn: false,
         auto_stop_minutes: request.auto_stop_minutes,
+        // The server runs on: it restarts computers whose health checks
+        // ask for it (`on_fail: restart_vm`) while it runs.
+        detached: false,
     };
     let computer = state
         .runtime
