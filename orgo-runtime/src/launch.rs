@@ -165,103 +165,16 @@ fn handle(
     computer
 }
 
-/// Restarts watched computer `live` (an app's health check asked for it): stops its VMM, restores a new VM from the same snapshot with
-/// the same shape in the same network on a new disk layer, personalizes it
-/// as its launch did, and records the restart. On failure it is recorded
-/// as exited (its VMM is gone).
-pub(crate) async fn restart(
-    shared: &Arc<Shared>,
-    live: &crate::restart::Live,
-    template: &Template,
-    options: &LaunchOptions,
-) -> Result<(), RuntimeError> {
-    let id = live.id();
-    let prior = shared.home.status(id)?.record;
-    let restarted = async {
-        let secrets = options
-            .vault
-            .resolve(template)
-            .map_err(RuntimeError::Vault)?;
-        let built = shared
-            .builder
-            .cache
-            .get(&template.digest())
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: format!("the snapshot of computer `{id}`"),
-            })?;
-        let kind: BackendKind = built.manifest.backend.parse()?;
-        let dir = shared.home.dir(id);
-        // The old VM goes, without `on_shutdown`: through this process's
-        // handle, else taken back by its id.
-        let old = match live.take_vm() {
-            Some(vm) => Some(vm),
-            None => shared
-                .builder
-                .backends
-                .vmm(kind)?
-                .attach(id, &dir)
-                .await
-                .ok(),
-        };
-        if let Some(vm) = old {
-            vm.shutdown().await?;
-        }
-        let disk = dir.join("disk.qcow2");
-        match std::fs::remove_file(&disk) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(crate::error::io("remove", &disk)(e));
-            }
-            _ => {}
-        }
-        let key = PoolKey {
-            snapshot: built.digest,
-            cpus: prior.cpus,
-            memory_mib: prior.memory_mib,
-        };
-        let nic = Nic::Keep {
-            learning: prior.egress_learn,
-        };
-        let warm = restore(shared, id, template, &built, key, nic, Some(&prior)).await?;
-        let mut log = |_: BuildEvent| {};
-        let launched = personalize(
-            shared,
-            warm,
-            template,
-            options,
-            secrets,
-            &mut log,
-            Some(&prior),
-        )
-        .await?;
-        live.replace(launched.agent, launched.vm);
-        Ok::<_, RuntimeError>(())
-    }
-    .await;
-    match restarted {
-        Ok(()) => Ok(()),
-        Err(error) => {
-            let mut record = prior;
-            record.state = RecordState::Running;
-            record.owner = None;
-            record.pid = None;
-            let _ = shared.home.update(&record);
-            Err(error)
-        }
-    }
-}
-
 /// A launched computer's parts, before its handle.
 pub(crate) struct Launched {
-    record: ComputerRecord,
-    agent: Arc<AgentClient>,
-    vm: Box<dyn Vm>,
-    net: Option<Attached>,
+    pub(crate) record: ComputerRecord,
+    pub(crate) agent: Arc<AgentClient>,
+    pub(crate) vm: Box<dyn Vm>,
+    pub(crate) net: Option<Attached>,
 }
 
 /// Where a restore's VM gets its network.
-enum Nic {
+pub(crate) enum Nic {
     /// A new one (learning its egress from the start, if `learn`).
     Attach { learn: bool },
     /// The one the computer has (a restart): its namespace, netd and port
@@ -271,7 +184,7 @@ enum Nic {
 
 /// Restores `built` into VM `id` (recorded already) with its own disk
 /// layer, and connects to its agent: a computer without its identity yet.
-async fn restore(
+pub(crate) async fn restore(
     shared: &Arc<Shared>,
     id: &str,
     template: &Template,
@@ -388,7 +301,7 @@ fn base_record(id: &str, template: &Template, prior: Option<&ComputerRecord>) ->
 /// `on_every_boot` and `on_resume`, the health checks; then records it as
 /// running. A restart's (`prior`, its record) keeps its forwarded ports,
 /// and counts the restart.
-async fn personalize(
+pub(crate) async fn personalize(
     shared: &Arc<Shared>,
     warm: Warm,
     template: &Template,

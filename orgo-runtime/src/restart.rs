@@ -39,10 +39,16 @@ use orgo_template::{OnFail, Template};
 
 use crate::agent::AgentClient;
 use crate::automation::FOLLOW_POLL;
+use crate::error::{RuntimeError, store_error};
 use crate::guest::{QUICK, call};
-use crate::launch::LaunchOptions;
+use crate::home::ComputerState;
+use crate::home::RecordState;
+use crate::launch::{LaunchOptions, Nic, personalize, restore};
 use crate::net::Attached;
+use crate::pool::PoolKey;
 use crate::shared::Shared;
+use crate::steps::BuildEvent;
+use crate::vmm::BackendKind;
 use crate::vmm::Vm;
 
 /// Whether `template` needs a watcher: an app's health check restarts the
@@ -206,10 +212,12 @@ pub(crate) fn watch(
             let op = Op::ReadEvents { after, max: None };
             let events = match call(&agent, move |a| a.request(op, QUICK)).await {
                 Ok(Reply::Events { events, .. }) => events,
-                // Not answering: stopped by another process (its record
-                // gone), or busy; looked at again.
-                _ if !shared.home.has_dir(&live.id) => break,
-                _ => continue,
+                // Not answering: busy (looked at again), or gone (stopped
+                // by another process, or stopped itself: auto-stop).
+                _ => match shared.home.status(&live.id) {
+                    Ok(status) if status.state == ComputerState::Running => continue,
+                    _ => break,
+                },
             };
             if let Some(last) = events.last() {
                 after = Some(last.seq);
@@ -226,10 +234,7 @@ pub(crate) fn watch(
             }
             // The new VM's events start at the start.
             after = None;
-            if crate::launch::restart(&shared, &live, &template, &options)
-                .await
-                .is_err()
-            {
+            if restart(&shared, &live, &template, &options).await.is_err() {
                 // Recorded as exited (its VMM is gone): `orgo ps` shows
                 // it, a stop cleans up.
                 break;
@@ -237,4 +242,92 @@ pub(crate) fn watch(
         }
         live.end();
     });
+}
+
+/// Restarts watched computer `live` (an app's health check asked for it):
+/// stops its VMM, restores a new VM from the same snapshot with the same
+/// shape in the same network on a new disk layer, personalizes it as its
+/// launch did, and records the restart. On failure it is recorded as
+/// exited (its VMM is gone).
+async fn restart(
+    shared: &Arc<Shared>,
+    live: &Live,
+    template: &Template,
+    options: &LaunchOptions,
+) -> Result<(), RuntimeError> {
+    let id = live.id();
+    let prior = shared.home.status(id)?.record;
+    let restarted = async {
+        let secrets = options
+            .vault
+            .resolve(template)
+            .map_err(RuntimeError::Vault)?;
+        let built = shared
+            .builder
+            .cache
+            .get(&template.digest())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("the snapshot of computer `{id}`"),
+            })?;
+        let kind: BackendKind = built.manifest.backend.parse()?;
+        let dir = shared.home.dir(id);
+        // The old VM goes, without `on_shutdown`: through this process's
+        // handle, else taken back by its id.
+        let old = match live.take_vm() {
+            Some(vm) => Some(vm),
+            None => shared
+                .builder
+                .backends
+                .vmm(kind)?
+                .attach(id, &dir)
+                .await
+                .ok(),
+        };
+        if let Some(vm) = old {
+            vm.shutdown().await?;
+        }
+        let disk = dir.join("disk.qcow2");
+        match std::fs::remove_file(&disk) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(crate::error::io("remove", &disk)(e));
+            }
+            _ => {}
+        }
+        let key = PoolKey {
+            snapshot: built.digest,
+            cpus: prior.cpus,
+            memory_mib: prior.memory_mib,
+        };
+        let nic = Nic::Keep {
+            learning: prior.egress_learn,
+        };
+        let warm = restore(shared, id, template, &built, key, nic, Some(&prior)).await?;
+        let mut log = |_: BuildEvent| {};
+        let launched = personalize(
+            shared,
+            warm,
+            template,
+            options,
+            secrets,
+            &mut log,
+            Some(&prior),
+        )
+        .await?;
+        live.replace(launched.agent, launched.vm);
+        Ok::<_, RuntimeError>(())
+    }
+    .await;
+    match restarted {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let mut record = prior;
+            record.state = RecordState::Running;
+            record.owner = None;
+            record.pid = None;
+            let _ = shared.home.update(&record);
+            Err(error)
+        }
+    }
 }

@@ -213,4 +213,33 @@ telemetry:
         assert_eq!(refused[0].field, "telemetry.logs[3]");
         assert!(refused[0].missing.contains("`/var/log/syslog`"));
     }
+
+    #[test]
+    fn restart_vm_is_refused_only_by_a_detached_launch() {
+        let template = Template::from_yaml(
+            r#"
+api_version: orgo.ai/v1
+name: t@1.0.0
+apps:
+  - name: a
+    services: [{ name: a, run: "sleep 1" }]
+    health: { type: process, process: a, on_fail: alert }
+  - name: b
+    services: [{ name: b, run: "sleep 1" }]
+    health: { type: process, process: b, on_fail: restart_vm }
+"#,
+        )
+        .unwrap();
+        for (detached, refused) in [(false, vec![]), (true, vec!["apps[1].health.on_fail"])] {
+            let host = HostFacts {
+                detached,
+                ..HostFacts::default()
+            };
+            let fields: Vec<String> = unsupported(&template, &host)
+                .into_iter()
+                .map(|u| u.field)
+                .collect();
+            assert_eq!(fields, refused, "detached: {detached}");
+        }
+    }
 }

@@ -254,9 +254,10 @@ fn orgo_launch_refuses_restart_vm_naming_the_field_and_orgo_build_takes_it() {
         store.to_str().expect("UTF-8"),
         template.to_str().expect("UTF-8"),
     );
-    // `orgo launch` exits at once: nothing would stay to restart it.
+    // `orgo launch` exits at once: nothing would stay to restart it. It
+    // fails as a launch of a refused field does, before anything is built.
     let out = orgo(&["--store", store, "launch", t], None);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
     insta::assert_snapshot!(text(&out.stderr));
     // The field matters only at launch: the build takes it.
