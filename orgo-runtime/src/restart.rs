@@ -11,6 +11,8 @@
 //! triggers, telemetry, auto-stop). It comes back in its launch state:
 //! files written since the launch are lost, and its event ring starts
 //! empty. Its record counts the restart ([`ComputerRecord::restarts`]).
+//! A restart that fails ends the watcher; if the old VMM was stopped by
+//! then, the computer is recorded as exited.
 //!
 //! **Who restarts it.** A launch of a template with `restart_vm` starts a
 //! watcher on the runtime's tokio runtime; it holds the template and the
@@ -235,8 +237,9 @@ pub(crate) fn watch(
             // The new VM's events start at the start.
             after = None;
             if restart(&shared, &live, &template, &options).await.is_err() {
-                // Recorded as exited (its VMM is gone): `orgo ps` shows
-                // it, a stop cleans up.
+                // The watcher gives up: a computer whose old VMM was
+                // stopped is recorded as exited (`orgo ps` shows it, a
+                // stop cleans up); otherwise it runs on, unwatched.
                 break;
             }
         }
@@ -247,8 +250,8 @@ pub(crate) fn watch(
 /// Restarts watched computer `live` (an app's health check asked for it):
 /// stops its VMM, restores a new VM from the same snapshot with the same
 /// shape in the same network on a new disk layer, personalizes it as its
-/// launch did, and records the restart. On failure it is recorded as
-/// exited (its VMM is gone).
+/// launch did, and records the restart. A failure once the old VMM is
+/// stopped records it as exited.
 async fn restart(
     shared: &Arc<Shared>,
     live: &Live,
@@ -257,21 +260,23 @@ async fn restart(
 ) -> Result<(), RuntimeError> {
     let id = live.id();
     let prior = shared.home.status(id)?.record;
+    // What the restart needs, before the old VM goes (a failure here
+    // leaves it running).
+    let secrets = options
+        .vault
+        .resolve(template)
+        .map_err(RuntimeError::Vault)?;
+    let built = shared
+        .builder
+        .cache
+        .get(&template.digest())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| RuntimeError::NotFound {
+            what: format!("the snapshot of computer `{id}`"),
+        })?;
+    let kind: BackendKind = built.manifest.backend.parse()?;
     let restarted = async {
-        let secrets = options
-            .vault
-            .resolve(template)
-            .map_err(RuntimeError::Vault)?;
-        let built = shared
-            .builder
-            .cache
-            .get(&template.digest())
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: format!("the snapshot of computer `{id}`"),
-            })?;
-        let kind: BackendKind = built.manifest.backend.parse()?;
         let dir = shared.home.dir(id);
         // The old VM goes, without `on_shutdown`: through this process's
         // handle, else taken back by its id.
