@@ -399,7 +399,7 @@ impl crate::Computer {
     /// other requests, trigger firings, attached terminals and inbound
     /// connections are activity).
     pub async fn idle(&self) -> Result<Duration, RuntimeError> {
-        match call(self.agent(), |a| a.request(Op::Idle, QUICK)).await? {
+        match call(&self.agent(), |a| a.request(Op::Idle, QUICK)).await? {
             Reply::Idle { idle_ms } => Ok(Duration::from_millis(idle_ms)),
             other => Err(unexpected("idle", &other)),
         }
@@ -409,13 +409,13 @@ impl crate::Computer {
     /// every log the agent writes; from `since` ago (to the second), else
     /// from the oldest line kept; with `follow`, new lines as they come.
     pub fn logs(&self, service: Option<&str>, since: Option<Duration>, follow: bool) -> LogReader {
-        LogReader::new(Arc::clone(self.agent()), service, since, follow)
+        LogReader::new(self.agent(), service, since, follow)
     }
 
     /// Its events, oldest first (the agent keeps the newest 4096); with
     /// `follow`, new ones as they come. [`event_json`] writes one as JSON.
     pub fn events(&self, follow: bool) -> EventReader {
-        EventReader::new(Arc::clone(self.agent()), follow)
+        EventReader::new(self.agent(), follow)
     }
 
     /// Fires the webhook triggers of `path` with `data` (their `run`
@@ -436,7 +436,7 @@ impl crate::Computer {
             path: path.to_owned(),
             data: orgo_agent_protocol::Bytes(data),
         };
-        match call(self.agent(), move |a| a.request(op, QUICK)).await {
+        match call(&self.agent(), move |a| a.request(op, QUICK)).await {
             Ok(Reply::Fired { triggers }) => Ok(triggers),
             Ok(other) => Err(unexpected("fire_webhook", &other)),
             Err(RuntimeError::Agent(AgentError::Guest {
@@ -451,7 +451,7 @@ impl crate::Computer {
     /// Its metrics now, in the Prometheus text format (CPU, memory, disk,
     /// network; each service's state and restarts; each app's health).
     pub async fn metrics(&self) -> Result<String, RuntimeError> {
-        match call(self.agent(), |a| a.request(Op::Metrics, QUICK)).await? {
+        match call(&self.agent(), |a| a.request(Op::Metrics, QUICK)).await? {
             Reply::Metrics { text } => Ok(text),
             other => Err(unexpected("metrics", &other)),
         }
@@ -459,7 +459,7 @@ impl crate::Computer {
 
     /// Its services: state, restarts, how each last ended.
     pub async fn services(&self) -> Result<Vec<orgo_agent_protocol::ServiceStatus>, RuntimeError> {
-        call(self.agent(), |a| a.services(QUICK)).await
+        call(&self.agent(), |a| a.services(QUICK)).await
     }
 }
 

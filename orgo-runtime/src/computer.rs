@@ -13,6 +13,7 @@ use crate::guest::{self, QUICK, call};
 use crate::home::{ComputerRecord, PortMapping};
 use crate::home::{ComputerState, ComputerStatus};
 use crate::net::{Attached, EgressLearned};
+use crate::restart::Live;
 use crate::shared::{Shared, release_blocking};
 use crate::steps::{describe, tail};
 use crate::vmm::Vm;
@@ -29,15 +30,19 @@ pub struct ExecEnd {
 
 /// A running computer. Stop it ([`Computer::stop`]) or leave it running
 /// ([`Computer::detach`]); dropped otherwise, it is killed and cleaned up.
+///
+/// A computer restarted by `on_fail: restart_vm` (see the `restart`
+/// module) keeps its handles: they reach the new VM.
 #[derive(Debug)]
 pub struct Computer {
     shared: Arc<Shared>,
     record: ComputerRecord,
-    agent: Arc<AgentClient>,
-    /// The VM's handle, when this process launched it.
-    vm: Option<Box<dyn Vm>>,
-    /// Its host network, when this process launched it there.
-    net: Option<Attached>,
+    /// Its agent channel and, when this handle launched it, its VM and
+    /// host network (shared with its restart watcher, which replaces them).
+    live: Arc<Live>,
+    /// Launched by this handle, neither stopped nor detached: its VM dies
+    /// with it.
+    owns: bool,
 }
 
 impl Computer {
@@ -49,28 +54,33 @@ impl Computer {
         vm: Box<dyn Vm>,
         net: Option<Attached>,
     ) -> Computer {
+        let live = Live::new(&record.id, agent, Some(vm), net);
         Computer {
             shared,
             record,
-            agent,
-            vm: Some(vm),
-            net,
+            live,
+            owns: true,
         }
     }
 
-    /// A computer another handle launched, connected to.
+    /// A computer another handle launched, connected to (through the
+    /// parts a watched computer's handles share, if given).
     pub(crate) fn connected(
         shared: Arc<Shared>,
         record: ComputerRecord,
-        agent: Arc<AgentClient>,
+        live: Arc<Live>,
     ) -> Computer {
         Computer {
             shared,
             record,
-            agent,
-            vm: None,
-            net: None,
+            live,
+            owns: false,
         }
+    }
+
+    /// What its handles share with its restart watcher.
+    pub(crate) fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// Its id.
@@ -78,7 +88,9 @@ impl Computer {
         &self.record.id
     }
 
-    /// Its record.
+    /// Its record, as it was when this handle got it (a restart changes
+    /// its VMM's `pid` and `restarts`: [`Runtime::computers`](crate::Runtime::computers)
+    /// reads them now).
     pub fn record(&self) -> &ComputerRecord {
         &self.record
     }
@@ -101,9 +113,10 @@ impl Computer {
         self.shared.home.dir(&self.record.id)
     }
 
-    /// Its agent's channel (the desktop's and the automation's calls use it).
-    pub(crate) fn agent(&self) -> &Arc<AgentClient> {
-        &self.agent
+    /// Its agent's channel (the desktop's and the automation's calls use
+    /// it): the current VM's.
+    pub(crate) fn agent(&self) -> Arc<AgentClient> {
+        self.live.agent()
     }
 
     /// Runs a command and collects its output.
@@ -112,7 +125,7 @@ impl Computer {
         exec: orgo_agent_protocol::Exec,
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        call(&self.agent, move |a| a.exec(exec, timeout)).await
+        call(&self.agent(), move |a| a.exec(exec, timeout)).await
     }
 
     /// Runs a command, passing its output to `on_output` as it comes.
@@ -133,7 +146,7 @@ impl Computer {
         timeout: Duration,
         on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<ExecEnd, RuntimeError> {
-        let agent = Arc::clone(&self.agent);
+        let agent = self.agent();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let job = tokio::task::spawn_blocking(move || {
             agent.request_streaming(Op::Exec(exec), timeout, |stream, data| {
@@ -160,7 +173,7 @@ impl Computer {
         mode: Option<u32>,
     ) -> Result<(), RuntimeError> {
         let path = path.to_owned();
-        call(&self.agent, move |a| {
+        call(&self.agent(), move |a| {
             a.write_file(&path, &content, mode, None, None, QUICK)
         })
         .await
@@ -169,7 +182,7 @@ impl Computer {
     /// Reads a file from the guest.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, RuntimeError> {
         let path = path.to_owned();
-        call(&self.agent, move |a| {
+        call(&self.agent(), move |a| {
             a.read_file(&path, QUICK).map(|(bytes, _)| bytes)
         })
         .await
@@ -177,17 +190,23 @@ impl Computer {
 
     /// Stops it (see [`Runtime::stop`](crate::Runtime::stop)); returns what `on_shutdown` printed.
     pub async fn stop(mut self) -> Result<Option<String>, RuntimeError> {
-        let Some(vm) = self.vm.take() else {
+        // Its watcher ends first (after a restart under way): nothing
+        // restarts a computer being stopped.
+        self.live.settle().await;
+        let vm = if self.owns { self.live.take_vm() } else { None };
+        let Some(vm) = vm else {
             // Connected, not launched here: close our channel, so the stop
-            // can open its own.
+            // can open its own (or use the watched computer's).
+            self.owns = false;
             let (shared, id) = (Arc::clone(&self.shared), self.record.id.clone());
             drop(self);
             return stop(&shared, &id).await;
         };
         // Ours: through our own handle and channel.
-        let hook = graceful_stop(&self.agent, self.record.on_shutdown.clone()).await;
+        self.owns = false;
+        let hook = graceful_stop(&self.agent(), self.record.on_shutdown.clone()).await;
         vm.shutdown().await?;
-        if let Some(net) = self.net.take() {
+        if let Some(net) = self.live.take_net() {
             net.teardown().await;
         }
         self.shared.cleanup(&self.record.id).await?;
@@ -196,11 +215,9 @@ impl Computer {
 
     /// Leaves it running after this handle and this process are gone.
     pub fn detach(mut self) {
-        if let Some(vm) = self.vm.take() {
-            vm.detach();
-        }
-        if let Some(net) = self.net.take() {
-            net.detach();
+        if self.owns {
+            self.owns = false;
+            self.live.detach();
         }
     }
 }
@@ -208,12 +225,17 @@ impl Computer {
 impl Drop for Computer {
     /// A computer launched here and neither stopped nor detached dies with
     /// its handle: its VM is killed (no `on_shutdown`), its lease and files
-    /// go. A connected handle leaves the computer as it was.
+    /// go, its restart watcher ends. A connected handle leaves the
+    /// computer as it was.
     fn drop(&mut self) {
-        if let Some(vm) = self.vm.take() {
+        if !self.owns {
+            return;
+        }
+        self.live.end();
+        if let Some(vm) = self.live.take_vm() {
             drop(vm);
             // Its namespace and netd go (blocking, in its drop).
-            drop(self.net.take());
+            drop(self.live.take_net());
             let id = self.record.id.clone();
             let shared = &self.shared;
             release_blocking(&shared.builder.cache, vec![(shared.home.dir(&id), id)]);
@@ -283,17 +305,25 @@ pub(crate) async fn connect(shared: &Arc<Shared>, id: &str) -> Result<Computer, 
             });
         }
     };
+    // A computer this process watches: its watcher's channel (QEMU serves
+    // one at a time), which follows its restarts.
+    if let Some(live) = crate::restart::watched(shared, id) {
+        return Ok(Computer::connected(Arc::clone(shared), status.record, live));
+    }
     let endpoint = agent_endpoint(shared, id, backend).await?;
     let agent = guest::connect(endpoint, QUICK).await?;
-    Ok(Computer::connected(
-        Arc::clone(shared),
-        status.record,
-        agent,
-    ))
+    let live = Live::new(id, agent, None, None);
+    Ok(Computer::connected(Arc::clone(shared), status.record, live))
 }
 
 /// Stops computer `id` (see [`Runtime::stop`](crate::Runtime::stop)).
 pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String>, RuntimeError> {
+    // Watched here: its watcher ends first (after a restart under way), and
+    // its channel and handles are used (QEMU serves one channel at a time).
+    let watched = crate::restart::watched(shared, id);
+    if let Some(live) = &watched {
+        live.settle().await;
+    }
     let status = status_of(shared, id)?;
     match status.state {
         ComputerState::Running => {}
@@ -324,18 +354,28 @@ pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String
     let dir = shared.home.dir(id);
     let alive = || record.pid.is_some_and(crate::process::process_alive);
     let mut hook = Ok(None);
-    let vm = match shared.builder.backends.vmm(backend)?.attach(id, &dir).await {
-        Ok(vm) => Some(vm),
-        // It exited meanwhile: only the cleanup is left to do.
-        Err(_) if !alive() => None,
-        Err(error) => return Err(error),
+    let vm = match watched.as_ref().and_then(|live| live.take_vm()) {
+        Some(vm) => Some(vm),
+        None => match shared.builder.backends.vmm(backend)?.attach(id, &dir).await {
+            Ok(vm) => Some(vm),
+            // It exited meanwhile: only the cleanup is left to do.
+            Err(_) if !alive() => None,
+            Err(error) => return Err(error),
+        },
     };
     if let Some(vm) = vm {
         // An agent that does not answer does not keep the VM up.
-        if let Ok(agent) = guest::connect(vm.agent_endpoint(), QUICK).await {
+        let agent = match &watched {
+            Some(live) => Ok(live.agent()),
+            None => guest::connect(vm.agent_endpoint(), QUICK).await,
+        };
+        if let Ok(agent) = agent {
             hook = graceful_stop(&agent, record.on_shutdown.clone()).await;
         }
         vm.shutdown().await?;
+    }
+    if let Some(net) = watched.as_ref().and_then(|live| live.take_net()) {
+        net.teardown().await;
     }
     shared.cleanup(id).await?;
     hook

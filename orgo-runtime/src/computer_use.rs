@@ -33,7 +33,7 @@ pub struct Screenshot {
 impl Computer {
     async fn desktop_op(&self, action: &'static str, op: Op) -> Result<Reply, RuntimeError> {
         let id = self.id().to_owned();
-        match call(self.agent(), move |a| a.request(op, ACTION_TIMEOUT)).await {
+        match call(&self.agent(), move |a| a.request(op, ACTION_TIMEOUT)).await {
             Err(RuntimeError::Agent(AgentError::Guest { code, message, .. })) => Err(match code {
                 ErrorCode::NoDesktop => RuntimeError::NoDesktop { id },
                 _ => RuntimeError::Action { action, message },

@@ -27,11 +27,11 @@ use crate::error::{RuntimeError, io};
 use crate::process::{Owner, process_alive};
 use crate::vmm::BackendKind;
 
-/// The computer record: `"orgo_computer": "2.1"` (2: recorded before the VM
+/// The computer record: `"orgo_computer": "2.2"` (2: recorded before the VM
 /// starts, with its state and owner; 2.1: its forwarded ports and whether
-/// it learns its egress, absent from 2.0 records: none and no), at most
-/// 1 MiB.
-const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 1), 1 << 20);
+/// it learns its egress, absent from 2.0 records: none and no; 2.2: its
+/// restarts, absent before: none), at most 1 MiB.
+const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 2), 1 << 20);
 /// The record an orgo before version 2 wrote (of a computer it launched and
 /// recorded once running): read and taken as `running`.
 const RECORD_V1: VersionedFormat =
@@ -70,6 +70,7 @@ impl RecordV1 {
             owner: None,
             ports: Vec::new(),
             egress_learn: false,
+            restarts: 0,
         })
     }
 }
@@ -131,6 +132,14 @@ pub struct ComputerRecord {
     /// ([`LaunchOptions::egress_learn`](crate::LaunchOptions::egress_learn)).
     #[serde(default)]
     pub egress_learn: bool,
+    /// How often `apps[].health.on_fail: restart_vm` restored it again
+    /// from its snapshot (each time back in its launch state).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A forwarded port: the guest's `internal` port and protocol, reached at
@@ -175,6 +184,7 @@ impl ComputerRecord {
             owner: Some(Owner::current()),
             ports: Vec::new(),
             egress_learn: false,
+            restarts: 0,
         }
     }
 }

@@ -11,18 +11,19 @@ use orgo_agent_protocol::{Exec, Op};
 use orgo_snapshot::Built;
 use orgo_template::Template;
 
+use crate::agent::AgentClient;
 use crate::computer::Computer;
 use crate::disk::{create_overlay, disk_bytes};
 use crate::error::{RuntimeError, store_error};
 use crate::guest::{self, QUICK, RESTORE_TIMEOUT, call};
 use crate::home::{ComputerRecord, PortMapping, RecordState};
-use crate::net::{self, Spec};
+use crate::net::{self, Attached, Spec};
 use crate::plan::{self, Action, Step};
 use crate::pool::{PoolKey, Warm};
 use crate::shared::{Shared, release_blocking};
 use crate::steps::{BuildEvent, BuildLog, run_step};
 use crate::vault::Vault;
-use crate::vmm::{BackendKind, Disk, DiskFormat, RestoreConfig};
+use crate::vmm::{BackendKind, Disk, DiskFormat, RestoreConfig, Vm};
 
 /// Launch-time choices.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +47,13 @@ pub struct LaunchOptions {
     /// [`Computer::idle`](crate::Computer::idle)); over the template's
     /// `hardware.auto_stop_minutes`; `Some(0)` disables it.
     pub auto_stop_minutes: Option<u32>,
+    /// The launching process exits once the launch returns, leaving the
+    /// computer [detached](Computer::detach) (as `orgo launch` does): no
+    /// process stays to act for it, so a template with
+    /// `apps[].health.on_fail: restart_vm` is refused, naming the field.
+    /// Left unset, such a template's computer is restarted by this process
+    /// while it runs (see [`Runtime::launch`](crate::Runtime::launch)).
+    pub detached: bool,
 }
 
 /// The shape `options` ask for, raised to the snapshot's (its floor).
@@ -94,10 +102,10 @@ pub(crate) async fn launch(
         && let Some((warm, guard)) = take(shared, pool_key(&built, &options)).await
     {
         let key = warm.key;
-        let launched = personalize(shared, warm, template, &options, secrets, log).await;
+        let launched = personalize(shared, warm, template, &options, secrets, log, None).await;
         guard.settle(launched.is_ok()).await;
         refill(shared, template, key);
-        return launched;
+        return launched.map(|l| handle(shared, l, template, options));
     }
     let id = new_id();
     shared
@@ -110,17 +118,20 @@ pub(crate) async fn launch(
         let built = shared.builder.build(Some(&id), template, log).await?;
         let key = pool_key(&built, &options);
         let restoring = Instant::now();
-        let warm = restore(shared, &id, template, &built, key, options.egress_learn).await?;
+        let nic = Nic::Attach {
+            learn: options.egress_learn,
+        };
+        let warm = restore(shared, &id, template, &built, key, nic, None).await?;
         log(BuildEvent::Status(format!(
             "{id}: restored, agent answering, in {} ms",
             restoring.elapsed().as_millis()
         )));
-        personalize(shared, warm, template, &options, secrets, log).await
+        personalize(shared, warm, template, &options, secrets, log, None).await
     }
     .await;
     guard.settle(launched.is_ok()).await;
-    if let Ok(computer) = &launched {
-        let record = computer.record();
+    if let Ok(launched) = &launched {
+        let record = &launched.record;
         if let Some(snapshot) = record.snapshot {
             let key = PoolKey {
                 snapshot,
@@ -130,24 +141,63 @@ pub(crate) async fn launch(
             refill(shared, template, key);
         }
     }
-    launched
+    launched.map(|l| handle(shared, l, template, options))
+}
+
+/// The handle of computer `launched`, watched if its template restarts it
+/// (see [`crate::restart`]).
+fn handle(
+    shared: &Arc<Shared>,
+    launched: Launched,
+    template: &Template,
+    options: LaunchOptions,
+) -> Computer {
+    let Launched {
+        record,
+        agent,
+        vm,
+        net,
+    } = launched;
+    let computer = Computer::launched(Arc::clone(shared), record, agent, vm, net);
+    if crate::restart::wanted(template) {
+        crate::restart::watch(shared, computer.live(), template.clone(), options);
+    }
+    computer
+}
+
+/// A launched computer's parts, before its handle.
+pub(crate) struct Launched {
+    pub(crate) record: ComputerRecord,
+    pub(crate) agent: Arc<AgentClient>,
+    pub(crate) vm: Box<dyn Vm>,
+    pub(crate) net: Option<Attached>,
+}
+
+/// Where a restore's VM gets its network.
+pub(crate) enum Nic {
+    /// A new one (learning its egress from the start, if `learn`).
+    Attach { learn: bool },
+    /// The one the computer has (a restart): its namespace, netd and port
+    /// forwards stay; `learning` if it learns its egress.
+    Keep { learning: bool },
 }
 
 /// Restores `built` into VM `id` (recorded already) with its own disk
 /// layer, and connects to its agent: a computer without its identity yet.
-async fn restore(
+pub(crate) async fn restore(
     shared: &Arc<Shared>,
     id: &str,
     template: &Template,
     built: &Built,
     key: PoolKey,
-    learn: bool,
+    nic: Nic,
+    prior: Option<&ComputerRecord>,
 ) -> Result<Warm, RuntimeError> {
     let manifest = &built.manifest;
     let kind: BackendKind = manifest.backend.parse()?;
     shared.builder.backends.require_restore_tools(kind)?;
     let vmm = shared.builder.backends.vmm(kind)?;
-    let mut record = ComputerRecord::launching(id, template);
+    let mut record = base_record(id, template, prior);
     record.snapshot = Some(built.digest);
     record.backend = Some(kind);
     record.cpus = key.cpus;
@@ -166,19 +216,32 @@ async fn restore(
         })?;
     let disk = dir.join("disk.qcow2");
     let size = disk_bytes(manifest.hardware.disk_gb)?;
-    let spec = Spec {
-        template: Some(template),
-        learn,
-    };
-    let (overlay, attached) = tokio::join!(
-        create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)),
-        shared.net.attach(id, &dir, spec)
-    );
-    let attached = attached?;
-    overlay?;
-    let network = match &attached {
-        Some(attached) => attached.network(),
-        None => shared.builder.backends.clone_network(kind),
+    let (attached, learning, network) = match nic {
+        Nic::Attach { learn } => {
+            let spec = Spec {
+                template: Some(template),
+                learn,
+            };
+            let (overlay, attached) = tokio::join!(
+                create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)),
+                shared.net.attach(id, &dir, spec)
+            );
+            let attached = attached?;
+            overlay?;
+            let network = match &attached {
+                Some(attached) => attached.network(),
+                None => shared.builder.backends.clone_network(kind),
+            };
+            (attached, learn, network)
+        }
+        Nic::Keep { learning } => {
+            create_overlay(&golden, DiskFormat::Qcow2, &disk, Some(size)).await?;
+            let network = match shared.net.lacking() {
+                None => net::kept_network(id),
+                Some(_) => shared.builder.backends.clone_network(kind),
+            };
+            (None, learning, network)
+        }
     };
     let config = RestoreConfig {
         id: id.to_owned(),
@@ -214,22 +277,39 @@ async fn restore(
         agent,
         pid,
         net: attached,
-        learning: learn,
+        learning,
     })
+}
+
+/// A record of computer `id` being restored: a new one, or (a restart) its
+/// `prior` one, as launching.
+fn base_record(id: &str, template: &Template, prior: Option<&ComputerRecord>) -> ComputerRecord {
+    match prior {
+        None => ComputerRecord::launching(id, template),
+        Some(prior) => {
+            let mut record = prior.clone();
+            record.state = RecordState::Launching;
+            record.owner = ComputerRecord::launching(id, template).owner;
+            record.pid = None;
+            record
+        }
+    }
 }
 
 /// Makes a restored VM the computer: its own identity (entropy, clock,
 /// machine-id, hostname), the environment and secrets, the runtime files,
 /// `on_every_boot` and `on_resume`, the health checks; then records it as
-/// running.
-async fn personalize(
+/// running. A restart's (`prior`, its record) keeps its forwarded ports,
+/// and counts the restart.
+pub(crate) async fn personalize(
     shared: &Arc<Shared>,
     warm: Warm,
     template: &Template,
     options: &LaunchOptions,
     secrets: BTreeMap<String, String>,
     log: BuildLog<'_>,
-) -> Result<Computer, RuntimeError> {
+    prior: Option<&ComputerRecord>,
+) -> Result<Launched, RuntimeError> {
     let started = Instant::now();
     let Warm {
         id,
@@ -242,7 +322,10 @@ async fn personalize(
         learning,
     } = warm;
     let dir = shared.home.dir(&id);
-    let ports = forward_ports(shared, &dir, template, net.is_some()).await?;
+    let ports = match prior {
+        Some(prior) => prior.ports.clone(),
+        None => forward_ports(shared, &dir, template, net.is_some()).await?,
+    };
     if options.egress_learn && !learning {
         match &net {
             Some(_) => net::start_learning(&id, &dir).await?,
@@ -290,7 +373,7 @@ async fn personalize(
         environment.as_millis(),
         (started.elapsed() - identity - environment).as_millis()
     )));
-    let mut record = ComputerRecord::launching(&id, template);
+    let mut record = base_record(&id, template, prior);
     record.state = RecordState::Running;
     record.owner = None;
     record.snapshot = Some(built.digest);
@@ -300,14 +383,16 @@ async fn personalize(
     record.pid = pid;
     record.ports = ports;
     record.egress_learn = options.egress_learn;
+    if prior.is_some() {
+        record.restarts += 1;
+    }
     shared.home.update(&record)?;
-    Ok(Computer::launched(
-        Arc::clone(shared),
+    Ok(Launched {
         record,
         agent,
         vm,
         net,
-    ))
+    })
 }
 
 /// Why learning cannot be done here.
@@ -491,7 +576,8 @@ async fn park(
             .lease(&id, &template.digest())
             .await
             .map_err(store_error)?;
-        let warm = restore(shared, &id, template, &built, key, false).await?;
+        let nic = Nic::Attach { learn: false };
+        let warm = restore(shared, &id, template, &built, key, nic, None).await?;
         let mut record = ComputerRecord::launching(&id, template);
         record.state = RecordState::Parked;
         record.snapshot = Some(built.digest);

@@ -60,7 +60,8 @@
 //! `steps`, `plan` and `guest` (a template's steps through the agent);
 //! `support` (no silent field); `automation` (triggers, telemetry and
 //! auto-stop as the agent takes them; a computer's logs, events and
-//! metrics read back); `desktop` (which templates get a desktop,
+//! metrics read back); `restart` (`on_fail: restart_vm`: the launching
+//! process restores the computer again under its id); `desktop` (which templates get a desktop,
 //! and its services), `computer_use` and `streams` (the desktop's API on a
 //! [`Computer`]); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build); `net` (each VM's network: a namespace with a tap, nftables, `tc` and its
@@ -104,6 +105,7 @@ mod net;
 mod plan;
 mod pool;
 mod process;
+mod restart;
 mod runtime;
 mod shared;
 mod steps;

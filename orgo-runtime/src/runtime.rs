@@ -78,6 +78,7 @@ impl Runtime {
                 net,
                 builder,
                 config,
+                lives: Default::default(),
             }),
         })
     }
@@ -135,9 +136,16 @@ impl Runtime {
     /// ([`RuntimeError::Unsupportable`]). [`build`](Self::build) and
     /// [`launch`](Self::launch) ask this first; it builds nothing.
     pub fn check(&self, template: &Template) -> Result<(), RuntimeError> {
+        self.check_with(template, false)
+    }
+
+    /// [`check`](Self::check), for a launch whose process exits once it
+    /// returns if `detached` (see [`LaunchOptions::detached`]).
+    fn check_with(&self, template: &Template, detached: bool) -> Result<(), RuntimeError> {
         let host = HostFacts {
             region: self.shared.config.region.clone(),
             network: self.shared.net.lacking().map(str::to_owned),
+            detached,
         };
         let problems = support::unsupported(template, &host);
         if problems.is_empty() {
@@ -165,13 +173,18 @@ impl Runtime {
     /// environment, secrets and runtime files, runs `on_every_boot` and
     /// `on_resume`, starts the health checks. Returns when the computer
     /// answers.
+    ///
+    /// A template with `apps[].health.on_fail: restart_vm` gets a watcher
+    /// in this process that restarts the computer when asked (see the
+    /// `restart` module's docs); with [`LaunchOptions::detached`] set, it is
+    /// refused instead ([`RuntimeError::Unsupportable`]).
     pub async fn launch(
         &self,
         template: &Template,
         options: LaunchOptions,
         log: BuildLog<'_>,
     ) -> Result<Computer, RuntimeError> {
-        self.check(template)?;
+        self.check_with(template, options.detached)?;
         launch::launch(&self.shared, template, options, log).await
     }
 

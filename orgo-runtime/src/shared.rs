@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     pub(crate) pool: Pool,
     /// How VMs get their network (also the builder's).
     pub(crate) net: std::sync::Arc<Net>,
+    /// The computers whose restart watchers run in this process (see
+    /// [`crate::restart`]).
+    pub(crate) lives: crate::restart::Watched,
 }
 
 impl Shared {

@@ -171,7 +171,7 @@ impl Computer {
         let spec = spec(&template, name, &|secret| {
             vault.get(secret).map(str::to_owned)
         })?;
-        call(self.agent(), move |a| a.start_service(spec, QUICK)).await
+        call(&self.agent(), move |a| a.start_service(spec, QUICK)).await
     }
 
     /// Stops stream `name` (nothing if it does not stream).
@@ -186,7 +186,7 @@ impl Computer {
             return Ok(());
         }
         let service = desktop::stream_service_name(name);
-        call(self.agent(), move |a| a.stop_service(&service, QUICK)).await
+        call(&self.agent(), move |a| a.stop_service(&service, QUICK)).await
     }
 
     /// Where stream `name` is.
@@ -198,7 +198,7 @@ impl Computer {
             });
         }
         let service = desktop::stream_service_name(name);
-        let services = call(self.agent(), |a| a.services(QUICK)).await?;
+        let services = call(&self.agent(), |a| a.services(QUICK)).await?;
         let found = services.into_iter().find(|s| s.name == service);
         Ok(match found {
             None => StreamStatus {

@@ -11,7 +11,7 @@
 //! | `streaming` | carried out: streamed by `ffmpeg` from the desktop (see `streams`) |
 //! | `hardware.audio` | carried out on a desktop (a sound server with a null sink, see [`crate::desktop`]); refused on a headless template |
 //! | `triggers`, `telemetry`, `hardware.auto_stop_minutes`, `apps[].health.on_fail` `alert` | carried out by the guest agent (see [`crate::automation`]) |
-//! | `apps[].health.on_fail: restart_vm` | refused until VM restarts land |
+//! | `apps[].health.on_fail: restart_vm` | carried out by the process that launched the computer, while it runs (see `restart`); refused by a launch with [`LaunchOptions::detached`](crate::LaunchOptions::detached) (`orgo launch`, which exits at once) |
 //! | `telemetry.logs[i]` naming a path that is no service's log file | refused: services' logs are shipped |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | enforced on the host (a network namespace per computer: nftables, the `orgo-netd` proxy and resolver, port forwards, `tc`); refused on a host without root or `CAP_NET_ADMIN` (or with the user-mode network configured), naming what it lacks |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
@@ -29,6 +29,10 @@ pub(crate) struct HostFacts {
     pub(crate) region: Option<String>,
     /// Why this host cannot enforce the network fields, if it cannot.
     pub(crate) network: Option<String>,
+    /// The launch's process exits once the launch returns
+    /// ([`LaunchOptions::detached`](crate::LaunchOptions::detached)):
+    /// nothing stays to restart the computer.
+    pub(crate) detached: bool,
 }
 
 /// A field this host cannot honour.
@@ -47,7 +51,8 @@ impl fmt::Display for Unsupported {
     }
 }
 
-const AUTOMATION: &str = "this runtime does not restart VMs yet";
+/// Why a detached launch refuses `restart_vm`.
+const RESTART_VM: &str = "`restart_vm` is carried out by the process that launched the computer, while it runs, and this launch's process exits at once (`orgo launch`); the launch's secrets are never stored for another process to restart it with. Launch it through `orgo serve` (`orgo --remote URL launch`) or the library (`Runtime::launch`), or use `on_fail: restart_service:NAME` or `alert`";
 
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
@@ -130,8 +135,9 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         }
         if let Some(health) = &app.health
             && matches!(health.on_fail, OnFail::RestartVm)
+            && host.detached
         {
-            refuse(format!("apps[{i}].health.on_fail"), AUTOMATION);
+            refuse(format!("apps[{i}].health.on_fail"), RESTART_VM);
         }
     }
     if let Some(telemetry) = template.telemetry() {
@@ -206,5 +212,34 @@ telemetry:
         assert_eq!(refused.len(), 1, "{refused:?}");
         assert_eq!(refused[0].field, "telemetry.logs[3]");
         assert!(refused[0].missing.contains("`/var/log/syslog`"));
+    }
+
+    #[test]
+    fn restart_vm_is_refused_only_by_a_detached_launch() {
+        let template = Template::from_yaml(
+            r#"
+api_version: orgo.ai/v1
+name: t@1.0.0
+apps:
+  - name: a
+    services: [{ name: a, run: "sleep 1" }]
+    health: { type: process, process: a, on_fail: alert }
+  - name: b
+    services: [{ name: b, run: "sleep 1" }]
+    health: { type: process, process: b, on_fail: restart_vm }
+"#,
+        )
+        .unwrap();
+        for (detached, refused) in [(false, vec![]), (true, vec!["apps[1].health.on_fail"])] {
+            let host = HostFacts {
+                detached,
+                ..HostFacts::default()
+            };
+            let fields: Vec<String> = unsupported(&template, &host)
+                .into_iter()
+                .map(|u| u.field)
+                .collect();
+            assert_eq!(fields, refused, "detached: {detached}");
+        }
     }
 }

@@ -9,6 +9,13 @@
 //! to each when it is first used; the files of computers that are gone are
 //! removed. Computers of the home that the server did not launch (the
 //! CLI's) are not served.
+//!
+//! While the server runs, the runtime restarts the computers it launched
+//! whose health checks ask for it (`on_fail: restart_vm`; their handles
+//! here follow). Computers found again after the server's own restart are
+//! not restarted: the launch's secrets were never stored, so nothing can
+//! personalize them again; their `restart_vm_requested` events stay
+//! unanswered (`orgo events` shows them).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

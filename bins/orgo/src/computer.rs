@@ -308,6 +308,8 @@ pub(crate) fn launch(
         vault,
         egress_learn: args.egress_learn,
         auto_stop_minutes: args.auto_stop_minutes,
+        // `orgo launch` exits once the computer answers.
+        detached: true,
     };
     let started = Instant::now();
     let mut log = progress();
@@ -382,7 +384,7 @@ pub(crate) fn ps(root: Option<PathBuf>, rt: &RuntimeArgs, args: PsArgs) -> Resul
                     "snapshot": r.snapshot.map(|d| d.to_string()), "status": status, "cpus": r.cpus,
                     "memory_mib": r.memory_mib, "pid": r.pid, "created_unix": r.created_unix,
                     "ports": crate::net::ports_json(&r.ports),
-                    "services": services, "stop_reason": stop_reason,
+                    "services": services, "stop_reason": stop_reason, "restarts": r.restarts,
                 })
             ));
         } else {

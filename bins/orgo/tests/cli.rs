@@ -237,3 +237,30 @@ fn desktop_commands_check_their_arguments_and_name_a_missing_computer() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn orgo_launch_refuses_restart_vm_naming_the_field_and_orgo_build_takes_it() {
+    let home = tempfile::tempdir().expect("a scratch home");
+    let store = home.path().join("store");
+    let template = home.path().join("restart.yaml");
+    std::fs::write(
+        &template,
+        "api_version: orgo.ai/v1\nname: restart@1.0.0\n\
+         apps: [{ name: web, services: [{ name: web, run: 'sleep infinity' }],\n  \
+         health: { type: command, command: 'true', on_fail: restart_vm } }]\n",
+    )
+    .expect("write");
+    let (store, t) = (
+        store.to_str().expect("UTF-8"),
+        template.to_str().expect("UTF-8"),
+    );
+    // `orgo launch` exits at once: nothing would stay to restart it. It
+    // fails as a launch of a refused field does, before anything is built.
+    let out = orgo(&["--store", store, "launch", t], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    insta::assert_snapshot!(text(&out.stderr));
+    // The field matters only at launch: the build takes it.
+    let out = orgo(&["--store", store, "build", "--check", t], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

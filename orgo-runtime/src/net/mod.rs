@@ -276,6 +276,15 @@ pub(crate) struct Attached {
     netd: Option<Child>,
 }
 
+/// The NIC of VM `id` in the network it has already (a restart's new VM).
+pub(crate) fn kept_network(id: &str) -> Network {
+    Network::Tap {
+        name: plan::TAP.to_owned(),
+        mac: plan::GUEST_MAC.to_owned(),
+        netns: Some(host::netns_path(&Names::of(id).netns)),
+    }
+}
+
 impl Attached {
     /// The NIC the VMM gives the guest.
     pub(crate) fn network(&self) -> Network {

@@ -310,6 +310,9 @@ pub(crate) async fn launch(
         vault: Vault::new().with(request.secrets),
         egress_learn: request.egress_learn,
         auto_stop_minutes: request.auto_stop_minutes,
+        // The server runs on: it restarts computers whose health checks
+        // ask for it (`on_fail: restart_vm`) while it runs.
+        detached: false,
     };
     let computer = state
         .runtime
