@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use orgo_runtime::{ComputerState, Exec, LaunchOptions, Stream, Vault};
 use orgo_template::TemplateRef;
 use serde::{Deserialize, Serialize};
@@ -514,18 +516,44 @@ pub(crate) async fn exec(
         text.push('\n');
         Ok(Bytes::from(text))
     };
+    // The guest writes as fast as it likes and the client reads as slowly
+    // as it likes: what waits between them is bounded. Past the bound the
+    // output is dropped, and the stream ends with an error saying so.
+    let backlog = Arc::new(Backlog::new(MAX_EXEC_BACKLOG));
     let disconnect = (Arc::clone(&state), id.clone());
+    let queued = Arc::clone(&backlog);
     tokio::spawn(async move {
         let out = tx.clone();
-        let mut forward = move |stream: Stream, data: &[u8]| {
+        let mut dropped = 0usize;
+        let mut forward = |stream: Stream, data: &[u8]| {
             let kind = match stream {
                 Stream::Stdout => "stdout",
                 Stream::Stderr => "stderr",
             };
             let data = base64::engine::general_purpose::STANDARD.encode(data);
-            let _ = out.send(line(json!({"type": kind, "data": data})));
+            let frame = line(json!({"type": kind, "data": data}));
+            let size = frame.as_ref().map_or(0, Bytes::len);
+            // Once output is dropped, all later output is: no holes.
+            if dropped > 0 || !queued.admit(size) {
+                dropped += size;
+                return;
+            }
+            let _ = out.send(frame);
         };
-        let last = match computer.exec_streamed(exec, wait, &mut forward).await {
+        let ended = computer.exec_streamed(exec, wait, &mut forward).await;
+        let last = match ended {
+            Ok(_) if dropped > 0 => {
+                let error = ApiError::new(
+                    Code::PayloadTooLarge,
+                    format!(
+                        "the command's output waiting for this client passed {} MiB; the rest was dropped (read the stream faster, or write less)",
+                        MAX_EXEC_BACKLOG >> 20
+                    ),
+                );
+                json!({"type": "error", "error": {
+                    "code": error.code, "message": error.message, "details": error.details,
+                }})
+            }
             Ok(end) => json!({
                 "type": "exit", "exit_code": end.status.code, "signal": end.status.signal,
                 "timed_out": end.timed_out,
@@ -543,12 +571,51 @@ pub(crate) async fn exec(
         };
         let _ = tx.send(line(last));
     });
-    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |frame| {
+        if let Ok(bytes) = &frame {
+            backlog.taken(bytes.len());
+        }
+        frame
+    });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The exec output a client may leave unread, encoded, before the rest is
+/// dropped.
+const MAX_EXEC_BACKLOG: usize = 64 << 20;
+
+/// Bytes queued for a client and not yet taken by its connection, under a
+/// cap.
+struct Backlog {
+    waiting: AtomicUsize,
+    cap: usize,
+}
+
+impl Backlog {
+    fn new(cap: usize) -> Backlog {
+        Backlog {
+            waiting: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// Queues `size` bytes if they fit under the cap.
+    fn admit(&self, size: usize) -> bool {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w + size <= self.cap).then_some(w + size)
+            })
+            .is_ok()
+    }
+
+    /// `size` bytes were taken by the connection.
+    fn taken(&self, size: usize) {
+        self.waiting.fetch_sub(size, Ordering::AcqRel);
+    }
 }
 
 /// A running computer's handle.
@@ -665,4 +732,21 @@ pub(crate) async fn read_file(
         Body::from(bytes),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+
+    #[test]
+    fn the_backlog_admits_up_to_its_cap_and_again_as_bytes_are_taken() {
+        let backlog = Backlog::new(10);
+        assert!(backlog.admit(6));
+        assert!(backlog.admit(4));
+        assert!(!backlog.admit(1), "over the cap");
+        backlog.taken(6);
+        assert!(backlog.admit(5));
+        assert!(!backlog.admit(2));
+        assert!(!Backlog::new(3).admit(4), "a frame larger than the cap");
+    }
 }
