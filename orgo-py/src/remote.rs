@@ -537,6 +537,70 @@ impl PyRemoteComputer {
             .call_method1("decode", (encoding, errors))
     }
 
+    /// Its service logs as `(service, line)` pairs: one service's (or
+    /// `trigger.NAME`'s), else every log; `since` (seconds) only the last
+    /// while. The lines there are now (the CLI's `orgo logs -f` follows).
+    #[pyo3(signature = (service = None, *, since = None))]
+    fn logs<'py>(
+        &self,
+        py: Python<'py>,
+        service: Option<String>,
+        since: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let since = since.map(|s| s.max(1.0).ceil() as u64);
+        let lines = self.with_open(py, None, async move |client, id| {
+            let mut lines = Vec::new();
+            let mut take = |service: &str, line: &str| {
+                lines.push((service.to_owned(), line.to_owned()));
+            };
+            client
+                .logs(id, service.as_deref(), since, false, &mut take)
+                .await?;
+            Ok(lines)
+        })?;
+        PyList::new(py, lines)
+    }
+
+    /// Its events now, oldest first, as dicts with `ts`, `seq`, `kind` and
+    /// the event's fields (the CLI's `orgo events -f` follows).
+    fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.with_open(py, None, async move |client, id| {
+            let mut events = Vec::new();
+            client
+                .events(id, false, &mut |event| events.push(event))
+                .await?;
+            Ok(events)
+        })?;
+        let list = PyList::empty(py);
+        for event in &events {
+            list.append(crate::convert::to_python(py, event)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Fires the webhook triggers of `path` with `data` (`str` or `bytes`);
+    /// returns the triggers that ran. Raises `orgo.NotFoundError` when no
+    /// trigger has that path.
+    #[pyo3(signature = (path, data = None))]
+    fn trigger(
+        &self,
+        py: Python<'_>,
+        path: String,
+        data: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<String>> {
+        let data = data.map(content_bytes).transpose()?.unwrap_or_default();
+        self.with_open(py, None, async move |client, id| {
+            Ok(client.trigger(id, &path, data).await?)
+        })
+    }
+
+    /// Its metrics now, in the Prometheus text format.
+    fn metrics(&self, py: Python<'_>) -> PyResult<String> {
+        self.with_open(py, None, async move |client, id| {
+            Ok(client.metrics(id).await?)
+        })
+    }
+
     /// Stops the computer on the server (its `on_shutdown` runs) and returns
     /// what the hook printed (`None` without a hook). Waits for calls in
     /// flight on this handle; calling it again returns `None`.

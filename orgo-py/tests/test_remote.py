@@ -275,6 +275,20 @@ def test_a_detached_computer_is_reached_again_by_id(client, built):
         again.stop()
 
 
+def test_the_automations_calls_reach_the_server(client, built):
+    with client.launch(REF) as c:
+        assert "orgo_cpu_seconds_total" in c.metrics()
+        events = c.events()
+        assert isinstance(events, list)
+        assert all({"ts", "seq", "kind"} <= set(e) for e in events), events
+        # This template has no services: no logs (api_vm checks lines).
+        assert c.logs() == [] and c.logs(since=60) == []
+        with pytest.raises(orgo.NotFoundError, match="nothing"):
+            c.logs("nothing")
+        with pytest.raises(orgo.NotFoundError, match="/nope"):
+            c.trigger("/nope", "data")
+
+
 def test_the_asyncio_client(server, built):
     async def main():
         loop_thread = threading.get_ident()

@@ -13,7 +13,7 @@ use crate::{Failure, emit};
 #[derive(Args)]
 pub(crate) struct PortsArgs {
     /// The computer's id.
-    id: String,
+    pub(crate) id: String,
 }
 
 #[derive(Args)]

@@ -48,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             | Command::Trigger(_)
             | Command::Metrics(_)
             | Command::Egress(_)
+            | Command::Ports(_)
             | Command::Desktop(_)
     );
     if !remote {
@@ -342,6 +343,18 @@ fn dispatch(
         Command::Metrics(args) => {
             let text = tokio.block_on(client.metrics(&args.id)).map_err(failure)?;
             emit(&text);
+        }
+        Command::Ports(args) => {
+            // `orgo ports`'s lines: `INTERNAL/PROTOCOL HOST_ADDRESS:HOST_PORT`.
+            let view = tokio.block_on(client.computer(&args.id)).map_err(failure)?;
+            let mut out = String::new();
+            for port in &view.ports {
+                out.push_str(&format!(
+                    "{}/{} {}\n",
+                    port.internal, port.protocol, port.address
+                ));
+            }
+            emit(&out);
         }
         Command::Egress(args) => {
             let learned = tokio.block_on(client.egress(&args.id)).map_err(failure)?;

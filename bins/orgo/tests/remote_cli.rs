@@ -284,6 +284,18 @@ fn remote_commands_match_the_local_ones() {
             .status
             .code()
     );
+    // Ports: the server's lines are the local command's, from the same home.
+    assert_eq!(
+        ok(&remote.run(&["ports", &id]), "ports"),
+        ok(
+            &orgo().args(["ports", &id]).output().unwrap(),
+            "local ports"
+        )
+    );
+    assert_eq!(
+        remote.run(&["ports", "c-000000000000"]).status.code(),
+        Some(1)
+    );
     // The desktop commands reach the server: a headless computer says so.
     let mut headless = Vec::new();
     for args in [

@@ -694,7 +694,8 @@ class Client:
 class RemoteComputer:
     """A computer on an ``orgo serve``, from ``Client.launch`` or
     ``Client.connect``: ``Computer``'s ``exec``, ``write_file``,
-    ``read_file``, ``read_text``, ``stop``, ``detach`` and context manager.
+    ``read_file``, ``read_text``, ``logs``, ``events``, ``trigger``,
+    ``metrics``, ``stop``, ``detach`` and context manager.
 
     ``exec``'s ``timeout`` is rounded up to whole seconds, and ``input`` is
     refused (the HTTP API has no stdin); the desktop calls are not offered.
@@ -740,6 +741,21 @@ class RemoteComputer:
         """The content of ``path``; ``NotFoundError`` when there is none."""
     def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
         """The content of ``path``, decoded (UTF-8 by default)."""
+    def logs(
+        self, service: Optional[str] = None, *, since: Optional[float] = None
+    ) -> List[Tuple[str, str]]:
+        """Its service logs now, as ``(service, line)`` pairs: one service's
+        (or ``trigger.NAME``'s), else every log; ``since`` (seconds) only the
+        last while. Not followed (``orgo logs -f`` follows)."""
+    def events(self) -> List[Dict[str, Any]]:
+        """Its events now, oldest first, as dicts with ``ts``, ``seq``,
+        ``kind`` and the event's fields."""
+    def trigger(self, path: str, data: Optional[_Content] = None) -> List[str]:
+        """Fires the webhook triggers of ``path`` with ``data``; returns the
+        triggers that ran. Raises ``NotFoundError`` when no trigger has that
+        path."""
+    def metrics(self) -> str:
+        """Its metrics now, in the Prometheus text format."""
     def stop(self) -> Optional[str]:
         """Stops the computer on the server; returns what ``on_shutdown``
         printed. Calling it again returns ``None``."""
