@@ -128,7 +128,15 @@ fn line(value: &serde_json::Value) -> Result<Bytes, Infallible> {
 
 /// The last line of a stream that failed: `{"type": "error", "error": ...}`.
 fn error_line(error: orgo_runtime::RuntimeError) -> Result<Bytes, Infallible> {
-    let error = ApiError::from(error);
+    let error = match error {
+        // A log no service writes: the agent's "no log `NAME`".
+        orgo_runtime::RuntimeError::Agent(orgo_runtime::AgentError::Guest {
+            code: orgo_runtime::ErrorCode::NotFound,
+            message,
+            ..
+        }) => ApiError::new(crate::error::Code::NotFound, message),
+        other => ApiError::from(other),
+    };
     line(&json!({"type": "error", "error": {
         "code": error.code, "message": error.message, "details": error.details,
     }}))
