@@ -1044,8 +1044,37 @@ fn tcp_http_and_process_probes() {
                 service: "missing".into(),
             },
         ),
+        check(
+            "none-down",
+            Probe::Tcp {
+                host: "127.0.0.1".into(),
+                port: closed_port,
+            },
+            1,
+            OnFail::None,
+        ),
     ];
     host.call(Op::SetHealthChecks { checks });
+    // `none` reaches its retries twice and acts neither time: an action
+    // would come right after the failure that triggered it, on the same
+    // thread, so before the second failure.
+    for _ in 0..2 {
+        host.wait_event(
+            "none-down failing",
+            |e| matches!(e, Event::Health { app, healthy: false, .. } if app == "none-down"),
+        );
+    }
+    assert!(
+        !host.events.iter().any(|e| matches!(
+            e,
+            Event::HealthAction { app, .. }
+                | Event::Alert { app, .. }
+                | Event::RestartVmRequested { app }
+                if app == "none-down"
+        )),
+        "on_fail: none acted: {:?}",
+        host.events
+    );
     for app in ["tcp-up", "http-up"] {
         host.wait_event(
             app,
