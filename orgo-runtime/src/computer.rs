@@ -12,8 +12,8 @@ use crate::error::{RuntimeError, StepFailure, joined};
 use crate::guest::{self, QUICK, call};
 use crate::home::{ComputerRecord, PortMapping};
 use crate::home::{ComputerState, ComputerStatus};
+use crate::live::Live;
 use crate::net::{Attached, EgressLearned};
-use crate::restart::Live;
 use crate::shared::{Shared, release_blocking};
 use crate::steps::{describe, tail};
 use crate::vmm::Vm;
@@ -307,7 +307,7 @@ pub(crate) async fn connect(shared: &Arc<Shared>, id: &str) -> Result<Computer, 
     };
     // A computer this process watches: its watcher's channel (QEMU serves
     // one at a time), which follows its restarts.
-    if let Some(live) = crate::restart::watched(shared, id) {
+    if let Some(live) = shared.lives.get(id) {
         return Ok(Computer::connected(Arc::clone(shared), status.record, live));
     }
     let endpoint = agent_endpoint(shared, id, backend).await?;
@@ -320,7 +320,7 @@ pub(crate) async fn connect(shared: &Arc<Shared>, id: &str) -> Result<Computer, 
 pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String>, RuntimeError> {
     // Watched here: its watcher ends first (after a restart under way), and
     // its channel and handles are used (QEMU serves one channel at a time).
-    let watched = crate::restart::watched(shared, id);
+    let watched = shared.lives.get(id);
     if let Some(live) = &watched {
         live.settle().await;
     }

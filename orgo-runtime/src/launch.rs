@@ -105,7 +105,7 @@ pub(crate) async fn launch(
         let launched = personalize(shared, warm, template, &options, secrets, log, None).await;
         guard.settle(launched.is_ok()).await;
         refill(shared, template, key);
-        return launched.map(|l| handle(shared, l, template, options));
+        return launched.map(|l| handle(shared, l));
     }
     let id = new_id();
     shared
@@ -141,28 +141,18 @@ pub(crate) async fn launch(
             refill(shared, template, key);
         }
     }
-    launched.map(|l| handle(shared, l, template, options))
+    launched.map(|l| handle(shared, l))
 }
 
-/// The handle of computer `launched`, watched if its template restarts it
-/// (see [`crate::restart`]).
-fn handle(
-    shared: &Arc<Shared>,
-    launched: Launched,
-    template: &Template,
-    options: LaunchOptions,
-) -> Computer {
+/// The handle of computer `launched`.
+fn handle(shared: &Arc<Shared>, launched: Launched) -> Computer {
     let Launched {
         record,
         agent,
         vm,
         net,
     } = launched;
-    let computer = Computer::launched(Arc::clone(shared), record, agent, vm, net);
-    if crate::restart::wanted(template) {
-        crate::restart::watch(shared, computer.live(), template.clone(), options);
-    }
-    computer
+    Computer::launched(Arc::clone(shared), record, agent, vm, net)
 }
 
 /// A launched computer's parts, before its handle.

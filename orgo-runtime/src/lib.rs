@@ -61,7 +61,9 @@
 //! `support` (no silent field); `automation` (triggers, telemetry and
 //! auto-stop as the agent takes them; a computer's logs, events and
 //! metrics read back); `restart` (`on_fail: restart_vm`: the launching
-//! process restores the computer again under its id); `desktop` (which templates get a desktop,
+//! process restores the computer again under its id, started by the
+//! runtime's `launch`) and `live` (what a computer's handles share, which a
+//! restart replaces); `desktop` (which templates get a desktop,
 //! and its services), `computer_use` and `streams` (the desktop's API on a
 //! [`Computer`]); `backend/{qemu, ch, accel}` (the VMMs, the KVM probe); `image` (the base
 //! image recipe and build); `net` (each VM's network: a namespace with a tap, nftables, `tc` and its
@@ -101,6 +103,7 @@ mod host_tools;
 mod image;
 mod images;
 mod launch;
+mod live;
 mod net;
 mod plan;
 mod pool;

@@ -32,26 +32,22 @@
 //! [`Runtime::stop`]: crate::Runtime::stop
 //! [`LaunchOptions::detached`]: crate::LaunchOptions::detached
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 
 use orgo_agent_protocol::{Event, Op, Reply};
 use orgo_template::{OnFail, Template};
 
-use crate::agent::AgentClient;
 use crate::automation::FOLLOW_POLL;
 use crate::error::{RuntimeError, store_error};
 use crate::guest::{QUICK, call};
 use crate::home::ComputerState;
 use crate::home::RecordState;
 use crate::launch::{LaunchOptions, Nic, personalize, restore};
-use crate::net::Attached;
+use crate::live::Live;
 use crate::pool::PoolKey;
 use crate::shared::Shared;
 use crate::steps::BuildEvent;
 use crate::vmm::BackendKind;
-use crate::vmm::Vm;
 
 /// Whether `template` needs a watcher: an app's health check restarts the
 /// VM.
@@ -63,128 +59,6 @@ pub(crate) fn wanted(template: &Template) -> bool {
         .any(|h| matches!(h.on_fail, OnFail::RestartVm))
 }
 
-/// What a computer's handles in this process share with its watcher: its
-/// agent channel and, when this process launched it and has not detached
-/// it, its VM's handle and network. A restart replaces the agent and VM.
-#[derive(Debug)]
-pub(crate) struct Live {
-    id: String,
-    parts: Mutex<Parts>,
-    /// Set once the computer stops, or its launching handle is dropped:
-    /// the watcher ends.
-    ended: AtomicBool,
-    /// Set once the launching handle let the VM run on its own: a
-    /// restart's new VM is left running too.
-    detached: AtomicBool,
-    /// Held by a restart under way (a stop waits for it).
-    restarting: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug)]
-struct Parts {
-    agent: Arc<AgentClient>,
-    vm: Option<Box<dyn Vm>>,
-    net: Option<Attached>,
-}
-
-impl Live {
-    pub(crate) fn new(
-        id: &str,
-        agent: Arc<AgentClient>,
-        vm: Option<Box<dyn Vm>>,
-        net: Option<Attached>,
-    ) -> Arc<Live> {
-        Arc::new(Live {
-            id: id.to_owned(),
-            detached: AtomicBool::new(vm.is_none()),
-            parts: Mutex::new(Parts { agent, vm, net }),
-            ended: AtomicBool::new(false),
-            restarting: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    fn parts(&self) -> MutexGuard<'_, Parts> {
-        self.parts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The agent channel of the computer's current VM.
-    pub(crate) fn agent(&self) -> Arc<AgentClient> {
-        Arc::clone(&self.parts().agent)
-    }
-
-    /// Takes the VM's handle (this process's, not detached).
-    pub(crate) fn take_vm(&self) -> Option<Box<dyn Vm>> {
-        self.parts().vm.take()
-    }
-
-    /// Takes the network's handle (this process's, not detached).
-    pub(crate) fn take_net(&self) -> Option<Attached> {
-        self.parts().net.take()
-    }
-
-    /// Lets the VM and its network run on after every handle is gone.
-    pub(crate) fn detach(&self) {
-        self.detached.store(true, Ordering::SeqCst);
-        let (vm, net) = {
-            let mut parts = self.parts();
-            (parts.vm.take(), parts.net.take())
-        };
-        if let Some(vm) = vm {
-            vm.detach();
-        }
-        if let Some(net) = net {
-            net.detach();
-        }
-    }
-
-    /// Ends the watcher (at its next look, or after the restart under way).
-    pub(crate) fn end(&self) {
-        self.ended.store(true, Ordering::SeqCst);
-    }
-
-    pub(crate) fn ended(&self) -> bool {
-        self.ended.load(Ordering::SeqCst)
-    }
-
-    /// Ends the watcher and waits for a restart under way to finish.
-    pub(crate) async fn settle(&self) {
-        self.end();
-        drop(self.restarting.lock().await);
-    }
-
-    /// After a restart: the new VM's agent, and its handle (left running
-    /// on its own if the launching handle detached; killed if the computer
-    /// stopped meanwhile).
-    pub(crate) fn replace(&self, agent: Arc<AgentClient>, vm: Box<dyn Vm>) {
-        let mut parts = self.parts();
-        parts.agent = agent;
-        if self.ended() {
-            drop(vm);
-        } else if self.detached.load(Ordering::SeqCst) {
-            vm.detach();
-        } else {
-            parts.vm = Some(vm);
-        }
-    }
-}
-
-/// The computers this process watches, by id.
-pub(crate) type Watched = Mutex<HashMap<String, Weak<Live>>>;
-
-/// The watched computer `id`'s shared parts, if this process watches it.
-pub(crate) fn watched(shared: &Shared, id: &str) -> Option<Arc<Live>> {
-    let mut lives = shared.lives.lock().unwrap_or_else(|e| e.into_inner());
-    let live = lives.get(id).and_then(Weak::upgrade);
-    if live.is_none() {
-        lives.remove(id);
-    }
-    live
-}
-
 /// Starts the watcher of computer `live`, launched from `template` with
 /// `options` (see the module's docs).
 pub(crate) fn watch(
@@ -193,11 +67,7 @@ pub(crate) fn watch(
     template: Template,
     options: LaunchOptions,
 ) {
-    shared
-        .lives
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(live.id.clone(), Arc::downgrade(live));
+    shared.lives.insert(live);
     let weak = Arc::downgrade(shared);
     let live = Arc::clone(live);
     tokio::spawn(async move {
@@ -216,7 +86,7 @@ pub(crate) fn watch(
                 Ok(Reply::Events { events, .. }) => events,
                 // Not answering: busy (looked at again), or gone (stopped
                 // by another process, or stopped itself: auto-stop).
-                _ => match shared.home.status(&live.id) {
+                _ => match shared.home.status(live.id()) {
                     Ok(status) if status.state == ComputerState::Running => continue,
                     _ => break,
                 },
@@ -230,7 +100,7 @@ pub(crate) fn watch(
             if !asked {
                 continue;
             }
-            let _restarting = live.restarting.lock().await;
+            let _restarting = live.restarting().await;
             if live.ended() {
                 break;
             }

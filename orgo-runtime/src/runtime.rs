@@ -185,7 +185,12 @@ impl Runtime {
         log: BuildLog<'_>,
     ) -> Result<Computer, RuntimeError> {
         self.check_with(template, options.detached)?;
-        launch::launch(&self.shared, template, options, log).await
+        let watch = crate::restart::wanted(template).then(|| options.clone());
+        let computer = launch::launch(&self.shared, template, options, log).await?;
+        if let Some(options) = watch {
+            crate::restart::watch(&self.shared, computer.live(), template.clone(), options);
+        }
+        Ok(computer)
     }
 
     /// Restores `count` computers of `template` ahead of time (building it

@@ -28,8 +28,8 @@ pub(crate) struct Shared {
     /// How VMs get their network (also the builder's).
     pub(crate) net: std::sync::Arc<Net>,
     /// The computers whose restart watchers run in this process (see
-    /// [`crate::restart`]).
-    pub(crate) lives: crate::restart::Watched,
+    /// the `restart` module).
+    pub(crate) lives: crate::live::Watched,
 }
 
 impl Shared {
