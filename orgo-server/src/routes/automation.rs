@@ -170,7 +170,13 @@ pub(crate) async fn logs(
     let mut reader = computer.logs(query.service.as_deref(), since, query.follow);
     Ok(ndjson(move |tx| async move {
         loop {
-            let (next, last) = match reader.next().await {
+            // A followed stream waits for lines; a client that went away
+            // ends it now, not at the next line.
+            let read = tokio::select! {
+                () = tx.closed() => return,
+                read = reader.next() => read,
+            };
+            let (next, last) = match read {
                 Ok(Some(l)) => {
                     let view = LogLineView {
                         service: l.service,
@@ -214,7 +220,11 @@ pub(crate) async fn events(
     let mut reader = computer.events(query.follow);
     Ok(ndjson(move |tx| async move {
         loop {
-            let (next, last) = match reader.next().await {
+            let read = tokio::select! {
+                () = tx.closed() => return,
+                read = reader.next() => read,
+            };
+            let (next, last) = match read {
                 Ok(Some(record)) => (line(&orgo_runtime::event_json(&record)), false),
                 Ok(None) => return,
                 Err(error) => (error_line(error), true),
