@@ -12,7 +12,7 @@
 //! | `GET .../build/events` | Server-Sent Events: `log` events (`{ts, level, phase, source, field, line}`), every one so far then the live ones, then one `end` event with the final status |
 //! | `POST /api/computers` | launch `{template_ref, cpu, ram_gb, env, secrets, egress_learn}` (built first if needed): 201 `{id, status, template_ref, cpu, memory_mib, ports, egress_learn}` |
 //! | `GET /api/computers`, `GET`, `DELETE /api/computers/{id}` | list, read, stop (`on_shutdown`, power off) |
-//! | `POST /api/computers/{id}/exec` | run `{command: argv or "shell line", cwd, user, env, timeout_s}`: **NDJSON**, one `{"type": "stdout"\|"stderr", "data": base64}` line per chunk as it comes, then `{"type": "exit", "exit_code", "signal"}` (or `{"type": "error", "error"}`) |
+//! | `POST /api/computers/{id}/exec` | run `{command: argv or "shell line", cwd, user, env, timeout_s}`: **NDJSON**, one `{"type": "stdout"\|"stderr", "data": base64}` line per chunk as it comes, then `{"type": "exit", "exit_code", "signal", "timed_out"}` (or `{"type": "error", "error"}`) |
 //! | `PUT`, `GET /api/computers/{id}/files?path=` | write (streamed in, refused past the cap, `?mode=0644`), read (bytes) |
 //! | `GET /api/computers/{id}/logs?service=&since_s=&follow=` | service logs: **NDJSON** `{"service", "line"}`; `follow` keeps it open |
 //! | `GET /api/computers/{id}/events?follow=` | the event stream: **NDJSON** objects with `ts`, `seq`, `kind` and the event's fields |

@@ -394,6 +394,22 @@ async fn publish_build_launch_exec_files_stop() {
         logs,
         vec![json!({"service": "greeter", "line": format!("hello-{nonce}")})]
     );
+    // A log no service writes: the stream's one line is a not_found error.
+    let missing: Value = http
+        .get(format!("{url}/api/computers/{id}/logs"))
+        .query(&[("service", "nothing")])
+        .bearer_auth(&team)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&missing["type"], &missing["error"]["code"]),
+        (&json!("error"), &json!("not_found")),
+        "{missing}"
+    );
     let metrics = http
         .get(format!("{url}/api/computers/{id}/metrics"))
         .bearer_auth(&team)

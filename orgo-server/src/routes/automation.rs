@@ -4,11 +4,10 @@
 //! the services' states. The same calls as `orgo logs`, `orgo events`,
 //! `orgo trigger` and `orgo metrics`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -22,10 +21,8 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{P, Q, read_capped};
 use crate::routes::computers::{IdPath, running};
+use crate::routes::ndjson;
 use crate::state::AppState;
-
-/// Lines waiting for a slow client: past this, reading the guest waits.
-const BACKLOG: usize = 64;
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -103,43 +100,17 @@ pub(crate) struct ServiceView {
     last_exit: Option<serde_json::Value>,
 }
 
-/// An NDJSON body fed by `produce`, which gets a sender of lines; it ends
-/// when `produce` returns or the client goes away (a send fails).
-fn ndjson<F, Fut>(produce: F) -> Response
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(BACKLOG);
-    tokio::spawn(produce(tx));
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    (
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response()
-}
-
-fn line(value: &serde_json::Value) -> Result<Bytes, Infallible> {
-    let mut text = value.to_string();
-    text.push('\n');
-    Ok(Bytes::from(text))
-}
-
-/// The last line of a stream that failed: `{"type": "error", "error": ...}`.
-fn error_line(error: orgo_runtime::RuntimeError) -> Result<Bytes, Infallible> {
-    let error = match error {
-        // A log no service writes: the agent's "no log `NAME`".
+/// A runtime failure as the API says it; a log no service writes (the
+/// agent's "no log `NAME`") is `not_found`.
+fn api_error(error: orgo_runtime::RuntimeError) -> ApiError {
+    match error {
         orgo_runtime::RuntimeError::Agent(orgo_runtime::AgentError::Guest {
             code: orgo_runtime::ErrorCode::NotFound,
             message,
             ..
         }) => ApiError::new(crate::error::Code::NotFound, message),
         other => ApiError::from(other),
-    };
-    line(&json!({"type": "error", "error": {
-        "code": error.code, "message": error.message, "details": error.details,
-    }}))
+    }
 }
 
 /// A computer's service logs (`/var/log/orgo/<service>.log` unless `log:`
@@ -167,31 +138,19 @@ pub(crate) async fn logs(
     state.computers.owner(principal.namespace(), &id)?;
     let computer = running(&state, &id).await?;
     let since = query.since_s.map(Duration::from_secs);
-    let mut reader = computer.logs(query.service.as_deref(), since, query.follow);
-    Ok(ndjson(move |tx| async move {
-        loop {
-            // A followed stream waits for lines; a client that went away
-            // ends it now, not at the next line.
-            let read = tokio::select! {
-                () = tx.closed() => return,
-                read = reader.next() => read,
-            };
-            let (next, last) = match read {
-                Ok(Some(l)) => {
-                    let view = LogLineView {
-                        service: l.service,
-                        line: l.line,
-                    };
-                    (line(&json!(view)), false)
-                }
-                Ok(None) => return,
-                Err(error) => (error_line(error), true),
-            };
-            if tx.send(next).await.is_err() || last {
-                return;
-            }
-        }
-    }))
+    let reader = computer.logs(query.service.as_deref(), since, query.follow);
+    let lines = futures_util::stream::unfold(reader, |mut reader| async move {
+        let line = match reader.next().await {
+            Ok(Some(l)) => Ok(json!(LogLineView {
+                service: l.service,
+                line: l.line,
+            })),
+            Ok(None) => return None,
+            Err(error) => Err(api_error(error)),
+        };
+        Some((line, reader))
+    });
+    Ok(ndjson::bounded(lines))
 }
 
 /// A computer's events, oldest first (the agent keeps the newest 4096), as
@@ -217,23 +176,16 @@ pub(crate) async fn events(
 ) -> Result<Response, ApiError> {
     state.computers.owner(principal.namespace(), &id)?;
     let computer = running(&state, &id).await?;
-    let mut reader = computer.events(query.follow);
-    Ok(ndjson(move |tx| async move {
-        loop {
-            let read = tokio::select! {
-                () = tx.closed() => return,
-                read = reader.next() => read,
-            };
-            let (next, last) = match read {
-                Ok(Some(record)) => (line(&orgo_runtime::event_json(&record)), false),
-                Ok(None) => return,
-                Err(error) => (error_line(error), true),
-            };
-            if tx.send(next).await.is_err() || last {
-                return;
-            }
-        }
-    }))
+    let reader = computer.events(query.follow);
+    let events = futures_util::stream::unfold(reader, |mut reader| async move {
+        let event = match reader.next().await {
+            Ok(Some(record)) => Ok(orgo_runtime::event_json(&record)),
+            Ok(None) => return None,
+            Err(error) => Err(api_error(error)),
+        };
+        Some((event, reader))
+    });
+    Ok(ndjson::bounded(events))
 }
 
 /// Fire the computer's webhook triggers of `path`, with the body (at most

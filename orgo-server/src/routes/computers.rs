@@ -26,6 +26,7 @@ use crate::builds::BuildStatus;
 use crate::computers::Owner;
 use crate::error::{ApiError, Code};
 use crate::extract::{P, Q, read_capped, read_json};
+use crate::routes::ndjson;
 use crate::routes::templates::resolve;
 use crate::safety::check_sources;
 use crate::state::AppState;
@@ -511,11 +512,6 @@ pub(crate) async fn exec(
             .map_or(24 * 3600, |s| s.saturating_add(30)),
     );
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
-    let line = |value: serde_json::Value| -> Result<Bytes, Infallible> {
-        let mut text = value.to_string();
-        text.push('\n');
-        Ok(Bytes::from(text))
-    };
     // The guest writes as fast as it likes and the client reads as slowly
     // as it likes: what waits between them is bounded. Past the bound the
     // output is dropped, and the stream ends with an error saying so.
@@ -531,7 +527,7 @@ pub(crate) async fn exec(
                 Stream::Stderr => "stderr",
             };
             let data = base64::engine::general_purpose::STANDARD.encode(data);
-            let frame = line(json!({"type": kind, "data": data}));
+            let frame = ndjson::line(&json!({"type": kind, "data": data}));
             let size = frame.as_ref().map_or(0, Bytes::len);
             // Once output is dropped, all later output is: no holes.
             if dropped > 0 || !queued.admit(size) {
@@ -542,18 +538,13 @@ pub(crate) async fn exec(
         };
         let ended = computer.exec_streamed(exec, wait, &mut forward).await;
         let last = match ended {
-            Ok(_) if dropped > 0 => {
-                let error = ApiError::new(
-                    Code::PayloadTooLarge,
-                    format!(
-                        "the command's output waiting for this client passed {} MiB; the rest was dropped (read the stream faster, or write less)",
-                        MAX_EXEC_BACKLOG >> 20
-                    ),
-                );
-                json!({"type": "error", "error": {
-                    "code": error.code, "message": error.message, "details": error.details,
-                }})
-            }
+            Ok(_) if dropped > 0 => ndjson::error_frame(&ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the command's output waiting for this client passed {} MiB; the rest was dropped (read the stream faster, or write less)",
+                    MAX_EXEC_BACKLOG >> 20
+                ),
+            )),
             Ok(end) => json!({
                 "type": "exit", "exit_code": end.status.code, "signal": end.status.signal,
                 "timed_out": end.timed_out,
@@ -563,13 +554,10 @@ pub(crate) async fn exec(
                     // The connection may be broken: the next request connects again.
                     disconnect.0.computers.disconnect(&disconnect.1).await;
                 }
-                let error = ApiError::from(error);
-                json!({"type": "error", "error": {
-                    "code": error.code, "message": error.message, "details": error.details,
-                }})
+                ndjson::error_frame(&ApiError::from(error))
             }
         };
-        let _ = tx.send(line(last));
+        let _ = tx.send(ndjson::line(&last));
     });
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |frame| {
         if let Ok(bytes) = &frame {

@@ -17,6 +17,7 @@ pub(crate) mod computers;
 pub(crate) mod desktop;
 pub(crate) mod docs;
 pub(crate) mod egress;
+pub(crate) mod ndjson;
 pub(crate) mod templates;
 
 /// Every route of the API.
