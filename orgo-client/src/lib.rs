@@ -435,13 +435,7 @@ impl Client {
         let body: Value = response.json().await.map_err(|e| {
             ClientError::Protocol(format!("an error answer that is not JSON ({status}): {e}"))
         })?;
-        let error = &body["error"];
-        Err(ClientError::Api {
-            status,
-            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
-            message: error["message"].as_str().unwrap_or("").to_owned(),
-            details: error["details"].clone(),
-        })
+        Err(api_error(status, &body))
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -601,54 +595,40 @@ impl Client {
                 .json(exec),
             )
             .await?;
-        let mut stream = response.bytes_stream();
-        let mut buffer = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            buffer.extend_from_slice(&chunk.map_err(ClientError::Http)?);
-            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let frame: Value = serde_json::from_slice(&line)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                match frame["type"].as_str() {
-                    Some(kind @ ("stdout" | "stderr")) => {
-                        let data = base64::engine::general_purpose::STANDARD
-                            .decode(frame["data"].as_str().unwrap_or(""))
-                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                        let stream = if kind == "stdout" {
-                            Stream::Stdout
-                        } else {
-                            Stream::Stderr
-                        };
-                        on_output(stream, &data);
-                    }
-                    Some("exit") => {
-                        let int = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
-                        return Ok(ExitStatus {
-                            code: int(&frame["exit_code"]),
-                            signal: int(&frame["signal"]),
-                            timed_out: frame["timed_out"].as_bool().unwrap_or(false),
-                        });
-                    }
-                    Some("error") => {
-                        let error = &frame["error"];
-                        return Err(ClientError::Api {
-                            status: 200,
-                            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
-                            message: error["message"].as_str().unwrap_or("").to_owned(),
-                            details: error["details"].clone(),
-                        });
-                    }
-                    _ => {
-                        return Err(ClientError::Protocol(format!(
-                            "an exec frame of no known type: {frame}"
-                        )));
-                    }
+        let mut exit = None;
+        ndjson(response, &mut |frame| {
+            match frame["type"].as_str() {
+                Some(kind @ ("stdout" | "stderr")) => {
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(frame["data"].as_str().unwrap_or(""))
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let stream = if kind == "stdout" {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    on_output(stream, &data);
+                }
+                Some("exit") => {
+                    let int = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
+                    exit = Some(ExitStatus {
+                        code: int(&frame["exit_code"]),
+                        signal: int(&frame["signal"]),
+                        timed_out: frame["timed_out"].as_bool().unwrap_or(false),
+                    });
+                }
+                _ => {
+                    return Err(ClientError::Protocol(format!(
+                        "an exec frame of no known type: {frame}"
+                    )));
                 }
             }
-        }
-        Err(ClientError::Protocol(
-            "the exec stream ended without an exit status".into(),
-        ))
+            Ok(())
+        })
+        .await?;
+        exit.ok_or_else(|| {
+            ClientError::Protocol("the exec stream ended without an exit status".into())
+        })
     }
 
     /// Writes a file in the computer.
@@ -721,6 +701,7 @@ impl Client {
                 line["service"].as_str().unwrap_or_default(),
                 line["line"].as_str().unwrap_or_default(),
             );
+            Ok(())
         })
         .await
     }
@@ -743,7 +724,11 @@ impl Client {
                 .query(&[("follow", follow)]),
             )
             .await?;
-        ndjson(response, on_event).await
+        ndjson(response, &mut |event| {
+            on_event(event);
+            Ok(())
+        })
+        .await
     }
 
     /// Fires a computer's webhook triggers of `path` with `data`; returns
@@ -787,7 +772,7 @@ impl Client {
 /// an `{"type": "error", "error": ...}` line is the call's error.
 async fn ndjson(
     response: reqwest::Response,
-    on_item: &mut (dyn FnMut(Value) + Send),
+    on_item: &mut (dyn FnMut(Value) -> Result<(), ClientError> + Send),
 ) -> Result<(), ClientError> {
     let mut stream = response.bytes_stream();
     let mut buffer = Vec::new();
@@ -798,18 +783,24 @@ async fn ndjson(
             let item: Value =
                 serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
             if item["type"] == "error" {
-                let error = &item["error"];
-                return Err(ClientError::Api {
-                    status: 200,
-                    code: error["code"].as_str().unwrap_or("unknown").to_owned(),
-                    message: error["message"].as_str().unwrap_or("").to_owned(),
-                    details: error["details"].clone(),
-                });
+                return Err(api_error(200, &item));
             }
-            on_item(item);
+            on_item(item)?;
         }
     }
     Ok(())
+}
+
+/// The server's `{"error": {code, message, details}}` (an answer's body,
+/// or a stream's last line) as [`ClientError::Api`].
+fn api_error(status: u16, body: &Value) -> ClientError {
+    let error = &body["error"];
+    ClientError::Api {
+        status,
+        code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+        message: error["message"].as_str().unwrap_or("").to_owned(),
+        details: error["details"].clone(),
+    }
 }
 
 impl Client {
