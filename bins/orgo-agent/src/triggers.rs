@@ -162,10 +162,12 @@ impl Triggers {
             let inotify =
                 inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
                     .map_err(|e| OpError::io("cannot start inotify", &e.into()))?;
+            // Armed before the reply: a file made once `set` returns is seen.
+            let watches = Watch::arm_all(&set, &inotify);
             let (agent, set) = (Arc::downgrade(agent), Arc::clone(&set));
             std::thread::Builder::new()
                 .name("triggers-file".into())
-                .spawn(move || file_loop(&agent, &set, inotify))
+                .spawn(move || file_loop(&agent, &set, inotify, watches))
                 .map_err(|e| OpError::io("cannot start the file watch thread", &e))?;
         }
         Ok(())
@@ -450,6 +452,8 @@ struct Watch {
     wd: Option<i32>,
     /// What the watched directory is to the target.
     mode: WatchMode,
+    /// Whether the first arming is done (a target present then is old).
+    armed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -473,9 +477,40 @@ fn watch_flags() -> WatchFlags {
 }
 
 impl Watch {
+    /// One watch per `file` trigger of `set`, each armed.
+    fn arm_all(set: &TriggerSet, inotify: &OwnedFd) -> Vec<Watch> {
+        let mut watches: Vec<Watch> = set
+            .triggers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match &t.spec.source {
+                TriggerSource::File { path, events } => Some(Watch {
+                    trigger: i,
+                    target: PathBuf::from(path),
+                    events: if events.is_empty() {
+                        vec![FileEvent::Create, FileEvent::Modify, FileEvent::Delete]
+                    } else {
+                        events.clone()
+                    },
+                    wd: None,
+                    mode: WatchMode::Parent,
+                    armed: false,
+                }),
+                _ => None,
+            })
+            .collect();
+        for watch in &mut watches {
+            watch.arm(inotify);
+        }
+        watches
+    }
+
     /// Watches the target (a directory), its parent, or the deepest
-    /// existing ancestor.
-    fn arm(&mut self, inotify: &OwnedFd) {
+    /// existing ancestor. Returns whether the target appeared while no
+    /// watch could see it (its directory was made, then the target in it,
+    /// before this re-arming): that is a `create` no inotify event reports.
+    fn arm(&mut self, inotify: &OwnedFd) -> bool {
+        let blind = self.armed && (self.wd.is_none() || self.mode == WatchMode::Ancestor);
         let (dir, mode) = if self.target.is_dir() {
             (self.target.clone(), WatchMode::Dir)
         } else {
@@ -489,6 +524,33 @@ impl Watch {
         };
         self.mode = mode;
         self.wd = inotify::add_watch(inotify, &dir, watch_flags()).ok();
+        self.armed = true;
+        blind && mode != WatchMode::Ancestor && self.target.exists()
+    }
+
+    /// Re-arms the watch (see [`Watch::arm`]) and fires the `create` it
+    /// would otherwise miss.
+    fn rearm(&mut self, inotify: &OwnedFd, agent: &Arc<Agent>, set: &Arc<TriggerSet>) {
+        if self.arm(inotify) && self.events.contains(&FileEvent::Create) {
+            fire(
+                agent,
+                set,
+                self.trigger,
+                self.firing(FileEvent::Create, &self.target),
+            );
+        }
+    }
+
+    fn firing(&self, kind: FileEvent, path: &Path) -> Firing {
+        let file = path.display().to_string();
+        Firing {
+            detail: format!("{} {file}", kind.as_str()),
+            env: BTreeMap::from([
+                ("ORGO_FILE".to_owned(), file),
+                ("ORGO_FILE_EVENT".to_owned(), kind.as_str().to_owned()),
+            ]),
+            stdin: None,
+        }
     }
 }
 
@@ -504,29 +566,12 @@ fn file_event(flags: ReadFlags) -> Option<FileEvent> {
     }
 }
 
-fn file_loop(agent: &Weak<Agent>, set: &Arc<TriggerSet>, inotify: OwnedFd) {
-    let mut watches: Vec<Watch> = set
-        .triggers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| match &t.spec.source {
-            TriggerSource::File { path, events } => Some(Watch {
-                trigger: i,
-                target: PathBuf::from(path),
-                events: if events.is_empty() {
-                    vec![FileEvent::Create, FileEvent::Modify, FileEvent::Delete]
-                } else {
-                    events.clone()
-                },
-                wd: None,
-                mode: WatchMode::Parent,
-            }),
-            _ => None,
-        })
-        .collect();
-    for watch in &mut watches {
-        watch.arm(&inotify);
-    }
+fn file_loop(
+    agent: &Weak<Agent>,
+    set: &Arc<TriggerSet>,
+    inotify: OwnedFd,
+    mut watches: Vec<Watch>,
+) {
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
     let tick = rustix::time::Timespec {
         tv_sec: 1,
@@ -540,8 +585,9 @@ fn file_loop(agent: &Weak<Agent>, set: &Arc<TriggerSet>, inotify: OwnedFd) {
         match rustix::event::poll(&mut fds, Some(&tick)) {
             Ok(0) => {
                 // Nothing came: re-arm a watch whose directory went away.
+                let Some(agent) = agent.upgrade() else { return };
                 for watch in watches.iter_mut().filter(|w| w.wd.is_none()) {
-                    watch.arm(&inotify);
+                    watch.rearm(&inotify, &agent, set);
                 }
                 continue;
             }
@@ -593,22 +639,13 @@ fn file_loop(agent: &Weak<Agent>, set: &Arc<TriggerSet>, inotify: OwnedFd) {
                 if let Some(kind) = file_event(flags)
                     && watch.events.contains(&kind)
                 {
-                    let file = path.display().to_string();
-                    let firing = Firing {
-                        detail: format!("{} {file}", kind.as_str()),
-                        env: BTreeMap::from([
-                            ("ORGO_FILE".to_owned(), file),
-                            ("ORGO_FILE_EVENT".to_owned(), kind.as_str().to_owned()),
-                        ]),
-                        stdin: None,
-                    };
-                    fire(&agent, set, watch.trigger, firing);
+                    fire(&agent, set, watch.trigger, watch.firing(kind, &path));
                 }
             }
         }
         if rearm {
             for watch in &mut watches {
-                watch.arm(&inotify);
+                watch.rearm(&inotify, &agent, set);
             }
         }
     }

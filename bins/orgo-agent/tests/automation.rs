@@ -336,6 +336,42 @@ fn a_file_trigger_fires_on_a_file_created_after_it_was_set_and_dedup_drops_a_bur
 }
 
 #[test]
+fn a_file_made_at_once_with_its_missing_directories_still_fires_once() {
+    // No pause between the directories and the file: the watch on the new
+    // directory comes after the file, so only the re-arming can see it.
+    for round in 0..5 {
+        let mut host = Host::start();
+        let target = host.root.join(format!("deep{round}/er/flag"));
+        let out = host.root.join("fired");
+        let spec = trigger(
+            "deep",
+            TriggerSource::File {
+                path: target.display().to_string(),
+                events: vec![FileEvent::Create],
+            },
+            vec![run(&format!(
+                "echo \"$ORGO_FILE_EVENT $ORGO_FILE\" >> {}",
+                out.display()
+            ))],
+        );
+        assert_eq!(
+            host.call(Op::SetTriggers {
+                triggers: vec![spec]
+            }),
+            Reply::Done
+        );
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "1").unwrap();
+        host.wait_event("done", |e| matches!(e, Event::TriggerDone { .. }));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("create {}\n", target.display()),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
 fn a_webhook_body_reaches_its_run_action_on_stdin() {
     let mut host = Host::start();
     let out = host.root.join("body");
