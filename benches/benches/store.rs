@@ -159,6 +159,7 @@ fn bench_store(c: &mut Criterion) {
                     backend: "qemu".into(),
                     base_image: Digest::of(b"base"),
                     kernel: Digest::of(b"kernel"),
+                    agent: None,
                 })
             })
             .await

@@ -47,6 +47,24 @@ impl Builder {
         log: BuildLog<'_>,
     ) -> Result<Built, RuntimeError> {
         let digest = template.digest();
+        let agent = self.images.agent_digest().await?;
+        if let Some(cached) = self.cache.get(&digest).await.map_err(store_error)?
+            && cached.manifest.agent != Some(agent)
+        {
+            // Its agent speaks another protocol than this orgo: build anew.
+            let theirs = cached
+                .manifest
+                .agent
+                .map_or("none recorded".to_owned(), |d| format!("`{d}`"));
+            log(BuildEvent::Status(format!(
+                "the stored snapshot `{}` runs another guest agent ({theirs}) than this orgo's (`{agent}`): building it again",
+                cached.digest
+            )));
+            self.cache
+                .forget(&digest, &cached.digest)
+                .await
+                .map_err(store_error)?;
+        }
         let mut failed = None;
         let mut scratch = None;
         let build = async {
@@ -198,6 +216,7 @@ impl Builder {
             hardware: shape,
             backend: flavor.kind.as_str().to_owned(),
             base_image: image_digest,
+            agent: Some(self.images.agent_digest().await?),
             kernel,
         })
     }

@@ -40,6 +40,13 @@ pub fn agent_binary(home: &Path) -> io::Result<PathBuf> {
     embedded_agent(home)
 }
 
+/// The embedded agent's SHA-256.
+pub(crate) fn embedded_agent_digest() -> orgo_template::Digest {
+    format!("sha256:{AGENT_SHA256}")
+        .parse()
+        .expect("build.rs hands a SHA-256 in lower-case hex")
+}
+
 /// See [`agent_binary`].
 pub(crate) fn embedded_agent(home: &Path) -> io::Result<PathBuf> {
     materialize(&home.join("agent"), "orgo-agent", AGENT, AGENT_SHA256)

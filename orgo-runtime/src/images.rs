@@ -21,6 +21,8 @@ pub(crate) struct BaseImages {
     /// The recipe, resolved (from apt's package lists, which takes
     /// seconds) once.
     recipe: tokio::sync::OnceCell<(BaseImageRecipe, Digest)>,
+    /// The agent's SHA-256, read once.
+    agent_digest: tokio::sync::OnceCell<Digest>,
 }
 
 /// Where a base image's files are.
@@ -37,6 +39,7 @@ impl BaseImages {
             cache,
             agent,
             recipe: tokio::sync::OnceCell::new(),
+            agent_digest: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -51,6 +54,32 @@ impl BaseImages {
             home: home.to_owned(),
             source,
         })
+    }
+
+    /// The SHA-256 of the agent images are built with, which every
+    /// snapshot built here runs: the embedded one's is known at compile
+    /// time, a configured one is read once.
+    pub(crate) async fn agent_digest(&self) -> Result<Digest, RuntimeError> {
+        let Some(agent) = &self.agent else {
+            return Ok(crate::embedded::embedded_agent_digest());
+        };
+        self.agent_digest
+            .get_or_try_init(|| async {
+                let path = agent.clone();
+                let bytes = joined(
+                    "guest agent digest",
+                    tokio::task::spawn_blocking(move || std::fs::read(path)),
+                )
+                .await?
+                .map_err(|source| RuntimeError::Io {
+                    op: "read the guest agent",
+                    path: agent.clone(),
+                    source,
+                })?;
+                Ok(Digest::of(&bytes))
+            })
+            .await
+            .copied()
     }
 
     /// The base image, built into the store first if this recipe has none

@@ -131,6 +131,28 @@ impl Runtime {
         self.shared.builder.images.get(log).await
     }
 
+    /// The SHA-256 of the guest agent this runtime builds snapshots with
+    /// (the embedded one, or [`RuntimeConfig::agent`](crate::RuntimeConfig::agent)).
+    /// A stored snapshot recording another agent is stale: a build or
+    /// launch of its template builds it again.
+    pub async fn agent_digest(&self) -> Result<Digest, RuntimeError> {
+        self.shared.builder.images.agent_digest().await
+    }
+
+    /// The golden snapshot of the template with digest `template`, if one
+    /// is built and runs this runtime's agent; builds nothing.
+    pub async fn built(&self, template: &Digest) -> Result<Option<Built>, RuntimeError> {
+        let agent = self.agent_digest().await?;
+        Ok(self
+            .shared
+            .builder
+            .cache
+            .get(template)
+            .await
+            .map_err(store_error)?
+            .filter(|b| b.manifest.agent == Some(agent)))
+    }
+
     /// Whether this host can run `template`: every field it sets that this
     /// runtime cannot honour here, with what is missing, at once
     /// ([`RuntimeError::Unsupportable`]). [`build`](Self::build) and

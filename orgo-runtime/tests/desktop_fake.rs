@@ -28,7 +28,7 @@ async fn a_headless_computer_refuses_every_action_naming_the_fields() {
     config.backend = Backend::Custom(Arc::clone(&vmm) as Arc<dyn orgo_runtime::Vmm>);
     let runtime = Runtime::open(config).await.unwrap();
     let template = Template::from_yaml("api_version: orgo.ai/v1\nname: headless@1.0.0\n").unwrap();
-    fake_snapshot(runtime.store(), &template, BackendKind::Qemu(Accel::Tcg)).await;
+    fake_snapshot(&runtime, &template, BackendKind::Qemu(Accel::Tcg)).await;
     let c = runtime
         .launch(&template, LaunchOptions::default(), &mut |_| {})
         .await

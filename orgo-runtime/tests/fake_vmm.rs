@@ -72,7 +72,7 @@ impl Fixture {
         let vmm = FakeVmm::new(kind);
         let runtime = open(&home, &vmm).await;
         let template = Template::from_yaml(yaml).unwrap();
-        let built = fake_snapshot(runtime.store(), &template, snapshot_kind).await;
+        let built = fake_snapshot(&runtime, &template, snapshot_kind).await;
         Fixture {
             _dir: dir,
             home,

@@ -78,7 +78,7 @@ async fn a_hundred_launch_and_stop_cycles_leave_no_namespace_link_slot_or_netd()
         "api_version: orgo.ai/v1\nname: cycles@1.0.0\negress_policy: { mode: allow, rules: ['10.99.0.0/24'] }\nhardware: { bandwidth_mbps: 50 }\n",
     )
     .unwrap();
-    fake_snapshot(runtime.store(), &template, QEMU).await;
+    fake_snapshot(&runtime, &template, QEMU).await;
     let mut ids = Vec::new();
     for cycle in 0..100 {
         let computer = runtime

@@ -376,7 +376,7 @@ impl Builds {
             snapshot: None,
             error: None,
         };
-        if let Some(built) = cache.get(digest).await? {
+        if let Some(built) = runtime.built(digest).await? {
             view.status = BuildStatus::Ready;
             view.snapshot = Some(built.digest.to_string());
         } else if let Some(marker) = self.read_marker(digest) {
@@ -402,8 +402,7 @@ impl Builds {
         reference: String,
     ) -> Result<(Arc<Job>, bool), ApiError> {
         let digest = template.digest();
-        let cache = orgo_snapshot::BuildCache::new(Arc::new(runtime.store().clone()));
-        let built = cache.get(&digest).await?.is_some();
+        let built = runtime.built(&digest).await?.is_some();
         let mut jobs = self.jobs();
         if let Some(job) = jobs.get(&digest)
             && (built || job.view().status == BuildStatus::Building)

@@ -31,6 +31,8 @@ pub struct SnapshotArtifacts {
     pub base_image: Digest,
     /// The kernel blob's digest.
     pub kernel: Digest,
+    /// The SHA-256 of the guest agent inside (see [`SnapshotManifest::agent`]).
+    pub agent: Option<Digest>,
 }
 
 /// Why a build failed, as the builder tells it.
@@ -130,6 +132,25 @@ impl BuildCache {
             location: digest.to_string(),
             reason: format!("`{key}` points at a manifest that is not {kind}"),
         })
+    }
+
+    /// Drops `template`'s snapshot from the cache if it is still `stale`
+    /// (a snapshot the caller will not use, such as one whose guest agent
+    /// is not the caller's), so that the next [`BuildCache::get_or_build`]
+    /// builds it again. Returns whether it was dropped; a snapshot built
+    /// since by another caller is kept. Computers leased to the stale
+    /// snapshot keep it until they release it.
+    pub async fn forget(&self, template: &Digest, stale: &Digest) -> Result<bool, StoreError> {
+        let key = keys::by_digest(keys::SNAPSHOTS, template);
+        let _building = self
+            .store
+            .lock(&keys::by_digest("builds", template), LockMode::Exclusive)
+            .await?;
+        if self.store.get_ref(&key).await?.as_ref() != Some(stale) {
+            return Ok(false);
+        }
+        self.store.delete_ref(&key).await?;
+        Ok(true)
     }
 
     /// The snapshot of `template`, building it with `build` on a miss.
@@ -255,6 +276,7 @@ impl BuildCache {
             backend: artifacts.backend,
             base_image: artifacts.base_image,
             kernel: artifacts.kernel,
+            agent: artifacts.agent,
             created_at: now_rfc3339(),
         };
         let digest = put_manifest(&*self.store, &Manifest::Snapshot(manifest.clone())).await?;

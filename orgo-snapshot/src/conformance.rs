@@ -75,6 +75,7 @@ where
     registry_publish_is_immutable(make().await).await;
     cache_builds_once(make().await).await;
     cache_records_failures(make().await).await;
+    cache_forgets_only_a_stale_snapshot(make().await).await;
     gc_keeps_what_is_reachable(make().await).await;
     gc_during_builds(make().await).await;
 }
@@ -444,6 +445,7 @@ async fn artifacts(
         backend: "test".into(),
         base_image: base.image,
         kernel: base.kernel,
+        agent: Some(Digest::of(b"agent")),
     })
 }
 
@@ -494,6 +496,44 @@ async fn cache_builds_once(s: Subject) {
     }
     let hit = cache.get(&digest).await.expect("get").expect("cached");
     assert_eq!(hit.digest, results[0].digest);
+    assert!(verify(&*s.store).await.expect("verify").problems.is_empty());
+}
+
+async fn cache_forgets_only_a_stale_snapshot(s: Subject) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = BuildCache::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
+    let digest = template("1.0.0", "stale").digest();
+    let old = cache
+        .get_or_build(&digest, || artifacts(&dir, base, "old".into()))
+        .await
+        .expect("build");
+    assert!(
+        !cache
+            .forget(&digest, &Digest::of(b"another snapshot"))
+            .await
+            .expect("forget"),
+        "a snapshot other than the one named is kept"
+    );
+    assert_eq!(
+        cache.get(&digest).await.expect("get").map(|b| b.digest),
+        Some(old.digest)
+    );
+    assert!(cache.forget(&digest, &old.digest).await.expect("forget"));
+    assert!(
+        cache.get(&digest).await.expect("get").is_none(),
+        "forgotten"
+    );
+    assert!(
+        !cache.forget(&digest, &old.digest).await.expect("forget"),
+        "forgetting twice does nothing"
+    );
+    let new = cache
+        .get_or_build(&digest, || artifacts(&dir, base, "new".into()))
+        .await
+        .expect("build");
+    assert!(new.built_here, "the next call builds again");
+    assert_ne!(new.digest, old.digest);
     assert!(verify(&*s.store).await.expect("verify").problems.is_empty());
 }
 

@@ -10,18 +10,18 @@ use crate::error::StoreError;
 use crate::service::{BlobInfo, BlobService, read_small};
 use crate::versioned::{Version, VersionedFormat};
 
-/// The manifest format's version, written in every manifest as
-/// `"orgo_manifest": 1`; manifests are read by the rule of
-/// [`crate::versioned`].
+/// The manifest format's major version, written in every manifest as
+/// `"orgo_manifest": "1.1"` (1.1 added [`SnapshotManifest::agent`]);
+/// manifests are read by the rule of [`crate::versioned`].
 pub const MANIFEST_VERSION: u32 = 1;
 /// Manifests larger than this are refused before they are parsed.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-/// The format of manifests: `orgo_manifest` [`MANIFEST_VERSION`].0, at most
+/// The format of manifests: `orgo_manifest` [`MANIFEST_VERSION`].1, at most
 /// [`MAX_MANIFEST_BYTES`].
 const FORMAT: VersionedFormat = VersionedFormat::new(
     "orgo_manifest",
-    Version::new(MANIFEST_VERSION, 0),
+    Version::new(MANIFEST_VERSION, 1),
     MAX_MANIFEST_BYTES,
 );
 
@@ -53,6 +53,12 @@ pub struct SnapshotManifest {
     pub base_image: Digest,
     /// The digest of the kernel blob the guest runs.
     pub kernel: Digest,
+    /// The SHA-256 of the guest agent the snapshot runs (format 1.1; `None`
+    /// in a manifest written before). A runtime whose agent differs treats
+    /// the snapshot as stale and builds the template again: a running
+    /// agent speaks the protocol of its own build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Digest>,
     /// When it was captured (RFC 3339, UTC).
     pub created_at: String,
 }
@@ -171,6 +177,7 @@ mod tests {
                 backend: "qemu".to_owned(),
                 base_image: Digest::of(b"base"),
                 kernel: Digest::of(b"kernel"),
+                agent: Some(Digest::of(b"agent")),
                 created_at: "2025-01-02T03:04:05Z".to_owned(),
             }),
             Manifest::BaseImage(ImageManifest {
@@ -181,8 +188,8 @@ mod tests {
         ]
     }
 
-    /// The bytes, and so the digests, of manifests stay what earlier
-    /// versions of orgo wrote: stores keep them by digest.
+    /// The bytes, and so the digests, of manifests are one spelling per
+    /// manifest: stores keep them by digest.
     #[test]
     fn manifest_bytes_are_stable() {
         let written = samples().map(|m| String::from_utf8(m.to_bytes()).expect("JSON is UTF-8"));
@@ -190,16 +197,16 @@ mod tests {
             written,
             [
                 concat!(
-                    r#"{"backend":"qemu","base_image":"sha256:cae662172fd450bb0cd710a769079c05bfc5d8e35efa6576edc7d0377afdd4a2","#,
+                    r#"{"agent":"sha256:d4f0bc5a29de06b510f9aa428f1eedba926012b591fef7a518e776a7c9bd1824","backend":"qemu","base_image":"sha256:cae662172fd450bb0cd710a769079c05bfc5d8e35efa6576edc7d0377afdd4a2","#,
                     r#""blobs":{"disk":{"digest":"sha256:1044dec7206e8d7c9fbb4ae8f766668406d2567fc7fc1a160a9d4700fcf8f8e9","size":4},"#,
                     r#""memory":{"digest":"sha256:c064fbca9d9de8dd9bb0624984403b28d0da807a69365d4f7fb09123ecb0c405","size":6}},"#,
                     r#""created_at":"2025-01-02T03:04:05Z","hardware":{"cpu":2,"disk_gb":8,"memory_mib":1024},"#,
                     r#""kernel":"sha256:6923dd1bc0460082c5d55a831908c24a282860b7f1cd6c2b79cf1bc8857c639c","kind":"snapshot","#,
-                    r#""orgo_manifest":1,"template":"sha256:5cde0f1298f41f7d1c8b907a36992a7a513225a2615bd6e307bf1a9149b06b40"}"#,
+                    r#""orgo_manifest":"1.1","template":"sha256:5cde0f1298f41f7d1c8b907a36992a7a513225a2615bd6e307bf1a9149b06b40"}"#,
                 ),
                 concat!(
                     r#"{"blobs":{"rootfs":{"digest":"sha256:3c47ef972d531d524daa15fa33dd885dd23de6221bbd10a29eb42ecfcf2ef422","size":6}},"#,
-                    r#""created_at":"2025-01-02T03:04:05Z","kind":"base_image","orgo_manifest":1,"#,
+                    r#""created_at":"2025-01-02T03:04:05Z","kind":"base_image","orgo_manifest":"1.1","#,
                     r#""recipe":"sha256:e1d8e552330911f9f779f85b6f2c00a15e790dcc3fbb3b28f5da1d660a30c5b8"}"#,
                 ),
             ]
@@ -231,12 +238,26 @@ mod tests {
             }
             other => panic!("expected an unknown field, got {other:?}"),
         }
-        value["orgo_manifest"] = "1.1".into();
+        value["orgo_manifest"] = "1.2".into();
         let newer_minor = serde_json::to_vec(&value).expect("JSON");
         assert_eq!(
             Manifest::from_bytes(&newer_minor, "m").expect("a newer minor reads"),
             snapshot
         );
+        // A 1.0 manifest (before `agent`) reads, without an agent.
+        let mut old = value.clone();
+        old["orgo_manifest"] = 1.into();
+        old["hardware"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("gpus");
+        old.as_object_mut().expect("an object").remove("agent");
+        let old = Manifest::from_bytes(&serde_json::to_vec(&old).expect("JSON"), "m")
+            .expect("a 1.0 manifest reads");
+        let Manifest::Snapshot(old) = old else {
+            panic!("a snapshot manifest")
+        };
+        assert_eq!(old.agent, None);
         let newer_major = br#"{"orgo_manifest": 2, "kind": "snapshot_v2"}"#;
         assert!(matches!(
             Manifest::from_bytes(newer_major, "m"),

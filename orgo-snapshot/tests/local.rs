@@ -185,6 +185,7 @@ async fn built_store(dir: &Path) -> (LocalStore, Arc<dyn Store>, orgo_snapshot::
                 backend: "qemu".into(),
                 base_image: image,
                 kernel: manifest.blobs["vmlinuz"].digest,
+                agent: None,
             })
         })
         .await

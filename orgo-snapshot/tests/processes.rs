@@ -132,6 +132,7 @@ async fn artifacts(
         backend: "test".into(),
         base_image,
         kernel,
+        agent: None,
     }
 }
 

@@ -31,12 +31,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orgo_agent::{Agent, AgentConfig, Server};
 use orgo_runtime::{
-    AgentEndpoint, BackendKind, Capabilities, RestoreConfig, RuntimeError, Vm, VmConfig, VmInfo,
-    VmState, Vmm,
+    AgentEndpoint, BackendKind, Capabilities, RestoreConfig, Runtime, RuntimeError, Vm, VmConfig,
+    VmInfo, VmState, Vmm,
 };
-use orgo_snapshot::{
-    BuildCache, BuildFailure, Built, HardwareShape, LocalStore, SnapshotArtifacts, Store,
-};
+use orgo_snapshot::{BuildCache, BuildFailure, Built, HardwareShape, SnapshotArtifacts, Store};
 use orgo_template::{Digest, Template};
 
 /// What the fake's VMM processes are called (`argv[0]`): `<run_dir>/vmm`,
@@ -396,10 +394,11 @@ impl Drop for FakeVm {
 /// files and a fake base image (so `orgo_snapshot::verify` finds what the
 /// snapshot names): a launch of `template` is then a cache hit.
 pub(crate) async fn fake_snapshot(
-    store: &LocalStore,
+    runtime: &Runtime,
     template: &Template,
     kind: BackendKind,
 ) -> Built {
+    let store = runtime.store();
     let shared: Arc<dyn Store> = Arc::new(store.clone());
     let cache = BuildCache::new(shared);
     let scratch = store.scratch_dir().await.unwrap();
@@ -424,6 +423,7 @@ pub(crate) async fn fake_snapshot(
         backend: kind.as_str().to_owned(),
         base_image,
         kernel: image.blobs["vmlinuz"].digest,
+        agent: Some(runtime.agent_digest().await.expect("the agent's digest")),
     };
     let built = cache
         .get_or_build(&template.digest(), move || async move {
