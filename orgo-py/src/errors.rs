@@ -246,6 +246,9 @@ const OUTPUT_LINES: usize = 20;
 pub(crate) fn runtime_error(py: Python<'_>, error: RuntimeError) -> PyErr {
     match error {
         RuntimeError::Build(step) => build_error(py, step),
+        error @ RuntimeError::SecretCaptured { .. } => {
+            BuildError::new_err(ErrorChain(&error).to_string())
+        }
         RuntimeError::Step {
             ref field,
             ref what,

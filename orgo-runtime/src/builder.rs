@@ -14,7 +14,7 @@ use orgo_template::Template;
 use crate::backend::Backends;
 use crate::backend::qemu::USER_NET_IP;
 use crate::disk::{create_overlay, disk_bytes};
-use crate::error::{RuntimeError, store_error};
+use crate::error::{RuntimeError, joined, store_error};
 use crate::guest::{self, BOOT_TIMEOUT, QUICK, call};
 use crate::images::BaseImages;
 use crate::plan;
@@ -199,6 +199,7 @@ impl Builder {
             net.teardown().await;
         }
         files.insert("disk".into(), disk);
+        scan_for_secrets(&self.store.root().join(crate::VAULT_FILE), &files, log).await?;
         let kernel = image
             .blobs
             .get(flavor.kernel)
@@ -219,6 +220,61 @@ impl Builder {
             agent: Some(self.images.agent_digest().await?),
             kernel,
         })
+    }
+}
+
+/// Fails if a snapshot file holds the value of a secret of the vault
+/// `vault_file` or of the `ORGO_SECRET_*` environment (see
+/// [`crate::secret_scan`]): a build has no secrets, so one found was
+/// written into it by a step.
+async fn scan_for_secrets(
+    vault_file: &std::path::Path,
+    files: &BTreeMap<String, PathBuf>,
+    log: BuildLog<'_>,
+) -> Result<(), RuntimeError> {
+    let vault = crate::Vault::load(vault_file, std::env::vars()).map_err(RuntimeError::Vault)?;
+    let needles = crate::SecretScan::new(vault.entries());
+    drop(vault);
+    if !needles.skipped().is_empty() {
+        log(BuildEvent::Status(format!(
+            "not looking for {} in the snapshot: shorter than {} bytes",
+            needles
+                .skipped()
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::MIN_SECRET_BYTES
+        )));
+    }
+    let started = Instant::now();
+    let files = files.clone();
+    let findings = joined(
+        "secret scan",
+        tokio::task::spawn_blocking(move || {
+            let mut findings = Vec::new();
+            for (role, path) in &files {
+                let found = needles
+                    .scan_file(path, role)
+                    .map_err(|source| RuntimeError::Io {
+                        op: "scan for secrets",
+                        path: path.clone(),
+                        source,
+                    })?;
+                findings.extend(found);
+            }
+            Ok::<_, RuntimeError>(findings)
+        }),
+    )
+    .await??;
+    log(BuildEvent::Status(format!(
+        "scanned the snapshot for secrets in {:.2} s",
+        started.elapsed().as_secs_f64()
+    )));
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::SecretCaptured { findings })
     }
 }
 

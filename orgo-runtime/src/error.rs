@@ -77,6 +77,15 @@ pub enum RuntimeError {
     /// A step of a build (or of a launch, or `on_shutdown`) ran and failed.
     #[error("`{}` {}", .0.field, .0.reason)]
     Build(StepFailure),
+    /// A snapshot would hold the value of a secret: nothing was stored.
+    #[error(
+        "the snapshot holds the value of {}: nothing was stored; give secrets at launch (`secrets:` and the vault), never write them into a build",
+        findings.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    SecretCaptured {
+        /// Each secret found, with where (never its value).
+        findings: Vec<crate::secret_scan::SecretFinding>,
+    },
     /// A step of a build (or of a launch) could not be carried out.
     #[error("`{field}` {what}")]
     Step {

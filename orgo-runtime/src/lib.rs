@@ -110,6 +110,7 @@ mod pool;
 mod process;
 mod restart;
 mod runtime;
+mod secret_scan;
 mod shared;
 mod steps;
 mod streams;
@@ -146,6 +147,7 @@ pub use orgo_agent_protocol::{
 };
 pub use process::process_alive;
 pub use runtime::Runtime;
+pub use secret_scan::{Encoding as SecretEncoding, MIN_SECRET_BYTES, SecretFinding, SecretScan};
 pub use steps::{BuildEvent, BuildLog};
 pub use streams::{StreamState, StreamStatus};
 pub use support::Unsupported;

@@ -104,6 +104,11 @@ impl Vault {
         self
     }
 
+    /// Every secret, name and value.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The value of secret `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)

@@ -282,6 +282,20 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Build(step) => ApiError::new(Code::BuildFailed, message).details(json!({
                 "field": step.field, "reason": step.reason, "output": step.output,
             })),
+            RuntimeError::SecretCaptured { findings } => {
+                let secrets: Vec<Value> = findings
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "name": f.secret,
+                            "encoding": f.encoding.to_string(),
+                            "file": f.file,
+                            "offset": f.offset,
+                        })
+                    })
+                    .collect();
+                ApiError::new(Code::BuildFailed, message).details(json!({ "secrets": secrets }))
+            }
             RuntimeError::Invalid { .. } => ApiError::new(Code::Conflict, message),
             RuntimeError::Timeout { .. } => ApiError::new(Code::Timeout, message),
             RuntimeError::Agent(_) => ApiError::new(Code::AgentFailed, message),
