@@ -46,11 +46,14 @@ impl Runtime {
     /// Opens the store in `config.home` (creating it if needed; the home is
     /// used by its canonical path).
     pub async fn open(mut config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        let store = LocalStore::open(&config.home).await.map_err(store_error)?;
         // One spelling of the home for every process: VMMs are started with
-        // paths under it, and a sweep finds them by those paths.
+        // paths under it (a disk layer names its backing file by one, which
+        // a relative home would make relative to the layer), and a sweep
+        // finds them by those paths.
+        std::fs::create_dir_all(&config.home).map_err(crate::error::io("create", &config.home))?;
         config.home = std::fs::canonicalize(&config.home)
             .map_err(crate::error::io("resolve", &config.home))?;
+        let store = LocalStore::open(&config.home).await.map_err(store_error)?;
         let shared: Arc<dyn orgo_snapshot::Store> = Arc::new(store.clone());
         let cache = BuildCache::new(Arc::clone(&shared));
         let net = Arc::new(Net::new(crate::net::Settings {

@@ -603,3 +603,24 @@ fn killed_launchers_leave_orphans_that_a_sweep_removes() {
         .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A home given as a relative path (`ORGO_HOME=target/home`) is resolved
+/// once, before anything names a path under it: a disk layer's backing
+/// file named relative to the home would be looked for relative to the
+/// layer, and the VMM would not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_home_that_does_not_exist_yet_is_made_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative =
+        PathBuf::from(format!("{up}{}", dir.path().display()).replace("//", "/")).join("new-home");
+    assert!(relative.is_relative());
+    let runtime = open(&relative, &FakeVmm::new(QEMU)).await;
+    let root = runtime.store().root();
+    assert!(root.is_absolute(), "{}", root.display());
+    assert_eq!(
+        root,
+        std::fs::canonicalize(dir.path().join("new-home")).unwrap()
+    );
+}
