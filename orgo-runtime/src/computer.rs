@@ -292,6 +292,9 @@ pub(crate) async fn connect(shared: &Arc<Shared>, id: &str) -> Result<Computer, 
     let status = status_of(shared, id)?;
     let backend = match (status.state, status.record.backend) {
         (ComputerState::Running, Some(backend)) => backend,
+        (ComputerState::Suspended, _) => {
+            return Err(RuntimeError::Suspended { id: id.to_owned() });
+        }
         (ComputerState::Exited, _) => {
             return Err(RuntimeError::NotFound {
                 what: format!(
@@ -327,7 +330,9 @@ pub(crate) async fn stop(shared: &Arc<Shared>, id: &str) -> Result<Option<String
     let status = status_of(shared, id)?;
     match status.state {
         ComputerState::Running => {}
-        ComputerState::Exited => {
+        // A suspended one is removed as it is: no VMM runs (`on_shutdown`
+        // does not run either).
+        ComputerState::Exited | ComputerState::Suspended => {
             shared.cleanup(id).await?;
             return Ok(None);
         }
@@ -402,7 +407,10 @@ pub(crate) async fn egress_learned(
     id: &str,
 ) -> Result<EgressLearned, RuntimeError> {
     let status = status_of(shared, id)?;
-    if status.state != ComputerState::Running {
+    if !matches!(
+        status.state,
+        ComputerState::Running | ComputerState::Suspended
+    ) {
         return Err(RuntimeError::NotFound {
             what: format!("running computer `{id}` (it is {})", status.state.as_str()),
         });

@@ -77,6 +77,14 @@ pub enum RuntimeError {
     /// A step of a build (or of a launch, or `on_shutdown`) ran and failed.
     #[error("`{}` {}", .0.field, .0.reason)]
     Build(StepFailure),
+    /// The computer is suspended: it answers nothing until it is resumed.
+    #[error(
+        "computer `{id}` is suspended; resume it first (`orgo resume {id}`, `Runtime::resume`)"
+    )]
+    Suspended {
+        /// The computer.
+        id: String,
+    },
     /// A snapshot would hold the value of a secret: nothing was stored.
     #[error(
         "the snapshot holds the value of {}: nothing was stored; give secrets at launch (`secrets:` and the vault), never write them into a build",

@@ -30,8 +30,9 @@ use crate::vmm::BackendKind;
 /// The computer record: `"orgo_computer": "2.2"` (2: recorded before the VM
 /// starts, with its state and owner; 2.1: its forwarded ports and whether
 /// it learns its egress, absent from 2.0 records: none and no; 2.2: its
-/// restarts, absent before: none), at most 1 MiB.
-const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 2), 1 << 20);
+/// restarts, absent before: none; 2.3: when it was suspended, absent when
+/// it is not), at most 1 MiB.
+const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 3), 1 << 20);
 /// The record an orgo before version 2 wrote (of a computer it launched and
 /// recorded once running): read and taken as `running`.
 const RECORD_V1: VersionedFormat =
@@ -71,6 +72,7 @@ impl RecordV1 {
             ports: Vec::new(),
             egress_learn: false,
             restarts: 0,
+            suspended_unix: None,
         })
     }
 }
@@ -136,6 +138,11 @@ pub struct ComputerRecord {
     /// from its snapshot (each time back in its launch state).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// When it was suspended (seconds since the Unix epoch): its memory
+    /// and state are saved in its directory and no VMM runs
+    /// ([`Runtime::suspend`](crate::Runtime::suspend)); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_unix: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -185,6 +192,7 @@ impl ComputerRecord {
             ports: Vec::new(),
             egress_learn: false,
             restarts: 0,
+            suspended_unix: None,
         }
     }
 }
@@ -216,6 +224,9 @@ pub enum ComputerState {
     /// Left behind by a launch whose process died: `Runtime::sweep` (the
     /// CLI's `orgo store gc`) removes it.
     Orphaned,
+    /// Saved to disk, its memory and vCPUs freed: `Runtime::resume` (the
+    /// CLI's `orgo resume`) brings it back.
+    Suspended,
 }
 
 impl ComputerState {
@@ -227,6 +238,7 @@ impl ComputerState {
             Self::Launching => "launching",
             Self::Parked => "parked",
             Self::Orphaned => "orphaned",
+            Self::Suspended => "suspended",
         }
     }
 }
@@ -235,12 +247,16 @@ impl ComputerStatus {
     fn of(record: ComputerRecord) -> ComputerStatus {
         // A launched computer whose VMM's pid is not known (a custom VMM's)
         // is taken to run.
-        let running = match record.pid {
-            Some(pid) => process_alive(pid),
-            None => record.state == RecordState::Running,
-        };
+        let running = record.suspended_unix.is_none()
+            && match record.pid {
+                Some(pid) => process_alive(pid),
+                None => record.state == RecordState::Running,
+            };
         let owned = record.owner.is_some_and(|o| o.alive());
         let state = match (record.state, owned) {
+            (RecordState::Running, _) if record.suspended_unix.is_some() => {
+                ComputerState::Suspended
+            }
             (RecordState::Running, _) if running => ComputerState::Running,
             (RecordState::Running, _) => ComputerState::Exited,
             (RecordState::Launching, true) => ComputerState::Launching,

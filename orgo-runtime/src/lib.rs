@@ -115,6 +115,7 @@ mod shared;
 mod steps;
 mod streams;
 mod support;
+mod suspend;
 mod system;
 mod vault;
 mod vmm;

@@ -270,6 +270,25 @@ impl Runtime {
         Ok(orphans)
     }
 
+    /// Suspends running computer `id`: its whole state, memory included,
+    /// goes to a file of its own (owner-only, never in the store), and its
+    /// VMM stops, freeing its memory and vCPUs; its disk layer, network and
+    /// snapshot lease stay. Returns how long its vCPUs stood before the VMM
+    /// stopped. Calls to it fail with [`RuntimeError::Suspended`] until
+    /// [`resume`](Self::resume). QEMU only; a computer launched with more
+    /// vCPUs or memory than its snapshot is refused.
+    pub async fn suspend(&self, id: &str) -> Result<std::time::Duration, RuntimeError> {
+        crate::suspend::suspend(&self.shared, id).await
+    }
+
+    /// Resumes suspended computer `id` under the same id, with its files,
+    /// processes and terminal sessions, and the guest's clock set to the
+    /// host's; its VM then runs on its own ([`connect`](Self::connect) to
+    /// it).
+    pub async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        crate::suspend::resume(&self.shared, id).await
+    }
+
     /// Connects to running computer `id` (launched by this process or any
     /// other from the same home).
     ///

@@ -294,6 +294,18 @@ pub trait Vm: Send + Sync + fmt::Debug {
     /// over, not copied.
     async fn snapshot(&self, dir: &Path) -> Result<BTreeMap<String, PathBuf>, RuntimeError>;
 
+    /// Writes the whole state of the paused VM, its memory included, to
+    /// the file `state` in `dir` (owner-only), for a restore from the
+    /// snapshot it was restored from with that state in place of the
+    /// snapshot's (a suspend). Backends that cannot say so.
+    async fn save(&self, dir: &Path) -> Result<PathBuf, RuntimeError> {
+        let _ = dir;
+        Err(RuntimeError::Unsupported {
+            backend: "this VMM",
+            what: "save a restored VM's memory and state (suspend)".into(),
+        })
+    }
+
     /// Stops the VM and its VMM process.
     async fn shutdown(&self) -> Result<(), RuntimeError>;
 

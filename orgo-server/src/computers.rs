@@ -116,7 +116,7 @@ impl Computers {
                 }
             };
             match live.get(&owner.id) {
-                Some(ComputerState::Running | ComputerState::Exited) => {
+                Some(ComputerState::Running | ComputerState::Exited | ComputerState::Suspended) => {
                     owners.insert(owner.id.clone(), owner);
                 }
                 _ => {

@@ -297,6 +297,8 @@ impl From<RuntimeError> for ApiError {
                 ApiError::new(Code::BuildFailed, message).details(json!({ "secrets": secrets }))
             }
             RuntimeError::Invalid { .. } => ApiError::new(Code::Conflict, message),
+            RuntimeError::Suspended { id } => ApiError::new(Code::Conflict, message)
+                .details(json!({ "id": id, "state": "suspended" })),
             RuntimeError::Timeout { .. } => ApiError::new(Code::Timeout, message),
             RuntimeError::Agent(_) => ApiError::new(Code::AgentFailed, message),
             RuntimeError::NoDesktop { id } => {

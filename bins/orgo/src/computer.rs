@@ -424,6 +424,54 @@ pub(crate) fn age(secs: u64) -> String {
     }
 }
 
+/// `orgo suspend`: each computer saved to disk; its id printed once done,
+/// how long its vCPUs stood on stderr.
+pub(crate) fn suspend(
+    root: Option<PathBuf>,
+    rt: &RuntimeArgs,
+    args: StopArgs,
+) -> Result<(), Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    each(&args.ids, |id| {
+        let stood = tokio.block_on(runtime.suspend(id))?;
+        eprintln!(
+            "orgo: {id} suspended (its vCPUs stood {} ms)",
+            stood.as_millis()
+        );
+        Ok(())
+    })
+}
+
+/// `orgo resume`: each suspended computer back; its id printed once done.
+pub(crate) fn resume(
+    root: Option<PathBuf>,
+    rt: &RuntimeArgs,
+    args: StopArgs,
+) -> Result<(), Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    each(&args.ids, |id| tokio.block_on(runtime.resume(id)))
+}
+
+/// Runs `act` on every id, printing each id it succeeds on; each failure is
+/// reported as it happens, and the last one decides the exit status.
+fn each(
+    ids: &[String],
+    mut act: impl FnMut(&str) -> Result<(), RuntimeError>,
+) -> Result<(), Failure> {
+    let mut failed = None;
+    for id in ids {
+        match act(id) {
+            Ok(()) => emit(&format!("{id}\n")),
+            Err(error) => {
+                if let Some(previous) = failed.replace(runtime_error(error)) {
+                    crate::fail(previous);
+                }
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
 pub(crate) fn stop(root: Option<PathBuf>, rt: &RuntimeArgs, args: StopArgs) -> Result<(), Failure> {
     let (tokio, runtime) = open(root, rt)?;
     // Every id is stopped; each failure is reported as it happens, and the

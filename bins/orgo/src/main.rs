@@ -125,6 +125,12 @@ enum Command {
     Ps(computer::PsArgs),
     /// Stop computers: `on_shutdown`, power off, clean up.
     Stop(computer::StopArgs),
+    /// Suspend computers: save each to disk and free its memory and vCPUs
+    /// (`orgo ps` shows `suspended`); calls to it fail until it is resumed.
+    Suspend(computer::StopArgs),
+    /// Resume suspended computers, with the same ids, files, processes and
+    /// terminal sessions.
+    Resume(computer::StopArgs),
     /// Copy a file into or out of a computer: `ID:PATH` as the source or
     /// the destination (`-` is stdin or stdout).
     Cp(cp::CpArgs),
@@ -240,6 +246,8 @@ fn main() -> ExitCode {
         },
         Command::Ps(args) => computer::ps(cli.store, &cli.runtime, args),
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
+        Command::Suspend(args) => computer::suspend(cli.store, &cli.runtime, args),
+        Command::Resume(args) => computer::resume(cli.store, &cli.runtime, args),
         Command::Cp(args) => cp::local(cli.store, &cli.runtime, args),
         Command::Serve(args) => serve::serve(cli.store, &cli.runtime, args),
         Command::Keys(command) => serve::keys(cli.store, command),

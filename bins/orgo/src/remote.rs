@@ -8,8 +8,9 @@
 //! Where remote differs: a template *file* given to `build` or `launch` is
 //! first published (in the key's namespace); `build --check` asks this
 //! host, so it is refused; a launch's secrets are the `ORGO_SECRET_*`
-//! variables of this environment (the server's vault is not used); `vnc`
-//! and `stream` are refused, saying why (the API serves neither).
+//! variables of this environment (the server's vault is not used); `vnc`,
+//! `stream`, `suspend` and `resume` are refused, saying why (the API serves
+//! none of them).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -42,6 +43,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             | Command::Exec(_)
             | Command::Ps(_)
             | Command::Stop(_)
+            | Command::Suspend(_)
+            | Command::Resume(_)
             | Command::Cp(_)
             | Command::Logs(_)
             | Command::Events(_)
@@ -361,6 +364,12 @@ fn dispatch(
             emit(&learned.policy);
         }
         Command::Desktop(command) => crate::remote_desktop::run(tokio, client, command)?,
+        Command::Suspend(_) | Command::Resume(_) => {
+            return Err(Failure::Input(
+                "`suspend` and `resume` run on the computer's host: the API serves neither yet"
+                    .into(),
+            ));
+        }
         _ => unreachable!("run() sends only the remote commands"),
     }
     Ok(0)

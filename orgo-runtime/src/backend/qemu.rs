@@ -522,6 +522,39 @@ impl Vm for QemuVm {
         ]))
     }
 
+    async fn save(&self, dir: &Path) -> Result<PathBuf, RuntimeError> {
+        if self.status().await? == "running" {
+            return Err(RuntimeError::Vmm {
+                backend: BACKEND,
+                op: "save".into(),
+                message: "the VM is running; pause it first".into(),
+            });
+        }
+        if self.memory_file.is_some() {
+            return Err(RuntimeError::Unsupported {
+                backend: BACKEND,
+                what: "save a VM whose memory is a snapshot's file (a golden VM)".into(),
+            });
+        }
+        create_private_dir(dir)?;
+        // The memory is mapped privately (`share=off`), so the migration
+        // carries all of it; `x-ignore-shared` is set as at the restore.
+        let state = dir.join("state");
+        self.execute("migrate-set-capabilities", ignore_shared())
+            .await?;
+        self.execute(
+            "migrate",
+            json!({ "uri": format!("exec:umask 077 && cat > {}", shell_quote(&state)?) }),
+        )
+        .await?;
+        {
+            let mut qmp = self.qmp.lock().await;
+            let qmp = qmp.as_mut().expect("checked by the commands above");
+            wait_migration(qmp, "migrate").await?;
+        }
+        Ok(state)
+    }
+
     async fn shutdown(&self) -> Result<(), RuntimeError> {
         if let Some(mut qmp) = self.qmp.lock().await.take() {
             let _ = qmp.execute("quit", json!({})).await; // QEMU may close first
@@ -831,6 +864,20 @@ fn skip_flushes(args: &mut [OsString]) {
     for arg in args.iter_mut() {
         if arg.to_str().is_some_and(|a| a.contains(",id=disk0,")) {
             arg.push(",cache=unsafe");
+        }
+    }
+}
+
+/// Creates `dir` readable by its owner only (a suspended VM's memory holds
+/// its secrets).
+fn create_private_dir(dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io("create", dir)(e)),
+        _ => {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("restrict", dir))
         }
     }
 }

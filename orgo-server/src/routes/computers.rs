@@ -84,7 +84,7 @@ pub(crate) struct LaunchRequest {
 pub(crate) struct ComputerView {
     /// Its id.
     id: String,
-    /// `running`, `exited`, `launching`, `parked` or `orphaned`.
+    /// `running`, `exited`, `launching`, `parked`, `orphaned` or `suspended`.
     status: String,
     /// The ref it was launched from.
     template_ref: String,
