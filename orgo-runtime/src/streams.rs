@@ -7,8 +7,9 @@
 //! A stream's `key` is a literal, or a secret read at launch (an autostart
 //! stream) or when it is started by hand (from the [`Vault`] given): never
 //! at build time, so never in a snapshot. A launch keeps the template of a
-//! computer with a desktop beside its record (`template.json`, with secret
-//! names, never values), so that any later process can start its streams.
+//! computer beside its record (`template.json`, with secret names, never
+//! values), so that any later process can start its streams (or checkpoint
+//! it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +26,7 @@ use crate::guest::{QUICK, call};
 use crate::vault::Vault;
 
 /// The template kept beside a computer's record.
-const TEMPLATE_FILE: &str = "template.json";
+pub(crate) const TEMPLATE_FILE: &str = "template.json";
 
 /// Where a stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,23 +115,23 @@ fn service(
     Ok(desktop.stream_service(stream.name.as_str(), &stream.url, key.as_deref()))
 }
 
-/// At launch: keeps the template beside the record (a computer with a
-/// desktop), and starts the streams marked `autostart`.
+/// At launch: keeps the template beside the record (streams and
+/// checkpoints read it), and starts the streams marked `autostart`.
 pub(crate) async fn on_launch(
     dir: &Path,
     agent: &Arc<AgentClient>,
     template: &Template,
     secrets: &BTreeMap<String, String>,
 ) -> Result<(), RuntimeError> {
-    let Some(desktop) = desktop::plan(template) else {
-        return Ok(());
-    };
     let path = dir.join(TEMPLATE_FILE);
     std::fs::write(&path, template.canonical_json()).map_err(|source| RuntimeError::Io {
         op: "write",
         path,
         source,
     })?;
+    let Some(desktop) = desktop::plan(template) else {
+        return Ok(());
+    };
     for (i, stream) in template.streaming().iter().enumerate() {
         if stream.autostart {
             let spec = service(&desktop, i, stream, &|name| secrets.get(name).cloned())?;
@@ -159,9 +160,15 @@ impl Computer {
                 });
             }
         };
-        Template::from_json(&text).map_err(|e| RuntimeError::Invalid {
+        let template = Template::from_json(&text).map_err(|e| RuntimeError::Invalid {
             what: format!("template kept at `{}`: {e}", path.display()),
-        })
+        })?;
+        if desktop::plan(&template).is_none() {
+            return Err(RuntimeError::NoDesktop {
+                id: self.id().to_owned(),
+            });
+        }
+        Ok(template)
     }
 
     /// Starts streaming to stream `name` of the template (again, if it

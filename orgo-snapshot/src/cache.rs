@@ -277,6 +277,7 @@ impl BuildCache {
             base_image: artifacts.base_image,
             kernel: artifacts.kernel,
             agent: artifacts.agent,
+            parent: None,
             created_at: now_rfc3339(),
         };
         let digest = put_manifest(&*self.store, &Manifest::Snapshot(manifest.clone())).await?;

@@ -77,6 +77,7 @@ where
     cache_records_failures(make().await).await;
     cache_forgets_only_a_stale_snapshot(make().await).await;
     gc_keeps_what_is_reachable(make().await).await;
+    checkpoints_keep_their_parent(make().await).await;
     gc_during_builds(make().await).await;
 }
 
@@ -570,6 +571,106 @@ async fn cache_records_failures(s: Subject) {
         .map(|b| b.built_here);
     assert!(matches!(built, Ok(true)));
     assert!(cache.failure(&digest).await.expect("failure").is_none());
+}
+
+async fn checkpoints_keep_their_parent(s: Subject) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = &*s.store;
+    let cache = BuildCache::new(s.store.clone());
+    let checkpoints = crate::Checkpoints::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
+    // An unpublished template: only the checkpoint keeps its snapshot.
+    let parent = cache
+        .get_or_build(&template("1.0.0", "parent").digest(), || {
+            artifacts(&dir, base, "parent".into())
+        })
+        .await
+        .expect("build");
+    let state = dir.path().join("checkpoint-state");
+    tokio::fs::write(&state, b"the whole state")
+        .await
+        .expect("write");
+    let (digest, manifest) = checkpoints
+        .put(
+            &parent.digest,
+            &parent.manifest,
+            "c-0123456789ab",
+            &BTreeMap::from([("state".to_owned(), state)]),
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        manifest
+            .parent
+            .as_ref()
+            .map(|p| (p.snapshot, p.computer.as_str())),
+        Some((parent.digest, "c-0123456789ab"))
+    );
+    assert_eq!(
+        manifest.blobs["memory"], parent.manifest.blobs["memory"],
+        "reused"
+    );
+    assert_ne!(
+        manifest.blobs["state"], parent.manifest.blobs["state"],
+        "its own"
+    );
+    assert_eq!(
+        checkpoints.get(&digest).await.expect("get"),
+        Some(manifest.clone())
+    );
+    assert_eq!(
+        checkpoints.get(&parent.digest).await.expect("get"),
+        None,
+        "a template's snapshot is not a checkpoint"
+    );
+    gc(store).await.expect("gc");
+    assert!(verify(store).await.expect("verify").problems.is_empty());
+    for blob in parent
+        .manifest
+        .blobs
+        .values()
+        .chain(manifest.blobs.values())
+    {
+        assert!(
+            store.stat(&blob.digest).await.expect("stat").is_some(),
+            "kept"
+        );
+    }
+    assert!(
+        checkpoints
+            .lease("c-1", &digest)
+            .await
+            .expect("lease")
+            .is_some(),
+        "a computer runs from it"
+    );
+    assert!(checkpoints.remove(&digest).await.expect("remove"));
+    gc(store).await.expect("gc");
+    assert!(
+        store
+            .stat(&manifest.blobs["state"].digest)
+            .await
+            .expect("stat")
+            .is_some(),
+        "its lease keeps it"
+    );
+    assert!(cache.release("c-1").await.expect("release"));
+    gc(store).await.expect("gc");
+    assert_eq!(
+        store
+            .stat(&manifest.blobs["state"].digest)
+            .await
+            .expect("stat"),
+        None
+    );
+    assert_eq!(
+        store
+            .stat(&parent.manifest.blobs["memory"].digest)
+            .await
+            .expect("stat"),
+        None
+    );
+    assert_eq!(checkpoints.get(&digest).await.expect("get"), None);
 }
 
 async fn gc_keeps_what_is_reachable(s: Subject) {

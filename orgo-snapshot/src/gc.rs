@@ -75,7 +75,7 @@ async fn mark(store: &dyn Store) -> Result<Live, StoreError> {
     for (_, digest) in refs_under(store, &keys::root(keys::TEMPLATES)).await? {
         live.templates.insert(digest);
     }
-    for kind in [keys::LEASES, keys::IMAGES] {
+    for kind in [keys::LEASES, keys::IMAGES, keys::CHECKPOINTS] {
         for (_, digest) in refs_under(store, &keys::root(kind)).await? {
             manifests.push(digest);
         }
@@ -115,6 +115,10 @@ async fn mark(store: &dyn Store) -> Result<Live, StoreError> {
         if let Manifest::Snapshot(snapshot) = &manifest {
             live.blobs.insert(snapshot.kernel);
             manifests.push(snapshot.base_image);
+            // A checkpoint's disk is a layer over its parent's.
+            if let Some(parent) = &snapshot.parent {
+                manifests.push(parent.snapshot);
+            }
             if live.templates.insert(snapshot.template) {
                 templates.push(snapshot.template);
             }
@@ -198,7 +202,14 @@ pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
             continue;
         }
         let kind = key.as_str().split('/').next().unwrap_or_default();
-        if ![keys::SNAPSHOTS, keys::LEASES, keys::IMAGES].contains(&kind) {
+        if ![
+            keys::SNAPSHOTS,
+            keys::LEASES,
+            keys::IMAGES,
+            keys::CHECKPOINTS,
+        ]
+        .contains(&kind)
+        {
             continue;
         }
         match get_manifest(store, &digest).await {
@@ -226,9 +237,14 @@ pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
                         });
                     }
                 }
-                // A snapshot restores only with its base image and kernel.
+                // A snapshot restores only with its base image and kernel,
+                // a checkpoint only with its parent too.
                 if let Manifest::Snapshot(snapshot) = &manifest {
-                    for needed in [snapshot.base_image, snapshot.kernel] {
+                    let parent = snapshot.parent.as_ref().map(|p| p.snapshot);
+                    for needed in [snapshot.base_image, snapshot.kernel]
+                        .into_iter()
+                        .chain(parent)
+                    {
                         if !sizes.contains_key(&needed) {
                             report.problems.push(Problem {
                                 subject: key.to_string(),
@@ -259,6 +275,7 @@ async fn list_all_refs(store: &dyn Store) -> Result<Vec<RefKey>, StoreError> {
         keys::FAILURES,
         keys::IMAGES,
         keys::LEASES,
+        keys::CHECKPOINTS,
     ]
     .into();
     for kind in kinds {

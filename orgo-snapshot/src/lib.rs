@@ -66,6 +66,7 @@
 //! else `~/.local/share/orgo`.
 
 mod cache;
+mod checkpoint;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -78,12 +79,13 @@ mod service;
 pub mod versioned;
 
 pub use crate::cache::{BuildCache, BuildFailure, Built, FailureRecord, SnapshotArtifacts};
+pub use crate::checkpoint::Checkpoints;
 pub use crate::error::StoreError;
 pub use crate::gc::{GcReport, Problem, VerifyReport, gc, verify};
 pub use crate::local::{LocalStore, Materialized};
 pub use crate::manifest::{
-    HardwareShape, ImageManifest, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Manifest, SnapshotManifest,
-    get_manifest, put_manifest,
+    HardwareShape, ImageManifest, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Manifest, Provenance,
+    SnapshotManifest, get_manifest, put_manifest,
 };
 pub use crate::memory::MemoryStore;
 pub use crate::registry::{Published, RESERVED_NAMESPACE, Registry};

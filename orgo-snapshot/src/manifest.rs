@@ -59,8 +59,24 @@ pub struct SnapshotManifest {
     /// agent speaks the protocol of its own build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Digest>,
+    /// For a checkpoint of a running computer: the snapshot that computer
+    /// was launched from, and the computer (format 1.1; `None` for a
+    /// template's golden snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Provenance>,
     /// When it was captured (RFC 3339, UTC).
     pub created_at: String,
+}
+
+/// Where a checkpoint came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The digest of the snapshot manifest the computer was launched from
+    /// (its blobs, the disk among them, stay while the checkpoint does: the
+    /// checkpoint's disk is a layer over that one).
+    pub snapshot: Digest,
+    /// The computer's id.
+    pub computer: String,
 }
 
 /// The hardware a snapshot was captured with.
@@ -178,6 +194,7 @@ mod tests {
                 base_image: Digest::of(b"base"),
                 kernel: Digest::of(b"kernel"),
                 agent: Some(Digest::of(b"agent")),
+                parent: None,
                 created_at: "2025-01-02T03:04:05Z".to_owned(),
             }),
             Manifest::BaseImage(ImageManifest {

@@ -17,6 +17,7 @@ pub(crate) mod keys {
     pub(crate) const FAILURES: &str = "failures";
     pub(crate) const IMAGES: &str = "images";
     pub(crate) const LEASES: &str = "leases";
+    pub(crate) const CHECKPOINTS: &str = "checkpoints";
 
     pub(crate) fn root(kind: &str) -> RefKey {
         RefKey::new(kind).expect("kind names are valid keys")
