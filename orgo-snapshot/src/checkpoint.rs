@@ -51,10 +51,10 @@ impl Checkpoints {
         }
         let manifest = SnapshotManifest {
             blobs,
-            parent: Some(Provenance {
+            parent: Some(Box::new(Provenance {
                 snapshot: *parent_digest,
                 computer: computer.to_owned(),
-            }),
+            })),
             created_at: now_rfc3339(),
             ..parent.clone()
         };

@@ -63,7 +63,7 @@ pub struct SnapshotManifest {
     /// was launched from, and the computer (format 1.1; `None` for a
     /// template's golden snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Provenance>,
+    pub parent: Option<Box<Provenance>>,
     /// When it was captured (RFC 3339, UTC).
     pub created_at: String,
 }
