@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use orgo_agent_protocol::{Exec, Op};
 use orgo_snapshot::Built;
-use orgo_template::Template;
+use orgo_template::{Digest, Template};
 
 use crate::agent::AgentClient;
 use crate::computer::Computer;
@@ -69,15 +69,22 @@ fn pool_key(built: &Built, options: &LaunchOptions) -> PoolKey {
     }
 }
 
-/// Launches a computer from `template` (see [`Runtime::launch`](crate::Runtime::launch)).
-pub(crate) async fn launch(
-    shared: &Arc<Shared>,
+/// What a launch restores.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// The template's golden snapshot, built first if needed.
+    Template,
+    /// A checkpoint of a running computer, launched from the template.
+    Checkpoint(Digest),
+}
+
+/// Before anything is built or started: every required secret, and the
+/// extra environment's names.
+fn checked(
+    shared: &Shared,
     template: &Template,
-    options: LaunchOptions,
-    log: BuildLog<'_>,
-) -> Result<Computer, RuntimeError> {
-    // Before anything is built or started: every required secret, and the
-    // extra environment's names.
+    options: &LaunchOptions,
+) -> Result<BTreeMap<String, String>, RuntimeError> {
     let secrets = options
         .vault
         .resolve(template)
@@ -92,6 +99,17 @@ pub(crate) async fn launch(
     if options.egress_learn && shared.net.lacking().is_some() {
         return Err(no_learning(shared));
     }
+    Ok(secrets)
+}
+
+/// Launches a computer from `template` (see [`Runtime::launch`](crate::Runtime::launch)).
+pub(crate) async fn launch(
+    shared: &Arc<Shared>,
+    template: &Template,
+    options: LaunchOptions,
+    log: BuildLog<'_>,
+) -> Result<Computer, RuntimeError> {
+    let secrets = checked(shared, template, &options)?;
     let digest = template.digest();
     if let Some(built) = shared
         .builder
@@ -107,6 +125,39 @@ pub(crate) async fn launch(
         refill(shared, template, key);
         return launched.map(|l| handle(shared, l));
     }
+    launch_new(shared, template, Source::Template, options, secrets, log).await
+}
+
+/// Launches a computer from checkpoint `digest` of a computer of
+/// `template` (see [`Runtime::launch_checkpoint`](crate::Runtime::launch_checkpoint)).
+pub(crate) async fn launch_checkpoint(
+    shared: &Arc<Shared>,
+    template: &Template,
+    digest: Digest,
+    options: LaunchOptions,
+    log: BuildLog<'_>,
+) -> Result<Computer, RuntimeError> {
+    let secrets = checked(shared, template, &options)?;
+    launch_new(
+        shared,
+        template,
+        Source::Checkpoint(digest),
+        options,
+        secrets,
+        log,
+    )
+    .await
+}
+
+/// Launches a new computer (not a parked one) from `source`.
+async fn launch_new(
+    shared: &Arc<Shared>,
+    template: &Template,
+    source: Source,
+    options: LaunchOptions,
+    secrets: BTreeMap<String, String>,
+    log: BuildLog<'_>,
+) -> Result<Computer, RuntimeError> {
     let id = new_id();
     shared
         .home
@@ -115,7 +166,24 @@ pub(crate) async fn launch(
     // or directory behind.
     let guard = Unlaunched::new(shared, &id);
     let launched = async {
-        let built = shared.builder.build(Some(&id), template, log).await?;
+        let built = match source {
+            Source::Template => shared.builder.build(Some(&id), template, log).await?,
+            Source::Checkpoint(digest) => {
+                let store: Arc<dyn orgo_snapshot::Store> = Arc::new(shared.builder.store.clone());
+                let manifest = orgo_snapshot::Checkpoints::new(store)
+                    .lease(&id, &digest)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| RuntimeError::NotFound {
+                        what: format!("checkpoint `{digest}`"),
+                    })?;
+                Built {
+                    digest,
+                    manifest,
+                    built_here: false,
+                }
+            }
+        };
         let key = pool_key(&built, &options);
         let restoring = Instant::now();
         let nic = Nic::Attach {
@@ -130,7 +198,7 @@ pub(crate) async fn launch(
     }
     .await;
     guard.settle(launched.is_ok()).await;
-    if let Ok(launched) = &launched {
+    if let (Ok(launched), Source::Template) = (&launched, source) {
         let record = &launched.record;
         if let Some(snapshot) = record.snapshot {
             let key = PoolKey {

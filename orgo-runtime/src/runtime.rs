@@ -270,6 +270,59 @@ impl Runtime {
         Ok(orphans)
     }
 
+    /// Checkpoints running computer `id` into a new snapshot, the computer
+    /// running on after a brief pause ([`Checkpoint::paused`]): its memory,
+    /// device state and disk (a layer over its snapshot's), with its
+    /// provenance. Refused, naming the secret and where, when what was
+    /// captured holds a secret of the vault file, of the `ORGO_SECRET_*`
+    /// environment or of `secrets` (give the ones given to its launch).
+    /// QEMU only; see [`launch_checkpoint`](Self::launch_checkpoint).
+    ///
+    /// [`Checkpoint::paused`]: crate::Checkpoint::paused
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        secrets: &crate::Vault,
+    ) -> Result<crate::Checkpoint, RuntimeError> {
+        crate::checkpoint::checkpoint(&self.shared, id, secrets).await
+    }
+
+    /// Launches a computer from checkpoint `digest` as [`launch`](Self::launch)
+    /// does from a template's snapshot: its own disk layer over the
+    /// checkpoint's, its own identity, the environment and secrets of
+    /// `options`, `on_every_boot` and `on_resume`; no smaller than the
+    /// snapshot the checkpoint came from.
+    pub async fn launch_checkpoint(
+        &self,
+        digest: &Digest,
+        options: LaunchOptions,
+        log: BuildLog<'_>,
+    ) -> Result<Computer, RuntimeError> {
+        let template = crate::checkpoint::template_of(&self.shared, digest).await?;
+        self.check_with(&template, options.detached)?;
+        launch::launch_checkpoint(&self.shared, &template, *digest, options, log).await
+    }
+
+    /// Forks running computer `id`: one [`checkpoint`](Self::checkpoint)
+    /// (scanned for the secrets of `options`' vault too), then `count`
+    /// computers launched from it with `options`.
+    pub async fn fork(
+        &self,
+        id: &str,
+        count: usize,
+        options: LaunchOptions,
+    ) -> Result<(crate::Checkpoint, Vec<Computer>), RuntimeError> {
+        let checkpoint = self.checkpoint(id, &options.vault).await?;
+        let mut forks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let computer = self
+                .launch_checkpoint(&checkpoint.digest, options.clone(), &mut |_| {})
+                .await?;
+            forks.push(computer);
+        }
+        Ok((checkpoint, forks))
+    }
+
     /// Suspends running computer `id`: its whole state, memory included,
     /// goes to a file of its own (owner-only, never in the store), and its
     /// VMM stops, freeing its memory and vCPUs; its disk layer, network and

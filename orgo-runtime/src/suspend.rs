@@ -60,16 +60,7 @@ pub(crate) async fn suspend(
     }
     let mut record = status.record;
     let (kind, manifest) = snapshot_of(shared, &record).await?;
-    let floor = manifest.hardware;
-    if record.cpus > floor.cpu || record.memory_mib > floor.memory_mib {
-        return Err(RuntimeError::Unsupported {
-            backend: kind.vmm(),
-            what: format!(
-                "suspend computer `{id}`: it runs with more than its snapshot's {} vCPUs and {} MiB (hot-added)",
-                floor.cpu, floor.memory_mib
-            ),
-        });
-    }
+    not_grown(&record, &manifest, kind, "suspend")?;
     // A computer this process watches gives its handle; its watcher ends.
     let watched = shared.lives.get(id);
     let dir = shared.home.dir(id);
@@ -169,8 +160,30 @@ pub(crate) async fn resume(shared: &Arc<Shared>, id: &str) -> Result<(), Runtime
     Ok(())
 }
 
+/// Refuses to `what` computer `record` if it runs with more vCPUs or memory
+/// than its snapshot `manifest` (hot-added): its saved state would name
+/// devices a restore does not make.
+pub(crate) fn not_grown(
+    record: &ComputerRecord,
+    manifest: &SnapshotManifest,
+    kind: BackendKind,
+    what: &str,
+) -> Result<(), RuntimeError> {
+    let floor = manifest.hardware;
+    if record.cpus > floor.cpu || record.memory_mib > floor.memory_mib {
+        return Err(RuntimeError::Unsupported {
+            backend: kind.vmm(),
+            what: format!(
+                "{what} computer `{}`: it runs with more than its snapshot's {} vCPUs and {} MiB (hot-added)",
+                record.id, floor.cpu, floor.memory_mib
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The backend and the snapshot manifest computer `record` was launched from.
-async fn snapshot_of(
+pub(crate) async fn snapshot_of(
     shared: &Shared,
     record: &ComputerRecord,
 ) -> Result<(BackendKind, SnapshotManifest), RuntimeError> {

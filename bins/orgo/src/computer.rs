@@ -296,11 +296,7 @@ pub(crate) fn launch(
     }
     let (tokio, runtime) = open(root, rt)?;
     let template = template(&tokio, &runtime, &args.template)?;
-    let vault = Vault::load(
-        &runtime.store().root().join(VAULT_FILE),
-        std::env::vars().filter(|(k, _)| k.starts_with(SECRET_ENV_PREFIX)),
-    )
-    .map_err(Failure::error)?;
+    let vault = launch_vault(&runtime)?;
     let options = LaunchOptions {
         cpus: args.cpu,
         memory_mib: args.ram_gb.map(|gb| u64::from(gb) * 1024),
@@ -422,6 +418,82 @@ pub(crate) fn age(secs: u64) -> String {
         3600..86400 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86400),
     }
+}
+
+#[derive(Args)]
+pub(crate) struct CheckpointArgs {
+    /// The computer's id.
+    pub(crate) id: String,
+}
+
+#[derive(Args)]
+pub(crate) struct ForkArgs {
+    /// The computer's id.
+    pub(crate) id: String,
+    /// How many computers to launch from the checkpoint.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub(crate) count: u16,
+}
+
+/// The vault `orgo launch` reads: the vault file under the secrets of the
+/// environment.
+fn launch_vault(runtime: &orgo_runtime::Runtime) -> Result<Vault, Failure> {
+    Vault::load(
+        &runtime.store().root().join(VAULT_FILE),
+        std::env::vars().filter(|(k, _)| k.starts_with(SECRET_ENV_PREFIX)),
+    )
+    .map_err(Failure::error)
+}
+
+/// `orgo checkpoint`: the checkpoint's digest, the only line on stdout;
+/// the pause and the stored bytes on stderr.
+pub(crate) fn checkpoint(
+    root: Option<PathBuf>,
+    rt: &RuntimeArgs,
+    args: CheckpointArgs,
+) -> Result<(), Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    let vault = launch_vault(&runtime)?;
+    let checkpoint =
+        until_signal(&tokio, runtime.checkpoint(&args.id, &vault))?.map_err(runtime_error)?;
+    eprintln!(
+        "orgo: checkpoint of {} (paused {} ms, {} bytes stored)",
+        args.id,
+        checkpoint.paused.as_millis(),
+        checkpoint.stored_bytes
+    );
+    emit(&format!("{}\n", checkpoint.digest));
+    Ok(())
+}
+
+/// `orgo fork`: one checkpoint, `count` computers launched from it; their
+/// ids, one per line, are all of stdout.
+pub(crate) fn fork(root: Option<PathBuf>, rt: &RuntimeArgs, args: ForkArgs) -> Result<(), Failure> {
+    let (tokio, runtime) = open(root, rt)?;
+    let options = LaunchOptions {
+        vault: launch_vault(&runtime)?,
+        // `orgo fork` exits once the computers answer.
+        detached: true,
+        ..LaunchOptions::default()
+    };
+    let started = Instant::now();
+    let (checkpoint, forks) = until_signal(
+        &tokio,
+        runtime.fork(&args.id, usize::from(args.count), options),
+    )?
+    .map_err(runtime_error)?;
+    eprintln!(
+        "orgo: forked {} from checkpoint {} (paused {} ms) in {} ms",
+        args.id,
+        checkpoint.digest,
+        checkpoint.paused.as_millis(),
+        started.elapsed().as_millis()
+    );
+    for computer in forks {
+        emit(&format!("{}\n", computer.id()));
+        computer.detach();
+    }
+    Ok(())
 }
 
 /// `orgo suspend`: each computer saved to disk; its id printed once done,

@@ -131,6 +131,12 @@ enum Command {
     /// Resume suspended computers, with the same ids, files, processes and
     /// terminal sessions.
     Resume(computer::StopArgs),
+    /// Capture a running computer into a new snapshot (it runs on); print
+    /// the checkpoint's digest.
+    Checkpoint(computer::CheckpointArgs),
+    /// Checkpoint a running computer once and launch computers from it;
+    /// print their ids, one per line.
+    Fork(computer::ForkArgs),
     /// Copy a file into or out of a computer: `ID:PATH` as the source or
     /// the destination (`-` is stdin or stdout).
     Cp(cp::CpArgs),
@@ -248,6 +254,8 @@ fn main() -> ExitCode {
         Command::Stop(args) => computer::stop(cli.store, &cli.runtime, args),
         Command::Suspend(args) => computer::suspend(cli.store, &cli.runtime, args),
         Command::Resume(args) => computer::resume(cli.store, &cli.runtime, args),
+        Command::Checkpoint(args) => computer::checkpoint(cli.store, &cli.runtime, args),
+        Command::Fork(args) => computer::fork(cli.store, &cli.runtime, args),
         Command::Cp(args) => cp::local(cli.store, &cli.runtime, args),
         Command::Serve(args) => serve::serve(cli.store, &cli.runtime, args),
         Command::Keys(command) => serve::keys(cli.store, command),

@@ -9,8 +9,8 @@
 //! first published (in the key's namespace); `build --check` asks this
 //! host, so it is refused; a launch's secrets are the `ORGO_SECRET_*`
 //! variables of this environment (the server's vault is not used); `vnc`,
-//! `stream`, `suspend` and `resume` are refused, saying why (the API serves
-//! none of them).
+//! `stream`, `suspend`, `resume`, `checkpoint` and `fork` are refused,
+//! saying why (the API serves none of them).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -45,6 +45,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Box<Cli>> {
             | Command::Stop(_)
             | Command::Suspend(_)
             | Command::Resume(_)
+            | Command::Checkpoint(_)
+            | Command::Fork(_)
             | Command::Cp(_)
             | Command::Logs(_)
             | Command::Events(_)
@@ -364,9 +366,9 @@ fn dispatch(
             emit(&learned.policy);
         }
         Command::Desktop(command) => crate::remote_desktop::run(tokio, client, command)?,
-        Command::Suspend(_) | Command::Resume(_) => {
+        Command::Suspend(_) | Command::Resume(_) | Command::Checkpoint(_) | Command::Fork(_) => {
             return Err(Failure::Input(
-                "`suspend` and `resume` run on the computer's host: the API serves neither yet"
+                "`suspend`, `resume`, `checkpoint` and `fork` run on the computer's host: the API serves none of them yet"
                     .into(),
             ));
         }
