@@ -475,7 +475,9 @@ mod orgo {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::runtime::{PyBuildResult, PyLogEvent, build, connect, launch};
+    use crate::runtime::{
+        PyBuildResult, PyLogEvent, build, checkpoint, connect, fork, launch, resume, suspend,
+    };
 
     #[pymodule_export]
     use crate::computer::{PyComputer, PyExecResult};
@@ -542,8 +544,12 @@ mod orgo {
                 "UnsupportedError",
                 "ValidationError",
                 "build",
+                "checkpoint",
                 "connect",
+                "fork",
                 "launch",
+                "resume",
+                "suspend",
                 "template_schema",
             ],
         )?;

@@ -762,3 +762,92 @@ pub(crate) fn connect(
     })?;
     Ok(PyComputer::new(computer, false))
 }
+
+/// Suspends a running computer by id: its whole state, memory included, is
+/// saved in its directory of the orgo home `home` (its owner's only), and
+/// its VM stops, freeing its memory and vCPUs. Calls to it raise
+/// `orgo.OrgoError` ("is suspended") until `orgo.resume(id)`. Returns how
+/// long its vCPUs stood, in seconds.
+#[pyfunction]
+#[pyo3(signature = (id, *, home = None))]
+pub(crate) fn suspend(
+    py: Python<'_>,
+    id: String,
+    home: Option<&Bound<'_, PyAny>>,
+) -> PyResult<f64> {
+    let setup = Setup::new(home, None)?;
+    let stood = wait(py, None, Interrupt::Never, move || async move {
+        let runtime = setup.open().await?;
+        Ok(runtime.suspend(&id).await?)
+    })?;
+    Ok(stood.as_secs_f64())
+}
+
+/// Resumes a suspended computer by id, with the same files, processes and
+/// terminal sessions; `orgo.connect(id)` reaches it then.
+#[pyfunction]
+#[pyo3(signature = (id, *, home = None))]
+pub(crate) fn resume(py: Python<'_>, id: String, home: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    let setup = Setup::new(home, None)?;
+    wait(py, None, Interrupt::Never, move || async move {
+        let runtime = setup.open().await?;
+        Ok(runtime.resume(&id).await?)
+    })
+}
+
+/// Captures a running computer by id into a checkpoint (it runs on after a
+/// brief pause); returns the checkpoint's digest. What was captured is
+/// scanned for the values of the vault's and the environment's secrets and
+/// of `secrets` (give the ones given to its launch): one found raises
+/// `orgo.BuildError` naming it and where, and nothing is stored.
+#[pyfunction]
+#[pyo3(signature = (id, *, secrets = None, home = None))]
+pub(crate) fn checkpoint(
+    py: Python<'_>,
+    id: String,
+    secrets: Option<&Bound<'_, PyAny>>,
+    home: Option<&Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let setup = Setup::new(home, None)?;
+    let secrets = string_map(secrets, "secrets")?;
+    let digest = wait(py, None, Interrupt::Never, move || async move {
+        let runtime = setup.open().await?;
+        let vault = vault(runtime.store().root(), secrets)?;
+        Ok(runtime.checkpoint(&id, &vault).await?.digest)
+    })?;
+    Ok(digest.to_string())
+}
+
+/// Checkpoints a running computer by id once and launches `count` computers
+/// from it (each with its own identity, `env` and `secrets`, and
+/// `on_resume` run); returns them. The checkpoint is scanned as
+/// `orgo.checkpoint` does, for `secrets` too.
+#[pyfunction]
+#[pyo3(signature = (id, *, count = 1, env = None, secrets = None, home = None))]
+pub(crate) fn fork(
+    py: Python<'_>,
+    id: String,
+    count: i64,
+    env: Option<&Bound<'_, PyAny>>,
+    secrets: Option<&Bound<'_, PyAny>>,
+    home: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<PyComputer>> {
+    let count = positive(Some(count), "count")?.expect("given");
+    let setup = Setup::new(home, None)?;
+    let env = string_map(env, "env")?;
+    let secrets = string_map(secrets, "secrets")?;
+    let forks = wait(py, None, Interrupt::Never, move || async move {
+        let runtime = setup.open().await?;
+        let options = LaunchOptions {
+            env,
+            vault: vault(runtime.store().root(), secrets)?,
+            ..LaunchOptions::default()
+        };
+        let (_, forks) = runtime.fork(&id, count as usize, options).await?;
+        Ok(forks)
+    })?;
+    Ok(forks
+        .into_iter()
+        .map(|c| PyComputer::new(c, true))
+        .collect())
+}

@@ -413,3 +413,32 @@ def test_the_asyncio_module(built, template, where):
         assert not computer_dir(where, c.id).exists()
 
     asyncio.run(main())
+
+
+def test_suspend_resume_checkpoint_and_fork(built, template, where):
+    c = orgo.launch(template, secrets={"api_key": "k"}, **where)
+    c.write_file("/opt/kept", "kept")
+    c.detach()
+    home = where["home"]
+    forks = []
+    try:
+        stood = orgo.suspend(c.id, home=home)
+        assert 0 < stood < 600
+        with pytest.raises(orgo.OrgoError, match=f"computer `{c.id}` is suspended"):
+            orgo.connect(c.id, home=home)
+        orgo.resume(c.id, home=home)
+        again = orgo.connect(c.id, home=home)
+        assert again.read_text("/opt/kept") == "kept"
+        again.detach()
+        digest = orgo.checkpoint(c.id, home=home)
+        assert digest.startswith("sha256:") and len(digest) == 71
+        forks = orgo.fork(c.id, count=1, secrets={"api_key": "f"}, home=home)
+        [f] = forks
+        assert f.id != c.id
+        assert f.read_text("/opt/kept") == "kept"
+        assert f.exec("hostname").stdout == f"{f.id}\n"
+        assert f.exec("echo $API_KEY").stdout == "f\n"
+    finally:
+        for f in forks:
+            f.stop()
+        orgo.connect(c.id, home=home).stop()

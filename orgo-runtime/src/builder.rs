@@ -14,7 +14,7 @@ use orgo_template::Template;
 use crate::backend::Backends;
 use crate::backend::qemu::USER_NET_IP;
 use crate::disk::{create_overlay, disk_bytes};
-use crate::error::{RuntimeError, joined, store_error};
+use crate::error::{RuntimeError, store_error};
 use crate::guest::{self, BOOT_TIMEOUT, QUICK, call};
 use crate::images::BaseImages;
 use crate::plan;
@@ -232,7 +232,7 @@ async fn scan_for_secrets(
     files: &BTreeMap<String, PathBuf>,
     log: BuildLog<'_>,
 ) -> Result<(), RuntimeError> {
-    let vault = crate::Vault::load(vault_file, std::env::vars()).map_err(RuntimeError::Vault)?;
+    let vault = crate::Vault::load_here(vault_file).map_err(RuntimeError::Vault)?;
     let needles = crate::SecretScan::new(vault.entries());
     drop(vault);
     if !needles.skipped().is_empty() {
@@ -248,34 +248,12 @@ async fn scan_for_secrets(
         )));
     }
     let started = Instant::now();
-    let files = files.clone();
-    let findings = joined(
-        "secret scan",
-        tokio::task::spawn_blocking(move || {
-            let mut findings = Vec::new();
-            for (role, path) in &files {
-                let found = needles
-                    .scan_file(path, role)
-                    .map_err(|source| RuntimeError::Io {
-                        op: "scan for secrets",
-                        path: path.clone(),
-                        source,
-                    })?;
-                findings.extend(found);
-            }
-            Ok::<_, RuntimeError>(findings)
-        }),
-    )
-    .await??;
+    let scanned = crate::secret_scan::refuse_secrets(needles, files).await;
     log(BuildEvent::Status(format!(
         "scanned the snapshot for secrets in {:.2} s",
         started.elapsed().as_secs_f64()
     )));
-    if findings.is_empty() {
-        Ok(())
-    } else {
-        Err(RuntimeError::SecretCaptured { findings })
-    }
+    scanned
 }
 
 /// Debian's bundle of the CAs it trusts, which `update-ca-certificates`

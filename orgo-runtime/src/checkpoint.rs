@@ -33,7 +33,7 @@ use orgo_agent_protocol::Exec;
 use orgo_snapshot::{BlobService as _, Checkpoints, Store};
 use orgo_template::{Digest, Template};
 
-use crate::error::{RuntimeError, joined, store_error};
+use crate::error::{RuntimeError, store_error};
 use crate::guest::{self, QUICK, call};
 use crate::home::ComputerState;
 use crate::shared::Shared;
@@ -188,32 +188,9 @@ async fn scan(
     given: &Vault,
 ) -> Result<(), RuntimeError> {
     let vault_file = shared.builder.store.root().join(crate::VAULT_FILE);
-    let vault = Vault::load(&vault_file, std::env::vars()).map_err(RuntimeError::Vault)?;
+    let vault = Vault::load_here(&vault_file).map_err(RuntimeError::Vault)?;
     let scan = crate::SecretScan::new(vault.entries().chain(given.entries()));
-    let files = files.clone();
-    let findings = joined(
-        "secret scan",
-        tokio::task::spawn_blocking(move || {
-            let mut findings = Vec::new();
-            for (role, path) in &files {
-                findings.extend(
-                    scan.scan_file(path, role)
-                        .map_err(|source| RuntimeError::Io {
-                            op: "scan for secrets",
-                            path: path.clone(),
-                            source,
-                        })?,
-                );
-            }
-            Ok::<_, RuntimeError>(findings)
-        }),
-    )
-    .await??;
-    if findings.is_empty() {
-        Ok(())
-    } else {
-        Err(RuntimeError::SecretCaptured { findings })
-    }
+    crate::secret_scan::refuse_secrets(scan, files).await
 }
 
 /// The template of checkpoint `digest` (stored with it).

@@ -97,6 +97,15 @@ impl Vault {
         Ok(Vault { values })
     }
 
+    /// The documented sources of this process: `file` under its
+    /// `ORGO_SECRET_*` environment (variables that are not Unicode are
+    /// skipped).
+    pub(crate) fn load_here(file: &Path) -> Result<Vault, VaultError> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Vault::load(file, env)
+    }
+
     /// This vault with `values` over it.
     #[must_use]
     pub fn with(mut self, values: BTreeMap<String, String>) -> Vault {

@@ -51,8 +51,12 @@ __all__ = [
     "UnsupportedError",
     "ValidationError",
     "build",
+    "checkpoint",
     "connect",
+    "fork",
     "launch",
+    "resume",
+    "suspend",
     "template_schema",
 ]
 
@@ -629,6 +633,39 @@ def connect(id: str, *, home: Optional[_Path] = None) -> Computer:
     process, or left running with ``Computer.detach()``). Dropping the handle
     leaves the computer running; ``stop()`` (or leaving a ``with`` block)
     stops it. Raises ``NotFoundError`` for an unknown or exited computer."""
+
+def suspend(id: str, *, home: Optional[_Path] = None) -> float:
+    """Suspends a running computer by id: its whole state, memory included,
+    is saved in its directory of the orgo home (its owner's only), and its
+    VM stops, freeing its memory and vCPUs. Calls to it raise ``OrgoError``
+    ("is suspended") until ``resume(id)``. Returns how long its vCPUs stood,
+    in seconds."""
+
+def resume(id: str, *, home: Optional[_Path] = None) -> None:
+    """Resumes a suspended computer by id, with the same files, processes
+    and terminal sessions; ``connect(id)`` reaches it then."""
+
+def checkpoint(
+    id: str, *, secrets: Optional[Mapping[str, str]] = None, home: Optional[_Path] = None
+) -> str:
+    """Captures a running computer by id into a checkpoint (it runs on after
+    a brief pause); returns the checkpoint's digest. What was captured is
+    scanned for the values of the vault's and the environment's secrets and
+    of ``secrets`` (give the ones given to its launch): one found raises
+    ``BuildError`` naming it and where, and nothing is stored."""
+
+def fork(
+    id: str,
+    *,
+    count: int = 1,
+    env: Optional[Mapping[str, str]] = None,
+    secrets: Optional[Mapping[str, str]] = None,
+    home: Optional[_Path] = None,
+) -> List[Computer]:
+    """Checkpoints a running computer by id once and launches ``count``
+    computers from it (each with its own identity, ``env`` and ``secrets``,
+    and ``on_resume`` run); returns them. The checkpoint is scanned as
+    ``checkpoint`` does, for ``secrets`` too."""
 
 @final
 class Client:

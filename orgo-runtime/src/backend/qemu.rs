@@ -401,6 +401,22 @@ impl Drop for QemuVm {
 }
 
 impl QemuVm {
+    /// Migrates the paused VM into the file `state` (its owner's only),
+    /// leaving out RAM that is shared with a file (`x-ignore-shared`, as
+    /// restores set it): a golden VM's, whose file is the snapshot's.
+    async fn migrate_to(&self, state: &Path) -> Result<(), RuntimeError> {
+        self.execute("migrate-set-capabilities", ignore_shared())
+            .await?;
+        self.execute(
+            "migrate",
+            json!({ "uri": format!("exec:umask 077 && cat > {}", shell_quote(state)?) }),
+        )
+        .await?;
+        let mut qmp = self.qmp.lock().await;
+        let qmp = qmp.as_mut().expect("checked by the commands above");
+        wait_migration(qmp, "migrate").await
+    }
+
     async fn execute(&self, command: &str, arguments: Value) -> Result<Value, RuntimeError> {
         let mut qmp = self.qmp.lock().await;
         let qmp = qmp.as_mut().ok_or_else(|| RuntimeError::Vmm {
@@ -488,18 +504,7 @@ impl Vm for QemuVm {
             .await
             .map_err(io("create", dir))?;
         let state = dir.join("state");
-        self.execute("migrate-set-capabilities", ignore_shared())
-            .await?;
-        self.execute(
-            "migrate",
-            json!({ "uri": format!("exec:cat > {}", shell_quote(&state)?) }),
-        )
-        .await?;
-        {
-            let mut qmp = self.qmp.lock().await;
-            let qmp = qmp.as_mut().expect("checked by the commands above");
-            wait_migration(qmp, "migrate").await?;
-        }
+        self.migrate_to(&state).await?;
         self.handed_over.store(true, Ordering::SeqCst);
         let meta = Meta {
             memory_mib: self.memory_mib,
@@ -538,20 +543,9 @@ impl Vm for QemuVm {
         }
         create_private_dir(dir)?;
         // The memory is mapped privately (`share=off`), so the migration
-        // carries all of it; `x-ignore-shared` is set as at the restore.
+        // carries all of it.
         let state = dir.join("state");
-        self.execute("migrate-set-capabilities", ignore_shared())
-            .await?;
-        self.execute(
-            "migrate",
-            json!({ "uri": format!("exec:umask 077 && cat > {}", shell_quote(&state)?) }),
-        )
-        .await?;
-        {
-            let mut qmp = self.qmp.lock().await;
-            let qmp = qmp.as_mut().expect("checked by the commands above");
-            wait_migration(qmp, "migrate").await?;
-        }
+        self.migrate_to(&state).await?;
         Ok(state)
     }
 
