@@ -75,10 +75,12 @@ hooks:
         .unwrap();
     let id = computer.id().to_owned();
     let parent_snapshot = computer.record().snapshot.unwrap();
+    // A counter held in a process's memory, written out as it goes.
     sh(
         &computer,
         "head -c 10000000 /dev/urandom > /root/ten-mb && sha256sum /root/ten-mb > /root/sum \
-         && (setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $! > /root/pid)",
+         && (setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/counter; sleep 0.2; done' \
+             >/dev/null 2>&1 < /dev/null & echo $! > /root/pid)",
     )
     .await;
     let machine_id = sh(&computer, "cat /etc/machine-id").await;
@@ -119,14 +121,22 @@ hooks:
     let original = runtime.connect(&id).await.unwrap();
     let sum = sh(&original, "cat /root/sum").await;
     sh(&original, "echo after > /root/after").await;
+    // Counted a while: a count that restarted would be below this.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counted: u64 = sh(&original, "cat /root/counter")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(counted > 5, "the counter runs: {counted}");
     original.detach();
 
     let started = Instant::now();
     let (second, forks) = runtime
-        .fork(&id, 2, LaunchOptions::default())
+        .fork(&id, 3, LaunchOptions::default())
         .await
         .unwrap();
-    eprintln!("fork of 2: {} ms", started.elapsed().as_millis());
+    eprintln!("fork of 3: {} ms", started.elapsed().as_millis());
     assert_ne!(
         second.digest, checkpoint.digest,
         "each fork checkpoints anew"
@@ -141,6 +151,15 @@ hooks:
             "as of the fork"
         );
         sh(fork, "kill -0 $(cat /root/pid)").await;
+        // The counter goes on from its value, in each fork on its own.
+        let first: u64 = sh(fork, "cat /root/counter").await.trim().parse().unwrap();
+        assert!(
+            first >= counted,
+            "continued, not restarted: {first} < {counted}"
+        );
+        sh(fork, "sleep 1").await;
+        let later: u64 = sh(fork, "cat /root/counter").await.trim().parse().unwrap();
+        assert!(later > first, "still counting: {later} after {first}");
         assert_eq!(sh(fork, "hostname").await.trim(), fork.id());
         let its = sh(fork, "cat /etc/machine-id").await;
         assert_ne!(its, machine_id, "an identity of its own");
@@ -151,12 +170,19 @@ hooks:
             "on_resume ran at the launch and again at the fork"
         );
     }
-    assert_ne!(ids[0], ids[1]);
-    sh(&forks[0], "echo mine > /root/only-one").await;
-    assert_eq!(
-        sh(&forks[1], "test -e /root/only-one || echo absent").await,
-        "absent\n"
-    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "three machine-ids");
+    for (i, fork) in forks.iter().enumerate() {
+        sh(fork, &format!("echo {i} > /root/mine")).await;
+    }
+    for (i, fork) in forks.iter().enumerate() {
+        assert_eq!(
+            sh(fork, "cat /root/mine").await,
+            format!("{i}\n"),
+            "its own disk"
+        );
+    }
     let from_first = runtime
         .launch_checkpoint(&checkpoint.digest, LaunchOptions::default(), &mut |_| {})
         .await

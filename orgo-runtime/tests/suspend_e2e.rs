@@ -118,6 +118,32 @@ terminal:
     assert_eq!(state(&runtime, &id), ComputerState::Running);
     assert!(!saved.exists(), "the saved state is removed");
     assert_eq!(sh(&runtime, &id, "cat /root/file").await, "kept\n");
+    // Four more cycles, a file written before each (files lost after a
+    // second resume is a known failure elsewhere).
+    for cycle in 2..=5 {
+        sh(
+            &runtime,
+            &id,
+            &format!("echo {cycle} > /root/cycle-{cycle}"),
+        )
+        .await;
+        runtime.suspend(&id).await.unwrap();
+        let started = Instant::now();
+        runtime.resume(&id).await.unwrap();
+        let computer = runtime.connect(&id).await.unwrap();
+        computer.exec(Exec::shell(":"), T).await.unwrap();
+        eprintln!(
+            "resume {cycle}: {} ms to the first exec answer",
+            started.elapsed().as_millis()
+        );
+        computer.detach();
+    }
+    for cycle in 2..=5 {
+        assert_eq!(
+            sh(&runtime, &id, &format!("cat /root/cycle-{cycle}")).await,
+            format!("{cycle}\n")
+        );
+    }
     assert_eq!(sh(&runtime, &id, "hostname").await.trim(), id);
     sh(&runtime, &id, &format!("kill -0 {}", sleeper.trim())).await;
     assert_eq!(
