@@ -248,7 +248,7 @@ async fn scan_for_secrets(
         )));
     }
     let started = Instant::now();
-    let scanned = crate::secret_scan::refuse_secrets(needles, files).await;
+    let scanned = crate::snapshot_scan::refuse_secrets(needles, files).await;
     log(BuildEvent::Status(format!(
         "scanned the snapshot for secrets in {:.2} s",
         started.elapsed().as_secs_f64()

@@ -190,7 +190,7 @@ async fn scan(
     let vault_file = shared.builder.store.root().join(crate::VAULT_FILE);
     let vault = Vault::load_here(&vault_file).map_err(RuntimeError::Vault)?;
     let scan = crate::SecretScan::new(vault.entries().chain(given.entries()));
-    crate::secret_scan::refuse_secrets(scan, files).await
+    crate::snapshot_scan::refuse_secrets(scan, files).await
 }
 
 /// The template of checkpoint `digest` (stored with it).

@@ -113,6 +113,7 @@ mod restart;
 mod runtime;
 mod secret_scan;
 mod shared;
+mod snapshot_scan;
 mod steps;
 mod streams;
 mod support;

@@ -249,40 +249,6 @@ impl SecretScan {
     }
 }
 
-/// Fails with [`RuntimeError::SecretCaptured`] if a file of `files` (by
-/// role) holds a secret `scan` looks for; every file is searched, on a
-/// blocking thread, and every secret found is named.
-pub(crate) async fn refuse_secrets(
-    scan: SecretScan,
-    files: &std::collections::BTreeMap<String, std::path::PathBuf>,
-) -> Result<(), crate::RuntimeError> {
-    use crate::RuntimeError;
-    let files = files.clone();
-    let findings = crate::error::joined(
-        "secret scan",
-        tokio::task::spawn_blocking(move || {
-            let mut findings = Vec::new();
-            for (role, path) in &files {
-                let found = scan
-                    .scan_file(path, role)
-                    .map_err(|source| RuntimeError::Io {
-                        op: "scan for secrets",
-                        path: path.clone(),
-                        source,
-                    })?;
-                findings.extend(found);
-            }
-            Ok::<_, RuntimeError>(findings)
-        }),
-    )
-    .await??;
-    if findings.is_empty() {
-        Ok(())
-    } else {
-        Err(RuntimeError::SecretCaptured { findings })
-    }
-}
-
 /// The forms of `value` to look for.
 fn encodings(value: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
     let mut out = vec![(Encoding::Raw, value.to_vec())];
