@@ -579,6 +579,77 @@ impl Client {
         Ok(stopped.on_shutdown)
     }
 
+    /// Suspends a computer (`POST /api/computers/{id}/suspend`); returns
+    /// how long its vCPUs stood, in milliseconds.
+    pub async fn suspend(&self, id: &str) -> Result<u64, ClientError> {
+        #[derive(Deserialize)]
+        struct Suspended {
+            paused_ms: u64,
+        }
+        let suspended: Suspended = self
+            .json(self.request(
+                reqwest::Method::POST,
+                &format!("/api/computers/{}/suspend", segment(id)),
+            ))
+            .await?;
+        Ok(suspended.paused_ms)
+    }
+
+    /// Resumes a suspended computer (`POST /api/computers/{id}/resume`).
+    pub async fn resume(&self, id: &str) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .json(self.request(
+                reqwest::Method::POST,
+                &format!("/api/computers/{}/resume", segment(id)),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Checkpoints a computer (`POST /api/computers/{id}/checkpoint`);
+    /// returns the checkpoint's digest.
+    pub async fn checkpoint(&self, id: &str) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Checkpoint {
+            digest: String,
+        }
+        let checkpoint: Checkpoint = self
+            .json(self.request(
+                reqwest::Method::POST,
+                &format!("/api/computers/{}/checkpoint", segment(id)),
+            ))
+            .await?;
+        Ok(checkpoint.digest)
+    }
+
+    /// Forks a computer into `count` (`POST /api/computers/{id}/fork`),
+    /// each given `secrets`; returns their ids.
+    pub async fn fork(
+        &self,
+        id: &str,
+        count: u32,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Fork {
+            computers: Vec<Forked>,
+        }
+        #[derive(Deserialize)]
+        struct Forked {
+            id: String,
+        }
+        let fork: Fork = self
+            .json(
+                self.request(
+                    reqwest::Method::POST,
+                    &format!("/api/computers/{}/fork", segment(id)),
+                )
+                .json(&serde_json::json!({ "count": count, "secrets": secrets })),
+            )
+            .await?;
+        Ok(fork.computers.into_iter().map(|c| c.id).collect())
+    }
+
     /// Runs a command, passing its output to `on_output` as it comes.
     pub async fn exec(
         &self,

@@ -330,16 +330,23 @@ async fn the_desktop_shows_its_wallpaper_and_takes_typing_keys_clicks_scroll_and
         "moved with the button held"
     );
 
-    // Sound: a tone played into the default sink is heard on its monitor.
+    // Sound: a tone played into the default sink is heard on its monitor
+    // (listened to in 2 s windows until it is, or 20 windows: a loaded
+    // host may start the player late).
     let heard = sh(
         &computer,
         &format!(
             "export PULSE_SERVER={}\n\
              for _ in $(seq 150); do [ -S /tmp/orgo-pulse/native ] && break; sleep 0.2; done\n\
-             ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i sine=frequency=440:duration=8 -f pulse default &\n\
-             sleep 1\n\
-             ffmpeg -hide_banner -nostdin -f pulse -i orgo.monitor -t 3 -af volumedetect -f null - 2>&1 | grep max_volume\n\
-             wait",
+             ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i sine=frequency=440:duration=120 -f pulse default &\n\
+             player=$!\n\
+             for _ in $(seq 20); do\n\
+               level=$(ffmpeg -hide_banner -nostdin -f pulse -i orgo.monitor -t 2 -af volumedetect -f null - 2>&1 | grep max_volume)\n\
+               db=$(echo \"$level\" | sed 's/.*max_volume: *\\(-*[0-9.]*\\) dB.*/\\1/')\n\
+               awk -v d=\"$db\" 'BEGIN {{ exit !(d > -30) }}' && break\n\
+             done\n\
+             kill $player; wait\n\
+             echo \"$level\"",
             orgo_runtime::PULSE_SERVER
         ),
     )

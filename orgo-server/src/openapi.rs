@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{automation, builds, computers, desktop, docs, egress, templates};
+use crate::routes::{automation, builds, computers, desktop, docs, egress, live, templates};
 
 /// The API's description.
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::routes::{automation, builds, computers, desktop, docs, egress, templa
         automation::logs, automation::events, automation::webhook, automation::metrics,
         automation::services,
         egress::learned,
+        live::suspend, live::resume, live::checkpoint, live::fork,
         desktop::screenshot, desktop::cursor, desktop::act,
         docs::template_schema, docs::openapi,
     ),

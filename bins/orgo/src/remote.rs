@@ -8,9 +8,9 @@
 //! Where remote differs: a template *file* given to `build` or `launch` is
 //! first published (in the key's namespace); `build --check` asks this
 //! host, so it is refused; a launch's secrets are the `ORGO_SECRET_*`
-//! variables of this environment (the server's vault is not used); `vnc`,
-//! `stream`, `suspend`, `resume`, `checkpoint` and `fork` are refused,
-//! saying why (the API serves none of them).
+//! variables of this environment (the server's vault is not used), and so
+//! are a fork's; `vnc` and `stream` are refused, saying why (the API serves
+//! neither).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -366,11 +366,28 @@ fn dispatch(
             emit(&learned.policy);
         }
         Command::Desktop(command) => crate::remote_desktop::run(tokio, client, command)?,
-        Command::Suspend(_) | Command::Resume(_) | Command::Checkpoint(_) | Command::Fork(_) => {
-            return Err(Failure::Input(
-                "`suspend`, `resume`, `checkpoint` and `fork` run on the computer's host: the API serves none of them yet"
-                    .into(),
-            ));
+        Command::Suspend(args) => remote_each(&args.ids, |id| {
+            tokio
+                .block_on(client.suspend(id))
+                .map(drop)
+                .map_err(failure)
+        })?,
+        Command::Resume(args) => remote_each(&args.ids, |id| {
+            tokio.block_on(client.resume(id)).map_err(failure)
+        })?,
+        Command::Checkpoint(args) => {
+            let digest = tokio
+                .block_on(client.checkpoint(&args.id))
+                .map_err(failure)?;
+            emit(&format!("{digest}\n"));
+        }
+        Command::Fork(args) => {
+            let ids = tokio
+                .block_on(client.fork(&args.id, u32::from(args.count), &secrets()))
+                .map_err(failure)?;
+            for id in ids {
+                emit(&format!("{id}\n"));
+            }
         }
         _ => unreachable!("run() sends only the remote commands"),
     }
@@ -428,6 +445,26 @@ fn progress(frame: orgo_client::Frame) {
         "output" => writeln!(err, "{}", frame.line),
         _ => writeln!(err, "orgo: {}", frame.line),
     };
+}
+
+/// Runs `act` on every id, printing each id it succeeds on; each failure is
+/// reported as it happens, and the last one decides the exit status.
+fn remote_each(
+    ids: &[String],
+    mut act: impl FnMut(&str) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let mut failed = None;
+    for id in ids {
+        match act(id) {
+            Ok(()) => emit(&format!("{id}\n")),
+            Err(error) => {
+                if let Some(previous) = failed.replace(error) {
+                    fail(previous);
+                }
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// `ORGO_SECRET_<NAME>` of this environment, as secret `name`s.

@@ -218,7 +218,7 @@ pub(crate) struct IdPath {
     pub(crate) id: String,
 }
 
-fn view(owner: &Owner, status: Option<&orgo_runtime::ComputerStatus>) -> ComputerView {
+pub(crate) fn view(owner: &Owner, status: Option<&orgo_runtime::ComputerStatus>) -> ComputerView {
     ComputerView {
         id: owner.id.clone(),
         status: status.map_or("gone", |s| s.state.as_str()).to_owned(),
@@ -617,6 +617,9 @@ pub(crate) async fn running(
         .into_iter()
         .find(|s| s.record.id == id)
         .ok_or_else(|| ApiError::not_found(format!("computer `{id}`")))?;
+    if status.state == ComputerState::Suspended {
+        return Err(orgo_runtime::RuntimeError::Suspended { id: id.to_owned() }.into());
+    }
     if status.state != ComputerState::Running {
         return Err(ApiError::new(
             Code::Conflict,

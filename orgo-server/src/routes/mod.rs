@@ -17,6 +17,7 @@ pub(crate) mod computers;
 pub(crate) mod desktop;
 pub(crate) mod docs;
 pub(crate) mod egress;
+pub(crate) mod live;
 pub(crate) mod ndjson;
 pub(crate) mod templates;
 
@@ -28,6 +29,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(computers::routes())
         .merge(automation::routes())
         .merge(egress::routes())
+        .merge(live::routes())
         .merge(desktop::routes())
         .merge(docs::routes())
         .fallback(not_found)

@@ -1,0 +1,254 @@
+//! Live computers over HTTP: suspend and resume, checkpoint, fork
+//! (`orgo suspend`, `resume`, `checkpoint`, `fork`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use orgo_runtime::{LaunchOptions, Vault};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Principal;
+use crate::computers::Owner;
+use crate::error::ApiError;
+use crate::extract::{P, read_json};
+use crate::routes::computers::{ComputerView, IdPath, view};
+use crate::state::AppState;
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/computers/{id}/suspend", post(suspend))
+        .route("/api/computers/{id}/resume", post(resume))
+        .route("/api/computers/{id}/checkpoint", post(checkpoint))
+        .route("/api/computers/{id}/fork", post(fork))
+}
+
+/// A suspended computer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Suspended {
+    /// Its id.
+    id: String,
+    /// How long its vCPUs stood before its VM stopped, in milliseconds.
+    paused_ms: u64,
+}
+
+/// A resumed computer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Resumed {
+    /// Its id.
+    id: String,
+}
+
+/// A stored checkpoint.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CheckpointView {
+    /// Its digest.
+    digest: String,
+    /// The computer it captured.
+    computer: String,
+    /// How long the computer's vCPUs stood while it was captured, in
+    /// milliseconds.
+    paused_ms: u64,
+    /// The bytes it added to the store.
+    stored_bytes: u64,
+}
+
+/// What a fork launches.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForkRequest {
+    /// How many computers (1 to 100).
+    #[schema(minimum = 1, maximum = 100)]
+    count: Option<u32>,
+    /// Extra environment of each.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// Secret values by name, for each (and looked for in the checkpoint).
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+/// A fork: its checkpoint and the computers launched from it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ForkView {
+    /// The checkpoint.
+    checkpoint: CheckpointView,
+    /// The computers, in the order they were launched.
+    computers: Vec<ComputerView>,
+}
+
+/// Suspend a running computer: its whole state goes to disk (its host's,
+/// owner-only), its memory and vCPUs are freed; calls to it answer 409
+/// until it is resumed.
+#[utoipa::path(
+    post, path = "/api/computers/{id}/suspend", tag = "computers",
+    params(IdPath),
+    responses(
+        (status = 200, description = "suspended", body = Suspended),
+        (status = 401, description = "no key", body = crate::error::ErrorBody),
+        (status = 403, description = "a read-only key", body = crate::error::ErrorBody),
+        (status = 404, description = "no such computer (for this key)", body = crate::error::ErrorBody),
+        (status = 409, description = "it is not running", body = crate::error::ErrorBody),
+        (status = 422, description = "this host cannot suspend it", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn suspend(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    P(IdPath { id }): P<IdPath>,
+) -> Result<Json<Suspended>, ApiError> {
+    let owner = state.computers.owner(principal.namespace(), &id)?;
+    principal.writer()?;
+    state.computers.disconnect(&id).await;
+    let stood = state.runtime.suspend(&owner.id).await?;
+    Ok(Json(Suspended {
+        id,
+        paused_ms: millis(stood),
+    }))
+}
+
+/// Resume a suspended computer, with the same id, files, processes and
+/// terminal sessions.
+#[utoipa::path(
+    post, path = "/api/computers/{id}/resume", tag = "computers",
+    params(IdPath),
+    responses(
+        (status = 200, description = "resumed", body = Resumed),
+        (status = 401, description = "no key", body = crate::error::ErrorBody),
+        (status = 403, description = "a read-only key", body = crate::error::ErrorBody),
+        (status = 404, description = "no such computer (for this key)", body = crate::error::ErrorBody),
+        (status = 409, description = "it is not suspended", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn resume(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    P(IdPath { id }): P<IdPath>,
+) -> Result<Json<Resumed>, ApiError> {
+    let owner = state.computers.owner(principal.namespace(), &id)?;
+    principal.writer()?;
+    state.runtime.resume(&owner.id).await?;
+    Ok(Json(Resumed { id }))
+}
+
+/// Capture a running computer into a checkpoint (it runs on after a brief
+/// pause). Refused (422 `build_failed`, naming the secret and where) when
+/// what was captured holds a secret of the server's vault or environment.
+#[utoipa::path(
+    post, path = "/api/computers/{id}/checkpoint", tag = "computers",
+    params(IdPath),
+    responses(
+        (status = 200, description = "stored", body = CheckpointView),
+        (status = 401, description = "no key", body = crate::error::ErrorBody),
+        (status = 403, description = "a read-only key", body = crate::error::ErrorBody),
+        (status = 404, description = "no such computer (for this key)", body = crate::error::ErrorBody),
+        (status = 409, description = "it is not running", body = crate::error::ErrorBody),
+        (status = 422, description = "it holds a secret, or this host cannot capture it", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    P(IdPath { id }): P<IdPath>,
+) -> Result<Json<CheckpointView>, ApiError> {
+    let owner = state.computers.owner(principal.namespace(), &id)?;
+    principal.writer()?;
+    state.computers.disconnect(&id).await;
+    let checkpoint = state.runtime.checkpoint(&owner.id, &Vault::new()).await?;
+    Ok(Json(checkpoint_view(&id, &checkpoint)))
+}
+
+/// Checkpoint a running computer once and launch `count` computers from it,
+/// each with its own identity, `env` and `secrets`.
+#[utoipa::path(
+    post, path = "/api/computers/{id}/fork", tag = "computers",
+    params(IdPath),
+    request_body = ForkRequest,
+    responses(
+        (status = 201, description = "launched", body = ForkView),
+        (status = 400, description = "a bad request", body = crate::error::ErrorBody),
+        (status = 401, description = "no key", body = crate::error::ErrorBody),
+        (status = 403, description = "a read-only key", body = crate::error::ErrorBody),
+        (status = 404, description = "no such computer (for this key)", body = crate::error::ErrorBody),
+        (status = 409, description = "it is not running", body = crate::error::ErrorBody),
+        (status = 422, description = "it holds a secret, or this host cannot capture it", body = crate::error::ErrorBody),
+        (status = 429, description = "the key's namespace runs its most computers", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn fork(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    P(IdPath { id }): P<IdPath>,
+    body: Body,
+) -> Result<(StatusCode, Json<ForkView>), ApiError> {
+    state.accepting()?;
+    let owner = state.computers.owner(principal.namespace(), &id)?;
+    principal.writer()?;
+    let request: ForkRequest = read_json(body, state.config.limits.json_bytes).await?;
+    let count = request.count.unwrap_or(1);
+    if !(1..=100).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "count: `{count}` is not 1 to 100"
+        )));
+    }
+    let mut slots = Vec::new();
+    for _ in 0..count {
+        slots.push(state.computers.reserve(principal.namespace())?);
+    }
+    state.computers.disconnect(&id).await;
+    let options = LaunchOptions {
+        env: request.env,
+        vault: Vault::new().with(request.secrets),
+        ..LaunchOptions::default()
+    };
+    let (checkpoint, forks) = state
+        .runtime
+        .fork(&owner.id, count as usize, options)
+        .await?;
+    let statuses = state.runtime.computers()?;
+    let mut computers = Vec::new();
+    for computer in forks {
+        let forked = Owner {
+            id: computer.id().to_owned(),
+            namespace: owner.namespace.clone(),
+            template_ref: owner.template_ref.clone(),
+        };
+        state
+            .computers
+            .own(forked.clone())
+            .map_err(|e| ApiError::internal(&e))?;
+        computer.detach();
+        let status = statuses.iter().find(|s| s.record.id == forked.id);
+        computers.push(view(&forked, status));
+    }
+    drop(slots);
+    Ok((
+        StatusCode::CREATED,
+        Json(ForkView {
+            checkpoint: checkpoint_view(&id, &checkpoint),
+            computers,
+        }),
+    ))
+}
+
+fn checkpoint_view(id: &str, checkpoint: &orgo_runtime::Checkpoint) -> CheckpointView {
+    CheckpointView {
+        digest: checkpoint.digest.to_string(),
+        computer: id.to_owned(),
+        paused_ms: millis(checkpoint.paused),
+        stored_bytes: checkpoint.stored_bytes,
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
