@@ -17,7 +17,7 @@
 //! personalize them again; their `restart_vm_requested` events stay
 //! unanswered (`orgo events` shows them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +46,9 @@ pub(crate) struct Computers {
     /// Launches under way, per namespace.
     launching: Mutex<HashMap<String, usize>>,
     handles: tokio::sync::Mutex<HashMap<String, Arc<Computer>>>,
+    /// The secrets each computer this process launched was given, in
+    /// memory only (never written): a checkpoint is scanned for them.
+    secrets: Mutex<HashMap<String, BTreeMap<String, String>>>,
     limit: usize,
 }
 
@@ -71,6 +74,7 @@ impl Computers {
             owners: Mutex::new(HashMap::new()),
             launching: Mutex::new(HashMap::new()),
             handles: tokio::sync::Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
             limit,
         }
     }
@@ -167,8 +171,23 @@ impl Computers {
         Ok(())
     }
 
+    /// Keeps the secrets `id` was launched with, in memory.
+    pub(crate) fn keep_secrets(&self, id: &str, secrets: BTreeMap<String, String>) {
+        self.lock_secrets().insert(id.to_owned(), secrets);
+    }
+
+    /// The secrets `id` was launched with, if this process launched it.
+    pub(crate) fn secrets(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        self.lock_secrets().get(id).cloned()
+    }
+
+    fn lock_secrets(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Forgets `id` (stopped).
     pub(crate) async fn forget(&self, id: &str) {
+        self.lock_secrets().remove(id);
         self.handles.lock().await.remove(id);
         self.lock_owners().remove(id);
         let _ = std::fs::remove_file(self.path(id));

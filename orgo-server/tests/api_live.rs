@@ -2,7 +2,8 @@
 //! HTTP is suspended (its calls answer 409 `conflict` saying so, a second
 //! suspend too), resumed with its files, checkpointed, and forked into two
 //! computers of the same key, which the key lists and stops; a bad count
-//! is a 400.
+//! is a 400; a computer launched with a secret is refused a checkpoint
+//! (422 `build_failed`, naming the secret, never its value).
 //!
 //! Needs root, QEMU and the base image (built into `target/orgo-test-home`
 //! the first time, as the runtime's VM tests do).
@@ -185,7 +186,44 @@ async fn suspend_resume_checkpoint_and_fork_over_http() {
     for fork in &forks {
         assert!(listed.contains(&fork.as_str()), "{ours}");
     }
-    for id in forks.iter().chain([&id]) {
+    // A computer launched over HTTP with a secret: the server keeps it in
+    // memory, and the checkpoint is refused, naming it.
+    let secret_name = format!("api-live-secret-{nonce}");
+    let document = format!(
+        "api_version: orgo.ai/v1\nname: {secret_name}@1.0.0\nsecrets:\n  - name: token\nenv:\n  NONCE: \"{nonce}\"\n  TOKEN: {{ secret: token }}\n"
+    );
+    let published = http
+        .post(format!("{url}/api/templates"))
+        .bearer_auth(&team)
+        .body(document)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+    let value = format!("canary-{nonce}");
+    let launched: Value = http
+        .post(format!("{url}/api/computers"))
+        .bearer_auth(&team)
+        .json(&json!({ "template_ref": format!("{secret_name}@1.0.0"), "secrets": { "token": value } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let holder = launched["id"].as_str().unwrap().to_owned();
+    let refused = http
+        .post(format!("{url}/api/computers/{holder}/checkpoint"))
+        .bearer_auth(&team)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, details) = error_code(refused).await;
+    assert_eq!((status, code.as_str()), (422, "build_failed"), "{details}");
+    assert_eq!(details["secrets"][0]["name"], "token", "{details}");
+    assert!(!details.to_string().contains(&value), "never the value");
+
+    for id in forks.iter().chain([&id, &holder]) {
         let stopped = http
             .delete(format!("{url}/api/computers/{id}"))
             .bearer_auth(&team)

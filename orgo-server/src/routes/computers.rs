@@ -310,7 +310,7 @@ pub(crate) async fn launch(
         cpus: request.cpu,
         memory_mib: request.ram_gb.map(|gb| u64::from(gb) * 1024),
         env: request.env,
-        vault: Vault::new().with(request.secrets),
+        vault: Vault::new().with(request.secrets.clone()),
         egress_learn: request.egress_learn,
         auto_stop_minutes: request.auto_stop_minutes,
         // The server runs on: it restarts computers whose health checks
@@ -331,6 +331,7 @@ pub(crate) async fn launch(
         .computers
         .own(owner.clone())
         .map_err(|e| ApiError::internal(&e))?;
+    state.computers.keep_secrets(&record.id, request.secrets);
     // It runs on its own from now on; the server keeps a connection.
     computer.detach();
     let _ = state.computers.handle(&state.runtime, &record.id).await;

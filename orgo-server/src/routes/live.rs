@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use orgo_runtime::{LaunchOptions, Vault};
+use orgo_template::TemplateRef;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Principal;
 use crate::computers::Owner;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::extract::{P, read_json};
 use crate::routes::computers::{ComputerView, IdPath, view};
 use crate::state::AppState;
@@ -161,8 +162,9 @@ pub(crate) async fn checkpoint(
 ) -> Result<Json<CheckpointView>, ApiError> {
     let owner = state.computers.owner(principal.namespace(), &id)?;
     principal.writer()?;
+    let given = launch_secrets(&state, &owner).await?;
     state.computers.disconnect(&id).await;
-    let checkpoint = state.runtime.checkpoint(&owner.id, &Vault::new()).await?;
+    let checkpoint = state.runtime.checkpoint(&owner.id, &given).await?;
     Ok(Json(checkpoint_view(&id, &checkpoint)))
 }
 
@@ -204,16 +206,24 @@ pub(crate) async fn fork(
     for _ in 0..count {
         slots.push(state.computers.reserve(principal.namespace())?);
     }
+    let given = launch_secrets(&state, &owner).await?;
     state.computers.disconnect(&id).await;
+    // One checkpoint, scanned for the secrets the computer was given (the
+    // forks' own come after it), then the launches.
+    let checkpoint = state.runtime.checkpoint(&owner.id, &given).await?;
     let options = LaunchOptions {
         env: request.env,
-        vault: Vault::new().with(request.secrets),
+        vault: Vault::new().with(request.secrets.clone()),
         ..LaunchOptions::default()
     };
-    let (checkpoint, forks) = state
-        .runtime
-        .fork(&owner.id, count as usize, options)
-        .await?;
+    let mut forks = Vec::new();
+    for _ in 0..count {
+        let computer = state
+            .runtime
+            .launch_checkpoint(&checkpoint.digest, options.clone(), &mut |_| {})
+            .await?;
+        forks.push(computer);
+    }
     let statuses = state.runtime.computers()?;
     let mut computers = Vec::new();
     for computer in forks {
@@ -226,6 +236,9 @@ pub(crate) async fn fork(
             .computers
             .own(forked.clone())
             .map_err(|e| ApiError::internal(&e))?;
+        state
+            .computers
+            .keep_secrets(&forked.id, request.secrets.clone());
         computer.detach();
         let status = statuses.iter().find(|s| s.record.id == forked.id);
         computers.push(view(&forked, status));
@@ -237,6 +250,31 @@ pub(crate) async fn fork(
             checkpoint: checkpoint_view(&id, &checkpoint),
             computers,
         }),
+    ))
+}
+
+/// The secrets computer `owner` was launched with: those this process
+/// keeps; else none, if its template declares none. A computer launched
+/// with secrets before this server started cannot be checked for them:
+/// 409, rather than a checkpoint that might hold them.
+async fn launch_secrets(state: &AppState, owner: &Owner) -> Result<Vault, ApiError> {
+    if let Some(secrets) = state.computers.secrets(&owner.id) {
+        return Ok(Vault::new().with(secrets));
+    }
+    let reference: TemplateRef = owner
+        .template_ref
+        .parse()
+        .map_err(|e: orgo_template::TemplateError| ApiError::internal(&e))?;
+    let template = state.runtime.resolve(&reference).await?;
+    if template.secrets().is_empty() {
+        return Ok(Vault::new());
+    }
+    Err(ApiError::new(
+        Code::Conflict,
+        format!(
+            "computer `{}` was launched with secrets before this server started, and the server does not keep them: a checkpoint of it cannot be checked for them",
+            owner.id
+        ),
     ))
 }
 
