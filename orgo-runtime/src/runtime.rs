@@ -167,10 +167,22 @@ impl Runtime {
     /// [`check`](Self::check), for a launch whose process exits once it
     /// returns if `detached` (see [`LaunchOptions::detached`]).
     fn check_with(&self, template: &Template, detached: bool) -> Result<(), RuntimeError> {
+        self.check_launch(template, detached, false)
+    }
+
+    /// [`check_with`](Self::check_with), for a launch from a checkpoint if
+    /// `from_checkpoint`.
+    fn check_launch(
+        &self,
+        template: &Template,
+        detached: bool,
+        from_checkpoint: bool,
+    ) -> Result<(), RuntimeError> {
         let host = HostFacts {
             region: self.shared.config.region.clone(),
             network: self.shared.net.lacking().map(str::to_owned),
             detached,
+            from_checkpoint,
         };
         let problems = support::unsupported(template, &host);
         if problems.is_empty() {
@@ -299,7 +311,7 @@ impl Runtime {
         log: BuildLog<'_>,
     ) -> Result<Computer, RuntimeError> {
         let template = crate::checkpoint::template_of(&self.shared, digest).await?;
-        self.check_with(&template, options.detached)?;
+        self.check_launch(&template, options.detached, true)?;
         launch::launch_checkpoint(&self.shared, &template, *digest, options, log).await
     }
 

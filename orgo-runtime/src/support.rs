@@ -11,7 +11,7 @@
 //! | `streaming` | carried out: streamed by `ffmpeg` from the desktop (see `streams`) |
 //! | `hardware.audio` | carried out on a desktop (a sound server with a null sink, see [`crate::desktop`]); refused on a headless template |
 //! | `triggers`, `telemetry`, `hardware.auto_stop_minutes`, `apps[].health.on_fail` `alert` | carried out by the guest agent (see [`crate::automation`]) |
-//! | `apps[].health.on_fail: restart_vm` | carried out by the process that launched the computer, while it runs (see `restart`); refused by a launch with [`LaunchOptions::detached`](crate::LaunchOptions::detached) (`orgo launch`, which exits at once) |
+//! | `apps[].health.on_fail: restart_vm` | carried out by the process that launched the computer, while it runs (see `restart`); refused by a launch with [`LaunchOptions::detached`](crate::LaunchOptions::detached) (`orgo launch`, which exits at once), and by a launch from a checkpoint (a fork) |
 //! | `telemetry.logs[i]` naming a path that is no service's log file | refused: services' logs are shipped |
 //! | `egress_policy`, `apps[].ports`, `hardware.bandwidth_mbps` | enforced on the host (a network namespace per computer: nftables, the `orgo-netd` proxy and resolver, port forwards, `tc`); refused on a host without root or `CAP_NET_ADMIN` (or with the user-mode network configured), naming what it lacks |
 //! | `files[].from` with an `s3://` source | refused: the local runtime holds no object-store credentials |
@@ -33,6 +33,8 @@ pub(crate) struct HostFacts {
     /// ([`LaunchOptions::detached`](crate::LaunchOptions::detached)):
     /// nothing stays to restart the computer.
     pub(crate) detached: bool,
+    /// The launch restores a checkpoint, not the template's snapshot.
+    pub(crate) from_checkpoint: bool,
 }
 
 /// A field this host cannot honour.
@@ -53,6 +55,9 @@ impl fmt::Display for Unsupported {
 
 /// Why a detached launch refuses `restart_vm`.
 const RESTART_VM: &str = "`restart_vm` is carried out by the process that launched the computer, while it runs, and this launch's process exits at once (`orgo launch`); the launch's secrets are never stored for another process to restart it with. Launch it through `orgo serve` (`orgo --remote URL launch`) or the library (`Runtime::launch`), or use `on_fail: restart_service:NAME` or `alert`";
+
+/// Why a launch from a checkpoint refuses `restart_vm`.
+const RESTART_VM_CHECKPOINT: &str = "`restart_vm` restores the template's golden snapshot, and a computer launched from a checkpoint (a fork) would come back as the template's, not as the checkpoint's: not carried out yet. Use `on_fail: restart_service:NAME` or `alert`";
 
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
@@ -135,9 +140,12 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         }
         if let Some(health) = &app.health
             && matches!(health.on_fail, OnFail::RestartVm)
-            && host.detached
         {
-            refuse(format!("apps[{i}].health.on_fail"), RESTART_VM);
+            if host.from_checkpoint {
+                refuse(format!("apps[{i}].health.on_fail"), RESTART_VM_CHECKPOINT);
+            } else if host.detached {
+                refuse(format!("apps[{i}].health.on_fail"), RESTART_VM);
+            }
         }
     }
     if let Some(telemetry) = template.telemetry() {
@@ -240,6 +248,18 @@ apps:
                 .map(|u| u.field)
                 .collect();
             assert_eq!(fields, refused, "detached: {detached}");
+        }
+        // A launch from a checkpoint (a fork) refuses it, detached or not.
+        for detached in [false, true] {
+            let host = HostFacts {
+                detached,
+                from_checkpoint: true,
+                ..HostFacts::default()
+            };
+            let refused = unsupported(&template, &host);
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert_eq!(refused[0].field, "apps[1].health.on_fail");
+            assert!(refused[0].missing.contains("checkpoint"), "{}", refused[0]);
         }
     }
 }
