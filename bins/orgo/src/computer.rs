@@ -505,7 +505,7 @@ pub(crate) fn suspend(
 ) -> Result<(), Failure> {
     let (tokio, runtime) = open(root, rt)?;
     each(&args.ids, |id| {
-        let stood = tokio.block_on(runtime.suspend(id))?;
+        let stood = tokio.block_on(runtime.suspend(id)).map_err(runtime_error)?;
         eprintln!(
             "orgo: {id} suspended (its vCPUs stood {} ms)",
             stood.as_millis()
@@ -521,21 +521,23 @@ pub(crate) fn resume(
     args: StopArgs,
 ) -> Result<(), Failure> {
     let (tokio, runtime) = open(root, rt)?;
-    each(&args.ids, |id| tokio.block_on(runtime.resume(id)))
+    each(&args.ids, |id| {
+        tokio.block_on(runtime.resume(id)).map_err(runtime_error)
+    })
 }
 
 /// Runs `act` on every id, printing each id it succeeds on; each failure is
 /// reported as it happens, and the last one decides the exit status.
-fn each(
+pub(crate) fn each(
     ids: &[String],
-    mut act: impl FnMut(&str) -> Result<(), RuntimeError>,
+    mut act: impl FnMut(&str) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let mut failed = None;
     for id in ids {
         match act(id) {
             Ok(()) => emit(&format!("{id}\n")),
             Err(error) => {
-                if let Some(previous) = failed.replace(runtime_error(error)) {
+                if let Some(previous) = failed.replace(error) {
                     crate::fail(previous);
                 }
             }

@@ -366,13 +366,13 @@ fn dispatch(
             emit(&learned.policy);
         }
         Command::Desktop(command) => crate::remote_desktop::run(tokio, client, command)?,
-        Command::Suspend(args) => remote_each(&args.ids, |id| {
+        Command::Suspend(args) => crate::computer::each(&args.ids, |id| {
             tokio
                 .block_on(client.suspend(id))
                 .map(drop)
                 .map_err(failure)
         })?,
-        Command::Resume(args) => remote_each(&args.ids, |id| {
+        Command::Resume(args) => crate::computer::each(&args.ids, |id| {
             tokio.block_on(client.resume(id)).map_err(failure)
         })?,
         Command::Checkpoint(args) => {
@@ -445,26 +445,6 @@ fn progress(frame: orgo_client::Frame) {
         "output" => writeln!(err, "{}", frame.line),
         _ => writeln!(err, "orgo: {}", frame.line),
     };
-}
-
-/// Runs `act` on every id, printing each id it succeeds on; each failure is
-/// reported as it happens, and the last one decides the exit status.
-fn remote_each(
-    ids: &[String],
-    mut act: impl FnMut(&str) -> Result<(), Failure>,
-) -> Result<(), Failure> {
-    let mut failed = None;
-    for id in ids {
-        match act(id) {
-            Ok(()) => emit(&format!("{id}\n")),
-            Err(error) => {
-                if let Some(previous) = failed.replace(error) {
-                    fail(previous);
-                }
-            }
-        }
-    }
-    failed.map_or(Ok(()), Err)
 }
 
 /// `ORGO_SECRET_<NAME>` of this environment, as secret `name`s.
