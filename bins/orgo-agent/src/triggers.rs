@@ -454,6 +454,10 @@ struct Watch {
     mode: WatchMode,
     /// Whether the first arming is done (a target present then is old).
     armed: bool,
+    /// A `create` was fired for a target found already there on re-arming:
+    /// the watch may still report that same creation, which is then not a
+    /// second one (until a delete, the target cannot be created again).
+    created_unseen: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -495,6 +499,7 @@ impl Watch {
                     wd: None,
                     mode: WatchMode::Parent,
                     armed: false,
+                    created_unseen: false,
                 }),
                 _ => None,
             })
@@ -511,27 +516,41 @@ impl Watch {
     /// before this re-arming): that is a `create` no inotify event reports.
     fn arm(&mut self, inotify: &OwnedFd) -> bool {
         let blind = self.armed && (self.wd.is_none() || self.mode == WatchMode::Ancestor);
-        let (dir, mode) = if self.target.is_dir() {
-            (self.target.clone(), WatchMode::Dir)
-        } else {
-            let mut dir = self.target.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let mut mode = WatchMode::Parent;
-            while !dir.is_dir() {
-                dir = dir.parent().unwrap_or(Path::new("/")).to_path_buf();
-                mode = WatchMode::Ancestor;
+        let mut place = self.place();
+        loop {
+            self.wd = inotify::add_watch(inotify, &place.0, watch_flags()).ok();
+            self.mode = place.1;
+            // A directory made between the look and the watch told no watch:
+            // look again until what is watched is still the deepest.
+            let now = self.place();
+            if now == place {
+                break;
             }
-            (dir, mode)
-        };
-        self.mode = mode;
-        self.wd = inotify::add_watch(inotify, &dir, watch_flags()).ok();
+            place = now;
+        }
         self.armed = true;
-        blind && mode != WatchMode::Ancestor && self.target.exists()
+        blind && self.mode != WatchMode::Ancestor && self.target.exists()
+    }
+
+    /// The directory to watch for the target, and what it is to it.
+    fn place(&self) -> (PathBuf, WatchMode) {
+        if self.target.is_dir() {
+            return (self.target.clone(), WatchMode::Dir);
+        }
+        let mut dir = self.target.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut mode = WatchMode::Parent;
+        while !dir.is_dir() {
+            dir = dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+            mode = WatchMode::Ancestor;
+        }
+        (dir, mode)
     }
 
     /// Re-arms the watch (see [`Watch::arm`]) and fires the `create` it
     /// would otherwise miss.
     fn rearm(&mut self, inotify: &OwnedFd, agent: &Arc<Agent>, set: &Arc<TriggerSet>) {
         if self.arm(inotify) && self.events.contains(&FileEvent::Create) {
+            self.created_unseen = true;
             fire(
                 agent,
                 set,
@@ -636,7 +655,19 @@ fn file_loop(
                     // The target appeared as a directory: watch inside it.
                     rearm = true;
                 }
-                if let Some(kind) = file_event(flags)
+                let kind = file_event(flags);
+                if path == watch.target {
+                    match kind {
+                        Some(FileEvent::Create) if watch.created_unseen => {
+                            // Already fired when re-arming found it there.
+                            watch.created_unseen = false;
+                            continue;
+                        }
+                        Some(FileEvent::Delete) => watch.created_unseen = false,
+                        _ => {}
+                    }
+                }
+                if let Some(kind) = kind
                     && watch.events.contains(&kind)
                 {
                     fire(&agent, set, watch.trigger, watch.firing(kind, &path));
