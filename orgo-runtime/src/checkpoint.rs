@@ -19,6 +19,9 @@
 //! hardware floor of the parent snapshot. A fork is one checkpoint and
 //! `count` such launches.
 //!
+//! **Killed half-way** (`kill -9` while it stands): the next open of the
+//! runtime runs it again and nothing is stored (`crate::pause`).
+//!
 //! Limits: QEMU only; not a computer launched with more vCPUs or memory
 //! than its snapshot (hot-added), nor one watched for `restart_vm` by this
 //! process; a launch handle of the computer held by this process must be
@@ -90,8 +93,14 @@ pub(crate) async fn checkpoint(
         if let Ok(agent) = guest::connect(vm.agent_endpoint(), QUICK).await {
             let _ = call(&agent, |a| a.exec(Exec::shell("sync"), QUICK)).await;
         }
+        // Held while it stands: a process killed meanwhile leaves it
+        // running again at the next open (crate::pause).
+        crate::pause::hold(shared, &mut record.clone())?;
         let paused = Instant::now();
-        vm.pause().await?;
+        if let Err(error) = vm.pause().await {
+            crate::pause::release(shared, id)?;
+            return Err(error);
+        }
         let copied = async {
             let state = vm.save(&scratch.join("state")).await?;
             let disk = scratch.join("disk.qcow2");
@@ -105,8 +114,10 @@ pub(crate) async fn checkpoint(
         let resumed = vm.resume().await;
         let paused = paused.elapsed();
         vm.detach();
-        let files = copied?;
+        // Still held when it could not run again: the next open retries.
         resumed?;
+        crate::pause::release(shared, id)?;
+        let files = copied?;
         Ok::<_, RuntimeError>((files, paused))
     }
     .await;

@@ -31,8 +31,9 @@ use crate::vmm::BackendKind;
 /// starts, with its state and owner; 2.1: its forwarded ports and whether
 /// it learns its egress, absent from 2.0 records: none and no; 2.2: its
 /// restarts, absent before: none; 2.3: when it was suspended, absent when
-/// it is not), at most 1 MiB.
-const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 3), 1 << 20);
+/// it is not; 2.4: the process that paused it for a checkpoint or a
+/// suspend, absent when none did), at most 1 MiB.
+const RECORD: VersionedFormat = VersionedFormat::new("orgo_computer", Version::new(2, 4), 1 << 20);
 /// The record an orgo before version 2 wrote (of a computer it launched and
 /// recorded once running): read and taken as `running`.
 const RECORD_V1: VersionedFormat =
@@ -73,10 +74,13 @@ impl RecordV1 {
             egress_learn: false,
             restarts: 0,
             suspended_unix: None,
+            paused_by: None,
         })
     }
 }
 const RECORD_FILE: &str = "computer.json";
+/// The directory of a suspended computer's state, in its directory.
+pub(crate) const SUSPENDED_DIR: &str = "suspended";
 /// Temporary directories of launches that have not recorded yet.
 const TMP_PREFIX: &str = ".tmp-";
 /// A temporary directory older than this is a dead launch's.
@@ -143,6 +147,12 @@ pub struct ComputerRecord {
     /// ([`Runtime::suspend`](crate::Runtime::suspend)); `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_unix: Option<u64>,
+    /// The process that paused its vCPUs to capture it (a checkpoint, a
+    /// suspend), while it does: a pause whose process died is undone by
+    /// the next [`Runtime::open`](crate::Runtime::open) (see
+    /// `crate::pause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) paused_by: Option<Owner>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -193,6 +203,7 @@ impl ComputerRecord {
             egress_learn: false,
             restarts: 0,
             suspended_unix: None,
+            paused_by: None,
         }
     }
 }

@@ -106,6 +106,7 @@ mod images;
 mod launch;
 mod live;
 mod net;
+mod pause;
 mod plan;
 mod pool;
 mod process;

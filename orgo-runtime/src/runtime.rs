@@ -73,7 +73,7 @@ impl Runtime {
             store,
             cache,
         };
-        Ok(Runtime {
+        let runtime = Runtime {
             shared: Arc::new(Shared {
                 registry: Registry::new(shared),
                 home: Home::new(&config.home),
@@ -83,7 +83,12 @@ impl Runtime {
                 config,
                 lives: Default::default(),
             }),
-        })
+        };
+        // Computers a killed checkpoint or suspend left paused run again
+        // (or end suspended). One that cannot be yet stays held, for the
+        // next open or sweep, which says why.
+        let _ = crate::pause::recover(&runtime.shared).await;
+        Ok(runtime)
     }
 
     /// The store.
@@ -260,14 +265,16 @@ impl Runtime {
         self.shared.home.statuses()
     }
 
-    /// Removes the computers left behind by launches whose process died
-    /// (`kill -9`, a crash): kills their VMMs, releases their leases,
+    /// Runs again (or ends suspended) the computers that a checkpoint or
+    /// a suspend whose process died left paused; removes the computers
+    /// left behind by launches whose process died (`kill -9`, a crash): kills their VMMs, releases their leases,
     /// removes their files; then releases the leases that no computer's
     /// directory backs any more (a sweep or stop killed half-way). Returns
     /// the orphans' ids. Safe while other processes launch: a computer
     /// whose launcher runs is not touched (a record is written before its
     /// lease, and removed after it).
     pub async fn sweep(&self) -> Result<Vec<String>, RuntimeError> {
+        crate::pause::recover(&self.shared).await?;
         let orphans = self.shared.home.orphans()?;
         for id in &orphans {
             computer::remove_orphan(&self.shared, id).await?;

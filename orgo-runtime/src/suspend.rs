@@ -21,6 +21,10 @@
 //! memory and vCPUs again without being asked. A stop removes it without
 //! resuming it (so `on_shutdown` does not run).
 //!
+//! **Killed half-way** (`kill -9` while it stands): the next open of the
+//! runtime runs it again, or, when the suspend was recorded (its state
+//! whole), stops its VMM and leaves it suspended (`crate::pause`).
+//!
 //! Limits: QEMU only (Cloud Hypervisor says so); a computer launched with
 //! more vCPUs or memory than its snapshot (hot-added) is refused, since the
 //! saved state names devices a restore does not make.
@@ -35,13 +39,10 @@ use orgo_snapshot::{Manifest, SnapshotManifest, get_manifest};
 
 use crate::error::{RuntimeError, store_error};
 use crate::guest::{self, QUICK, RESTORE_TIMEOUT, call};
-use crate::home::{ComputerRecord, ComputerState};
+use crate::home::{ComputerRecord, ComputerState, SUSPENDED_DIR};
 use crate::shared::Shared;
 use crate::vmm::{BackendKind, Disk, DiskFormat, RestoreConfig};
 use orgo_agent_protocol::Exec;
-
-/// The directory of a suspended computer's state, in its directory.
-const SUSPENDED_DIR: &str = "suspended";
 
 /// Suspends running computer `id` (see the module's docs); returns how long
 /// the guest's vCPUs stood before its VMM stopped.
@@ -72,13 +73,20 @@ pub(crate) async fn suspend(
     if let Ok(agent) = guest::connect(vm.agent_endpoint(), QUICK).await {
         let _ = call(&agent, |a| a.exec(Exec::shell("sync"), QUICK)).await;
     }
+    // Held until its VMM has stopped: a process killed before then leaves
+    // the computer running or suspended, never paused (crate::pause).
+    crate::pause::hold(shared, &mut record)?;
     let paused = Instant::now();
-    vm.pause().await?;
+    if let Err(error) = vm.pause().await {
+        crate::pause::release(shared, id)?;
+        return Err(error);
+    }
     if let Err(error) = vm.save(&dir.join(SUSPENDED_DIR)).await {
         let _ = std::fs::remove_dir_all(dir.join(SUSPENDED_DIR));
         vm.resume().await?;
         // It runs on, as it did (a handle taken from a watcher included).
         vm.detach();
+        crate::pause::release(shared, id)?;
         return Err(error);
     }
     record.suspended_unix = Some(now_unix());
@@ -86,6 +94,7 @@ pub(crate) async fn suspend(
     vm.shutdown().await?;
     let stood = paused.elapsed();
     record.pid = None;
+    record.paused_by = None;
     shared.home.update(&record)?;
     if let Some(live) = watched {
         live.end();

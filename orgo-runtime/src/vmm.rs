@@ -286,7 +286,8 @@ pub trait Vm: Send + Sync + fmt::Debug {
     /// Stops the vCPUs.
     async fn pause(&self) -> Result<(), RuntimeError>;
 
-    /// Starts the vCPUs again.
+    /// Starts the vCPUs again, abandoning a [`save`](Vm::save) or
+    /// [`snapshot`](Vm::snapshot) still under way (one whose caller died).
     async fn resume(&self) -> Result<(), RuntimeError>;
 
     /// Writes a snapshot of the paused VM into `dir`; returns its files by

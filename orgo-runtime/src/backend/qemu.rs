@@ -481,6 +481,20 @@ impl Vm for QemuVm {
                     .into(),
             });
         }
+        // A save still under way (its process was killed half-way) is
+        // abandoned: the VM runs instead.
+        let migration = self.execute("query-migrate", json!({})).await?;
+        let status = migration.get("status").and_then(Value::as_str);
+        if !matches!(
+            status,
+            None | Some("none" | "completed" | "failed" | "cancelled")
+        ) {
+            self.execute("migrate_cancel", json!({})).await?;
+            let mut qmp = self.qmp.lock().await;
+            let qmp = qmp.as_mut().expect("checked by the commands above");
+            // Cancelled (or, at its very end, completed): either way it is over.
+            let _ = wait_migration(qmp, "migrate").await;
+        }
         self.execute("cont", json!({})).await.map(drop)
     }
 
