@@ -6,19 +6,23 @@
 //! state is loaded over, the metadata) and adds its own (the full state,
 //! a disk layer over the parent's disk). `checkpoints/<hex>` keeps it (a gc
 //! root); through its provenance, its parent stays too.
+//!
+//! A checkpoint can be published under a ref (`published/<ns>/<name>/<version>`,
+//! a gc root too), immutable as a template's: a ref names a template or a
+//! checkpoint, never both.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use orgo_template::Digest;
+use orgo_template::{Digest, Name, TemplateRef};
 
 use crate::error::StoreError;
 use crate::manifest::{
     Manifest, Provenance, SnapshotManifest, get_manifest, now_rfc3339, put_manifest,
 };
-use crate::registry::keys;
-use crate::service::{BlobInfo, LockMode, PutMode, Store};
+use crate::registry::{RESERVED_NAMESPACE, keys};
+use crate::service::{BlobInfo, LockMode, PutMode, Store, refs_under};
 
 /// The checkpoints of a store.
 #[derive(Debug, Clone)]
@@ -100,6 +104,90 @@ impl Checkpoints {
         let key = keys::root(keys::LEASES).join(id)?;
         self.store.set_ref(&key, digest).await?;
         Ok(Some(manifest))
+    }
+
+    /// Publishes checkpoint `digest` under `reference`, to be launched by
+    /// it. Publishing it there again is a no-op (`false`); a ref already
+    /// given to another checkpoint or to a template is
+    /// [`StoreError::Immutable`]; the reserved namespace is
+    /// [`StoreError::Reserved`].
+    pub async fn publish(
+        &self,
+        reference: &TemplateRef,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        if reference.namespace().as_str() == RESERVED_NAMESPACE {
+            return Err(StoreError::Reserved {
+                namespace: reference.namespace().to_string(),
+            });
+        }
+        let _writing = self.store.lock(&keys::gc_lock(), LockMode::Shared).await?;
+        if self.get(digest).await?.is_none() {
+            return Err(StoreError::Dangling {
+                key: keys::by_digest(keys::CHECKPOINTS, digest).to_string(),
+                digest: *digest,
+            });
+        }
+        let _naming = self
+            .store
+            .lock(&keys::publishing(reference), LockMode::Exclusive)
+            .await?;
+        let taken = match self.store.get_ref(&keys::template(reference)).await? {
+            Some(template) => Some(template),
+            None => {
+                self.store
+                    .create_ref(&keys::published(reference), digest)
+                    .await?
+            }
+        };
+        match taken {
+            None => Ok(true),
+            Some(existing) if existing == *digest => Ok(false),
+            Some(existing) => Err(StoreError::Immutable {
+                reference: Box::new(reference.clone()),
+                existing,
+                new: *digest,
+            }),
+        }
+    }
+
+    /// The checkpoint published under `reference`, if one is.
+    pub async fn resolve(&self, reference: &TemplateRef) -> Result<Option<Digest>, StoreError> {
+        self.store.get_ref(&keys::published(reference)).await
+    }
+
+    /// Every published checkpoint in `namespace` (every namespace if
+    /// `None`), sorted, with its digest.
+    pub async fn list_published(
+        &self,
+        namespace: Option<&Name>,
+    ) -> Result<Vec<(TemplateRef, Digest)>, StoreError> {
+        let root = keys::root(keys::PUBLISHED);
+        let prefix = match namespace {
+            Some(ns) => root.join(ns.as_str())?,
+            None => root.clone(),
+        };
+        let mut out = Vec::new();
+        for (key, digest) in refs_under(&*self.store, &prefix).await? {
+            let rest = key.strip_prefix(&root).unwrap_or_default();
+            let reference =
+                crate::registry::parse_key(rest).ok_or_else(|| StoreError::Invalid {
+                    what: "ref",
+                    location: key.to_string(),
+                    reason: "expected `published/<namespace>/<name>/<version>`".into(),
+                })?;
+            out.push((reference, digest));
+        }
+        out.sort_by(|(a, _), (b, _)| {
+            (a.namespace(), a.name(), a.version()).cmp(&(b.namespace(), b.name(), b.version()))
+        });
+        Ok(out)
+    }
+
+    /// Unpublishes `reference`; `false` if no checkpoint was published
+    /// there. The checkpoint stays while `checkpoints/` or a lease keeps it.
+    pub async fn unpublish(&self, reference: &TemplateRef) -> Result<bool, StoreError> {
+        self.store.delete_ref(&keys::published(reference)).await
     }
 
     /// Removes checkpoint `digest` (gc then frees what nothing else uses;

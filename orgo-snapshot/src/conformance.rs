@@ -78,6 +78,7 @@ where
     cache_forgets_only_a_stale_snapshot(make().await).await;
     gc_keeps_what_is_reachable(make().await).await;
     checkpoints_keep_their_parent(make().await).await;
+    published_checkpoints_share_the_refs_of_templates(make().await).await;
     gc_during_builds(make().await).await;
 }
 
@@ -671,6 +672,115 @@ async fn checkpoints_keep_their_parent(s: Subject) {
         None
     );
     assert_eq!(checkpoints.get(&digest).await.expect("get"), None);
+}
+
+async fn published_checkpoints_share_the_refs_of_templates(s: Subject) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = &*s.store;
+    let cache = BuildCache::new(s.store.clone());
+    let registry = Registry::new(s.store.clone());
+    let checkpoints = crate::Checkpoints::new(s.store.clone());
+    let base = base_image(&cache, &dir).await;
+    let parent = cache
+        .get_or_build(&template("1.0.0", "parent").digest(), || {
+            artifacts(&dir, base, "parent".into())
+        })
+        .await
+        .expect("build");
+    let mut made = Vec::new();
+    for text in ["one state", "another state"] {
+        let state = dir.path().join("checkpoint-state");
+        tokio::fs::write(&state, text).await.expect("write");
+        let files = BTreeMap::from([("state".to_owned(), state)]);
+        let (digest, _) = checkpoints
+            .put(&parent.digest, &parent.manifest, "c-0123456789ab", &files)
+            .await
+            .expect("put");
+        made.push(digest);
+    }
+    let (one, other) = (made[0], made[1]);
+    let at = |r: &str| r.parse::<orgo_template::TemplateRef>().expect("a ref");
+
+    assert_eq!(
+        checkpoints
+            .publish(&at("team/branch@1.0.0"), &one)
+            .await
+            .ok(),
+        Some(true)
+    );
+    assert_eq!(
+        checkpoints
+            .publish(&at("team/branch@1.0.0"), &one)
+            .await
+            .ok(),
+        Some(false),
+        "again: a no-op"
+    );
+    let refused = checkpoints.publish(&at("team/branch@1.0.0"), &other).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Immutable { existing, new, .. }) if *existing == one && *new == other),
+        "{refused:?}"
+    );
+    assert_eq!(
+        checkpoints
+            .resolve(&at("team/branch@1.0.0"))
+            .await
+            .expect("resolve"),
+        Some(one)
+    );
+    assert_eq!(
+        checkpoints
+            .resolve(&at("team/branch@2.0.0"))
+            .await
+            .expect("resolve"),
+        None
+    );
+
+    // A template's ref takes no checkpoint, and a checkpoint's no template.
+    let team = Name::new("team").expect("name");
+    let app = template("1.0.0", "app");
+    registry.publish(team.clone(), &app).await.expect("publish");
+    let refused = checkpoints.publish(&at("team/app@1.0.0"), &one).await;
+    assert!(
+        matches!(refused, Err(StoreError::Immutable { .. })),
+        "{refused:?}"
+    );
+    let branch =
+        Template::from_yaml("api_version: orgo.ai/v1\nname: branch@1.0.0\n").expect("valid");
+    let refused = registry.publish(team.clone(), &branch).await;
+    assert!(
+        matches!(refused, Err(StoreError::Immutable { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        matches!(
+            checkpoints.publish(&at("system/branch@1.0.0"), &one).await,
+            Err(StoreError::Reserved { .. })
+        ),
+        "nothing is published into the reserved namespace"
+    );
+    let listed = checkpoints.list_published(Some(&team)).await.expect("list");
+    assert_eq!(listed, vec![(at("team/branch@1.0.0"), one)]);
+
+    // Published, it is a gc root even once removed from `checkpoints/`.
+    assert!(checkpoints.remove(&one).await.expect("remove"));
+    gc(store).await.expect("gc");
+    assert!(verify(store).await.expect("verify").problems.is_empty());
+    let manifest = crate::get_manifest(store, &one).await.expect("read");
+    assert!(manifest.is_some(), "kept by its ref");
+    assert!(
+        checkpoints
+            .unpublish(&at("team/branch@1.0.0"))
+            .await
+            .expect("unpublish")
+    );
+    gc(store).await.expect("gc");
+    assert!(
+        crate::get_manifest(store, &one)
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 async fn gc_keeps_what_is_reachable(s: Subject) {

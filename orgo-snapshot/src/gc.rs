@@ -75,7 +75,12 @@ async fn mark(store: &dyn Store) -> Result<Live, StoreError> {
     for (_, digest) in refs_under(store, &keys::root(keys::TEMPLATES)).await? {
         live.templates.insert(digest);
     }
-    for kind in [keys::LEASES, keys::IMAGES, keys::CHECKPOINTS] {
+    for kind in [
+        keys::LEASES,
+        keys::IMAGES,
+        keys::CHECKPOINTS,
+        keys::PUBLISHED,
+    ] {
         for (_, digest) in refs_under(store, &keys::root(kind)).await? {
             manifests.push(digest);
         }
@@ -207,6 +212,7 @@ pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
             keys::LEASES,
             keys::IMAGES,
             keys::CHECKPOINTS,
+            keys::PUBLISHED,
         ]
         .contains(&kind)
         {
@@ -276,6 +282,7 @@ async fn list_all_refs(store: &dyn Store) -> Result<Vec<RefKey>, StoreError> {
         keys::IMAGES,
         keys::LEASES,
         keys::CHECKPOINTS,
+        keys::PUBLISHED,
     ]
     .into();
     for kind in kinds {

@@ -18,14 +18,31 @@ pub(crate) mod keys {
     pub(crate) const IMAGES: &str = "images";
     pub(crate) const LEASES: &str = "leases";
     pub(crate) const CHECKPOINTS: &str = "checkpoints";
+    /// Checkpoints published under a ref (`published/<ns>/<name>/<version>`).
+    pub(crate) const PUBLISHED: &str = "published";
 
     pub(crate) fn root(kind: &str) -> RefKey {
         RefKey::new(kind).expect("kind names are valid keys")
     }
 
     pub(crate) fn template(reference: &TemplateRef) -> RefKey {
+        under(TEMPLATES, reference)
+    }
+
+    /// Where a checkpoint published under `reference` is.
+    pub(crate) fn published(reference: &TemplateRef) -> RefKey {
+        under(PUBLISHED, reference)
+    }
+
+    /// The lock held while `reference` is given to a template or a
+    /// checkpoint: a ref names one or the other, never both.
+    pub(crate) fn publishing(reference: &TemplateRef) -> RefKey {
+        under("publishing", reference)
+    }
+
+    fn under(kind: &str, reference: &TemplateRef) -> RefKey {
         RefKey::new(&format!(
-            "{TEMPLATES}/{}/{}/{}",
+            "{kind}/{}/{}/{}",
             reference.namespace(),
             reference.name(),
             reference.version()
@@ -102,6 +119,13 @@ impl Registry {
             stored.digest, digest,
             "a template's blob is its canonical JSON"
         );
+        let _naming = self
+            .store
+            .lock(&keys::publishing(&reference), LockMode::Exclusive)
+            .await?;
+        if let Some(checkpoint) = self.store.get_ref(&keys::published(&reference)).await? {
+            return self.outcome(reference, checkpoint, digest);
+        }
         match self.store.create_ref(&key, &digest).await? {
             None => Ok(Published {
                 reference,
@@ -210,7 +234,7 @@ impl Registry {
     }
 }
 
-fn parse_key(rest: &str) -> Option<TemplateRef> {
+pub(crate) fn parse_key(rest: &str) -> Option<TemplateRef> {
     let mut parts = rest.split('/');
     let (ns, name, version) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
