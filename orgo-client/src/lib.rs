@@ -606,18 +606,22 @@ impl Client {
         Ok(())
     }
 
-    /// Checkpoints a computer (`POST /api/computers/{id}/checkpoint`);
+    /// Checkpoints a computer (`POST /api/computers/{id}/checkpoint`),
+    /// published under `publish` (`[namespace/]name@version`) if given;
     /// returns the checkpoint's digest.
-    pub async fn checkpoint(&self, id: &str) -> Result<String, ClientError> {
+    pub async fn checkpoint(&self, id: &str, publish: Option<&str>) -> Result<String, ClientError> {
         #[derive(Deserialize)]
         struct Checkpoint {
             digest: String,
         }
         let checkpoint: Checkpoint = self
-            .json(self.request(
-                reqwest::Method::POST,
-                &format!("/api/computers/{}/checkpoint", segment(id)),
-            ))
+            .json(
+                self.request(
+                    reqwest::Method::POST,
+                    &format!("/api/computers/{}/checkpoint", segment(id)),
+                )
+                .json(&serde_json::json!({ "publish": publish })),
+            )
             .await?;
         Ok(checkpoint.digest)
     }

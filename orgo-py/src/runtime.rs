@@ -717,16 +717,26 @@ pub(crate) fn launch(
     let on_log = callable("on_log", on_log)?;
     let cancel = Cancel::default();
     let (on_log, shared) = (on_log.as_ref(), &cancel);
-    // The secrets, then the build: interruptible.
-    let (runtime, template, vault) =
+    // The secrets, then the build: interruptible. A ref may name a
+    // published checkpoint: launched from it, with no build.
+    let (runtime, template, checkpoint, vault) =
         wait(py, Some(&cancel), Interrupt::Allowed, move || async move {
             let runtime = setup.open().await?;
-            let template = source.resolve(&runtime).await?;
+            let checkpoint = match &source {
+                Source::Ref(reference) => runtime.published_checkpoint(reference).await?,
+                Source::Template(_) => None,
+            };
+            let template = match &checkpoint {
+                Some(digest) => runtime.checkpoint_template(digest).await?,
+                None => source.resolve(&runtime).await?,
+            };
             let vault = vault(runtime.store().root(), secrets)?;
             vault.resolve(&template).map_err(RuntimeError::Vault)?;
-            let mut log = forward(on_log, shared);
-            runtime.build(&template, &mut log).await?;
-            Ok((runtime, template, vault))
+            if checkpoint.is_none() {
+                let mut log = forward(on_log, shared);
+                runtime.build(&template, &mut log).await?;
+            }
+            Ok((runtime, template, checkpoint, vault))
         })?;
     // The restore: a cache hit now, and not interruptible.
     let options = LaunchOptions {
@@ -738,7 +748,14 @@ pub(crate) fn launch(
         ..LaunchOptions::default()
     };
     let computer = wait(py, None, Interrupt::Never, move || async move {
-        Ok(runtime.launch(&template, options, &mut |_| {}).await?)
+        Ok(match checkpoint {
+            Some(digest) => {
+                runtime
+                    .launch_checkpoint(&digest, options, &mut |_| {})
+                    .await?
+            }
+            None => runtime.launch(&template, options, &mut |_| {}).await?,
+        })
     })?;
     Ok(PyComputer::new(computer, true))
 }
@@ -799,21 +816,40 @@ pub(crate) fn resume(py: Python<'_>, id: String, home: Option<&Bound<'_, PyAny>>
 /// brief pause); returns the checkpoint's digest. What was captured is
 /// scanned for the values of the vault's and the environment's secrets and
 /// of `secrets` (give the ones given to its launch): one found raises
-/// `orgo.BuildError` naming it and where, and nothing is stored.
+/// `orgo.BuildError` naming it and where, and nothing is stored. With
+/// `publish` (`namespace/name@version`), it is also published under that
+/// ref, which `orgo.launch` then launches; a ref already taken raises
+/// `orgo.OrgoError` naming both digests (the checkpoint stays stored).
 #[pyfunction]
-#[pyo3(signature = (id, *, secrets = None, home = None))]
+#[pyo3(signature = (id, *, secrets = None, publish = None, home = None))]
 pub(crate) fn checkpoint(
     py: Python<'_>,
     id: String,
     secrets: Option<&Bound<'_, PyAny>>,
+    publish: Option<String>,
     home: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<String> {
     let setup = Setup::new(home, None)?;
     let secrets = string_map(secrets, "secrets")?;
+    // A bad ref is refused before the computer is paused.
+    let publish = publish
+        .map(|text| {
+            text.parse::<TemplateRef>().map_err(|e| {
+                errors::orgo_error(
+                    format!("publish: `{text}` is not a ref (`[namespace/]name@version`): {e}"),
+                    None,
+                )
+            })
+        })
+        .transpose()?;
     let digest = wait(py, None, Interrupt::Never, move || async move {
         let runtime = setup.open().await?;
         let vault = vault(runtime.store().root(), secrets)?;
-        Ok(runtime.checkpoint(&id, &vault).await?.digest)
+        let digest = runtime.checkpoint(&id, &vault).await?.digest;
+        if let Some(reference) = publish {
+            runtime.publish_checkpoint(&reference, &digest).await?;
+        }
+        Ok(digest)
     })?;
     Ok(digest.to_string())
 }

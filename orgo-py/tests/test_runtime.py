@@ -432,6 +432,15 @@ def test_suspend_resume_checkpoint_and_fork(built, template, where):
         again.detach()
         digest = orgo.checkpoint(c.id, home=home)
         assert digest.startswith("sha256:") and len(digest) == 71
+        # Published under a ref, it launches by it, as a template does.
+        ref = f"pytest/branch-{time.time_ns()}@1.0.0"
+        published = orgo.checkpoint(c.id, publish=ref, home=home)
+        assert published.startswith("sha256:") and published != digest
+        with pytest.raises(orgo.OrgoError, match="already published as"):
+            orgo.checkpoint(c.id, publish=ref, home=home)
+        with orgo.launch(ref, secrets={"api_key": "b"}, **where) as b:
+            assert b.read_text("/opt/kept") == "kept"
+            assert b.exec("echo $API_KEY").stdout == "b\n"
         forks = orgo.fork(c.id, count=1, secrets={"api_key": "f"}, home=home)
         [f] = forks
         assert f.id != c.id

@@ -110,14 +110,83 @@ impl Runtime {
                 ),
             });
         }
-        self.shared
+        if let Some(template) = self
+            .shared
             .registry
             .resolve(reference)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: format!("template `{reference}`"),
-            })
+        {
+            return Ok(template);
+        }
+        // A checkpoint's ref names no template of its own: its template
+        // would launch (and build) the template, not the checkpoint.
+        if self.published_checkpoint(reference).await?.is_some() {
+            return Err(RuntimeError::Invalid {
+                what: format!(
+                    "use of `{reference}` as a template: it is a published checkpoint; \
+                     launch it (`orgo launch {reference}`, `Runtime::launch_checkpoint`)"
+                ),
+            });
+        }
+        Err(RuntimeError::NotFound {
+            what: format!("template `{reference}`"),
+        })
+    }
+
+    /// The checkpoint published under `reference`, if one is
+    /// ([`publish_checkpoint`](Self::publish_checkpoint)).
+    pub async fn published_checkpoint(
+        &self,
+        reference: &TemplateRef,
+    ) -> Result<Option<Digest>, RuntimeError> {
+        if reference.namespace().as_str() == crate::system::SYSTEM_NAMESPACE {
+            return Ok(None);
+        }
+        self.checkpoints()
+            .resolve(reference)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Publishes checkpoint `digest` under `reference`: `orgo launch
+    /// REF` (and [`launch_checkpoint`](Self::launch_checkpoint) with the
+    /// digest [`published_checkpoint`](Self::published_checkpoint) gives)
+    /// launches it, no smaller than its snapshot. Refs are immutable and
+    /// name a template or a checkpoint, never both. `false` when it was
+    /// already published there. Every checkpoint was scanned for secrets
+    /// before it was stored, so a stored one may be published.
+    pub async fn publish_checkpoint(
+        &self,
+        reference: &TemplateRef,
+        digest: &Digest,
+    ) -> Result<bool, RuntimeError> {
+        self.checkpoints()
+            .publish(reference, digest)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The published checkpoints in `namespace` (all if `None`), sorted.
+    pub async fn published_checkpoints(
+        &self,
+        namespace: Option<&orgo_template::Name>,
+    ) -> Result<Vec<(TemplateRef, Digest)>, RuntimeError> {
+        self.checkpoints()
+            .list_published(namespace)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The template checkpoint `digest` came from (its parent snapshot's):
+    /// what its computers run, with their state at the checkpoint.
+    pub async fn checkpoint_template(&self, digest: &Digest) -> Result<Template, RuntimeError> {
+        crate::checkpoint::template_of(&self.shared, digest).await
+    }
+
+    fn checkpoints(&self) -> orgo_snapshot::Checkpoints {
+        let store = self.shared.builder.store.clone();
+        orgo_snapshot::Checkpoints::new(Arc::new(store) as Arc<dyn orgo_snapshot::Store>)
     }
 
     /// The accelerator QEMU uses here: the configured one, else the answer

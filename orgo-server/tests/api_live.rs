@@ -134,6 +134,65 @@ async fn suspend_resume_checkpoint_and_fork_over_http() {
     );
     assert_eq!(checkpoint["computer"], id.as_str());
 
+    // Published under a ref of the key's namespace, it launches by that
+    // ref; the ref is immutable, and another namespace's is refused before
+    // anything is paused.
+    let branch = format!("{name}-branch@1.0.0");
+    let published: Value = post("checkpoint".into())
+        .json(&json!({ "publish": branch }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        published["published"],
+        format!("team/{branch}"),
+        "{published}"
+    );
+    let taken = error_code(
+        post("checkpoint".into())
+            .json(&json!({ "publish": branch }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (taken.0, taken.1.as_str()),
+        (409, "version_conflict"),
+        "{taken:?}"
+    );
+    assert_eq!(taken.2["existing"], published["digest"], "{taken:?}");
+    let outside = error_code(
+        post("checkpoint".into())
+            .json(&json!({ "publish": "other/branch@1.0.0" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (outside.0, outside.1.as_str()),
+        (403, "namespace_scope_mismatch"),
+        "{outside:?}"
+    );
+    let launched = http
+        .post(format!("{url}/api/computers"))
+        .bearer_auth(&team)
+        .json(&json!({ "template_ref": branch }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(launched.status().as_u16(), 201);
+    let branched: Value = launched.json().await.unwrap();
+    let branched = branched["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stdout(&run(&url, &team, &branched, "cat /root/kept").await),
+        "kept\n"
+    );
+
     let bad = error_code(
         post("fork".into())
             .json(&json!({ "count": 0 }))
@@ -223,7 +282,7 @@ async fn suspend_resume_checkpoint_and_fork_over_http() {
     assert_eq!(details["secrets"][0]["name"], "token", "{details}");
     assert!(!details.to_string().contains(&value), "never the value");
 
-    for id in forks.iter().chain([&id, &holder]) {
+    for id in forks.iter().chain([&id, &holder, &branched]) {
         let stopped = http
             .delete(format!("{url}/api/computers/{id}"))
             .bearer_auth(&team)

@@ -227,6 +227,29 @@ fn template(
         .map_err(runtime_error)
 }
 
+/// What `orgo launch` launches.
+enum Source {
+    Template(Box<Template>),
+    /// A published checkpoint's digest.
+    Checkpoint(orgo_template::Digest),
+}
+
+/// The checkpoint published under `arg`, when it is a ref (not a file)
+/// naming one.
+fn published_checkpoint(
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    arg: &str,
+) -> Result<Option<orgo_template::Digest>, Failure> {
+    if arg == "-" || std::path::Path::new(arg).exists() || !arg.contains('@') {
+        return Ok(None);
+    }
+    let reference = parse_ref(arg)?;
+    tokio
+        .block_on(runtime.published_checkpoint(&reference))
+        .map_err(runtime_error)
+}
+
 pub(crate) fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
     text.parse::<TemplateRef>()
         .map_err(|e| Failure::Input(format!("`{text}` is not a file or a ref: {e}")))
@@ -295,7 +318,10 @@ pub(crate) fn launch(
         env.insert(key.to_owned(), value.to_owned());
     }
     let (tokio, runtime) = open(root, rt)?;
-    let template = template(&tokio, &runtime, &args.template)?;
+    let source = match published_checkpoint(&tokio, &runtime, &args.template)? {
+        Some(digest) => Source::Checkpoint(digest),
+        None => Source::Template(Box::new(template(&tokio, &runtime, &args.template)?)),
+    };
     let vault = launch_vault(&runtime)?;
     let options = LaunchOptions {
         cpus: args.cpu,
@@ -309,8 +335,15 @@ pub(crate) fn launch(
     };
     let started = Instant::now();
     let mut log = progress();
-    let computer = until_signal(&tokio, runtime.launch(&template, options, &mut log))?
-        .map_err(runtime_error)?;
+    let computer = match &source {
+        Source::Template(template) => {
+            until_signal(&tokio, runtime.launch(template, options, &mut log))?
+        }
+        Source::Checkpoint(digest) => {
+            until_signal(&tokio, runtime.launch_checkpoint(digest, options, &mut log))?
+        }
+    }
+    .map_err(runtime_error)?;
     eprintln!(
         "orgo: launched {} from {} in {} ms",
         computer.id(),
@@ -424,6 +457,10 @@ pub(crate) fn age(secs: u64) -> String {
 pub(crate) struct CheckpointArgs {
     /// The computer's id.
     pub(crate) id: String,
+    /// Also publish it under this ref (`NAMESPACE/NAME@VERSION`), which
+    /// `orgo launch` then launches; immutable, as a template's ref.
+    #[arg(long, value_name = "REF")]
+    pub(crate) publish: Option<String>,
 }
 
 #[derive(Args)]
@@ -452,6 +489,8 @@ pub(crate) fn checkpoint(
     rt: &RuntimeArgs,
     args: CheckpointArgs,
 ) -> Result<(), Failure> {
+    // A bad ref is refused before the computer is paused.
+    let publish = args.publish.as_deref().map(parse_ref).transpose()?;
     let (tokio, runtime) = open(root, rt)?;
     let vault = launch_vault(&runtime)?;
     let checkpoint =
@@ -462,6 +501,24 @@ pub(crate) fn checkpoint(
         checkpoint.paused.as_millis(),
         checkpoint.stored_bytes
     );
+    if let Some(reference) = publish {
+        let created = tokio
+            .block_on(runtime.publish_checkpoint(&reference, &checkpoint.digest))
+            .map_err(|e| {
+                // The checkpoint itself is stored: say so, with its digest.
+                eprintln!(
+                    "orgo: checkpoint {} is stored, not published",
+                    checkpoint.digest
+                );
+                runtime_error(e)
+            })?;
+        let what = if created {
+            "published"
+        } else {
+            "already published"
+        };
+        eprintln!("orgo: {what} as {reference}");
+    }
     emit(&format!("{}\n", checkpoint.digest));
     Ok(())
 }

@@ -377,7 +377,7 @@ fn dispatch(
         })?,
         Command::Checkpoint(args) => {
             let digest = tokio
-                .block_on(client.checkpoint(&args.id))
+                .block_on(client.checkpoint(&args.id, args.publish.as_deref()))
                 .map_err(failure)?;
             emit(&format!("{digest}\n"));
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use orgo_runtime::{SYSTEM_NAMESPACE, system_template, system_templates};
-use orgo_snapshot::{LocalStore, Registry, Store, StoreError};
+use orgo_snapshot::{Checkpoints, LocalStore, Registry, Store, StoreError};
 use orgo_template::{Name, Template, TemplateRef};
 
 use crate::{Failure, OutputFormat, emit};
@@ -94,6 +94,16 @@ pub(crate) fn templates(root: Option<PathBuf>, ns: Option<&str>) -> Result<(), F
                 .into_iter()
                 .filter(|(reference, _)| !system(reference.namespace()))
                 .map(|(reference, digest)| (reference, digest.to_string())),
+        );
+        // Published checkpoints: launched by ref as templates are.
+        let checkpoints = Checkpoints::new(Arc::new(store.clone()) as Arc<dyn Store>);
+        let published = runtime
+            .block_on(checkpoints.list_published(ns.as_ref()))
+            .map_err(Failure::Store)?;
+        listed.extend(
+            published
+                .into_iter()
+                .map(|(reference, digest)| (reference, format!("{digest} (checkpoint)"))),
         );
     }
     listed.sort_by(|(a, _), (b, _)| {

@@ -617,7 +617,9 @@ def launch(
     """Launches a computer from a template's golden snapshot, building it
     first if needed, and returns it when it answers.
 
-    ``template``, ``on_log``, ``home`` and ``agent`` are as for ``build``.
+    ``template``, ``on_log``, ``home`` and ``agent`` are as for ``build``;
+    a ref may also name a checkpoint published with
+    ``checkpoint(..., publish=REF)``, launched from it with no build.
     ``ram_gb`` and ``cpu`` raise the memory and vCPUs over the snapshot's
     (never under them). ``env`` is extra environment over the template's.
     ``secrets`` gives secret values by name, over ``ORGO_SECRET_<NAME>``
@@ -646,13 +648,20 @@ def resume(id: str, *, home: Optional[_Path] = None) -> None:
     and terminal sessions; ``connect(id)`` reaches it then."""
 
 def checkpoint(
-    id: str, *, secrets: Optional[Mapping[str, str]] = None, home: Optional[_Path] = None
+    id: str,
+    *,
+    secrets: Optional[Mapping[str, str]] = None,
+    publish: Optional[str] = None,
+    home: Optional[_Path] = None,
 ) -> str:
     """Captures a running computer by id into a checkpoint (it runs on after
     a brief pause); returns the checkpoint's digest. What was captured is
     scanned for the values of the vault's and the environment's secrets and
     of ``secrets`` (give the ones given to its launch): one found raises
-    ``BuildError`` naming it and where, and nothing is stored."""
+    ``BuildError`` naming it and where, and nothing is stored. With
+    ``publish`` (``namespace/name@version``) it is also published under that
+    ref, which ``launch`` then launches; a ref already taken raises
+    ``OrgoError`` naming both digests (the checkpoint stays stored)."""
 
 def fork(
     id: str,

@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Access, Principal};
 use crate::builds::BuildStatus;
-use crate::computers::Owner;
+use crate::computers::{Owner, Slot};
 use crate::error::{ApiError, Code};
 use crate::extract::{P, Q, read_capped, read_json};
 use crate::routes::ndjson;
@@ -284,28 +284,6 @@ pub(crate) async fn launch(
         ApiError::bad_request(format!("template_ref: {e}"))
     })?;
     principal.check(reference.namespace().as_str(), Access::Read)?;
-    let template = resolve(&state, &principal, &reference).await?;
-    check_sources(&template, state.config.allow_file_root.as_deref())?;
-    state.runtime.check(&template)?;
-    let _slot = state.computers.reserve(principal.namespace())?;
-    // Built first, through the build registry (shared, limited, watched).
-    let (job, _) = state
-        .builds
-        .start(&state.runtime, template.clone(), reference.to_string())
-        .await?;
-    let built = job.finished().await;
-    if built.status != BuildStatus::Ready {
-        let error = built.error.unwrap_or(crate::builds::BuildFailure {
-            message: "the build failed".into(),
-            field: None,
-            output: None,
-        });
-        return Err(
-            ApiError::new(Code::BuildFailed, error.message.clone()).details(json!({
-                "field": error.field, "output": error.output,
-            })),
-        );
-    }
     let options = LaunchOptions {
         cpus: request.cpu,
         memory_mib: request.ram_gb.map(|gb| u64::from(gb) * 1024),
@@ -317,10 +295,19 @@ pub(crate) async fn launch(
         // ask for it (`on_fail: restart_vm`) while it runs.
         detached: false,
     };
-    let computer = state
-        .runtime
-        .launch(&template, options, &mut |_| {})
-        .await?;
+    // A published checkpoint launches from its snapshot, with no build.
+    // The slot is held until the computer is owned.
+    let (computer, _slot) = match state.runtime.published_checkpoint(&reference).await? {
+        Some(digest) => {
+            let slot = state.computers.reserve(principal.namespace())?;
+            let computer = state
+                .runtime
+                .launch_checkpoint(&digest, options, &mut |_| {})
+                .await?;
+            (computer, slot)
+        }
+        None => launch_template(&state, &principal, &reference, options).await?,
+    };
     let record = computer.record().clone();
     let owner = Owner {
         id: record.id.clone(),
@@ -349,6 +336,43 @@ pub(crate) async fn launch(
             egress_learn: record.egress_learn,
         }),
     ))
+}
+
+/// Launches the template `reference` names, built first through the build
+/// registry; returns it with the slot of the key's namespace it holds.
+async fn launch_template<'a>(
+    state: &'a AppState,
+    principal: &Principal,
+    reference: &TemplateRef,
+    options: LaunchOptions,
+) -> Result<(orgo_runtime::Computer, Slot<'a>), ApiError> {
+    let template = resolve(state, principal, reference).await?;
+    check_sources(&template, state.config.allow_file_root.as_deref())?;
+    state.runtime.check(&template)?;
+    let slot = state.computers.reserve(principal.namespace())?;
+    // Built first, through the build registry (shared, limited, watched).
+    let (job, _) = state
+        .builds
+        .start(&state.runtime, template.clone(), reference.to_string())
+        .await?;
+    let built = job.finished().await;
+    if built.status != BuildStatus::Ready {
+        let error = built.error.unwrap_or(crate::builds::BuildFailure {
+            message: "the build failed".into(),
+            field: None,
+            output: None,
+        });
+        return Err(
+            ApiError::new(Code::BuildFailed, error.message.clone()).details(json!({
+                "field": error.field, "output": error.output,
+            })),
+        );
+    }
+    let computer = state
+        .runtime
+        .launch(&template, options, &mut |_| {})
+        .await?;
+    Ok((computer, slot))
 }
 
 /// Environment names are letters, digits and `_`, not starting with a

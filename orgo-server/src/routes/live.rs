@@ -10,14 +10,15 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use orgo_runtime::{LaunchOptions, Vault};
+use orgo_snapshot::Checkpoints;
 use orgo_template::TemplateRef;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::Principal;
+use crate::auth::{Access, Principal};
 use crate::computers::Owner;
 use crate::error::{ApiError, Code};
-use crate::extract::{P, read_json};
+use crate::extract::{P, read_capped, read_json};
 use crate::routes::computers::{ComputerView, IdPath, view};
 use crate::state::AppState;
 
@@ -57,6 +58,22 @@ pub(crate) struct CheckpointView {
     paused_ms: u64,
     /// The bytes it added to the store.
     stored_bytes: u64,
+    /// The ref it was published under, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published: Option<String>,
+}
+
+/// What a checkpoint is for (the body may be empty).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckpointRequest {
+    /// Also publish it under this ref (`[namespace/]name@version`, the
+    /// namespace the key's by default), to be launched by it as a template
+    /// is (`POST /api/computers` with it as `template_ref`). Immutable: a
+    /// ref taken by a template or another checkpoint is a 409
+    /// `version_conflict`, and the checkpoint stays stored (its digest is
+    /// `new` in the details).
+    publish: Option<String>,
 }
 
 /// What a fork launches.
@@ -140,17 +157,20 @@ pub(crate) async fn resume(
 }
 
 /// Capture a running computer into a checkpoint (it runs on after a brief
-/// pause). Refused (422 `build_failed`, naming the secret and where) when
-/// what was captured holds a secret of the server's vault or environment.
+/// pause), and publish it under a ref if asked. Refused (422
+/// `build_failed`, naming the secret and where) when what was captured
+/// holds a secret of the server's vault or environment.
 #[utoipa::path(
     post, path = "/api/computers/{id}/checkpoint", tag = "computers",
     params(IdPath),
+    request_body(content = Option<CheckpointRequest>, description = "optional"),
     responses(
         (status = 200, description = "stored", body = CheckpointView),
+        (status = 400, description = "a bad request", body = crate::error::ErrorBody),
         (status = 401, description = "no key", body = crate::error::ErrorBody),
-        (status = 403, description = "a read-only key", body = crate::error::ErrorBody),
+        (status = 403, description = "a read-only key, or a ref outside its scope", body = crate::error::ErrorBody),
         (status = 404, description = "no such computer (for this key)", body = crate::error::ErrorBody),
-        (status = 409, description = "it is not running", body = crate::error::ErrorBody),
+        (status = 409, description = "it is not running; the ref is taken", body = crate::error::ErrorBody),
         (status = 422, description = "it holds a secret, or this host cannot capture it", body = crate::error::ErrorBody),
     ),
     security(("bearer" = []))
@@ -159,13 +179,55 @@ pub(crate) async fn checkpoint(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     P(IdPath { id }): P<IdPath>,
+    body: Body,
 ) -> Result<Json<CheckpointView>, ApiError> {
     let owner = state.computers.owner(principal.namespace(), &id)?;
     principal.writer()?;
+    let bytes = read_capped(
+        body,
+        state.config.limits.json_bytes as u64,
+        "the request body",
+    )
+    .await?;
+    let request: CheckpointRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CheckpointRequest::default()
+    } else {
+        serde_json::from_slice::<Option<CheckpointRequest>>(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("the JSON body: {e}")))?
+            .unwrap_or_default()
+    };
+    // The ref is checked before the computer is paused.
+    let publish = match &request.publish {
+        None => None,
+        Some(text) => {
+            let text = if text.contains('/') {
+                text.clone()
+            } else {
+                format!("{}/{text}", principal.namespace())
+            };
+            let reference: TemplateRef =
+                text.parse().map_err(|e: orgo_template::TemplateError| {
+                    ApiError::bad_request(format!("publish: {e}"))
+                })?;
+            principal.check(reference.namespace().as_str(), Access::Write)?;
+            Some(reference)
+        }
+    };
     let given = launch_secrets(&state, &owner).await?;
     state.computers.disconnect(&id).await;
     let checkpoint = state.runtime.checkpoint(&owner.id, &given).await?;
-    Ok(Json(checkpoint_view(&id, &checkpoint)))
+    let mut view = checkpoint_view(&id, &checkpoint);
+    if let Some(reference) = publish {
+        let checkpoints = Checkpoints::new(Arc::new(state.runtime.store().clone()));
+        // A taken ref: 409 `version_conflict`, the stored checkpoint's
+        // digest as `new` in the details.
+        checkpoints
+            .publish(&reference, &checkpoint.digest)
+            .await
+            .map_err(ApiError::from)?;
+        view.published = Some(reference.to_string());
+    }
+    Ok(Json(view))
 }
 
 /// Checkpoint a running computer once and launch `count` computers from it,
@@ -265,7 +327,10 @@ async fn launch_secrets(state: &AppState, owner: &Owner) -> Result<Vault, ApiErr
         .template_ref
         .parse()
         .map_err(|e: orgo_template::TemplateError| ApiError::internal(&e))?;
-    let template = state.runtime.resolve(&reference).await?;
+    let template = match state.runtime.published_checkpoint(&reference).await? {
+        Some(digest) => state.runtime.checkpoint_template(&digest).await?,
+        None => state.runtime.resolve(&reference).await?,
+    };
     if template.secrets().is_empty() {
         return Ok(Vault::new());
     }
@@ -284,6 +349,7 @@ fn checkpoint_view(id: &str, checkpoint: &orgo_runtime::Checkpoint) -> Checkpoin
         computer: id.to_owned(),
         paused_ms: millis(checkpoint.paused),
         stored_bytes: checkpoint.stored_bytes,
+        published: None,
     }
 }
 
