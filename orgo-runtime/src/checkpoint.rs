@@ -22,7 +22,9 @@
 //! **Killed half-way** (`kill -9` while it stands): the next open of the
 //! runtime runs it again and nothing is stored (`crate::pause`).
 //!
-//! Limits: QEMU only; not a computer launched with more vCPUs or memory
+//! Limits: a launch from a checkpoint of a desktop is refused, naming the
+//! field (its window manager, started again, did not manage new windows;
+//! `tests/desktop_fork_e2e.rs`); QEMU only; not a computer launched with more vCPUs or memory
 //! than its snapshot (hot-added), nor one watched for `restart_vm` by this
 //! process; a launch handle of the computer held by this process must be
 //! detached first (QEMU serves one control connection). The secrets given
@@ -152,7 +154,11 @@ pub(crate) async fn checkpoint(
 
 /// The template computer `id` was launched from, as kept beside its
 /// record (it must be the one the record names).
-fn kept_template(shared: &Shared, id: &str, digest: &Digest) -> Result<Template, RuntimeError> {
+pub(crate) fn kept_template(
+    shared: &Shared,
+    id: &str,
+    digest: &Digest,
+) -> Result<Template, RuntimeError> {
     let path = shared.home.dir(id).join(crate::streams::TEMPLATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(crate::error::io("read", &path))?;
     let template = Template::from_json(&text).map_err(|e| RuntimeError::Invalid {

@@ -400,6 +400,11 @@ impl Runtime {
         count: usize,
         options: LaunchOptions,
     ) -> Result<(crate::Checkpoint, Vec<Computer>), RuntimeError> {
+        // What a launch from the checkpoint would refuse is refused before
+        // anything is captured.
+        let record = self.shared.home.status(id)?.record;
+        let template = crate::checkpoint::kept_template(&self.shared, id, &record.template_digest)?;
+        self.check_launch(&template, options.detached, true)?;
         let checkpoint = self.checkpoint(id, &options.vault).await?;
         let mut forks = Vec::with_capacity(count);
         for _ in 0..count {

@@ -59,6 +59,24 @@ const RESTART_VM: &str = "`restart_vm` is carried out by the process that launch
 /// Why a launch from a checkpoint refuses `restart_vm`.
 const RESTART_VM_CHECKPOINT: &str = "`restart_vm` restores the template's golden snapshot, and a computer launched from a checkpoint (a fork) would come back as the template's, not as the checkpoint's: not carried out yet. Use `on_fail: restart_service:NAME` or `alert`";
 
+/// Why a launch from a checkpoint refuses a desktop.
+const DESKTOP_CHECKPOINT: &str = "a computer launched from a checkpoint of a desktop (a fork) gets a window manager that does not manage the windows opened after it (seen under QEMU TCG; a launch from the template's snapshot works): not carried out yet. Launch the template instead";
+
+/// The field that gives `template` a desktop (see `crate::desktop`), if one
+/// does.
+fn desktop_field(template: &Template) -> Option<String> {
+    if template.hardware().resolution.is_some() {
+        return Some("hardware.resolution".into());
+    }
+    if template.desktop().is_some() {
+        return Some("desktop".into());
+    }
+    if let Some(i) = template.apps().iter().position(|a| !a.autostart.is_empty()) {
+        return Some(format!("apps[{i}].autostart"));
+    }
+    (!template.streaming().is_empty()).then(|| "streaming".into())
+}
+
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
     let mut out = Vec::new();
@@ -103,6 +121,11 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             ),
             Some(_) => {}
         }
+    }
+    if host.from_checkpoint
+        && let Some(field) = desktop_field(template)
+    {
+        refuse(field, DESKTOP_CHECKPOINT);
     }
     if hw.resolution.is_some_and(|r| r.depth == 8) {
         refuse(
