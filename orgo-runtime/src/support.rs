@@ -285,4 +285,49 @@ apps:
             assert!(refused[0].missing.contains("checkpoint"), "{}", refused[0]);
         }
     }
+
+    #[test]
+    fn a_launch_from_a_checkpoint_refuses_a_desktop_naming_the_field_that_makes_it() {
+        let cases = [
+            (
+                "hardware: { resolution: 800x600x24 }\n",
+                Some("hardware.resolution"),
+            ),
+            (
+                "desktop: { wallpaper: \"file:///w.png\" }\n",
+                Some("desktop"),
+            ),
+            (
+                "apps:\n  - name: a\n  - name: b\n    autostart: [{ run: xterm }]\n",
+                Some("apps[1].autostart"),
+            ),
+            (
+                "streaming: [{ name: s, url: \"rtmp://h/live\", key: k }]\n",
+                Some("streaming"),
+            ),
+            ("", None),
+        ];
+        for (fields, refused) in cases {
+            let template =
+                Template::from_yaml(&format!("api_version: orgo.ai/v1\nname: t@1.0.0\n{fields}"))
+                    .unwrap_or_else(|e| panic!("{fields}: {e}"));
+            let from_checkpoint = HostFacts {
+                from_checkpoint: true,
+                ..HostFacts::default()
+            };
+            let got: Vec<String> = unsupported(&template, &from_checkpoint)
+                .into_iter()
+                .map(|u| u.field)
+                .collect();
+            assert_eq!(
+                got,
+                refused.into_iter().map(String::from).collect::<Vec<_>>(),
+                "{fields}"
+            );
+            assert!(
+                unsupported(&template, &HostFacts::default()).is_empty(),
+                "a launch from the template takes it: {fields}"
+            );
+        }
+    }
 }
