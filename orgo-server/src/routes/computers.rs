@@ -43,7 +43,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LaunchRequest {
-    /// `[namespace/]name@version` (the namespace defaults to the key's).
+    /// `[namespace/]name@version` (the namespace defaults to the key's): a
+    /// template, built first if needed, or a published checkpoint
+    /// (`POST /api/computers/{id}/checkpoint` with `publish`), launched
+    /// from it with no build.
     #[schema(
         pattern = r"^([a-z0-9]+(-[a-z0-9]+)*/)?[a-z0-9]+(-[a-z0-9]+)*@(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$",
         max_length = 200
