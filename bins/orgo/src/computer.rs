@@ -217,10 +217,9 @@ fn template(
     runtime: &Runtime,
     arg: &str,
 ) -> Result<Template, Failure> {
-    if arg == "-" || std::path::Path::new(arg).exists() || !arg.contains('@') {
+    let Some(reference) = ref_arg(arg)? else {
         return crate::load(arg, false);
-    }
-    let reference = parse_ref(arg)?;
+    };
     // `Runtime::resolve` knows the curated `system/` templates too.
     tokio
         .block_on(runtime.resolve(&reference))
@@ -241,13 +240,21 @@ fn published_checkpoint(
     runtime: &Runtime,
     arg: &str,
 ) -> Result<Option<orgo_template::Digest>, Failure> {
-    if arg == "-" || std::path::Path::new(arg).exists() || !arg.contains('@') {
+    let Some(reference) = ref_arg(arg)? else {
         return Ok(None);
-    }
-    let reference = parse_ref(arg)?;
+    };
     tokio
         .block_on(runtime.published_checkpoint(&reference))
         .map_err(runtime_error)
+}
+
+/// `arg` as a ref (`[namespace/]name@version`), unless it names a file
+/// (`-` is stdin) or holds no `@`.
+fn ref_arg(arg: &str) -> Result<Option<TemplateRef>, Failure> {
+    if arg == "-" || std::path::Path::new(arg).exists() || !arg.contains('@') {
+        return Ok(None);
+    }
+    parse_ref(arg).map(Some)
 }
 
 pub(crate) fn parse_ref(text: &str) -> Result<TemplateRef, Failure> {
