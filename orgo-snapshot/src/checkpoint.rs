@@ -22,7 +22,7 @@ use crate::manifest::{
     Manifest, Provenance, SnapshotManifest, get_manifest, now_rfc3339, put_manifest,
 };
 use crate::registry::{RESERVED_NAMESPACE, keys};
-use crate::service::{BlobInfo, LockMode, PutMode, Store, refs_under};
+use crate::service::{BlobInfo, LockMode, PutMode, Store};
 
 /// The checkpoints of a store.
 #[derive(Debug, Clone)]
@@ -162,26 +162,7 @@ impl Checkpoints {
         &self,
         namespace: Option<&Name>,
     ) -> Result<Vec<(TemplateRef, Digest)>, StoreError> {
-        let root = keys::root(keys::PUBLISHED);
-        let prefix = match namespace {
-            Some(ns) => root.join(ns.as_str())?,
-            None => root.clone(),
-        };
-        let mut out = Vec::new();
-        for (key, digest) in refs_under(&*self.store, &prefix).await? {
-            let rest = key.strip_prefix(&root).unwrap_or_default();
-            let reference =
-                crate::registry::parse_key(rest).ok_or_else(|| StoreError::Invalid {
-                    what: "ref",
-                    location: key.to_string(),
-                    reason: "expected `published/<namespace>/<name>/<version>`".into(),
-                })?;
-            out.push((reference, digest));
-        }
-        out.sort_by(|(a, _), (b, _)| {
-            (a.namespace(), a.name(), a.version()).cmp(&(b.namespace(), b.name(), b.version()))
-        });
-        Ok(out)
+        crate::registry::refs_by_reference(&*self.store, keys::PUBLISHED, namespace).await
     }
 
     /// Unpublishes `reference`; `false` if no checkpoint was published

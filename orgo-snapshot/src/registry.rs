@@ -206,25 +206,7 @@ impl Registry {
         &self,
         namespace: Option<&Name>,
     ) -> Result<Vec<(TemplateRef, Digest)>, StoreError> {
-        let root = keys::root(keys::TEMPLATES);
-        let prefix = match namespace {
-            Some(ns) => root.join(ns.as_str())?,
-            None => root.clone(),
-        };
-        let mut out = Vec::new();
-        for (key, digest) in refs_under(&*self.store, &prefix).await? {
-            let rest = key.strip_prefix(&root).unwrap_or_default();
-            let reference = parse_key(rest).ok_or_else(|| StoreError::Invalid {
-                what: "ref",
-                location: key.to_string(),
-                reason: "expected `templates/<namespace>/<name>/<version>`".into(),
-            })?;
-            out.push((reference, digest));
-        }
-        out.sort_by(|(a, _), (b, _)| {
-            (a.namespace(), a.name(), a.version()).cmp(&(b.namespace(), b.name(), b.version()))
-        });
-        Ok(out)
+        refs_by_reference(&*self.store, keys::TEMPLATES, namespace).await
     }
 
     /// Unpublishes `reference`; `false` if it was not published. The template
@@ -234,7 +216,36 @@ impl Registry {
     }
 }
 
-pub(crate) fn parse_key(rest: &str) -> Option<TemplateRef> {
+/// Every ref of `kind` (`<kind>/<namespace>/<name>/<version>`) in
+/// `namespace` (every namespace if `None`), as the ref it names, sorted,
+/// with its digest.
+pub(crate) async fn refs_by_reference(
+    store: &dyn Store,
+    kind: &str,
+    namespace: Option<&Name>,
+) -> Result<Vec<(TemplateRef, Digest)>, StoreError> {
+    let root = keys::root(kind);
+    let prefix = match namespace {
+        Some(ns) => root.join(ns.as_str())?,
+        None => root.clone(),
+    };
+    let mut out = Vec::new();
+    for (key, digest) in refs_under(store, &prefix).await? {
+        let rest = key.strip_prefix(&root).unwrap_or_default();
+        let reference = parse_key(rest).ok_or_else(|| StoreError::Invalid {
+            what: "ref",
+            location: key.to_string(),
+            reason: format!("expected `{kind}/<namespace>/<name>/<version>`"),
+        })?;
+        out.push((reference, digest));
+    }
+    out.sort_by(|(a, _), (b, _)| {
+        (a.namespace(), a.name(), a.version()).cmp(&(b.namespace(), b.name(), b.version()))
+    });
+    Ok(out)
+}
+
+fn parse_key(rest: &str) -> Option<TemplateRef> {
     let mut parts = rest.split('/');
     let (ns, name, version) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
