@@ -79,6 +79,21 @@ pub(crate) struct Desktop {
 /// The fields that give a template a desktop, for errors on headless ones.
 pub const DESKTOP_FIELDS: &str = "`hardware.resolution` (`display`), `desktop.wallpaper` (`wallpaper`), `apps[].autostart` or `streaming`";
 
+/// The first field that gives `template` a desktop ([`DESKTOP_FIELDS`]),
+/// if one does: it has a desktop exactly then.
+pub(crate) fn desktop_field(template: &Template) -> Option<String> {
+    if template.hardware().resolution.is_some() {
+        return Some("hardware.resolution".into());
+    }
+    if template.desktop().is_some() {
+        return Some("desktop".into());
+    }
+    if let Some(i) = template.apps().iter().position(|a| !a.autostart.is_empty()) {
+        return Some(format!("apps[{i}].autostart"));
+    }
+    (!template.streaming().is_empty()).then(|| "streaming".into())
+}
+
 /// `template`'s desktop, if it has one (see the module's rule).
 pub(crate) fn plan(template: &Template) -> Option<Desktop> {
     let hw = template.hardware();
@@ -93,13 +108,7 @@ pub(crate) fn plan(template: &Template) -> Option<Desktop> {
                 .map(move |(j, a)| (format!("apps[{i}].autostart[{j}]"), a.clone()))
         })
         .collect();
-    let wanted = hw.resolution.is_some()
-        || template.desktop().is_some()
-        || !autostart.is_empty()
-        || !template.streaming().is_empty();
-    if !wanted {
-        return None;
-    }
+    desktop_field(template)?;
     let (width, height, depth) = hw.resolution.map_or(DEFAULT_RESOLUTION, |r: Resolution| {
         (r.width, r.height, r.depth)
     });

@@ -62,21 +62,6 @@ const RESTART_VM_CHECKPOINT: &str = "`restart_vm` restores the template's golden
 /// Why a launch from a checkpoint refuses a desktop.
 const DESKTOP_CHECKPOINT: &str = "a computer launched from a checkpoint of a desktop (a fork) gets a window manager that does not manage the windows opened after it (seen under QEMU TCG; a launch from the template's snapshot works): not carried out yet. Launch the template instead";
 
-/// The field that gives `template` a desktop (see `crate::desktop`), if one
-/// does.
-fn desktop_field(template: &Template) -> Option<String> {
-    if template.hardware().resolution.is_some() {
-        return Some("hardware.resolution".into());
-    }
-    if template.desktop().is_some() {
-        return Some("desktop".into());
-    }
-    if let Some(i) = template.apps().iter().position(|a| !a.autostart.is_empty()) {
-        return Some(format!("apps[{i}].autostart"));
-    }
-    (!template.streaming().is_empty()).then(|| "streaming".into())
-}
-
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
     let mut out = Vec::new();
@@ -123,7 +108,7 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
         }
     }
     if host.from_checkpoint
-        && let Some(field) = desktop_field(template)
+        && let Some(field) = crate::desktop::desktop_field(template)
     {
         refuse(field, DESKTOP_CHECKPOINT);
     }
