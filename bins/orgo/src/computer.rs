@@ -217,12 +217,21 @@ fn template(
     runtime: &Runtime,
     arg: &str,
 ) -> Result<Template, Failure> {
-    let Some(reference) = ref_arg(arg)? else {
-        return crate::load(arg, false);
-    };
-    // `Runtime::resolve` knows the curated `system/` templates too.
+    match ref_arg(arg)? {
+        Some(reference) => resolved(tokio, runtime, &reference),
+        None => crate::load(arg, false),
+    }
+}
+
+/// The template `reference` names (`Runtime::resolve` knows the curated
+/// `system/` templates too).
+fn resolved(
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    reference: &TemplateRef,
+) -> Result<Template, Failure> {
     tokio
-        .block_on(runtime.resolve(&reference))
+        .block_on(runtime.resolve(reference))
         .map_err(runtime_error)
 }
 
@@ -233,19 +242,25 @@ enum Source {
     Checkpoint(orgo_template::Digest),
 }
 
-/// The checkpoint published under `arg`, when it is a ref (not a file)
-/// naming one.
-fn published_checkpoint(
-    tokio: &tokio::runtime::Runtime,
-    runtime: &Runtime,
-    arg: &str,
-) -> Result<Option<orgo_template::Digest>, Failure> {
-    let Some(reference) = ref_arg(arg)? else {
-        return Ok(None);
-    };
-    tokio
-        .block_on(runtime.published_checkpoint(&reference))
-        .map_err(runtime_error)
+impl Source {
+    /// What `arg` names: a template file, or a ref (parsed once) to a
+    /// published checkpoint or a template.
+    fn of(
+        tokio: &tokio::runtime::Runtime,
+        runtime: &Runtime,
+        arg: &str,
+    ) -> Result<Source, Failure> {
+        let Some(reference) = ref_arg(arg)? else {
+            return Ok(Source::Template(Box::new(crate::load(arg, false)?)));
+        };
+        let checkpoint = tokio
+            .block_on(runtime.published_checkpoint(&reference))
+            .map_err(runtime_error)?;
+        Ok(match checkpoint {
+            Some(digest) => Source::Checkpoint(digest),
+            None => Source::Template(Box::new(resolved(tokio, runtime, &reference)?)),
+        })
+    }
 }
 
 /// `arg` as a ref (`[namespace/]name@version`), unless it names a file
@@ -325,10 +340,7 @@ pub(crate) fn launch(
         env.insert(key.to_owned(), value.to_owned());
     }
     let (tokio, runtime) = open(root, rt)?;
-    let source = match published_checkpoint(&tokio, &runtime, &args.template)? {
-        Some(digest) => Source::Checkpoint(digest),
-        None => Source::Template(Box::new(template(&tokio, &runtime, &args.template)?)),
-    };
+    let source = Source::of(&tokio, &runtime, &args.template)?;
     let vault = launch_vault(&runtime)?;
     let options = LaunchOptions {
         cpus: args.cpu,
