@@ -48,7 +48,7 @@ fn orgo_ok(args: &[&str]) -> String {
 }
 
 /// A computer launched from a template with nothing in it (cached across
-/// runs), stopped when dropped.
+/// runs), with `/root/before` written and synced; stopped when dropped.
 struct Launched(String);
 
 impl Launched {
@@ -59,7 +59,16 @@ impl Launched {
         let id = orgo_ok(&["launch", file.to_str().unwrap()])
             .trim()
             .to_owned();
-        Launched(id)
+        let launched = Launched(id);
+        orgo_ok(&[
+            "exec",
+            &launched.0,
+            "--",
+            "sh",
+            "-c",
+            "echo before > /root/before && sync",
+        ]);
+        launched
     }
 }
 
@@ -116,14 +125,6 @@ fn state(id: &str) -> String {
 fn a_checkpoint_killed_while_the_computer_stands_leaves_it_running_and_the_store_sound() {
     let computer = Launched::new();
     let id = computer.0.as_str();
-    orgo_ok(&[
-        "exec",
-        id,
-        "--",
-        "sh",
-        "-c",
-        "echo before > /root/before && sync",
-    ]);
 
     kill_while_paused(id, &["checkpoint", id]);
 
@@ -146,14 +147,6 @@ fn a_checkpoint_killed_while_the_computer_stands_leaves_it_running_and_the_store
 fn a_suspend_killed_while_the_computer_stands_leaves_it_running_or_resumable() {
     let computer = Launched::new();
     let id = computer.0.as_str();
-    orgo_ok(&[
-        "exec",
-        id,
-        "--",
-        "sh",
-        "-c",
-        "echo before > /root/before && sync",
-    ]);
 
     kill_while_paused(id, &["suspend", id]);
 
