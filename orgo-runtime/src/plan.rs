@@ -92,6 +92,14 @@ pub(crate) enum Content {
     Unsupported(String),
 }
 
+/// `apt-get update`, unless this build fetched the package lists already:
+/// `build.apt` did, and `build.pip` or `build.npm` then install pip or npm
+/// without a second update (each costs tens of seconds under TCG). The base
+/// image ships no lists, and the lists directory of an older snapshot was
+/// last changed more than an hour ago (apt dates the files themselves by
+/// the mirror, so the directory is what tells).
+const APT_UPDATE: &str = "{ { find /var/lib/apt/lists -maxdepth 0 -mmin -60 | grep -q . && ls /var/lib/apt/lists | grep -q _Packages; } || apt-get update -q; }";
+
 /// The build: every step in the documented order.
 ///
 /// `build.apt`, `build.pip`, `build.npm`, each `build.run[i]`, the
@@ -106,7 +114,7 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
             "build.apt",
             format!(
                 "export DEBIAN_FRONTEND=noninteractive\n\
-                 apt-get update -q\n\
+                 {APT_UPDATE}\n\
                  apt-get install -y -q --no-install-recommends {}",
                 words(&build.apt)
             ),
@@ -118,7 +126,7 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
             format!(
                 "export DEBIAN_FRONTEND=noninteractive\n\
                  if ! command -v pip3 >/dev/null; then\n  \
-                   apt-get update -q && apt-get install -y -q --no-install-recommends python3-pip\n\
+                   {APT_UPDATE} && apt-get install -y -q --no-install-recommends python3-pip\n\
                  fi\n\
                  pip3 install --no-cache-dir --break-system-packages {}",
                 words(&build.pip)
@@ -131,7 +139,7 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
             format!(
                 "export DEBIAN_FRONTEND=noninteractive\n\
                  if ! command -v npm >/dev/null; then\n  \
-                   apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm\n\
+                   {APT_UPDATE} && apt-get install -y -q --no-install-recommends nodejs npm\n\
                  fi\n\
                  npm install -g {}",
                 words(&build.npm)
@@ -406,7 +414,7 @@ pub(crate) fn fetch_script(file: &FileStep) -> Option<String> {
             quote(url)
         ),
         Content::Git(url) => format!(
-            "command -v git >/dev/null || {{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends git; }}\n\
+            "command -v git >/dev/null || {{ {APT_UPDATE} && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends git; }}\n\
              if [ -e {dest} ] && [ -n \"$(ls -A {dest})\" ]; then echo {dest}' exists and is not empty' >&2; exit 1; fi\n\
              git clone --depth 1 {} {dest}",
             quote(&url.replacen("git://", "https://", 1))
