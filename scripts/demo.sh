@@ -16,7 +16,7 @@ scripts/install-deps.sh
 
 echo "== building orgo (with the static guest agent built in)" >&2
 cargo build -q --release --locked -p orgo
-orgo=target/release/orgo
+orgo=${CARGO_TARGET_DIR:-target}/release/orgo
 
 echo "== orgo build --check examples/hello.yaml" >&2
 $orgo build --check examples/hello.yaml
