@@ -14,12 +14,9 @@ cd "$(dirname "$0")/.."
 # busybox-static, fresh package lists.
 scripts/install-deps.sh
 
-# A release build; CI, which builds everything in the dev profile next,
-# sets ORGO_DEMO_PROFILE=dev to build orgo once.
-profile=${ORGO_DEMO_PROFILE:-release}
 echo "== building orgo (with the static guest agent built in)" >&2
-cargo build -q --profile "$profile" --locked -p orgo
-orgo=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")/orgo
+cargo build -q --release --locked -p orgo
+orgo=${CARGO_TARGET_DIR:-target}/release/orgo
 
 echo "== orgo build --check examples/hello.yaml" >&2
 $orgo build --check examples/hello.yaml
