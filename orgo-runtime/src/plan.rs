@@ -93,8 +93,8 @@ pub(crate) enum Content {
 }
 
 /// `apt-get update`, unless this build fetched the package lists already:
-/// `build.apt` did, and `build.pip` or `build.npm` then install pip or npm
-/// without a second update (each costs tens of seconds under TCG). The base
+/// `build.apt` did, and `build.pip` (or a git fetch) then installs pip (or
+/// git) without a second update (each costs tens of seconds under TCG). The base
 /// image ships no lists, and the lists directory of an older snapshot was
 /// last changed more than an hour ago (apt dates the files themselves by
 /// the mirror, so the directory is what tells).
