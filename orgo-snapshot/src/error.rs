@@ -88,6 +88,19 @@ pub enum StoreError {
         /// The build's own error message.
         message: String,
     },
+    /// A shared store's service (the object store, the registry database)
+    /// failed or could not be reached. The message names the service and
+    /// what was asked of it, never a credential.
+    #[error("{service}: {op}")]
+    Remote {
+        /// `object store` or `registry database`.
+        service: &'static str,
+        /// What was asked, with the object or key (`get \`blobs/ab..\``).
+        op: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A background task of the store panicked or was cancelled.
     #[error("a store task ended abnormally")]
     Task(#[source] tokio::task::JoinError),

@@ -66,6 +66,7 @@
 //! else `~/.local/share/orgo`.
 
 mod cache;
+mod cached;
 mod checkpoint;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -79,6 +80,7 @@ mod service;
 pub mod versioned;
 
 pub use crate::cache::{BuildCache, BuildFailure, Built, FailureRecord, SnapshotArtifacts};
+pub use crate::cached::{CachedStore, Fetched};
 pub use crate::checkpoint::Checkpoints;
 pub use crate::error::StoreError;
 pub use crate::gc::{GcReport, Problem, VerifyReport, gc, verify};
