@@ -17,6 +17,8 @@
 #   network namespace, firewall and rate limit, and the rootless test;
 #   curl, python3 and openssl: the test hosts and probes of the egress
 #   tests (HTTP and HTTPS with a self-signed certificate).
+# - postgresql: the fleet's registry in its tests (not started here: each
+#   test starts a server of its own).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -51,6 +53,9 @@ packages=(
     xvfb
     x11-utils
     ffmpeg
+    # The fleet's tests: a PostgreSQL server for the shared registry
+    # (orgo-fleet-testing starts its own, in a temporary directory).
+    postgresql
 )
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     packages+=(python3-venv)
