@@ -197,3 +197,17 @@ def test_a_template_this_host_cannot_run_raises_unsupported_error(tmp_path, monk
     assert "`hardware.gpu`" in str(error) and "`egress_policy`" in str(error)
     # Nothing was built or started: the home holds no computer.
     assert not (tmp_path / "computers").exists()
+
+
+@pytest.mark.parametrize("variable", ["ORGO_STORE_URL", "ORGO_REGISTRY_URL"])
+def test_a_fleet_store_is_refused_not_ignored(tmp_path, monkeypatch, variable):
+    # The Python package opens no fleet's shared store (the CLI and
+    # `orgo serve` do): with one configured it refuses, rather than build
+    # and launch on this host's store alone.
+    monkeypatch.setenv(variable, "s3://bucket/prefix")
+    template = orgo.Template.from_yaml("api_version: orgo.ai/v1\nname: fleet@1.0.0\n")
+    with pytest.raises(orgo.OrgoError) as info:
+        orgo.build(template, home=tmp_path)
+    assert variable in str(info.value)
+    assert "s3://bucket" not in str(info.value), "the value is not echoed"
+    assert not (tmp_path / "computers").exists()

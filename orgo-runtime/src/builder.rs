@@ -34,6 +34,8 @@ pub(crate) struct Builder {
     pub(crate) guest_ca_certs: Option<PathBuf>,
     /// How build VMs get their network.
     pub(crate) net: std::sync::Arc<crate::net::Net>,
+    /// The fleet's store this host fetches from, in a fleet.
+    pub(crate) fleet: crate::fleet::Fleet,
 }
 
 impl Builder {
@@ -121,9 +123,24 @@ impl Builder {
         let shape = build_shape(template);
         let scratch = self.store.scratch_dir().await.map_err(store_error)?;
         *scratch_dir = Some(scratch.clone());
-        let disk = scratch.join("disk.qcow2");
+        // The layer names the root file system by its place relative to
+        // the layer once stored, so that the golden disk restores on any
+        // host (see `crate::fleet`); a link in the scratch makes that name
+        // resolve here meanwhile.
+        let rootfs = image
+            .blobs
+            .get("rootfs.ext4")
+            .ok_or_else(|| RuntimeError::MissingRole {
+                what: "base image",
+                role: "rootfs.ext4".into(),
+            })?
+            .digest;
+        let layer_dir = scratch.join("layer");
+        std::fs::create_dir(&layer_dir).map_err(crate::error::io("create", &layer_dir))?;
+        crate::fleet::link_backing_dir(&self.store, &layer_dir, &rootfs)?;
+        let disk = layer_dir.join("disk.qcow2");
         create_overlay(
-            &paths.rootfs,
+            &crate::fleet::relative_backing(&rootfs),
             DiskFormat::Raw,
             &disk,
             Some(disk_bytes(shape.disk_gb)?),

@@ -65,6 +65,18 @@ pub(crate) async fn checkpoint(
     id: &str,
     secrets: &Vault,
 ) -> Result<Checkpoint, RuntimeError> {
+    if shared.builder.fleet.is_some() {
+        // A checkpoint's disk layer names the computer's golden disk by a
+        // path of this host; stored in the fleet it would not restore
+        // elsewhere. Refused rather than stored half-shared.
+        return Err(RuntimeError::Unsupported {
+            backend: "a runtime in a fleet",
+            what: format!(
+                "checkpoint computer `{id}` yet: checkpoints are not shared through a fleet's \
+                 store (run without `ORGO_STORE_URL` to checkpoint on this host)"
+            ),
+        });
+    }
     let status = shared.home.status(id)?;
     if status.state != ComputerState::Running {
         return Err(RuntimeError::Invalid {

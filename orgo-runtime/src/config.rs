@@ -61,7 +61,33 @@ pub struct RuntimeConfig {
     /// The `orgo-netd` binary; `None` (the default): the one embedded in
     /// this library, written out under `<home>/netd/`.
     pub netd: Option<PathBuf>,
+    /// The store a fleet of hosts shares (refs, locks and blobs; the
+    /// `orgo-fleet` crate opens one), with this host's store in `home` as
+    /// its cache; `None` (the default): this host's store alone.
+    pub shared_store: Option<SharedStore>,
 }
+
+/// A fleet's shared store (see [`RuntimeConfig::shared_store`]).
+#[derive(Clone)]
+pub struct SharedStore(pub Arc<dyn orgo_snapshot::Store>);
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedStore").field(&self.0).finish()
+    }
+}
+
+/// Two are equal when they are the very same store.
+impl PartialEq for SharedStore {
+    fn eq(&self, other: &SharedStore) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The variables that configure a fleet's shared store, which
+/// [`RuntimeConfig::from_env`] refuses: it opens no shared store (the CLI
+/// and `orgo serve` do, with the `orgo-fleet` crate).
+pub const FLEET_VARIABLES: [&str; 2] = ["ORGO_STORE_URL", "ORGO_REGISTRY_URL"];
 
 /// Which VMM builds and runs computers.
 #[derive(Debug, Clone)]
@@ -117,6 +143,7 @@ impl RuntimeConfig {
             publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             net_range: Ipv4Net::new(Ipv4Addr::new(10, 200, 0, 0), 16),
             netd: None,
+            shared_store: None,
         }
     }
 
@@ -150,19 +177,38 @@ impl RuntimeConfig {
     /// | `ORGO_NET_RANGE` (an IPv4 CIDR, at most /30) | [`net_range`](Self::net_range) |
     /// | `ORGO_NETD` (the binary) | [`netd`](Self::netd) |
     ///
-    /// `home`, when given, wins over the environment's.
+    /// `home`, when given, wins over the environment's. A fleet's
+    /// variables ([`FLEET_VARIABLES`]) are refused: this opens no shared
+    /// store, and a host that ran on its own store alone while one was asked
+    /// for would build what the fleet has and share nothing.
     pub fn from_env(home: Option<PathBuf>) -> Result<RuntimeConfig, RuntimeError> {
-        Self::from_vars(home, |name| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.to_string_lossy().into_owned())
-        })
+        Self::from_vars(home, env_var, None)
+    }
+
+    /// As [`from_env`](Self::from_env), in the fleet whose store is
+    /// `shared` (opened from [`FLEET_VARIABLES`] by the caller).
+    pub fn from_env_in_fleet(
+        home: Option<PathBuf>,
+        shared: SharedStore,
+    ) -> Result<RuntimeConfig, RuntimeError> {
+        Self::from_vars(home, env_var, Some(shared))
     }
 
     fn from_vars(
         home: Option<PathBuf>,
         var: impl Fn(&str) -> Option<String>,
+        shared_store: Option<SharedStore>,
     ) -> Result<RuntimeConfig, RuntimeError> {
+        if shared_store.is_none()
+            && let Some(name) = FLEET_VARIABLES.into_iter().find(|n| var(n).is_some())
+        {
+            return Err(RuntimeError::Env {
+                name,
+                value: "(set)".into(),
+                expected: "unset: a fleet's shared store is opened by `orgo` and `orgo serve` \
+                           (the orgo-fleet crate), not by this library",
+            });
+        }
         let home = home
             .or_else(|| var("ORGO_HOME").map(PathBuf::from))
             .or_else(|| var("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("orgo")))
@@ -241,8 +287,16 @@ impl RuntimeConfig {
                 })?;
         }
         config.netd = var("ORGO_NETD").map(PathBuf::from);
+        config.shared_store = shared_store;
         Ok(config)
     }
+}
+
+/// A variable of the environment; empty counts as unset.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -256,7 +310,30 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        RuntimeConfig::from_vars(None, |name| vars.get(name).cloned())
+        RuntimeConfig::from_vars(None, |name| vars.get(name).cloned(), None)
+    }
+
+    #[test]
+    fn a_fleet_store_is_refused_without_one_opened() {
+        for name in FLEET_VARIABLES {
+            let error = config(&[("ORGO_HOME", "/h"), (name, "s3://bucket/secret-prefix")])
+                .expect_err("refused");
+            let text = error.to_string();
+            assert!(text.contains(name), "{text}");
+            assert!(
+                !text.contains("secret-prefix"),
+                "the value is not echoed: {text}"
+            );
+        }
+        let shared = SharedStore(Arc::new(orgo_snapshot::MemoryStore::new()));
+        let vars = BTreeMap::from([("ORGO_HOME", "/h"), ("ORGO_STORE_URL", "s3://b/p")]);
+        let config = RuntimeConfig::from_vars(
+            None,
+            |name| vars.get(name).map(|v| (*v).to_owned()),
+            Some(shared.clone()),
+        )
+        .expect("a fleet's runtime takes them");
+        assert_eq!(config.shared_store, Some(shared));
     }
 
     #[test]
@@ -316,9 +393,11 @@ mod tests {
                 ..
             })
         ));
-        let given = RuntimeConfig::from_vars(Some("/g".into()), |name| {
-            (name == "ORGO_HOME").then(|| "/e".to_owned())
-        })
+        let given = RuntimeConfig::from_vars(
+            Some("/g".into()),
+            |name| (name == "ORGO_HOME").then(|| "/e".to_owned()),
+            None,
+        )
         .expect("valid");
         assert_eq!(given.home, PathBuf::from("/g"));
     }

@@ -3,11 +3,13 @@
 //! where its files are.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use orgo_snapshot::{BuildCache, ImageManifest, LocalStore, LockMode, LockService as _, RefKey};
+use orgo_snapshot::{BuildCache, ImageManifest, LocalStore, LockMode, RefKey, Store};
 use orgo_template::Digest;
 
 use crate::error::{RuntimeError, joined, store_error};
+use crate::fleet::Fleet;
 use crate::image::{BaseImageRecipe, DesktopImageRecipe, build_base, build_desktop};
 use crate::steps::{BuildEvent, BuildLog};
 
@@ -16,6 +18,10 @@ use crate::steps::{BuildEvent, BuildLog};
 pub(crate) struct BaseImages {
     store: LocalStore,
     cache: BuildCache,
+    /// Where base images' build locks are taken (the fleet's, in one) and
+    /// what is fetched from it.
+    locks: Arc<dyn Store>,
+    fleet: Fleet,
     /// The agent given, else `None`: the embedded one.
     agent: Option<PathBuf>,
     /// The recipe, resolved (from apt's package lists, which takes
@@ -33,10 +39,18 @@ pub(crate) struct ImagePaths {
 }
 
 impl BaseImages {
-    pub(crate) fn new(store: LocalStore, cache: BuildCache, agent: Option<PathBuf>) -> BaseImages {
+    pub(crate) fn new(
+        store: LocalStore,
+        cache: BuildCache,
+        locks: Arc<dyn Store>,
+        fleet: Fleet,
+        agent: Option<PathBuf>,
+    ) -> BaseImages {
         BaseImages {
             store,
             cache,
+            locks,
+            fleet,
             agent,
             recipe: tokio::sync::OnceCell::new(),
             agent_digest: tokio::sync::OnceCell::new(),
@@ -100,7 +114,7 @@ impl BaseImages {
         let lock =
             RefKey::new(&format!("builds/image-{}", recipe_digest.hex())).map_err(store_error)?;
         let _building = self
-            .store
+            .locks
             .lock(&lock, LockMode::Exclusive)
             .await
             .map_err(store_error)?;
@@ -168,7 +182,7 @@ impl BaseImages {
         let lock =
             RefKey::new(&format!("builds/image-{}", recipe_digest.hex())).map_err(store_error)?;
         let _building = self
-            .store
+            .locks
             .lock(&lock, LockMode::Exclusive)
             .await
             .map_err(store_error)?;
@@ -222,7 +236,14 @@ impl BaseImages {
         &self,
         recipe: &Digest,
     ) -> Result<Option<(Digest, ImageManifest)>, RuntimeError> {
-        self.cache.base_image(recipe).await.map_err(store_error)
+        let found = self.cache.base_image(recipe).await.map_err(store_error)?;
+        if let Some((_, image)) = &found {
+            // Built by another host of the fleet: its files come here first.
+            self.fleet
+                .fetch(image.blobs.values().map(|b| b.digest).collect())
+                .await?;
+        }
+        Ok(found)
     }
 
     /// Where `image`'s kernel, initramfs and root file system are.

@@ -262,6 +262,13 @@ pub(crate) async fn restore(
     record.memory_mib = key.memory_mib;
     shared.home.update(&record)?;
     let dir = shared.home.dir(id);
+    // Built by another host of the fleet: its files, and the layers under
+    // its disk, come here first.
+    shared
+        .builder
+        .fleet
+        .fetch(manifest.blobs.values().map(|b| b.digest).collect())
+        .await?;
     let mut snapshot = BTreeMap::new();
     for (role, blob) in &manifest.blobs {
         snapshot.insert(role.clone(), shared.builder.store.blob_path(&blob.digest));

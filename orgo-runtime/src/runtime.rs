@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use orgo_snapshot::{BuildCache, Built, ImageManifest, LocalStore, Registry};
+use orgo_snapshot::{BuildCache, Built, CachedStore, ImageManifest, LocalStore, Registry};
 use orgo_template::{Digest, Template, TemplateRef};
 
 use crate::backend::Backends;
@@ -18,6 +18,7 @@ use crate::builder::Builder;
 use crate::computer::{self, Computer};
 use crate::config::RuntimeConfig;
 use crate::error::{RuntimeError, store_error};
+use crate::fleet::Fleet;
 use crate::home::{ComputerStatus, Home};
 use crate::images::BaseImages;
 use crate::launch::{self, LaunchOptions};
@@ -54,7 +55,15 @@ impl Runtime {
         config.home = std::fs::canonicalize(&config.home)
             .map_err(crate::error::io("resolve", &config.home))?;
         let store = LocalStore::open(&config.home).await.map_err(store_error)?;
-        let shared: Arc<dyn orgo_snapshot::Store> = Arc::new(store.clone());
+        // In a fleet, the registry, the build cache and their locks are the
+        // fleet's; this host's store is the cache in front of it.
+        let (shared, fleet): (Arc<dyn orgo_snapshot::Store>, _) = match &config.shared_store {
+            Some(fleet_store) => {
+                let cached = CachedStore::new(store.clone(), Arc::clone(&fleet_store.0));
+                (Arc::new(cached.clone()), Fleet::new(Some(cached)))
+            }
+            None => (Arc::new(store.clone()), Fleet::default()),
+        };
         let cache = BuildCache::new(Arc::clone(&shared));
         let net = Arc::new(Net::new(crate::net::Settings {
             user_mode_network: config.user_mode_network,
@@ -67,11 +76,18 @@ impl Runtime {
         net.sweep().await;
         let builder = Builder {
             net: Arc::clone(&net),
-            images: BaseImages::new(store.clone(), cache.clone(), config.agent.clone()),
+            images: BaseImages::new(
+                store.clone(),
+                cache.clone(),
+                Arc::clone(&shared),
+                fleet.clone(),
+                config.agent.clone(),
+            ),
             backends: Backends::new(&config, &config.home),
             guest_ca_certs: config.guest_ca_certs.clone(),
             store,
             cache,
+            fleet,
         };
         let runtime = Runtime {
             shared: Arc::new(Shared {

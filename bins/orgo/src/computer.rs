@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use orgo_runtime::{
     BuildEvent, ErrorChain, LaunchOptions, Runtime, RuntimeConfig, RuntimeError, SECRET_ENV_PREFIX,
-    VAULT_FILE, Vault,
+    SharedStore, VAULT_FILE, Vault,
 };
 use orgo_template::{Template, TemplateRef};
 
@@ -168,7 +168,12 @@ fn open_with(
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
-    let mut config = RuntimeConfig::from_env(root).map_err(|e| match e {
+    let shared = crate::fleet::shared_store(&tokio)?;
+    let config = match shared {
+        Some(store) => RuntimeConfig::from_env_in_fleet(root, SharedStore(store)),
+        None => RuntimeConfig::from_env(root),
+    };
+    let mut config = config.map_err(|e| match e {
         RuntimeError::Env {
             name: "ORGO_HOME", ..
         } => Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into()),

@@ -10,6 +10,7 @@ mod automation;
 mod computer;
 mod cp;
 mod desktop;
+mod fleet;
 mod image;
 mod net;
 mod remote;

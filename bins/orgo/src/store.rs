@@ -1,5 +1,6 @@
 //! The store commands: `publish`, `templates`, `resolve`, `store verify`,
-//! `store gc`, over the local store.
+//! `store gc`, over the local store (in front of the fleet's, in a fleet:
+//! see `crate::fleet`).
 //!
 //! The `system` namespace is not the store's: it holds the curated
 //! templates compiled into orgo (`templates/system/`). `templates` lists
@@ -15,10 +16,11 @@ use orgo_template::{Name, Template, TemplateRef};
 
 use crate::{Failure, OutputFormat, emit};
 
-/// Opens the store at `--store`, else the documented default root.
+/// Opens the store at `--store`, else the documented default root (in
+/// front of the fleet's, in a fleet).
 pub(crate) fn open(
     root: Option<PathBuf>,
-) -> Result<(tokio::runtime::Runtime, LocalStore), Failure> {
+) -> Result<(tokio::runtime::Runtime, Arc<dyn Store>), Failure> {
     let root = root.or_else(LocalStore::default_root).ok_or_else(|| {
         Failure::Input("no store: set `ORGO_HOME` or `HOME`, or pass `--store DIR`".into())
     })?;
@@ -26,14 +28,12 @@ pub(crate) fn open(
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))?;
-    let store = runtime
-        .block_on(LocalStore::open(&root))
-        .map_err(Failure::Store)?;
+    let store = crate::fleet::store(&runtime, &root)?;
     Ok((runtime, store))
 }
 
-fn registry(store: &LocalStore) -> Registry {
-    Registry::new(Arc::new(store.clone()) as Arc<dyn Store>)
+fn registry(store: &Arc<dyn Store>) -> Registry {
+    Registry::new(Arc::clone(store))
 }
 
 fn namespace(text: &str) -> Result<Name, Failure> {
@@ -96,7 +96,7 @@ pub(crate) fn templates(root: Option<PathBuf>, ns: Option<&str>) -> Result<(), F
                 .map(|(reference, digest)| (reference, digest.to_string())),
         );
         // Published checkpoints: launched by ref as templates are.
-        let checkpoints = Checkpoints::new(Arc::new(store.clone()) as Arc<dyn Store>);
+        let checkpoints = Checkpoints::new(Arc::clone(&store));
         let published = runtime
             .block_on(checkpoints.list_published(ns.as_ref()))
             .map_err(Failure::Store)?;
@@ -175,7 +175,7 @@ pub(crate) fn resolve(
 pub(crate) fn verify(root: Option<PathBuf>) -> Result<(), Failure> {
     let (runtime, store) = open(root)?;
     let report = runtime
-        .block_on(orgo_snapshot::verify(&store))
+        .block_on(orgo_snapshot::verify(&*store))
         .map_err(Failure::Store)?;
     for problem in &report.problems {
         eprintln!("problem: {problem}");
@@ -212,7 +212,7 @@ pub(crate) fn gc(root: Option<PathBuf>) -> Result<(), Failure> {
     drop((tokio, computers));
     let (runtime, store) = open(root)?;
     let report = runtime
-        .block_on(orgo_snapshot::gc(&store))
+        .block_on(orgo_snapshot::gc(&*store))
         .map_err(Failure::Store)?;
     emit(&format!(
         "removed {} ({} bytes), {} and {}\n",
