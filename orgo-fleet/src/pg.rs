@@ -23,7 +23,10 @@ const SERVICE: &str = "registry database";
 
 /// The schema migrations, in order: the schema's version is how many of them
 /// a database has applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_refs.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_refs.sql"),
+    include_str!("migrations/0002_ref_times.sql"),
+];
 
 /// How long a connection attempt may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,6 +136,36 @@ impl PgRegistry {
             let _ = connection.await;
         });
         Ok(client)
+    }
+
+    /// Deletes the refs under `prefix` (`leases`) that nobody set for
+    /// longer than `ttl`; their keys. A host sets the leases of the
+    /// computers it runs again while it is alive, so the leases this
+    /// removes are those of hosts that are gone, which would otherwise keep
+    /// what they leased from gc forever.
+    pub async fn expire_refs(
+        &self,
+        prefix: &RefKey,
+        ttl: Duration,
+    ) -> Result<Vec<RefKey>, StoreError> {
+        let c = self.connection().await?;
+        let rows = c
+            .client
+            .query(
+                "DELETE FROM orgo_refs
+                 WHERE (key = $1 OR starts_with(key, $1 || '/'))
+                   AND set_at < now() - make_interval(secs => $2)
+                 RETURNING key",
+                &[&prefix.as_str(), &ttl.as_secs_f64()],
+            )
+            .await
+            .map_err(remote(format!("expire refs under `{prefix}`")))?;
+        let mut keys = rows
+            .iter()
+            .map(|row| RefKey::new(row.get(0)))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.sort();
+        Ok(keys)
     }
 
     /// The shared connection, connecting again if it died.
@@ -271,7 +304,7 @@ async fn prepare(client: Client) -> Result<Connection, StoreError> {
         ),
         client.prepare(
             "INSERT INTO orgo_refs (key, digest) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET digest = excluded.digest"
+             ON CONFLICT (key) DO UPDATE SET digest = excluded.digest, set_at = now()"
         ),
         client.prepare("DELETE FROM orgo_refs WHERE key = $1"),
         // Not LIKE: `_` is a LIKE wildcard and a key's character.
@@ -514,9 +547,10 @@ mod tests {
     #[test]
     fn schema_versions() {
         assert_eq!(check_version(0).expect("empty"), 0);
-        assert_eq!(check_version(1).expect("current"), 1);
-        let text = chain(&check_version(2).expect_err("newer"));
-        assert!(text.contains("version 2, newer than version 1"), "{text}");
+        assert_eq!(check_version(1).expect("older"), 1);
+        assert_eq!(check_version(2).expect("current"), 2);
+        let text = chain(&check_version(3).expect_err("newer"));
+        assert!(text.contains("version 3, newer than version 2"), "{text}");
         assert!(check_version(-1).is_err());
     }
 

@@ -391,7 +391,7 @@ async fn migrations_run_once_and_refuse_a_newer_schema() {
         .await
         .expect("version")
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     admin
         .execute("UPDATE orgo_schema SET version = 999", &[])
         .await
@@ -399,7 +399,7 @@ async fn migrations_run_once_and_refuse_a_newer_schema() {
     let error = PgRegistry::connect(&url).await.expect_err("newer schema");
     let text = chain(&error);
     assert!(
-        text.contains("schema is version 999, newer than version 1"),
+        text.contains("schema is version 999, newer than version 2"),
         "{text}"
     );
     assert!(text.contains("upgrade orgo"), "{text}");
@@ -424,4 +424,60 @@ async fn hosts_migrating_at_once_take_turns() {
             .await
             .expect("set");
     }
+}
+
+#[tokio::test]
+async fn refs_not_set_within_their_time_to_live_expire_and_a_set_renews_one() {
+    let server = Postgres::start();
+    let registry = registry(&server).await;
+    let digest = Digest::of(b"snapshot");
+    for k in [
+        "leases/c-gone",
+        "leases/c-alive",
+        "leasesx/c-other",
+        "templates/a/b/1.0.0",
+    ] {
+        registry.set_ref(&key(k), &digest).await.expect("set");
+    }
+    // Two of them were last set an hour ago, behind the registry's back.
+    admin(&server)
+        .await
+        .execute(
+            "UPDATE orgo_refs SET set_at = now() - interval '1 hour'
+             WHERE key IN ('leases/c-gone', 'leases/c-alive', 'leasesx/c-other', 'templates/a/b/1.0.0')",
+            &[],
+        )
+        .await
+        .expect("age the refs");
+    // A live host sets its lease again.
+    registry
+        .set_ref(&key("leases/c-alive"), &digest)
+        .await
+        .expect("renew");
+
+    let ttl = Duration::from_secs(30 * 60);
+    let expired = registry
+        .expire_refs(&key("leases"), ttl)
+        .await
+        .expect("expire");
+    assert_eq!(expired, vec![key("leases/c-gone")], "only the stale lease");
+    assert_eq!(
+        registry.get_ref(&key("leases/c-gone")).await.expect("get"),
+        None
+    );
+    for kept in ["leases/c-alive", "leasesx/c-other", "templates/a/b/1.0.0"] {
+        assert_eq!(
+            registry.get_ref(&key(kept)).await.expect("get"),
+            Some(digest),
+            "`{kept}` is kept: renewed, or not under the prefix"
+        );
+    }
+    assert!(
+        registry
+            .expire_refs(&key("leases"), ttl)
+            .await
+            .expect("expire")
+            .is_empty(),
+        "nothing more"
+    );
 }

@@ -65,6 +65,15 @@ pub struct RuntimeConfig {
     /// `orgo-fleet` crate opens one), with this host's store in `home` as
     /// its cache; `None` (the default): this host's store alone.
     pub shared_store: Option<SharedStore>,
+    /// In a fleet, the most bytes of blobs this host's store keeps: after a
+    /// fetch brings blobs in, the least recently used are removed until the
+    /// store is within it, except what this host's computers use, base
+    /// images, blobs under 1 MiB, blobs used in the last 10 minutes and
+    /// blobs the shared store lacks; `None` (the default): no cap (the
+    /// README's "A fleet of hosts" tells more). Refused without a
+    /// [`shared_store`](Self::shared_store), where the host's store is the
+    /// only copy of its blobs.
+    pub cache_max: Option<u64>,
 }
 
 /// A fleet's shared store (see [`RuntimeConfig::shared_store`]).
@@ -144,6 +153,7 @@ impl RuntimeConfig {
             net_range: Ipv4Net::new(Ipv4Addr::new(10, 200, 0, 0), 16),
             netd: None,
             shared_store: None,
+            cache_max: None,
         }
     }
 
@@ -176,11 +186,14 @@ impl RuntimeConfig {
     /// | `ORGO_PUBLISH_ADDRESS` (an IP) | [`publish_address`](Self::publish_address) |
     /// | `ORGO_NET_RANGE` (an IPv4 CIDR, at most /30) | [`net_range`](Self::net_range) |
     /// | `ORGO_NETD` (the binary) | [`netd`](Self::netd) |
+    /// | `ORGO_CACHE_MAX` (bytes, or with a binary `K`, `M`, `G` or `T` suffix: `50G`; in a fleet only) | [`cache_max`](Self::cache_max) |
     ///
     /// `home`, when given, wins over the environment's. A fleet's
     /// variables ([`FLEET_VARIABLES`]) are refused: this opens no shared
     /// store, and a host that ran on its own store alone while one was asked
-    /// for would build what the fleet has and share nothing.
+    /// for would build what the fleet has and share nothing. So is
+    /// `ORGO_CACHE_MAX` outside a fleet ([`from_env_in_fleet`](Self::from_env_in_fleet)
+    /// takes it): there the host's store is no cache but the only copy.
     pub fn from_env(home: Option<PathBuf>) -> Result<RuntimeConfig, RuntimeError> {
         Self::from_vars(home, env_var, None)
     }
@@ -287,9 +300,43 @@ impl RuntimeConfig {
                 })?;
         }
         config.netd = var("ORGO_NETD").map(PathBuf::from);
+        if let Some(value) = var("ORGO_CACHE_MAX") {
+            if shared_store.is_none() {
+                return Err(RuntimeError::Env {
+                    name: "ORGO_CACHE_MAX",
+                    value,
+                    expected: "unset outside a fleet: this host's store is then the only copy \
+                               of its blobs, and a cap would remove them",
+                });
+            }
+            config.cache_max = Some(parse_size(&value).ok_or_else(|| RuntimeError::Env {
+                name: "ORGO_CACHE_MAX",
+                value: value.clone(),
+                expected: "a size in bytes above 0, or with a binary `K`, `M`, `G` or `T` \
+                           suffix (`50G`)",
+            })?);
+        }
         config.shared_store = shared_store;
         Ok(config)
     }
+}
+
+/// A size above 0: a count of bytes, or one followed by `K`, `M`, `G` or
+/// `T` (either case) in binary units (`2G` is 2 GiB); `None` for anything
+/// else, or one past `u64::MAX`.
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.as_bytes().last()?.to_ascii_uppercase() {
+        b'K' => (&text[..text.len() - 1], 10),
+        b'M' => (&text[..text.len() - 1], 20),
+        b'G' => (&text[..text.len() - 1], 30),
+        b'T' => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let count: u64 = digits.parse().ok()?;
+    count.checked_mul(1 << shift).filter(|&bytes| bytes > 0)
 }
 
 /// A variable of the environment; empty counts as unset.
@@ -420,6 +467,74 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn cache_sizes_are_bytes_or_binary_units() {
+        for (text, bytes) in [
+            ("1", Some(1)),
+            ("1048576", Some(1 << 20)),
+            ("4K", Some(4 << 10)),
+            ("5M", Some(5 << 20)),
+            ("50G", Some(50 << 30)),
+            ("50g", Some(50 << 30)),
+            ("2T", Some(2 << 40)),
+            ("007k", Some(7 << 10)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("16777215T", Some(16_777_215 << 40)),
+            ("16777216T", None),
+            ("18446744073709551616", None),
+            ("0", None),
+            ("0G", None),
+            ("", None),
+            ("G", None),
+            ("1.5G", None),
+            ("-1", None),
+            ("+5", None),
+            ("5 G", None),
+            (" 5", None),
+            ("5GiB", None),
+            ("5GB", None),
+            ("5P", None),
+            ("5B", None),
+            ("ten", None),
+        ] {
+            assert_eq!(parse_size(text), bytes, "`{text}`");
+        }
+    }
+
+    #[test]
+    fn a_cache_cap_is_taken_in_a_fleet_only() {
+        let shared = SharedStore(Arc::new(orgo_snapshot::MemoryStore::new()));
+        let in_fleet = |value: &str| {
+            let vars = BTreeMap::from([("ORGO_HOME", "/h"), ("ORGO_CACHE_MAX", value)]);
+            RuntimeConfig::from_vars(
+                None,
+                |name| vars.get(name).map(|v| (*v).to_owned()),
+                Some(shared.clone()),
+            )
+        };
+        for (value, cap) in [("20G", 20 << 30), ("1000000", 1_000_000)] {
+            let config = in_fleet(value).expect("valid");
+            assert_eq!(config.cache_max, Some(cap), "{value}");
+        }
+        for value in ["20 GB", "0", "lots"] {
+            let error = in_fleet(value).expect_err("invalid");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("`ORGO_CACHE_MAX` is `{value}`")),
+                "{error}"
+            );
+        }
+        let alone = config(&[("ORGO_HOME", "/h"), ("ORGO_CACHE_MAX", "20G")]).expect_err("refused");
+        let text = alone.to_string();
+        assert!(
+            text.starts_with("`ORGO_CACHE_MAX` is `20G`; expected unset outside a fleet"),
+            "{text}"
+        );
+        let unset = config(&[("ORGO_HOME", "/h")]).expect("valid");
+        assert_eq!(unset.cache_max, None);
     }
 
     #[test]

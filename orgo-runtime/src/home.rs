@@ -367,6 +367,26 @@ impl Home {
         Ok(out)
     }
 
+    /// The snapshot of every computer recorded in this home, whatever its
+    /// state (what a fleet host's cache must keep: see `crate::fleet`).
+    /// Unlike [`Home::statuses`], a record that is there but does not read
+    /// is an error: what its computer uses cannot be known.
+    pub(crate) fn recorded_snapshots(&self) -> Result<Vec<Digest>, RuntimeError> {
+        let mut out = Vec::new();
+        for (id, dir) in self.entries()? {
+            if !dir.is_dir() {
+                continue; // no computer's
+            }
+            match read_record(&dir, &id) {
+                Ok(record) => out.extend(record.snapshot),
+                // Removed meanwhile (a stop), or no computer's directory.
+                Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// The ids of orphaned computers, and removes the temporary
     /// directories of processes that died before they were done with them
     /// (a launch before it recorded, a removal half-way): at once when the

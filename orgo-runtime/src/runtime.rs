@@ -64,6 +64,7 @@ impl Runtime {
             }
             None => (Arc::new(store.clone()), Fleet::default()),
         };
+        let fleet = fleet.with_cache_max(config.cache_max)?;
         let cache = BuildCache::new(Arc::clone(&shared));
         let net = Arc::new(Net::new(crate::net::Settings {
             user_mode_network: config.user_mode_network,
@@ -104,6 +105,11 @@ impl Runtime {
         // (or end suspended). One that cannot be yet stays held, for the
         // next open or sweep, which says why.
         let _ = crate::pause::recover(&runtime.shared).await;
+        if runtime.shared.builder.fleet.is_some() {
+            // This host is alive: its computers' leases in the fleet's
+            // registry are set again, now and while the runtime is open.
+            crate::fleet::keep_leases(&runtime.shared);
+        }
         Ok(runtime)
     }
 
@@ -365,6 +371,13 @@ impl Runtime {
             computer::remove_orphan(&self.shared, id).await?;
         }
         self.shared.net.sweep().await;
+        // In a fleet, the leases are every host's, and one this home lacks
+        // may be another host's computer: none is released here. One that a
+        // launch killed here leaked is renewed by nobody, and expires (see
+        // `crate::fleet::RENEW_LEASES_EVERY`).
+        if self.shared.builder.fleet.is_some() {
+            return Ok(orphans);
+        }
         let cache = &self.shared.builder.cache;
         for id in cache.leases().await.map_err(store_error)? {
             if !self.shared.home.has_dir(&id) {

@@ -354,6 +354,20 @@ impl BuildCache {
             })
     }
 
+    /// Sets computer `id`'s lease again, unchanged, if it holds one (in a
+    /// fleet's registry this says its host is alive: leases nobody renews
+    /// expire); `false` if it holds none.
+    pub async fn renew(&self, id: &str) -> Result<bool, StoreError> {
+        let key = keys::root(keys::LEASES).join(id)?;
+        match self.store.get_ref(&key).await? {
+            Some(digest) => {
+                self.store.set_ref(&key, &digest).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Ends the lease of computer `id`; `false` if it held none.
     pub async fn release(&self, id: &str) -> Result<bool, StoreError> {
         let key = keys::root(keys::LEASES).join(id)?;

@@ -211,6 +211,14 @@ pub(crate) fn gc(root: Option<PathBuf>) -> Result<(), Failure> {
     }
     drop((tokio, computers));
     let (runtime, store) = open(root)?;
+    // In a fleet: the leases of hosts that are gone go first.
+    let expired = crate::fleet::expire_leases(&runtime)?;
+    if expired > 0 {
+        emit(&format!(
+            "expired {}: no host renewed them (`ORGO_LEASE_TTL`)\n",
+            plural(expired as u64, "lease")
+        ));
+    }
     let report = runtime
         .block_on(orgo_snapshot::gc(&*store))
         .map_err(Failure::Store)?;

@@ -28,70 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{nonce, static_agent, test_home, workspace};
-use object_store::aws::AmazonS3ConfigKey;
-use orgo_fleet::{FleetStore, PgRegistry, S3Blobs};
-use orgo_fleet_testing::{Postgres, S3Server};
-use orgo_snapshot::{
-    BlobService as _, LocalStore, Manifest, PutMode, RefKey, RefService as _, get_manifest,
-};
+use orgo_fleet_testing::{Fleet, seed_base_image};
+use orgo_snapshot::{LocalStore, Manifest, get_manifest};
 use orgo_template::Digest;
-
-/// The fleet's two servers and what a host needs to reach them.
-struct Fleet {
-    postgres: Postgres,
-    s3: S3Server,
-}
-
-impl Fleet {
-    fn start() -> Fleet {
-        Fleet {
-            postgres: Postgres::start(),
-            s3: S3Server::start(),
-        }
-    }
-
-    fn store_url(&self) -> String {
-        format!("s3://{}/fleet", self.s3.bucket())
-    }
-
-    /// The variables every host of the fleet is given.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("ORGO_STORE_URL", self.store_url()),
-            ("ORGO_REGISTRY_URL", self.postgres.url()),
-            ("AWS_ENDPOINT_URL", self.s3.endpoint()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", self.s3.access_key().into()),
-            ("AWS_SECRET_ACCESS_KEY", self.s3.secret_key().into()),
-        ]
-    }
-
-    /// The fleet's store, opened here (as a host does).
-    async fn store(&self) -> FleetStore {
-        let blobs = S3Blobs::from_url_with(
-            &self.store_url(),
-            [
-                (AmazonS3ConfigKey::Endpoint, self.s3.endpoint()),
-                (
-                    AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-                    "true".into(),
-                ),
-                (AmazonS3ConfigKey::Region, "us-east-1".into()),
-                (AmazonS3ConfigKey::AccessKeyId, self.s3.access_key().into()),
-                (
-                    AmazonS3ConfigKey::SecretAccessKey,
-                    self.s3.secret_key().into(),
-                ),
-            ],
-        )
-        .unwrap();
-        FleetStore::new(
-            blobs,
-            PgRegistry::connect(&self.postgres.url()).await.unwrap(),
-        )
-    }
-}
 
 /// One host: its own home and network range, the fleet's store.
 struct Host<'a> {
@@ -140,8 +79,8 @@ fn ok(out: &Output, what: &str) -> String {
 }
 
 /// The base image the other VM tests use, built into the shared test home
-/// if it is not there yet: its recipe's ref and manifest digest.
-fn test_base_image() -> (RefKey, Digest) {
+/// if it is not there yet: its recipe's digest and its manifest's.
+fn test_base_image() -> (Digest, Digest) {
     let out = Command::new(env!("CARGO_BIN_EXE_orgo"))
         .args(["image", "build-base", "--agent"])
         .arg(static_agent())
@@ -153,30 +92,7 @@ fn test_base_image() -> (RefKey, Digest) {
         .unwrap();
     let text = ok(&out, "orgo image build-base");
     let (recipe, manifest) = text.trim().split_once(' ').unwrap();
-    let (recipe, manifest): (Digest, Digest) = (recipe.parse().unwrap(), manifest.parse().unwrap());
-    (
-        RefKey::new(&format!("images/{}", recipe.hex())).unwrap(),
-        manifest,
-    )
-}
-
-/// Puts the base image into the fleet's store, as the host that built it
-/// would have: its files, its manifest, then its ref.
-async fn seed_base_image(fleet: &FleetStore, local: &LocalStore, key: &RefKey, manifest: &Digest) {
-    let Manifest::BaseImage(image) = get_manifest(local, manifest).await.unwrap().unwrap() else {
-        panic!("`{key}` names no base image");
-    };
-    for blob in image.blobs.values() {
-        fleet
-            .put_file(&local.blob_path(&blob.digest), PutMode::Copy)
-            .await
-            .unwrap();
-    }
-    fleet
-        .put_file(&local.blob_path(manifest), PutMode::Copy)
-        .await
-        .unwrap();
-    fleet.set_ref(key, manifest).await.unwrap();
+    (recipe.parse().unwrap(), manifest.parse().unwrap())
 }
 
 fn template(dir: &Path) -> String {
@@ -202,9 +118,9 @@ build:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_one_host_builds_launches_on_another_which_fetches_it_once() {
     let fleet = Fleet::start();
-    let (key, manifest) = test_base_image();
+    let (recipe, manifest) = test_base_image();
     let local = LocalStore::open(test_home()).await.unwrap();
-    seed_base_image(&fleet.store().await, &local, &key, &manifest).await;
+    seed_base_image(&fleet.open().await, &local, &recipe, &manifest).await;
 
     let dir = tempfile::tempdir_in(workspace().join("target")).unwrap();
     let hosts = [

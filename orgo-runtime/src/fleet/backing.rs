@@ -1,75 +1,22 @@
-//! A runtime in a fleet ([`RuntimeConfig::shared_store`]): its refs, locks
-//! and blobs are the fleet's shared store's, seen through a
-//! [`CachedStore`] in front of this host's own store, and what a VMM is to
-//! read is fetched to this host's disk first.
-//!
-//! A golden disk names its backing file (the base image's root file system,
-//! or a parent layer) by a path relative to itself, `../<ab>/<hex>`, which
-//! is the backing blob's place in any host's store ([`relative_backing`]):
-//! so a disk built on one host restores on another, and fetching a disk
-//! fetches the chain of blobs under it.
-//!
-//! [`RuntimeConfig::shared_store`]: crate::RuntimeConfig::shared_store
+//! Disk layers named by their place in any host's store: a golden disk names
+//! its backing file (the base image's root file system, or a parent layer)
+//! by a path relative to itself, `../<ab>/<hex>` ([`relative_backing`]), so
+//! that it restores under any home, and fetching a disk fetches the chain of
+//! blobs its headers name ([`backing_blob`]).
 
 use std::path::{Path, PathBuf};
 
-use orgo_snapshot::{CachedStore, Fetched, LocalStore};
+use orgo_snapshot::LocalStore;
 use orgo_template::Digest;
 
-use crate::error::{RuntimeError, store_error};
-
-/// The fleet's store as this host sees it, when there is one.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Fleet(Option<CachedStore>);
-
-/// The deepest chain of disk layers followed (a checkpoint of a checkpoint
-/// of ...): a bound against a layer that names itself.
-const MAX_CHAIN: usize = 64;
-
-impl Fleet {
-    pub(crate) fn new(store: Option<CachedStore>) -> Fleet {
-        Fleet(store)
-    }
-
-    /// Whether the runtime is in a fleet.
-    pub(crate) fn is_some(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Brings `digests` to this host's store (no-op outside a fleet), with
-    /// the disk layers each names as its backing file; how many blobs and
-    /// bytes were fetched.
-    pub(crate) async fn fetch(&self, digests: Vec<Digest>) -> Result<(u64, u64), RuntimeError> {
-        let Some(store) = &self.0 else {
-            return Ok((0, 0));
-        };
-        let (mut blobs, mut bytes) = (0, 0);
-        for digest in digests {
-            let mut next = Some(digest);
-            for _ in 0..MAX_CHAIN {
-                let Some(digest) = next.take() else { break };
-                match store.fetch(&digest).await.map_err(store_error)? {
-                    Fetched::Local => {}
-                    Fetched::Fetched(size) => {
-                        blobs += 1;
-                        bytes += size;
-                    }
-                    Fetched::Missing => {
-                        return Err(RuntimeError::NotFound {
-                            what: format!("blob `{digest}` in the fleet's shared store"),
-                        });
-                    }
-                }
-                next = backing_blob(store.local(), &digest)?;
-            }
-        }
-        Ok((blobs, bytes))
-    }
-}
+use crate::error::RuntimeError;
 
 /// The blob a stored qcow2 disk layer names as its backing file, when it
 /// names one by its place in the store.
-fn backing_blob(store: &LocalStore, digest: &Digest) -> Result<Option<Digest>, RuntimeError> {
+pub(super) fn backing_blob(
+    store: &LocalStore,
+    digest: &Digest,
+) -> Result<Option<Digest>, RuntimeError> {
     use std::io::Read as _;
     let path = store.blob_path(digest);
     let mut header = Vec::with_capacity(QCOW2_HEADER_READ);
@@ -137,10 +84,12 @@ pub(crate) fn link_backing_dir(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn header(name: &[u8]) -> Vec<u8> {
+    /// A qcow2 header naming `name` as its backing file (for the cache's
+    /// tests too).
+    pub(crate) fn header(name: &[u8]) -> Vec<u8> {
         let mut h = vec![0u8; 512];
         h[..4].copy_from_slice(b"QFI\xfb");
         h[8..16].copy_from_slice(&200u64.to_be_bytes());
