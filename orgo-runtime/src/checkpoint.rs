@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orgo_agent_protocol::Exec;
-use orgo_snapshot::{BlobService as _, Checkpoints, Store};
+use orgo_snapshot::{BlobService as _, Checkpoints};
 use orgo_template::{Digest, Template};
 
 use crate::error::{RuntimeError, store_error};
@@ -143,7 +143,7 @@ pub(crate) async fn checkpoint(
             .put(&mut template_json.as_slice())
             .await
             .map_err(store_error)?;
-        let checkpoints = Checkpoints::new(Arc::new(store.clone()) as Arc<dyn Store>);
+        let checkpoints = Checkpoints::new(Arc::clone(&shared.store));
         let (digest, manifest) = checkpoints
             .put(&parent_digest, &parent, id, &files)
             .await
@@ -228,7 +228,7 @@ pub(crate) async fn template_of(
     digest: &Digest,
 ) -> Result<Template, RuntimeError> {
     use tokio::io::AsyncReadExt as _;
-    let store = Arc::new(shared.builder.store.clone()) as Arc<dyn Store>;
+    let store = Arc::clone(&shared.store);
     let manifest = Checkpoints::new(Arc::clone(&store))
         .get(digest)
         .await

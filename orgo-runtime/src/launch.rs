@@ -169,8 +169,7 @@ async fn launch_new(
         let built = match source {
             Source::Template => shared.builder.build(Some(&id), template, log).await?,
             Source::Checkpoint(digest) => {
-                let store: Arc<dyn orgo_snapshot::Store> = Arc::new(shared.builder.store.clone());
-                let manifest = orgo_snapshot::Checkpoints::new(store)
+                let manifest = orgo_snapshot::Checkpoints::new(Arc::clone(&shared.store))
                     .lease(&id, &digest)
                     .await
                     .map_err(store_error)?

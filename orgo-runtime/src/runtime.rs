@@ -92,7 +92,8 @@ impl Runtime {
         };
         let runtime = Runtime {
             shared: Arc::new(Shared {
-                registry: Registry::new(shared),
+                registry: Registry::new(Arc::clone(&shared)),
+                store: shared,
                 home: Home::new(&config.home),
                 pool: Pool::default(),
                 net,
@@ -113,9 +114,19 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// The store.
+    /// This host's own store (where the files VMMs read are).
     pub fn store(&self) -> &LocalStore {
         &self.shared.builder.store
+    }
+
+    /// The store the registry, the build cache and checkpoints use: this
+    /// host's own, or in a fleet ([`RuntimeConfig::shared_store`]) this
+    /// host's in front of the fleet's. A registry or cache made over it
+    /// sees what this runtime sees.
+    ///
+    /// [`RuntimeConfig::shared_store`]: crate::RuntimeConfig::shared_store
+    pub fn shared_store(&self) -> Arc<dyn orgo_snapshot::Store> {
+        Arc::clone(&self.shared.store)
     }
 
     /// The template `reference` points at: a curated `system` template, or
@@ -207,8 +218,7 @@ impl Runtime {
     }
 
     fn checkpoints(&self) -> orgo_snapshot::Checkpoints {
-        let store = self.shared.builder.store.clone();
-        orgo_snapshot::Checkpoints::new(Arc::new(store) as Arc<dyn orgo_snapshot::Store>)
+        orgo_snapshot::Checkpoints::new(self.shared_store())
     }
 
     /// The accelerator QEMU uses here: the configured one, else the answer

@@ -22,6 +22,9 @@ use crate::pool::Pool;
 pub(crate) struct Shared {
     pub(crate) config: RuntimeConfig,
     pub(crate) registry: Registry,
+    /// What the registry and the build cache are over (see
+    /// [`crate::Runtime::shared_store`]).
+    pub(crate) store: std::sync::Arc<dyn orgo_snapshot::Store>,
     pub(crate) builder: Builder,
     pub(crate) home: Home,
     pub(crate) pool: Pool,

@@ -368,7 +368,7 @@ impl Builds {
         if let Some(job) = self.job(digest) {
             return Ok(job.view());
         }
-        let cache = orgo_snapshot::BuildCache::new(Arc::new(runtime.store().clone()));
+        let cache = orgo_snapshot::BuildCache::new(runtime.shared_store());
         let mut view = BuildView {
             digest: digest.to_string(),
             status: BuildStatus::None,

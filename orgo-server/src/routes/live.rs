@@ -218,7 +218,7 @@ pub(crate) async fn checkpoint(
     let checkpoint = state.runtime.checkpoint(&owner.id, &given).await?;
     let mut view = checkpoint_view(&id, &checkpoint);
     if let Some(reference) = publish {
-        let checkpoints = Checkpoints::new(Arc::new(state.runtime.store().clone()));
+        let checkpoints = Checkpoints::new(state.runtime.shared_store());
         // A taken ref: 409 `version_conflict`, the stored checkpoint's
         // digest as `new` in the details.
         checkpoints

@@ -121,7 +121,7 @@ fn namespace(text: &str) -> Result<Name, ApiError> {
 }
 
 pub(crate) fn registry(state: &AppState) -> Registry {
-    Registry::new(Arc::new(state.runtime.store().clone()))
+    Registry::new(state.runtime.shared_store())
 }
 
 /// The template `reference` names, if `principal` may read it.

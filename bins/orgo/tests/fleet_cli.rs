@@ -1,10 +1,15 @@
-//! `orgo store gc` in a fleet (a real PostgreSQL and a real s3s-fs, no VM):
-//! the leases no host renewed within their time to live are a gone host's,
-//! so they expire first, and what only they kept is collected; a renewed
-//! lease keeps its snapshot.
+//! The CLI and `orgo serve` in a fleet (a real PostgreSQL and a real
+//! s3s-fs, no VM):
+//!
+//! - a template published through one host's `orgo serve` resolves on
+//!   another host, which has no server: the registry is the fleet's;
+//! - `orgo store gc`: the leases no host renewed within their time to live
+//!   are a gone host's, so they expire first, and what only they kept is
+//!   collected; a renewed lease keeps its snapshot.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Output, Stdio};
 
 use orgo_fleet::FleetStore;
 use orgo_fleet_testing::Fleet;
@@ -108,4 +113,87 @@ async fn gc_expires_the_leases_of_gone_hosts_and_collects_what_only_they_kept() 
             "`{digest}` kept: {kept}; gc said: {stdout}"
         );
     }
+}
+
+/// `orgo ARGS` as a host of `fleet` with its home in `home`.
+fn orgo(fleet: &Fleet, home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orgo"));
+    command
+        .env("ORGO_HOME", home)
+        .envs(fleet.env())
+        .env_remove("ORGO_URL")
+        .env_remove("ORGO_API_KEY");
+    command
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("UTF-8")
+}
+
+#[test]
+fn a_template_published_through_one_hosts_server_resolves_on_another_host() {
+    let fleet = Fleet::start();
+    let (server_home, other_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = ok(
+        &orgo(&fleet, server_home.path())
+            .args(["keys", "create", "--namespace", "team"])
+            .output()
+            .unwrap(),
+        "orgo keys create",
+    );
+    let mut server = orgo(&fleet, server_home.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-builds",
+            "0",
+            "--max-computers",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut address = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut address)
+        .unwrap();
+
+    let file = server_home.path().join("app.yaml");
+    std::fs::write(&file, "api_version: orgo.ai/v1\nname: shared-app@1.0.0\n").unwrap();
+    let published = orgo(&fleet, server_home.path())
+        .env("ORGO_URL", format!("http://{}", address.trim()))
+        .env("ORGO_API_KEY", key.trim())
+        .args(["publish", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    ok(&published, "orgo publish through the server");
+
+    // Another host, no server: the fleet's registry has it.
+    let resolved = ok(
+        &orgo(&fleet, other_home.path())
+            .args(["resolve", "team/shared-app@1.0.0"])
+            .output()
+            .unwrap(),
+        "orgo resolve on another host",
+    );
+    let template =
+        orgo_template::Template::from_yaml("api_version: orgo.ai/v1\nname: shared-app@1.0.0\n")
+            .unwrap();
+    assert_eq!(resolved.trim(), template.digest().to_string());
+    let listed = ok(
+        &orgo(&fleet, other_home.path())
+            .args(["templates"])
+            .output()
+            .unwrap(),
+        "orgo templates on another host",
+    );
+    assert!(listed.contains("team/shared-app@1.0.0"), "{listed}");
 }
