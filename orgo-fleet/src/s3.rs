@@ -277,7 +277,7 @@ impl S3Blobs {
             let n = reader
                 .read(&mut buffer)
                 .await
-                .map_err(|e| read_error(e, digest))?;
+                .map_err(|e| StoreError::from_read(e, digest))?;
             if n == 0 {
                 break;
             }
@@ -701,21 +701,6 @@ fn redact(url: &str) -> String {
             parsed.to_string()
         }
         Err(_) => "<not a URL>".to_owned(),
-    }
-}
-
-/// Turns a read error back into the [`StoreError`] it carries, if any.
-fn read_error(error: io::Error, digest: &Digest) -> StoreError {
-    if error.get_ref().is_some_and(|e| e.is::<StoreError>()) {
-        let inner = error.into_inner().expect("the error has an inner error");
-        return *inner
-            .downcast::<StoreError>()
-            .expect("the inner error is a StoreError");
-    }
-    StoreError::Io {
-        op: "read blob",
-        path: digest.to_string().into(),
-        source: error,
     }
 }
 

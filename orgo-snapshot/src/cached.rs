@@ -112,15 +112,8 @@ impl CachedStore {
 /// names the chunk or blob), not with the local write it interrupted.
 fn corrupt_cause(error: StoreError) -> StoreError {
     match error {
-        StoreError::Io { source, op, path } => {
-            if source.get_ref().is_some_and(|e| e.is::<StoreError>()) {
-                let inner = source.into_inner().expect("checked: it has an inner error");
-                *inner
-                    .downcast::<StoreError>()
-                    .expect("checked: the inner error is a StoreError")
-            } else {
-                StoreError::Io { op, path, source }
-            }
+        StoreError::Io { op, path, source } => {
+            StoreError::carried(source).unwrap_or_else(|source| StoreError::Io { op, path, source })
         }
         other => other,
     }

@@ -107,6 +107,31 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error a failed read of blob `digest` carries: the
+    /// [`StoreError`] inside it when there is one (a [`BlobReader`]'s
+    /// [`Corrupt`](Self::Corrupt), naming the blob or chunk), else the I/O
+    /// error itself.
+    ///
+    /// [`BlobReader`]: crate::BlobReader
+    pub fn from_read(error: io::Error, digest: &Digest) -> StoreError {
+        Self::carried(error).unwrap_or_else(|error| StoreError::Io {
+            op: "read blob",
+            path: digest.to_string().into(),
+            source: error,
+        })
+    }
+
+    /// The [`StoreError`] inside `error`, or `error` when it carries none.
+    pub(crate) fn carried(error: io::Error) -> Result<StoreError, io::Error> {
+        if !error.get_ref().is_some_and(|e| e.is::<StoreError>()) {
+            return Err(error);
+        }
+        let inner = error.into_inner().expect("checked: it has an inner error");
+        Ok(*inner
+            .downcast::<StoreError>()
+            .expect("checked: the inner error is a StoreError"))
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }

@@ -358,15 +358,5 @@ pub(crate) async fn read_small(
 
 /// Turns a read error back into the [`StoreError`] it carries, if any.
 pub(crate) fn unwrap_corrupt(error: io::Error, digest: &Digest) -> StoreError {
-    if error.get_ref().is_some_and(|e| e.is::<StoreError>()) {
-        let inner = error.into_inner().expect("the error has an inner error");
-        return *inner
-            .downcast::<StoreError>()
-            .expect("the inner error is a StoreError");
-    }
-    StoreError::Io {
-        op: "read blob",
-        path: digest.to_string().into(),
-        source: error,
-    }
+    StoreError::from_read(error, digest)
 }
