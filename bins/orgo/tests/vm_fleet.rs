@@ -7,7 +7,8 @@
 //!    as the host that built it would have uploaded it.
 //! 2. Both hosts `orgo build` one new template at once: one builds, the
 //!    other waits for that build (a lock in the registry) and finds it.
-//! 3. The other host `orgo launch`es it, fetching the snapshot and the disk
+//! 3. The builder publishes it, its home is removed, and the other host
+//!    `orgo launch`es `fleet/fleet@1.0.0`, fetching the snapshot and the disk
 //!    layers under it, and `exec` reads what the build wrote.
 //! 4. Its second launch fetches nothing.
 //!
@@ -161,13 +162,18 @@ async fn a_template_one_host_builds_launches_on_another_which_fetches_it_once() 
     let snapshot = |line: &str| line.split(' ').nth(1).unwrap().to_owned();
     assert_eq!(snapshot(&builds[0]), snapshot(&builds[1]), "one snapshot");
 
-    // The host that did not build launches it: fetched, not built. The
-    // builder's home goes first: nothing of it may be read.
+    // The builder publishes it; the other host launches it by its ref:
+    // fetched, not built. The builder's home goes first: nothing of it may
+    // be read.
     let builder = usize::from(builds[1].contains("(built in"));
+    ok(
+        &hosts[builder].orgo(&["publish", &file, "--namespace", "fleet"]),
+        "orgo publish",
+    );
     std::fs::remove_dir_all(&hosts[builder].home).unwrap();
     let other = &hosts[1 - builder];
     let before = other.local_blobs();
-    let id = ok(&other.orgo(&["launch", &file]), "orgo launch")
+    let id = ok(&other.orgo(&["launch", "fleet/fleet@1.0.0"]), "orgo launch")
         .trim()
         .to_owned();
     let fetched: BTreeSet<_> = other.local_blobs().difference(&before).cloned().collect();
@@ -213,9 +219,12 @@ async fn a_template_one_host_builds_launches_on_another_which_fetches_it_once() 
 
     // A second launch there fetches nothing.
     let before = other.local_blobs();
-    let id = ok(&other.orgo(&["launch", &file]), "second orgo launch")
-        .trim()
-        .to_owned();
+    let id = ok(
+        &other.orgo(&["launch", "fleet/fleet@1.0.0"]),
+        "second orgo launch",
+    )
+    .trim()
+    .to_owned();
     assert_eq!(other.local_blobs(), before, "nothing was fetched again");
     ok(&other.orgo(&["stop", &id]), "orgo stop");
 }
