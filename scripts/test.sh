@@ -18,14 +18,32 @@ stage "the workspace's tests"
 # its VM tests left in the shared test home (see there).
 host=$(rustc -vV | sed -n 's/^host: //p')
 runner_var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUNNER"
+env "$runner_var=$PWD/scripts/test-runner.sh" cargo test --workspace --locked --no-run
+# Beside the workspace's tests, once they are built: the fuzz invariants
+# (the fuzz crate, a workspace of its own sharing target/, so the
+# dependencies both have are built once) and the HTTP API under
+# schemathesis (PyPI, against its OpenAPI document; a server with no VM).
+# The VM tests leave the CPU idle for minutes while guests sleep and
+# clocks run out; their output is shown after the workspace's.
+side_log=$(mktemp)
+(
+    stage "fuzz invariants (beside the workspace's tests)"
+    (cd fuzz && cargo fmt -- --check && CARGO_TARGET_DIR=../target cargo test --locked)
+    stage "the HTTP API under schemathesis (beside the workspace's tests)"
+    scripts/api-fuzz.sh
+) >"$side_log" 2>&1 &
+side=$!
+trap 'kill "$side" 2>/dev/null || true' EXIT
 env "$runner_var=$PWD/scripts/test-runner.sh" cargo test --workspace --locked
-stage "fuzz invariants"
-# The fuzz crate is a workspace of its own; it shares target/, so the
-# dependencies both have are built once.
-(cd fuzz && cargo fmt -- --check && CARGO_TARGET_DIR=../target cargo test --locked)
-# The HTTP API under schemathesis (PyPI), against its OpenAPI document.
-stage "the HTTP API under schemathesis"
-scripts/api-fuzz.sh
+side_status=0
+wait "$side" || side_status=$?
+trap - EXIT
+cat "$side_log"
+rm -f "$side_log"
+if [ "$side_status" -ne 0 ]; then
+    echo "test.sh: the fuzz invariants or schemathesis failed (above)" >&2
+    exit "$side_status"
+fi
 # The Python package, installed with pip into a fresh virtual environment.
 stage "the Python package"
 orgo-py/scripts/test.sh
