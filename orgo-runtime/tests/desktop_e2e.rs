@@ -29,6 +29,10 @@ use orgo_runtime::{
 use orgo_template::Template;
 
 const T: Duration = Duration::from_secs(120);
+/// How long [`wait_for`] polls. An autostarted `xterm` under TCG, with two
+/// other desktops restoring beside it, once took over 120 s to map its
+/// window (created, 1x1, unmapped until then): a bound, not a measure.
+const PATIENCE: Duration = Duration::from_secs(300);
 /// The wallpaper's colour.
 const COLOUR: [u8; 3] = [0x33, 0x66, 0x99];
 const W: u32 = 1024;
@@ -162,9 +166,10 @@ async fn sh(computer: &Computer, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Polls `script` until it prints something containing `what`.
+/// Polls `script` until it prints something containing `what`, for up to
+/// [`PATIENCE`].
 async fn wait_for(computer: &Computer, script: &str, what: &str) -> String {
-    let deadline = Instant::now() + T;
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let out = computer.exec(Exec::shell(script), T).await.unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
