@@ -120,6 +120,12 @@ static WALLPAPER: LazyLock<PathBuf> = LazyLock::new(|| {
     path
 });
 
+/// The desktop template. Its `xterm` starts 3 s after the launch, as the
+/// recorder does 1 s after: started at once, it raced `openbox` (which a
+/// launch starts), and with the other desktop tests beside it, its window
+/// stayed unmapped (1x1) for good, three runs out of three on a fast
+/// machine. Autostart entries are to wait for the window manager; until
+/// they do, the delay keeps the race out of what this test checks.
 fn desktop_template() -> Template {
     Template::from_yaml(&format!(
         r#"api_version: orgo.ai/v1
@@ -130,6 +136,7 @@ apps:
   - name: desk
     autostart:
       - run: "xterm -T typed -geometry 60x8+0+0 -e sh -c 'cat > /tmp/typed.txt'"
+        delay: 3s
       - run: "stdbuf -oL xev -name recorder -geometry 300x200+0+400 > /tmp/xev.log"
         delay: 1s
 secrets: [{{ name: stream_key }}]
