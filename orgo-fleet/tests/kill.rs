@@ -93,13 +93,13 @@ async fn killed_uploads_leave_a_sound_store() {
         registry: postgres.url(),
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for round in 0..8 {
+    for round in 0..5 {
         // Two hosts write at once; both are killed at a random moment.
         let mut children = [
             spawn(&postgres, &s3, rng.next()),
             spawn(&postgres, &s3, rng.next()),
         ];
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(1500))).await;
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
         for child in &mut children {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -171,11 +171,11 @@ async fn writer(target: Target, seed: u64) {
     }
 }
 
-/// A snapshot's files: up to 3 chunks each, a quarter of their chunks zeros.
+/// A snapshot's files: up to 2 chunks each, a quarter of their chunks zeros.
 fn write_files(dir: &Path, rng: &mut Rng, build: u64) -> BTreeMap<String, std::path::PathBuf> {
     let mut files = BTreeMap::new();
     for role in ["disk", "memory", "state"] {
-        let size = 1 + rng.below(3 * S3Blobs::CHUNK_SIZE as u64) as usize;
+        let size = 1 + rng.below(2 * S3Blobs::CHUNK_SIZE as u64) as usize;
         let mut bytes = vec![0u8; size];
         for (i, chunk) in bytes.chunks_mut(S3Blobs::CHUNK_SIZE).enumerate() {
             if i % 4 != 3 {
