@@ -105,6 +105,7 @@ mod host_tools;
 mod image;
 mod images;
 mod launch;
+mod leases;
 mod live;
 mod net;
 mod pause;

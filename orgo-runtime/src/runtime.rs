@@ -109,7 +109,7 @@ impl Runtime {
         if runtime.shared.builder.fleet.is_some() {
             // This host is alive: its computers' leases in the fleet's
             // registry are set again, now and while the runtime is open.
-            crate::fleet::keep_leases(&runtime.shared);
+            crate::leases::keep_leases(&runtime.shared);
         }
         Ok(runtime)
     }
@@ -384,7 +384,7 @@ impl Runtime {
         // In a fleet, the leases are every host's, and one this home lacks
         // may be another host's computer: none is released here. One that a
         // launch killed here leaked is renewed by nobody, and expires (see
-        // `crate::fleet::RENEW_LEASES_EVERY`).
+        // `crate::leases::RENEW_LEASES_EVERY`).
         if self.shared.builder.fleet.is_some() {
             return Ok(orphans);
         }

@@ -10,16 +10,15 @@
 //! fetches the chain of blobs under it.
 //!
 //! [`evict`] keeps this host's store within its cap
-//! ([`RuntimeConfig::cache_max`]), [`leases`] keeps its computers' leases
-//! alive in the fleet's registry, and [`backing`] names and follows disk
-//! layers.
+//! ([`RuntimeConfig::cache_max`]) and [`backing`] names and follows disk
+//! layers; `crate::leases` keeps this host's computers' leases alive in the
+//! fleet's registry.
 //!
 //! [`RuntimeConfig::shared_store`]: crate::RuntimeConfig::shared_store
 //! [`RuntimeConfig::cache_max`]: crate::RuntimeConfig::cache_max
 
 mod backing;
 mod evict;
-mod leases;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,7 +31,6 @@ use crate::error::RuntimeError;
 use self::backing::backing_blob;
 pub(crate) use self::backing::{link_backing_dir, relative_backing};
 use self::evict::{RECENT, bring, evict, mark_used};
-pub(crate) use self::leases::keep_leases;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Fleet {
