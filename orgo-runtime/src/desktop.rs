@@ -15,10 +15,10 @@
 //! | service | what |
 //! |---|---|
 //! | `desktop:x` | TigerVNC's `Xvnc` on display `:0` at the template's resolution and depth; it serves VNC itself on port [`VNC_PORT`] (no password: reach it through the host's forwarding only) |
-//! | `desktop:wm` | the `openbox` window manager (click to focus), as user `orgo`, started at launch |
+//! | `desktop:wm` | the `openbox` window manager (click to focus), as user `orgo`, started at launch; once it runs, it marks the root window ([`WM_READY`]) |
 //! | `desktop:novnc` | `websockify` serving noVNC on port [`NOVNC_PORT`] (`/vnc.html`) |
 //! | `desktop:audio` | with `hardware.audio: true`: PulseAudio, as user `orgo`, with one null sink `orgo` (the default sink) whose monitor `orgo.monitor` captures what is played; clients reach it at [`PULSE_SERVER`] (set for every desktop service, autostart entry and stream) |
-//! | `apps[i].autostart[j]` | each autostart entry, as user `orgo`, after its `delay` |
+//! | `apps[i].autostart[j]` | each autostart entry, as user `orgo`, once the window manager runs (up to 30 s), then after its `delay` |
 //! | `stream:NAME` | a stream of `streaming[]` (see `streams`): the screen, and the sink's monitor with `hardware.audio` |
 //!
 //! **When.** The build starts the X server and noVNC, downloads the
@@ -31,7 +31,21 @@
 //! started after the restore works, and starts in well under a second.
 //! Autostart entries run on every launch, never at build time: each
 //! computer's first boot is its launch, and each computer starts its own,
-//! `delay` after its launch.
+//! `delay` after its window manager runs.
+//!
+//! **Openbox's startup.** `openbox` (3.6.1) selects the root window's
+//! redirects early in its startup, then loads its configuration and theme
+//! (seconds under QEMU TCG) before its main loop. A window mapped meanwhile
+//! sends openbox a map request that its startup's round trips read into
+//! Xlib's queue, and its main loop, which waits on the connection only,
+//! does not see it until another event arrives: on an idle desktop the
+//! window stayed an unmapped 1x1 window for good (an `xterm` started with
+//! the launch, three times out of three; any later event, such as a root
+//! property set, got it managed at once). So openbox runs
+//! `--startup` a command that sets [`WM_READY`] on the root window: openbox
+//! runs it just before its main loop, and the property's change is the
+//! event that wakes the loop for what was queued. Autostart entries wait
+//! for the mark, so their windows are mapped once openbox manages them.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +70,10 @@ pub const PULSE_SERVER: &str = "unix:/tmp/orgo-pulse/native";
 pub(crate) const WALLPAPER_PATH: &str = "/var/lib/orgo/wallpaper";
 /// The resolution of a desktop whose template sets none: 1280x800x24.
 pub const DEFAULT_RESOLUTION: (u32, u32, u32) = (1280, 800, 24);
+
+/// The root window's property that the window manager sets once it runs
+/// its main loop (see the module's docs); removed before it starts.
+pub(crate) const WM_READY: &str = "_ORGO_WM_READY";
 
 /// How long a build waits for the X server.
 pub(crate) const BUILD_TIMEOUT_MS: u64 = 120_000;
@@ -146,7 +164,11 @@ impl Desktop {
     pub(crate) fn session_services(&self) -> Vec<ServiceSpec> {
         let mut out = vec![session_service(
             "desktop:wm",
-            &format!("{}\nexec openbox", wait_for_x()),
+            &format!(
+                "{}\nxprop -root -remove {WM_READY} 2>/dev/null\n\
+                 exec openbox --startup 'xprop -root -f {WM_READY} 32c -set {WM_READY} 1'",
+                wait_for_x()
+            ),
             RestartPolicy::Always,
         )];
         if self.audio {
@@ -169,14 +191,20 @@ impl Desktop {
         out
     }
 
-    /// The autostart entries as services (each `delay` after its start),
-    /// with their fields.
+    /// The autostart entries as services (each `delay` after the window
+    /// manager runs), with their fields.
     pub(crate) fn autostart_services(&self) -> Vec<(String, ServiceSpec)> {
         self.autostart
             .iter()
             .map(|(field, entry)| {
                 let ms = entry.delay.as_millis();
-                let run = format!("sleep {}.{:03}\n{}", ms / 1000, ms % 1000, entry.run);
+                let run = format!(
+                    "{}\nsleep {}.{:03}\n{}",
+                    wait_for_wm(),
+                    ms / 1000,
+                    ms % 1000,
+                    entry.run
+                );
                 (
                     field.clone(),
                     session_service(field, &run, RestartPolicy::No),
@@ -255,6 +283,16 @@ impl Desktop {
 /// A shell loop that waits (up to 30 s) for the X server's socket.
 fn wait_for_x() -> String {
     format!("for _ in $(seq 300); do [ -S /tmp/.X11-unix/X{DISPLAY} ] && break; sleep 0.1; done")
+}
+
+/// A shell loop that waits (up to 30 s) for the window manager's mark,
+/// [`WM_READY`]; past that, what follows starts anyway (a window then
+/// shows unmanaged, or once a window manager comes).
+fn wait_for_wm() -> String {
+    format!(
+        "{}\nfor _ in $(seq 300); do xprop -root {WM_READY} 2>/dev/null | grep -q ' = ' && break; sleep 0.1; done",
+        wait_for_x()
+    )
 }
 
 /// A service in the desktop session: user `orgo` in its home, `DISPLAY`

@@ -784,10 +784,25 @@ hooks:
         match &launch[3].action {
             Action::Service(spec) => {
                 assert_eq!(spec.name, "apps[0].autostart[0]");
-                assert_eq!(spec.run, "sleep 1.500\nxterm -e cat");
+                // It waits for the window manager's mark, then its delay.
+                let (wait, rest) = spec.run.rsplit_once("\nsleep ").expect("a delay");
+                assert!(wait.contains(desktop::WM_READY), "{}", spec.run);
+                assert_eq!(rest, "1.500\nxterm -e cat");
                 assert_eq!(spec.env["DISPLAY"], ":0");
                 assert_eq!(spec.restart, RestartPolicy::No);
             }
+            other => panic!("expected a service, got {other:?}"),
+        }
+        // The window manager sets the mark once it runs.
+        match &launch[1].action {
+            Action::Service(spec) => assert!(
+                spec.run.contains(&format!(
+                    "--startup 'xprop -root -f {} 32c -set",
+                    desktop::WM_READY
+                )),
+                "{}",
+                spec.run
+            ),
             other => panic!("expected a service, got {other:?}"),
         }
         let x = &desktop::plan(&t).expect("a desktop").services()[0];

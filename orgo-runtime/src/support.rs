@@ -60,7 +60,7 @@ const RESTART_VM: &str = "`restart_vm` is carried out by the process that launch
 const RESTART_VM_CHECKPOINT: &str = "`restart_vm` restores the template's golden snapshot, and a computer launched from a checkpoint (a fork) would come back as the template's, not as the checkpoint's: not carried out yet. Use `on_fail: restart_service:NAME` or `alert`";
 
 /// Why a launch from a checkpoint refuses a desktop.
-const DESKTOP_CHECKPOINT: &str = "a computer launched from a checkpoint of a desktop (a fork) gets a window manager that does not manage the windows opened after it (seen under QEMU TCG; a launch from the template's snapshot works): not carried out yet. Launch the template instead";
+const DESKTOP_CHECKPOINT: &str = "a computer launched from a checkpoint of a desktop (a fork) would start the desktop's window manager and autostart entries again, replacing the checkpoint's running ones: not carried out yet. Launch the template instead";
 
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {

@@ -1,13 +1,18 @@
-//! A fork of a desktop computer under QEMU (TCG) is refused, naming the
-//! field that gives it its desktop, before anything is captured; the
-//! computer runs on.
+//! A plain desktop under QEMU (TCG): a window opened as its launch returns
+//! is managed; a fork of it is refused, naming the field that gives it its
+//! desktop, before anything is captured; the computer runs on.
 //!
-//! Why refused: in a fork, the window manager the launch starts again (the
-//! checkpoint's is replaced) did not manage the windows opened after it
-//! (an `xterm` stayed an unmapped 1x1 window for 30 s, where the same check
-//! on the original computer passed within 5 s; seen under QEMU TCG). Until
-//! that is understood, a desktop fork would be a desktop that silently does
-//! not work.
+//! The window: `openbox`, which the launch starts, left a window mapped
+//! while it was starting unmapped (1x1) for good on an idle desktop, three
+//! launches out of three here, until it was made to wake its main loop
+//! (see `orgo-runtime/src/desktop.rs`). The same bug made a fork's window
+//! manager, started again, look broken; a fork works with the fix (tried
+//! by hand: the checkpoint's window and a new one both managed).
+//!
+//! Why a fork is still refused: a launch runs the desktop's session
+//! services and autostart entries, and in a fork they would replace the
+//! checkpoint's running ones (its apps started again, their state lost).
+//! What a fork of a desktop keeps is not decided yet.
 //!
 //! Needs QEMU and the desktop image (built once into the store
 //! `target/orgo-test-home`, shared with the other VM tests).
@@ -20,7 +25,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orgo_runtime::{Exec, LaunchOptions, RuntimeError};
 use orgo_snapshot::{RefKey, Store};
@@ -39,6 +44,30 @@ async fn a_fork_of_a_desktop_is_refused_naming_the_field_before_anything_is_capt
         .launch(&template, LaunchOptions::default(), &mut |_| {})
         .await
         .unwrap();
+    let open = computer
+        .exec(
+            Exec::shell("DISPLAY=:0 setsid xterm -T early -e sleep 600 >/dev/null 2>&1 &"),
+            T,
+        )
+        .await
+        .unwrap();
+    assert!(open.status.success());
+    let deadline = Instant::now() + T;
+    loop {
+        let out = computer
+            .exec(Exec::shell("DISPLAY=:0 xwininfo -name early 2>&1"), T)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("Map State: IsViewable") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window opened at launch was never managed: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let id = computer.id().to_owned();
     computer.detach();
     let store = Arc::new(runtime.store().clone()) as Arc<dyn Store>;
