@@ -22,9 +22,12 @@
 //! **Killed half-way** (`kill -9` while it stands): the next open of the
 //! runtime runs it again and nothing is stored (`crate::pause`).
 //!
-//! Limits: a launch from a checkpoint of a desktop is refused, naming the
-//! field (its window manager and autostart entries would start again,
-//! replacing the checkpoint's; `tests/desktop_fork_e2e.rs`); QEMU only; not a computer launched with more vCPUs or memory
+//! A launch from a checkpoint of a desktop starts the desktop's window
+//! manager, wallpaper and autostart entries again, as it does the
+//! template's services; other windows stay as they were
+//! (`tests/desktop_fork_e2e.rs`).
+//!
+//! Limits: QEMU only; not a computer launched with more vCPUs or memory
 //! than its snapshot (hot-added), nor one watched for `restart_vm` by this
 //! process; a launch handle of the computer held by this process must be
 //! detached first (QEMU serves one control connection). The secrets given

@@ -59,9 +59,6 @@ const RESTART_VM: &str = "`restart_vm` is carried out by the process that launch
 /// Why a launch from a checkpoint refuses `restart_vm`.
 const RESTART_VM_CHECKPOINT: &str = "`restart_vm` restores the template's golden snapshot, and a computer launched from a checkpoint (a fork) would come back as the template's, not as the checkpoint's: not carried out yet. Use `on_fail: restart_service:NAME` or `alert`";
 
-/// Why a launch from a checkpoint refuses a desktop.
-const DESKTOP_CHECKPOINT: &str = "a computer launched from a checkpoint of a desktop (a fork) would start the desktop's window manager and autostart entries again, replacing the checkpoint's running ones: not carried out yet. Launch the template instead";
-
 /// Every field of `template` that `host` cannot honour, in document order.
 pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsupported> {
     let mut out = Vec::new();
@@ -106,11 +103,6 @@ pub(crate) fn unsupported(template: &Template, host: &HostFacts) -> Vec<Unsuppor
             ),
             Some(_) => {}
         }
-    }
-    if host.from_checkpoint
-        && let Some(field) = crate::desktop::desktop_field(template)
-    {
-        refuse(field, DESKTOP_CHECKPOINT);
     }
     if hw.resolution.is_some_and(|r| r.depth == 8) {
         refuse(
@@ -272,27 +264,13 @@ apps:
     }
 
     #[test]
-    fn a_launch_from_a_checkpoint_refuses_a_desktop_naming_the_field_that_makes_it() {
-        let cases = [
-            (
-                "hardware: { resolution: 800x600x24 }\n",
-                Some("hardware.resolution"),
-            ),
-            (
-                "desktop: { wallpaper: \"file:///w.png\" }\n",
-                Some("desktop"),
-            ),
-            (
-                "apps:\n  - name: a\n  - name: b\n    autostart: [{ run: xterm }]\n",
-                Some("apps[1].autostart"),
-            ),
-            (
-                "streaming: [{ name: s, url: \"rtmp://h/live\", key: k }]\n",
-                Some("streaming"),
-            ),
-            ("", None),
-        ];
-        for (fields, refused) in cases {
+    fn a_launch_from_a_checkpoint_takes_a_desktop() {
+        for fields in [
+            "hardware: { resolution: 800x600x24 }\n",
+            "desktop: { wallpaper: \"file:///w.png\" }\n",
+            "apps:\n  - name: a\n  - name: b\n    autostart: [{ run: xterm }]\n",
+            "streaming: [{ name: s, url: \"rtmp://h/live\", key: k }]\n",
+        ] {
             let template =
                 Template::from_yaml(&format!("api_version: orgo.ai/v1\nname: t@1.0.0\n{fields}"))
                     .unwrap_or_else(|e| panic!("{fields}: {e}"));
@@ -300,19 +278,8 @@ apps:
                 from_checkpoint: true,
                 ..HostFacts::default()
             };
-            let got: Vec<String> = unsupported(&template, &from_checkpoint)
-                .into_iter()
-                .map(|u| u.field)
-                .collect();
-            assert_eq!(
-                got,
-                refused.into_iter().map(String::from).collect::<Vec<_>>(),
-                "{fields}"
-            );
-            assert!(
-                unsupported(&template, &HostFacts::default()).is_empty(),
-                "a launch from the template takes it: {fields}"
-            );
+            let refused = unsupported(&template, &from_checkpoint);
+            assert!(refused.is_empty(), "{fields}: {refused:?}");
         }
     }
 }
