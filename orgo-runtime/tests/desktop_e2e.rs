@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use common::{nonce, test_runtime, workspace};
+use common::{desktop, nonce, test_runtime, workspace};
 use orgo_runtime::{
     Computer, Exec, LaunchOptions, MouseButton, Region, Runtime, RuntimeError, ScrollDirection,
     StreamState,
@@ -171,50 +171,25 @@ async fn sh(computer: &Computer, script: &str) -> String {
 /// Polls `script` until it prints something containing `what`, for up to
 /// [`PATIENCE`].
 async fn wait_for(computer: &Computer, script: &str, what: &str) -> String {
-    match poll(computer, script, what).await {
-        Ok(text) => text,
-        Err(last) => panic!("`{script}` never printed `{what}`: {last}"),
-    }
-}
-
-/// Polls `script` until it prints something containing `what`, for up to
-/// [`PATIENCE`]: what it printed, or at the deadline what it printed last.
-async fn poll(computer: &Computer, script: &str, what: &str) -> Result<String, String> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let out = computer.exec(Exec::shell(script), T).await.unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if text.contains(what) {
-            return Ok(text);
+            return text;
         }
-        if Instant::now() >= deadline {
-            return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
-        }
+        assert!(
+            Instant::now() < deadline,
+            "`{script}` never printed `{what}`: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// What the desktop session is doing, for a window that never shows: its
-/// processes, the window manager's mark on the root window, the window
-/// tree and the session's logs.
-const SESSION_STATE: &str = "ps -eo pid,ppid,stat,wchan:24,etimes,args --forest | grep -v ' \\[' ; \
-    export DISPLAY=:0; echo; xprop -root _NET_SUPPORTING_WM_CHECK _NET_ACTIVE_WINDOW; \
-    echo; xwininfo -root -tree; cd /var/log/orgo && for f in desktop* apps*; do echo \"== $f\"; tail -n 40 \"$f\"; done";
-
 /// A window's client area: (x, y, width, height), from `xwininfo`.
 async fn window(computer: &Computer, name: &str) -> (u32, u32, u32, u32) {
-    let script = format!("DISPLAY=:0 xwininfo -name {name} 2>&1 || true");
-    let text = match poll(computer, &script, "Map State: IsViewable").await {
-        Ok(text) => text,
-        Err(last) => {
-            let out = computer.exec(Exec::shell(SESSION_STATE), T).await.unwrap();
-            panic!(
-                "window `{name}` never showed: {last}\nthe session:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
+    let text = desktop::wait_viewable(computer, name, PATIENCE).await;
     let field = |label: &str| -> u32 {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(label))
@@ -258,11 +233,7 @@ async fn the_desktop_shows_its_wallpaper_and_takes_typing_keys_clicks_scroll_and
     // A window opened as the launch returns, while the window manager the
     // launch started may still be starting, is managed too (openbox once
     // left such a window unmapped for good: see `desktop.rs`).
-    sh(
-        &computer,
-        "DISPLAY=:0 setsid xterm -T early -geometry 20x2+0+300 -e sleep 600 >/dev/null 2>&1 &",
-    )
-    .await;
+    desktop::open_window(&computer, "early", "20x2+0+300").await;
 
     let terminal = window(&computer, "typed").await;
     let recorder = window(&computer, "recorder").await;

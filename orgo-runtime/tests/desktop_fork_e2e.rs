@@ -25,51 +25,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use orgo_runtime::{Computer, Exec, LaunchOptions};
+use common::desktop::{open_window, wait_viewable};
+use orgo_runtime::{Computer, LaunchOptions};
 use orgo_template::Template;
 
+/// How long a window may take to be managed: a bound, not a measure.
 const T: Duration = Duration::from_secs(120);
-
-/// Opens an `xterm` titled `title` on the computer's display, in the
-/// background.
-async fn open_window(computer: &Computer, title: &str) {
-    let out = computer
-        .exec(
-            Exec::shell(format!(
-                "DISPLAY=:0 setsid xterm -T {title} -e sleep 600 >/dev/null 2>&1 &"
-            )),
-            T,
-        )
-        .await
-        .unwrap();
-    assert!(out.status.success());
-}
-
-/// Waits (up to [`T`]) for window `title` to be mapped, which on a desktop
-/// with a window manager means managed.
-async fn wait_managed(computer: &Computer, title: &str) {
-    let deadline = Instant::now() + T;
-    loop {
-        let out = computer
-            .exec(
-                Exec::shell(format!("DISPLAY=:0 xwininfo -name {title} 2>&1")),
-                T,
-            )
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.contains("Map State: IsViewable") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "window `{title}` was never managed: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_of_a_desktop_keeps_its_windows_and_manages_new_ones() {
@@ -82,8 +45,8 @@ async fn a_fork_of_a_desktop_keeps_its_windows_and_manages_new_ones() {
         .launch(&template, LaunchOptions::default(), &mut |_| {})
         .await
         .unwrap();
-    open_window(&computer, "early").await;
-    wait_managed(&computer, "early").await;
+    open_window(&computer, "early", "80x24").await;
+    wait_viewable(&computer, "early", T).await;
     let id = computer.id().to_owned();
     computer.detach();
 
@@ -92,16 +55,16 @@ async fn a_fork_of_a_desktop_keeps_its_windows_and_manages_new_ones() {
         .await
         .unwrap();
     let [fork] = <[Computer; 1]>::try_from(forks).ok().unwrap();
-    wait_managed(&fork, "early").await;
-    open_window(&fork, "late").await;
-    wait_managed(&fork, "late").await;
+    wait_viewable(&fork, "early", T).await;
+    open_window(&fork, "late", "80x24").await;
+    wait_viewable(&fork, "late", T).await;
     let shot = fork.screenshot(None).await.unwrap();
     assert_eq!((shot.width, shot.height), (800, 600));
     fork.stop().await.unwrap();
 
     // The original runs on, its own desktop working.
     let computer = runtime.connect(&id).await.unwrap();
-    open_window(&computer, "after").await;
-    wait_managed(&computer, "after").await;
+    open_window(&computer, "after", "80x24").await;
+    wait_viewable(&computer, "after", T).await;
     computer.stop().await.unwrap();
 }

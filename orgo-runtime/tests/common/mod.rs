@@ -1,8 +1,10 @@
 //! What the VM tests share: the static agent, the base image cache, the
-//! test store, fresh nonces. (Also compiled into `bins/orgo/tests/vm_cli.rs`
+//! test store, fresh nonces, the desktop's windows ([`desktop`]). (Also compiled into `bins/orgo/tests/vm_cli.rs`
 //! by path; not every test binary uses every helper.)
 
 #![allow(dead_code, reason = "each test binary uses some of these helpers")]
+
+pub(crate) mod desktop;
 
 use std::path::{Path, PathBuf};
 
